@@ -1,0 +1,29 @@
+//! Monolith: a bare-metal aarch64 firmware whose job is physically contiguous memory.
+//!
+//! The crate has two halves:
+//! - Safe policy code that builds for the host too and is unit-tested there with `cargo
+//!   test`: [`mm`] (buddy allocator, pageblocks, CMA), [`dt`] (device-tree interpretation),
+//!   [`shell`]. These modules carry `#![forbid(unsafe_code)]`.
+//! - The thin hardware layer, only on the bare-metal target (`target_os = "none"`): boot,
+//!   MMU, exceptions, GIC, timer, UART, PSCI. Every unsafe block there says why it is sound.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod dt;
+pub mod mm;
+pub mod shell;
+
+#[cfg(target_os = "none")]
+pub mod cpu;
+
+#[cfg(target_os = "none")]
+pub mod bsp;
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod panic;
+#[cfg(target_os = "none")]
+pub mod runtime;
+#[cfg(target_os = "none")]
+pub mod heap;
