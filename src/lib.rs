@@ -27,3 +27,7 @@ pub mod panic;
 pub mod runtime;
 #[cfg(target_os = "none")]
 pub mod heap;
+#[cfg(target_os = "none")]
+pub mod dtb;
+#[cfg(target_os = "none")]
+pub mod driver;
