@@ -1,34 +1,127 @@
-//! Console output: `print!`/`println!` over the PL011.
+//! Console: `print!`/`println!` and byte input over the PL011.
+//!
+//! Theory of operation: output is polled and works from the first instruction: until
+//! [`init_uart`] runs, bytes go to the PL011 QEMU `virt` always has
+//! ([`crate::bsp::EARLY_UART_BASE`]); afterwards to the UART the device tree names. A flag
+//! serialises whole `print!` calls so lines from thread context do not interleave, but it
+//! is only ever *tried*: a writer that finds it held (an IRQ handler or a fault dump that
+//! interrupted a print) writes anyway rather than waiting for a holder that cannot run
+//! again until it returns. Output can then interleave; it can never deadlock.
+//!
+//! Input is interrupt driven once the GIC is up (bytes collected by the PL011 RX handler
+//! into a ring, [`read_byte`] takes from it), and polled from the FIFO before that.
+//! [`wait_byte`] sleeps in WFI between bytes, checking the ring with IRQs masked so a byte
+//! arriving between the check and the WFI still wakes it.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-struct EarlyUart;
+use crate::driver::irq_cell;
+use crate::driver::pl011::{ByteRing, Pl011};
 
-impl Write for EarlyUart {
+static UART_BASE: AtomicUsize = AtomicUsize::new(crate::bsp::EARLY_UART_BASE);
+static RX_RING: ByteRing = ByteRing::new();
+static RX_BY_IRQ: AtomicBool = AtomicBool::new(false);
+static WRITING: AtomicBool = AtomicBool::new(false);
+
+fn uart() -> Pl011 {
+    // Safety: UART_BASE holds either the PL011 every QEMU `virt` has at a fixed address, or
+    // the device tree's PL011 that the boot code identity-maps before `init_uart`.
+    unsafe { Pl011::new(UART_BASE.load(Ordering::Acquire)) }
+}
+
+/// Switch the console to the device tree's PL011, program it, and (with `rx_intid`) take
+/// input by interrupt. Called from `driver::init`.
+pub fn init_uart(base: usize, uartclk_hz: u32, rx_intid: Option<u32>) {
+    UART_BASE.store(base, Ordering::Release);
+    let uart = uart();
+    uart.init(uartclk_hz);
+    if let Some(intid) = rx_intid {
+        match crate::driver::register_handler(intid, on_rx_irq) {
+            Ok(()) => RX_BY_IRQ.store(true, Ordering::Release),
+            Err(e) => log::error!("console RX interrupt {intid}: {e:?}; input is polled"),
+        }
+    }
+}
+
+fn on_rx_irq() {
+    uart().drain_rx(&RX_RING);
+}
+
+struct UartWriter;
+
+impl Write for UartWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        let uart = uart();
         for b in s.bytes() {
             if b == b'\n' {
-                put_byte(b'\r');
+                uart.write_byte(b'\r');
             }
-            put_byte(b);
+            uart.write_byte(b);
         }
         Ok(())
     }
 }
 
-fn put_byte(b: u8) {
-    let base = crate::bsp::EARLY_UART_BASE;
-    // Safety: the PL011 on `virt` is at this fixed address, identity-mapped as device
-    // memory (or MMU off); FR (offset 0x18) bit 5 is TXFF, DR (offset 0) takes the byte.
-    unsafe {
-        while core::ptr::read_volatile((base + 0x18) as *const u32) & (1 << 5) != 0 {}
-        core::ptr::write_volatile(base as *mut u32, b as u32);
+#[doc(hidden)]
+pub fn _print(args: fmt::Arguments) {
+    let owner = WRITING
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok();
+    let _ = UartWriter.write_fmt(args);
+    if owner {
+        WRITING.store(false, Ordering::Release);
     }
 }
 
-#[doc(hidden)]
-pub fn _print(args: fmt::Arguments) {
-    let _ = EarlyUart.write_fmt(args);
+/// Raw bytes to the console (no newline translation): for echoing input byte by byte.
+pub fn write_bytes(bytes: &[u8]) {
+    let uart = uart();
+    for &b in bytes {
+        uart.write_byte(b);
+    }
+}
+
+/// A received byte, if one is waiting. Never blocks.
+pub fn read_byte() -> Option<u8> {
+    if RX_BY_IRQ.load(Ordering::Acquire) {
+        RX_RING.pop()
+    } else {
+        uart().try_read_byte()
+    }
+}
+
+/// The next received byte, sleeping (WFI) until one arrives. With IRQs masked or receive
+/// interrupts unavailable it polls instead.
+pub fn wait_byte() -> u8 {
+    loop {
+        if !RX_BY_IRQ.load(Ordering::Acquire) || !irq_cell::irqs_enabled() {
+            // Poll the FIFO too: with IRQs masked the handler cannot fill the ring.
+            if let Some(b) = RX_RING.pop().or_else(|| uart().try_read_byte()) {
+                return b;
+            }
+            core::hint::spin_loop();
+            continue;
+        }
+        let saved = irq_cell::irq_save();
+        if let Some(b) = RX_RING.pop() {
+            irq_cell::irq_restore(saved);
+            return b;
+        }
+        // WFI wakes on a pending interrupt even while it is masked; unmasking then takes it.
+        aarch64_cpu::asm::wfi();
+        irq_cell::irq_restore(saved);
+    }
+}
+
+/// Bytes received but dropped because the ring was full.
+pub fn rx_dropped() -> usize {
+    RX_RING.dropped()
+}
+
+/// Whether input arrives by interrupt (false: polled).
+pub fn rx_interrupt_driven() -> bool {
+    RX_BY_IRQ.load(Ordering::Acquire)
 }
 
 #[macro_export]
@@ -39,5 +132,5 @@ macro_rules! print {
 #[macro_export]
 macro_rules! println {
     () => ($crate::print!("\n"));
-    ($($arg:tt)*) => ({ $crate::console::_print(format_args!($($arg)*)); $crate::print!("\n"); });
+    ($($arg:tt)*) => ({ $crate::console::_print(format_args!("{}\n", format_args!($($arg)*))); });
 }

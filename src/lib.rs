@@ -13,6 +13,10 @@ extern crate alloc;
 pub mod dt;
 pub mod mm;
 pub mod shell;
+// Boot core: the table format, identity-map policy and fault decoding build on the host
+// too; their hardware halves are bare-metal only.
+pub mod exception;
+pub mod memory;
 
 #[cfg(target_os = "none")]
 pub mod cpu;
@@ -31,3 +35,9 @@ pub mod heap;
 pub mod dtb;
 #[cfg(target_os = "none")]
 pub mod driver;
+#[cfg(target_os = "none")]
+pub mod logger;
+#[cfg(target_os = "none")]
+pub mod psci;
+#[cfg(all(target_os = "none", feature = "qemu-test"))]
+pub mod test_harness;

@@ -1,13 +1,230 @@
 //! The Monolith firmware image.
+//!
+//! Theory of operation: the library's runtime brings the machine up (exceptions, heap,
+//! device tree, MMU, drivers) and then calls [`kernel_init`] here. For now the firmware
+//! prints what it found, so a boot log alone tells which platform and devices it runs on,
+//! and then echoes console input (the shell will replace that loop).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
 #[cfg(target_os = "none")]
+mod summary {
+    use aarch64_cpu::registers::CurrentEL;
+    use monolith::driver::{gicv3, timer, virtio_probe};
+    use monolith::dt::platform::{Platform, PsciConduit};
+    use monolith::println;
+    use tock_registers::interfaces::Readable;
+
+    const MIB: u64 = 1 << 20;
+
+    /// Human-sized byte count: whole GiB/MiB/KiB when exact, else bytes.
+    struct Size(u64);
+
+    impl core::fmt::Display for Size {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            let n = self.0;
+            for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+                if n != 0 && n % (1 << shift) == 0 {
+                    return write!(f, "{} {unit}", n >> shift);
+                }
+            }
+            if n >= MIB {
+                write!(f, "{:.1} MiB", n as f64 / MIB as f64)
+            } else if n >= 1024 {
+                write!(f, "{:.1} KiB", n as f64 / 1024.0)
+            } else {
+                write!(f, "{n} B")
+            }
+        }
+    }
+
+    pub fn print(platform: &Platform) {
+        println!();
+        println!(
+            "Monolith {} - contiguous memory for devices that cannot scatter-gather",
+            env!("CARGO_PKG_VERSION")
+        );
+        println!("  running at EL{}", CurrentEL.read(CurrentEL::EL));
+        if let Some(model) = &platform.model {
+            println!("  machine   {model}");
+        }
+        println!(
+            "  dtb       {:#x}..{:#x} ({})",
+            platform.dtb.start,
+            platform.dtb.end,
+            Size(platform.dtb.end - platform.dtb.start)
+        );
+
+        let total: u64 = platform
+            .memory
+            .iter()
+            .map(|bank| bank.end - bank.start)
+            .sum();
+        println!(
+            "memory: {} bank(s), {} total",
+            platform.memory.len(),
+            Size(total)
+        );
+        for bank in &platform.memory {
+            println!(
+                "  {:#012x}..{:#012x}  {}",
+                bank.start,
+                bank.end,
+                Size(bank.end - bank.start)
+            );
+        }
+        for r in &platform.mem_reserve {
+            println!(
+                "  /memreserve/ {:#012x}..{:#012x}  {}",
+                r.start,
+                r.end,
+                Size(r.end - r.start)
+            );
+        }
+
+        if platform.reserved.is_empty() {
+            println!("reserved-memory: none");
+        } else {
+            println!("reserved-memory: {} region(s)", platform.reserved.len());
+        }
+        for node in &platform.reserved {
+            let mut flags = alloc::vec::Vec::new();
+            if node.no_map {
+                flags.push("no-map");
+            }
+            if node.reusable {
+                flags.push("reusable");
+            }
+            if node.cma_default {
+                flags.push("linux,cma-default");
+            }
+            if !node.enabled {
+                flags.push("disabled");
+            }
+            let compatible = node.compatible.as_deref().unwrap_or("-");
+            match (node.reg.first(), node.size) {
+                (Some(reg), _) => println!(
+                    "  {:<20} {:#012x}..{:#012x}  {:<8} {compatible} [{}]",
+                    node.name,
+                    reg.start,
+                    reg.end,
+                    Size(reg.end - reg.start),
+                    flags.join(" ")
+                ),
+                (None, Some(size)) => println!(
+                    "  {:<20} dynamic, {} align {}  {compatible} [{}]",
+                    node.name,
+                    Size(size),
+                    Size(node.alignment.unwrap_or(0)),
+                    flags.join(" ")
+                ),
+                (None, None) => println!(
+                    "  {:<20} (no reg, no size) [{}]",
+                    node.name,
+                    flags.join(" ")
+                ),
+            }
+        }
+
+        println!("devices:");
+        match &platform.uart {
+            Some(u) => println!(
+                "  uart      pl011 @ {:#x}, intid {}, {} Hz clock, rx {}",
+                u.base,
+                u.intid
+                    .map_or(alloc::string::String::from("-"), |i| alloc::format!("{i}")),
+                u.clock_hz.unwrap_or(0),
+                if monolith::console::rx_interrupt_driven() {
+                    "by interrupt"
+                } else {
+                    "polled"
+                }
+            ),
+            None => println!("  uart      none (early console)"),
+        }
+        match &platform.gic {
+            Some(g) if g.version == 3 => println!(
+                "  gic       GICv3, distributor {:#x}, redistributors {:#x}..{:#x}{}",
+                g.distributor.start,
+                g.redistributor.start,
+                g.redistributor.end,
+                if gicv3::is_ready() {
+                    ""
+                } else {
+                    " (NOT initialised)"
+                }
+            ),
+            Some(g) => println!(
+                "  gic       GICv{} @ {:#x} (unsupported)",
+                g.version, g.distributor.start
+            ),
+            None => println!("  gic       none"),
+        }
+        match &platform.timer {
+            Some(t) => println!(
+                "  timer     {} Hz counter, virt intid {}, phys intid {}, tick {} Hz",
+                timer::frequency(),
+                t.virt_intid,
+                t.phys_intid,
+                timer::HZ
+            ),
+            None => println!(
+                "  timer     {} Hz counter, no timer node",
+                timer::frequency()
+            ),
+        }
+        let conduit = match platform.psci {
+            Some(PsciConduit::Hvc) => "hvc",
+            Some(PsciConduit::Smc) => "smc",
+            None => "none",
+        };
+        println!("  psci      {conduit}");
+
+        let mut attached = 0;
+        for device in &platform.virtio_mmio {
+            // Safety: each window is a `virtio,mmio` node's `reg`, part of `platform.mmio`,
+            // which the boot code identity-maps as device memory.
+            let id = unsafe { virtio_probe::device_id(device.base) };
+            if let Some(id @ 1..) = id {
+                attached += 1;
+                println!(
+                    "  virtio    {:#x} intid {}: {id} {}",
+                    device.base,
+                    device.intid.unwrap_or(0),
+                    virtio_probe::device_name(id)
+                );
+            }
+        }
+        println!(
+            "  virtio    {} mmio slot(s), {attached} with a device",
+            platform.virtio_mmio.len()
+        );
+        println!(
+            "bootargs: {}",
+            platform.bootargs.as_deref().unwrap_or("(none)")
+        );
+    }
+}
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 #[no_mangle]
-fn kernel_init(dtb_from_x0: usize) -> ! {
-    monolith::println!("Monolith {} (dtb x0={:#x})", env!("CARGO_PKG_VERSION"), dtb_from_x0);
+fn kernel_init() -> ! {
+    summary::print(monolith::runtime::platform());
+    log::info!(
+        "boot complete in {:?}; echoing console input",
+        monolith::driver::timer::uptime()
+    );
     loop {
-        aarch64_cpu::asm::wfe();
+        let byte = monolith::console::wait_byte();
+        match byte {
+            b'\r' | b'\n' => monolith::println!(),
+            // Backspace/DEL: rub out the character on screen.
+            0x08 | 0x7f => monolith::print!("\x08 \x08"),
+            _ => monolith::console::write_bytes(&[byte]),
+        }
     }
 }
 

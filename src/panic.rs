@@ -1,11 +1,10 @@
-//! Panic: print where and why, then stop the machine.
+//! Panic: print where and why, then stop the machine (test builds exit QEMU with failure,
+//! so a panicking test never hangs its runner).
 
 use core::panic::PanicInfo;
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     crate::println!("\n*** PANIC: {info}");
-    loop {
-        aarch64_cpu::asm::wfe();
-    }
+    crate::runtime::stop_failure()
 }

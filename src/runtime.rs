@@ -1,15 +1,100 @@
-//! From the first Rust instruction to `kernel_init`.
+//! From the first Rust instruction to `kernel_init`, and how the machine stops.
+//!
+//! # Theory of operation
+//!
+//! [`runtime_init`] brings the machine up in dependency order:
+//! 1. exception vectors, so any fault from here on is reported rather than a silent hang;
+//! 2. the kernel heap, which the device-tree parser and the page tables allocate from;
+//! 3. the platform description from the device tree, kept for the whole run ([`platform`]);
+//! 4. the MMU: identity map built from that description, caches on;
+//! 5. the drivers (interrupt controller, console, timer);
+//! 6. `kernel_init`, provided by the binary: the firmware or an in-QEMU test image.
+//!
+//! A step that cannot complete prints `FATAL: ...` and stops through [`stop_failure`]:
+//! semihosting exit with failure in test builds (QEMU exits 1), PSCI SYSTEM_OFF otherwise.
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use crate::dt::platform::{DtError, Platform};
 
 extern "Rust" {
     /// Provided by the binary: the firmware's `main.rs`, or each in-QEMU test image.
-    fn kernel_init(dtb_from_x0: usize) -> !;
+    fn kernel_init() -> !;
+}
+
+static PLATFORM: AtomicPtr<Platform> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The platform description, once the device tree has been read (always, for anything
+/// running from `kernel_init` on).
+pub fn try_platform() -> Option<&'static Platform> {
+    let platform = PLATFORM.load(Ordering::Acquire);
+    // Safety: the only non-null value ever stored is a `&'static Platform`, never freed
+    // and never mutated again.
+    unsafe { platform.as_ref() }
+}
+
+/// The platform description. Everything from `kernel_init` on may rely on it; calling it
+/// earlier is a boot-order bug and stops the machine with a message.
+pub fn platform() -> &'static Platform {
+    match try_platform() {
+        Some(platform) => platform,
+        None => fatal(format_args!("platform() called before the device tree was read")),
+    }
 }
 
 /// # Safety
 /// Called once by the architectural boot code, on the boot stack, BSS zeroed.
 pub unsafe fn runtime_init(dtb_from_x0: usize) -> ! {
+    crate::exception::init();
     // Safety: first and only call, before any allocation.
     unsafe { crate::heap::init() };
+
+    let platform = match crate::dtb::boot_platform(dtb_from_x0) {
+        Ok(platform) => platform,
+        Err(DtError::Unimplemented) => builtin_qemu_virt_until_dt_parser_lands(),
+        Err(err) => fatal(format_args!("device tree: {err:?}")),
+    };
+    PLATFORM.store(platform as *const Platform as *mut Platform, Ordering::Release);
+
+    if let Err(err) = crate::memory::mmu::init(platform) {
+        fatal(format_args!("MMU: {err}"));
+    }
+    crate::driver::init(platform);
+
     // Safety: `kernel_init` is defined exactly once by the binary linked with us.
-    unsafe { kernel_init(dtb_from_x0) }
+    unsafe { kernel_init() }
+}
+
+/// TEMPORARY, delete once `dtb::boot_platform` never returns `Unimplemented`: the least
+/// QEMU `virt` description that lets boot go on (1 GiB of RAM at 0x4000_0000, everything
+/// below it mapped as device). Drivers find no devices in it and stay in polled mode.
+fn builtin_qemu_virt_until_dt_parser_lands() -> &'static Platform {
+    crate::println!("WARNING: device tree parser not available; using built-in QEMU virt facts");
+    let platform = Platform {
+        memory: alloc::vec![0x4000_0000..0x8000_0000],
+        mmio: alloc::vec![0..0x4000_0000],
+        ..Platform::default()
+    };
+    alloc::boxed::Box::leak(alloc::boxed::Box::new(platform))
+}
+
+/// Print `FATAL: message` and stop (see [`stop_failure`]).
+pub fn fatal(message: core::fmt::Arguments) -> ! {
+    crate::println!("FATAL: {message}");
+    stop_failure()
+}
+
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Stop the machine after a failure: semihosting exit 1 in test builds, PSCI SYSTEM_OFF
+/// otherwise. A second failure on the way down (say, the shutdown call itself faults)
+/// parks the core instead of looping through the fault path.
+pub fn stop_failure() -> ! {
+    if STOPPING.swap(true, Ordering::SeqCst) {
+        crate::cpu::wait_forever();
+    }
+    #[cfg(feature = "qemu-test")]
+    crate::test_harness::exit_failure();
+    #[cfg(not(feature = "qemu-test"))]
+    crate::psci::system_off();
 }

@@ -1,7 +1,12 @@
 // Monolith entry, from QEMU `-kernel` (ELF) at EL2 or EL1.
 //
 // x0 may hold a DTB address (boot protocols that pass it); QEMU passes 0 for an ELF and
-// puts the DTB at the start of RAM instead. x0 is kept in x19 and handed to Rust.
+// puts the DTB at the start of RAM instead. x0 is kept in x19 and handed to Rust, with the
+// exception level we were entered at (x20) as the second argument.
+//
+// Stacks: the kernel runs on SP_EL0 (EL1t) from the boot stack below __stack_top; SP_EL1
+// is the separate exception stack (__exception_stack, in .bss), so a kernel stack overflow
+// into the guard page still gets a working handler.
 
 .section .text._start
 .global _start
@@ -17,6 +22,7 @@ _start:
     // Drop from EL2 to EL1 when entered at EL2.
     mrs     x1, CurrentEL
     lsr     x1, x1, #2
+    mov     x20, x1
     cmp     x1, #2
     b.ne    .L_el1
 
@@ -42,7 +48,13 @@ _start:
     msr     CPACR_EL1, x1
     isb
 
-    // Boot stack.
+    // Exception stack on SP_EL1, then switch to SP_EL0 for the boot stack.
+    msr     SPSel, #1
+    adrp    x1, __exception_stack
+    add     x1, x1, #:lo12:__exception_stack
+    add     x1, x1, #{EXCEPTION_STACK_SIZE}
+    mov     sp, x1
+    msr     SPSel, #0
     adrp    x1, __stack_top
     add     x1, x1, #:lo12:__stack_top
     mov     sp, x1
@@ -60,6 +72,7 @@ _start:
 .L_bss_done:
 
     mov     x0, x19
+    mov     x1, x20
     b       _start_rust
 
 .L_park:

@@ -1,0 +1,78 @@
+//! Data-cache maintenance by virtual address, to the point of coherency, for buffers
+//! shared with devices that do not snoop the caches.
+//!
+//! # Theory of operation
+//!
+//! - Before a device reads memory the CPU wrote: [`clean_dcache_range`] (DC CVAC) pushes
+//!   dirty lines out to memory.
+//! - After a device wrote memory the CPU will read: [`invalidate_dcache_range`] (DC IVAC)
+//!   drops stale lines so the next read fetches from memory. Lines only partly inside the
+//!   range are cleaned and invalidated instead (DC CIVAC), so neighbouring data sharing a
+//!   line is never lost; that is why invalidation is still `unsafe` only for the range
+//!   itself.
+//! - [`clean_invalidate_dcache_range`] (DC CIVAC) does both, for buffers handed back and
+//!   forth.
+//!
+//! The line size is the smallest data-cache line of any level, from CTR_EL0.DminLine.
+//! Each helper ends with `DSB SY` so the maintenance is complete, for every observer
+//! including devices, before the caller starts the transfer or reads the data.
+
+/// Smallest data-cache line size in bytes.
+pub fn dcache_line_size() -> usize {
+    let ctr: u64;
+    // Safety: CTR_EL0 is a read-only ID register, readable at EL1.
+    unsafe { core::arch::asm!("mrs {c}, CTR_EL0", c = out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+fn line_starts(start: usize, len: usize) -> impl Iterator<Item = usize> {
+    let line = dcache_line_size();
+    let first = start & !(line - 1);
+    let end = start.saturating_add(len);
+    (first..end).step_by(line)
+}
+
+fn dsb_sy() {
+    // Safety: a barrier; no operands.
+    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// Write dirty lines of `[start, start + len)` back to memory. The range must be mapped.
+pub fn clean_dcache_range(start: usize, len: usize) {
+    for line in line_starts(start, len) {
+        // Safety: DC CVAC writes back a line without changing what any load observes.
+        unsafe { core::arch::asm!("dc cvac, {a}", a = in(reg) line, options(nostack, preserves_flags)) };
+    }
+    dsb_sy();
+}
+
+/// Write back and drop the lines of `[start, start + len)`. The range must be mapped.
+pub fn clean_invalidate_dcache_range(start: usize, len: usize) {
+    for line in line_starts(start, len) {
+        // Safety: DC CIVAC writes back before dropping, so no store is lost.
+        unsafe { core::arch::asm!("dc civac, {a}", a = in(reg) line, options(nostack, preserves_flags)) };
+    }
+    dsb_sy();
+}
+
+/// Drop the cached lines of `[start, start + len)` so the next reads see memory.
+///
+/// # Safety
+/// The range must be mapped and writable, and the caller must own it: CPU stores to it
+/// that were not yet written back are discarded, so nothing else may hold live data there
+/// (a device has just written it, or its contents do not matter).
+pub unsafe fn invalidate_dcache_range(start: usize, len: usize) {
+    let line = dcache_line_size();
+    let end = start.saturating_add(len);
+    for address in line_starts(start, len) {
+        let partial = address < start || address + line > end;
+        if partial {
+            // Safety: the line holds bytes outside the range; CIVAC keeps their stores.
+            unsafe { core::arch::asm!("dc civac, {a}", a = in(reg) address, options(nostack, preserves_flags)) };
+        } else {
+            // Safety: the whole line is inside the range the caller owns (see above).
+            unsafe { core::arch::asm!("dc ivac, {a}", a = in(reg) address, options(nostack, preserves_flags)) };
+        }
+    }
+    dsb_sy();
+}

@@ -1,0 +1,402 @@
+//! Contiguous Memory Allocator areas (`mm/cma.c`).
+//!
+//! # Theory of operation
+//!
+//! A CMA area is a pageblock-aligned range of RAM whose pageblocks are typed Cma: the buddy
+//! lends them to Movable allocations only, so the area can always be emptied again by
+//! migration. The area's bitmap (one bit per `1 << order_per_bit` pages) records which parts
+//! are handed out by `cma_alloc`. Allocation finds a zero run in the bitmap that satisfies
+//! the alignment, claims it, and asks [`alloc_contig_range`] to empty and take exactly those
+//! frames; if that fails because something there is busy, the bits are released and the
+//! search continues past the failed run. The bitmap is the area's own record; the zone's
+//! per-frame state is the ground truth `cma_release` checks against, so releasing frames
+//! that were not handed out is refused instead of corrupting the buddy.
+#![forbid(unsafe_code)]
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::contig::{alloc_contig_range, free_contig_range, ContigError, Migrator};
+use super::page_alloc::{MmError, Zone};
+use super::{MigrateType, PageState, Pfn, PAGEBLOCK_NR_PAGES};
+
+/// CMA failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmaError {
+    /// Base or size not pageblock aligned, size zero, or size not a multiple of the bitmap
+    /// granule.
+    Misaligned,
+    /// The area is not active yet (or activation failed).
+    NotActive,
+    AlreadyActive,
+    /// Activation: the zone refused the range.
+    Zone(MmError),
+    /// Zero pages requested.
+    ZeroCount,
+    /// Alignment order beyond anything a bitmap of this area can express.
+    InvalidAlign,
+    /// No free run of the requested size and alignment in the bitmap.
+    NoSpace,
+    /// Every candidate run held frames that could not be moved.
+    Busy,
+    /// Migration had nowhere to put the pages.
+    NoMemory,
+}
+
+impl fmt::Display for CmaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmaError::Misaligned => f.write_str("CMA area must be pageblock aligned"),
+            CmaError::NotActive => f.write_str("CMA area not active"),
+            CmaError::AlreadyActive => f.write_str("CMA area already active"),
+            CmaError::Zone(e) => write!(f, "zone refused CMA area: {e}"),
+            CmaError::ZeroCount => f.write_str("zero pages requested"),
+            CmaError::InvalidAlign => f.write_str("invalid alignment"),
+            CmaError::NoSpace => f.write_str("no free range in CMA area"),
+            CmaError::Busy => f.write_str("CMA ranges busy"),
+            CmaError::NoMemory => f.write_str("no memory to migrate into"),
+        }
+    }
+}
+
+/// Page counters as in Linux's `/sys/kernel/mm/cma/<area>/`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CmaStats {
+    pub alloc_pages_success: u64,
+    pub alloc_pages_fail: u64,
+    pub release_pages_success: u64,
+}
+
+/// A CMA area. Not tied to a zone: every operation takes the zone it lives in.
+#[derive(Clone, Debug)]
+pub struct CmaArea {
+    name: String,
+    base_pfn: Pfn,
+    count: usize,
+    order_per_bit: usize,
+    bitmap: Vec<u64>,
+    active: bool,
+    pub stats: CmaStats,
+}
+
+/// Snapshot of an area for reports (`/sys/kernel/debug/cma/<area>/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CmaState {
+    pub name: String,
+    pub base_pfn: Pfn,
+    pub count: usize,
+    pub order_per_bit: usize,
+    /// Pages handed out.
+    pub used: usize,
+    /// Largest free run, in pages.
+    pub maxchunk: usize,
+    pub stats: CmaStats,
+}
+
+impl fmt::Display for CmaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "name: {}", self.name)?;
+        writeln!(f, "base_pfn: {:#x}", self.base_pfn)?;
+        writeln!(f, "count: {}", self.count)?;
+        writeln!(f, "order_per_bit: {}", self.order_per_bit)?;
+        writeln!(f, "used: {}", self.used)?;
+        writeln!(f, "maxchunk: {}", self.maxchunk)?;
+        writeln!(f, "alloc_pages_success: {}", self.stats.alloc_pages_success)?;
+        writeln!(f, "alloc_pages_fail: {}", self.stats.alloc_pages_fail)?;
+        writeln!(f, "release_pages_success: {}", self.stats.release_pages_success)
+    }
+}
+
+/// Declare an area over `count` pages from `base_pfn` (`cma_init_reserved_mem`). Like Linux,
+/// base and size must be pageblock aligned (a pageblock carries one migrate type) and the
+/// size a multiple of the bitmap granule `1 << order_per_bit`.
+pub fn cma_init_reserved_mem(base_pfn: Pfn, count: usize, order_per_bit: usize, name: &str) -> Result<CmaArea, CmaError> {
+    if count == 0 || order_per_bit >= usize::BITS as usize {
+        return Err(CmaError::Misaligned);
+    }
+    let granule = 1usize << order_per_bit;
+    if base_pfn % PAGEBLOCK_NR_PAGES != 0 || count % PAGEBLOCK_NR_PAGES != 0 || count % granule != 0 {
+        return Err(CmaError::Misaligned);
+    }
+    if base_pfn.checked_add(count).is_none() {
+        return Err(CmaError::Misaligned);
+    }
+    let bits = count >> order_per_bit;
+    Ok(CmaArea {
+        name: String::from(name),
+        base_pfn,
+        count,
+        order_per_bit,
+        bitmap: vec![0; bits.div_ceil(64)],
+        active: false,
+        stats: CmaStats::default(),
+    })
+}
+
+/// Turn the area's pageblocks into Cma pageblocks and hand its pages to the buddy
+/// (`cma_activate_area`). The range must be RAM in `zone` that nobody holds (reserved or
+/// free); free pages are simply retyped.
+pub fn cma_activate_area(area: &mut CmaArea, zone: &mut Zone<'_>) -> Result<(), CmaError> {
+    if area.active {
+        return Err(CmaError::AlreadyActive);
+    }
+    zone.activate_cma_range(area.base_pfn, area.base_pfn + area.count).map_err(CmaError::Zone)?;
+    area.active = true;
+    Ok(())
+}
+
+/// Allocate `count` contiguous pages aligned to `1 << align_order` pages from the area.
+pub fn cma_alloc<M: Migrator + ?Sized>(
+    area: &mut CmaArea,
+    zone: &mut Zone<'_>,
+    migrator: &mut M,
+    count: usize,
+    align_order: usize,
+) -> Result<Pfn, CmaError> {
+    let result = cma_alloc_inner(area, zone, migrator, count, align_order);
+    match result {
+        Ok(_) => area.stats.alloc_pages_success += count as u64,
+        Err(_) => area.stats.alloc_pages_fail += count as u64,
+    }
+    result
+}
+
+fn cma_alloc_inner<M: Migrator + ?Sized>(
+    area: &mut CmaArea,
+    zone: &mut Zone<'_>,
+    migrator: &mut M,
+    count: usize,
+    align_order: usize,
+) -> Result<Pfn, CmaError> {
+    if !area.active {
+        return Err(CmaError::NotActive);
+    }
+    if count == 0 {
+        return Err(CmaError::ZeroCount);
+    }
+    if align_order >= usize::BITS as usize - 1 {
+        return Err(CmaError::InvalidAlign);
+    }
+    let opb = area.order_per_bit;
+    let mask = if align_order > opb { (1usize << (align_order - opb)) - 1 } else { 0 };
+    // Bits to skip so that base + index aligns, when the base itself is less aligned.
+    let offset = (area.base_pfn & ((1usize << align_order) - 1)) >> opb;
+    let maxno = area.bits();
+    let nbits = count.div_ceil(1 << opb);
+    if nbits > maxno {
+        return Err(CmaError::NoSpace);
+    }
+    let mut start = 0;
+    let mut last_error = CmaError::NoSpace;
+    loop {
+        let Some(bitno) = find_next_zero_area(&area.bitmap, maxno, start, nbits, mask, offset) else {
+            return Err(last_error);
+        };
+        bitmap_set(&mut area.bitmap, bitno, nbits, true);
+        let pfn = area.base_pfn + (bitno << opb);
+        match alloc_contig_range(zone, migrator, pfn, pfn + count, MigrateType::Cma) {
+            Ok(()) => return Ok(pfn),
+            Err(err) => {
+                bitmap_set(&mut area.bitmap, bitno, nbits, false);
+                match err {
+                    ContigError::Busy { .. } | ContigError::GaveUp { .. } => last_error = CmaError::Busy,
+                    ContigError::NoMemory => return Err(CmaError::NoMemory),
+                    ContigError::Invalid(e) => return Err(CmaError::Zone(e)),
+                }
+                // Try again past the failed run, at the next aligned candidate.
+                start = bitno + mask + 1;
+            }
+        }
+    }
+}
+
+/// Give back `count` pages from `pfn` (`cma_release`). Returns `false`, changing nothing,
+/// if the pages are not inside the area or not currently handed out by it.
+pub fn cma_release(area: &mut CmaArea, zone: &mut Zone<'_>, pfn: Pfn, count: usize) -> bool {
+    if !area.active || count == 0 || pfn < area.base_pfn {
+        return false;
+    }
+    let Some(end) = pfn.checked_add(count) else { return false };
+    if end > area.base_pfn + area.count {
+        return false;
+    }
+    let opb = area.order_per_bit;
+    let first = (pfn - area.base_pfn) >> opb;
+    let last = (end - 1 - area.base_pfn) >> opb;
+    if (first..=last).any(|b| !bitmap_test(&area.bitmap, b)) {
+        return false;
+    }
+    let all_contig = (pfn..end).all(|p| {
+        zone.page(p).is_some_and(|pg| pg.state() == PageState::Head && pg.order() == 0 && pg.migratetype() == MigrateType::Cma)
+    });
+    if !all_contig || free_contig_range(zone, pfn, count).is_err() {
+        return false;
+    }
+    // Only clear bits whose granule is now entirely released; a partial release of a
+    // granule keeps it reserved until its last page comes back.
+    for b in first..=last {
+        let g_start = area.base_pfn + (b << opb);
+        let g_end = g_start + (1 << opb);
+        let still_used = (g_start..g_end).any(|p| {
+            zone.page(p).is_some_and(|pg| pg.state() == PageState::Head && pg.migratetype() == MigrateType::Cma)
+        });
+        if !still_used {
+            bitmap_set(&mut area.bitmap, b, 1, false);
+        }
+    }
+    area.stats.release_pages_success += count as u64;
+    true
+}
+
+impl CmaArea {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn base_pfn(&self) -> Pfn {
+        self.base_pfn
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn order_per_bit(&self) -> usize {
+        self.order_per_bit
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// The allocation bitmap, bit `i` of word `i / 64` covering pages
+    /// `base_pfn + (i << order_per_bit)..`.
+    pub fn bitmap(&self) -> &[u64] {
+        &self.bitmap
+    }
+
+    fn bits(&self) -> usize {
+        self.count >> self.order_per_bit
+    }
+
+    /// Does the area contain `pfn`?
+    pub fn contains(&self, pfn: Pfn) -> bool {
+        pfn >= self.base_pfn && pfn < self.base_pfn + self.count
+    }
+
+    /// Pages handed out.
+    pub fn used_pages(&self) -> usize {
+        let set: usize = self.bitmap.iter().map(|w| w.count_ones() as usize).sum();
+        set << self.order_per_bit
+    }
+
+    /// Largest free run, in pages.
+    pub fn maxchunk_pages(&self) -> usize {
+        let (mut best, mut run) = (0, 0);
+        for i in 0..self.bits() {
+            if bitmap_test(&self.bitmap, i) {
+                run = 0;
+            } else {
+                run += 1;
+                best = best.max(run);
+            }
+        }
+        best << self.order_per_bit
+    }
+
+    pub fn state(&self) -> CmaState {
+        CmaState {
+            name: self.name.clone(),
+            base_pfn: self.base_pfn,
+            count: self.count,
+            order_per_bit: self.order_per_bit,
+            used: self.used_pages(),
+            maxchunk: self.maxchunk_pages(),
+            stats: self.stats,
+        }
+    }
+}
+
+#[inline]
+fn bitmap_test(map: &[u64], bit: usize) -> bool {
+    map[bit / 64] & (1 << (bit % 64)) != 0
+}
+
+fn bitmap_set(map: &mut [u64], start: usize, len: usize, value: bool) {
+    for bit in start..start + len {
+        if value {
+            map[bit / 64] |= 1 << (bit % 64);
+        } else {
+            map[bit / 64] &= !(1 << (bit % 64));
+        }
+    }
+}
+
+/// First bit `>= start` and `< size` equal to `value`, skipping whole words.
+fn find_next(map: &[u64], size: usize, start: usize, value: bool) -> usize {
+    let mut bit = start;
+    while bit < size {
+        let word = if value { map[bit / 64] } else { !map[bit / 64] };
+        let masked = word & (u64::MAX << (bit % 64));
+        if masked != 0 {
+            return (bit - bit % 64 + masked.trailing_zeros() as usize).min(size);
+        }
+        bit = bit - bit % 64 + 64;
+    }
+    size
+}
+
+/// `bitmap_find_next_zero_area_off`: first run of `nr` zero bits at or after `start` whose
+/// index plus `align_offset` is a multiple of `align_mask + 1`.
+fn find_next_zero_area(map: &[u64], size: usize, mut start: usize, nr: usize, align_mask: usize, align_offset: usize) -> Option<usize> {
+    loop {
+        let zero = find_next(map, size, start, false);
+        let index = ((zero + align_offset + align_mask) & !align_mask).checked_sub(align_offset)?;
+        let end = index.checked_add(nr)?;
+        if end > size {
+            return None;
+        }
+        let busy = find_next(&map[..], end, index, true);
+        if busy < end {
+            start = busy + 1;
+        } else {
+            return Some(index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_area_search_honours_alignment_and_busy_bits() {
+        let mut map = vec![0u64; 2];
+        bitmap_set(&mut map, 0, 3, true);
+        assert_eq!(find_next_zero_area(&map, 128, 0, 4, 0, 0), Some(3));
+        assert_eq!(find_next_zero_area(&map, 128, 0, 4, 3, 0), Some(4));
+        // With an offset of 1, index + 1 must be a multiple of 4.
+        assert_eq!(find_next_zero_area(&map, 128, 0, 4, 3, 1), Some(3));
+        bitmap_set(&mut map, 60, 10, true);
+        assert_eq!(find_next_zero_area(&map, 128, 50, 20, 0, 0), Some(70));
+        assert_eq!(find_next_zero_area(&map, 128, 0, 59, 0, 0), None);
+        assert_eq!(find_next_zero_area(&map, 128, 0, 58, 0, 0), Some(70));
+        assert_eq!(find_next_zero_area(&map, 80, 61, 20, 0, 0), None);
+        assert_eq!(find_next_zero_area(&map, 80, 0, 20, 0, 0), Some(3));
+    }
+
+    #[test]
+    fn init_refuses_unaligned_areas() {
+        assert_eq!(cma_init_reserved_mem(100, 512, 0, "x").unwrap_err(), CmaError::Misaligned);
+        assert_eq!(cma_init_reserved_mem(512, 100, 0, "x").unwrap_err(), CmaError::Misaligned);
+        assert_eq!(cma_init_reserved_mem(512, 0, 0, "x").unwrap_err(), CmaError::Misaligned);
+        assert_eq!(cma_init_reserved_mem(512, 512, 10, "x").unwrap_err(), CmaError::Misaligned);
+        let a = cma_init_reserved_mem(512, 1024, 2, "reserved").unwrap();
+        assert_eq!(a.bits(), 256);
+        assert_eq!(a.bitmap().len(), 4);
+        assert_eq!(a.maxchunk_pages(), 1024);
+        assert_eq!(a.used_pages(), 0);
+    }
+}

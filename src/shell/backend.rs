@@ -1,0 +1,201 @@
+//! The boundary between the shell and the firmware.
+//!
+//! # Theory of operation
+//!
+//! The shell is pure policy: it edits lines, parses arguments, normalises paths and turns
+//! errors into one line of text. Everything that touches real state goes through
+//! [`Backend`], which the firmware glue implements on top of the memory manager, the
+//! device tree and the platform. A fake implementation in the tests records every call, so
+//! the whole shell runs on the host.
+//!
+//! Arguments reach the backend already validated: numbers are parsed and range-checked,
+//! page counts are non-zero and within [`Backend::page_limit`], paths are absolute and
+//! normalised, and permission bits from the directory listing have been honoured (a
+//! read-only file is never written, a write-only file never read). The backend is still
+//! the authority on everything the shell cannot know (does that area exist, is that handle
+//! live, does the allocation fit) and answers with an error value, never a panic.
+//!
+//! The virtual file tree is described by the backend one directory at a time
+//! ([`Backend::fs_list`]); [`super::vfs::VfsTree`] is a ready-made registry the glue can
+//! use to answer it cheaply.
+#![forbid(unsafe_code)]
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+pub use log::LevelFilter;
+
+/// Who may do what with a file. Mirrors the owner bits Linux gives sysfs/debugfs files
+/// (`S_IRUGO`, `S_IWUSR`, ...) because the shell refuses the wrong direction itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    ReadOnly,
+    WriteOnly,
+    ReadWrite,
+}
+
+impl Access {
+    pub fn readable(self) -> bool {
+        matches!(self, Access::ReadOnly | Access::ReadWrite)
+    }
+
+    pub fn writable(self) -> bool {
+        matches!(self, Access::WriteOnly | Access::ReadWrite)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File(Access),
+}
+
+/// One name in a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: EntryKind,
+}
+
+impl DirEntry {
+    pub fn dir(name: &str) -> Self {
+        DirEntry {
+            name: String::from(name),
+            kind: EntryKind::Dir,
+        }
+    }
+
+    pub fn file(name: &str, access: Access) -> Self {
+        DirEntry {
+            name: String::from(name),
+            kind: EntryKind::File(access),
+        }
+    }
+}
+
+/// Why a file operation failed. The `Display` text is the `strerror` wording, so the shell
+/// prints `cat: /x: No such file or directory` like a Unix shell would.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FsError {
+    /// ENOENT
+    NotFound,
+    /// ENOTDIR
+    NotADirectory,
+    /// EISDIR
+    IsADirectory,
+    /// EACCES: reading a write-only file or writing a read-only one.
+    PermissionDenied,
+    /// EINVAL: the value written does not parse.
+    InvalidArgument,
+    /// ENOMEM: e.g. a debugfs `alloc` that could not be satisfied.
+    OutOfMemory,
+    /// EBUSY
+    Busy,
+    /// Anything else, worded by the backend.
+    Other(String),
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FsError::NotFound => "No such file or directory",
+            FsError::NotADirectory => "Not a directory",
+            FsError::IsADirectory => "Is a directory",
+            FsError::PermissionDenied => "Permission denied",
+            FsError::InvalidArgument => "Invalid argument",
+            FsError::OutOfMemory => "Cannot allocate memory",
+            FsError::Busy => "Device or resource busy",
+            FsError::Other(text) => text,
+        })
+    }
+}
+
+/// `mem ...`: the movable workload that fills memory with pages the allocator may migrate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemOp {
+    Start,
+    /// Add this many pages to the workload.
+    Grow {
+        pages: u64,
+    },
+    /// Give back this many pages.
+    Shrink {
+        pages: u64,
+    },
+    /// Check every workload page still holds its pattern (it may have been migrated).
+    Verify,
+    Status,
+}
+
+/// `cma ...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmaOp<'a> {
+    List,
+    /// Like `cma_alloc(area, pages, align_order)`; success text should contain the handle.
+    Alloc {
+        area: &'a str,
+        pages: u64,
+        align_order: u32,
+    },
+    /// Release what `Alloc` returned under this handle.
+    Free {
+        handle: u64,
+    },
+}
+
+/// `trace ...`: record allocation requests, replay them later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceOp {
+    Record,
+    Stop,
+    /// Replay the recorded trace `times` times (the shell passes 1 when not given).
+    Replay {
+        times: u64,
+    },
+    Show,
+}
+
+/// Everything the shell needs from the firmware.
+///
+/// `Ok(text)` is printed as is (a missing final newline is added); `Err(text)` is printed
+/// as `CMD: text`. Keep both to a line or a table: this is a serial console.
+pub trait Backend {
+    /// Entries of the directory `dir` (absolute, normalised, `/` for the root).
+    /// `Err(NotFound)` if it does not exist, `Err(NotADirectory)` if it is a file.
+    fn fs_list(&mut self, dir: &str) -> Result<Vec<DirEntry>, FsError>;
+
+    /// Content of a readable file. Called only for files listed as readable.
+    fn fs_read(&mut self, path: &str) -> Result<String, FsError>;
+
+    /// `echo VALUE > path`: `value` is the echoed text without the trailing newline.
+    /// Called only for files listed as writable.
+    fn fs_write(&mut self, path: &str, value: &str) -> Result<(), FsError>;
+
+    fn mem(&mut self, op: MemOp) -> Result<String, String>;
+
+    fn cma(&mut self, op: CmaOp<'_>) -> Result<String, String>;
+
+    /// `dt` prints the whole tree, `dt PATH` one node (its properties and children).
+    fn dt(&mut self, path: Option<&str>) -> Result<String, String>;
+
+    fn trace(&mut self, op: TraceOp) -> Result<String, String>;
+
+    /// `bench` runs the default set, `bench NAME` one benchmark.
+    fn bench(&mut self, name: Option<&str>) -> Result<String, String>;
+
+    /// Names `bench NAME` accepts; used for completion and `help bench`.
+    fn bench_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn log_level(&self) -> LevelFilter;
+
+    fn set_log_level(&mut self, level: LevelFilter) -> Result<(), String>;
+
+    /// Largest page count a single request may name (the shell rejects more before asking).
+    /// The glue should return the number of RAM pages.
+    fn page_limit(&self) -> u64 {
+        u64::from(u32::MAX)
+    }
+}

@@ -1,0 +1,191 @@
+//! Console test scripts: boot the firmware, talk to its serial console, check the answers.
+//!
+//! Theory of operation
+//! -------------------
+//! Each entry of [`CONSOLE_TESTS`] names a script and the QEMU options it boots with, in the
+//! same syntax as `cargo xtask run` (so `--board virt-2bank --append "..."` reads the same
+//! everywhere). `cargo xtask test` boots a fresh QEMU per entry, hands the script a
+//! [`Console`], and counts it passed when the script returns `Ok`. To add a test, write a
+//! `fn(&mut Console) -> Result<(), ExpectError>` and list it here; the shell's tests send
+//! commands with [`Console::send_line`] and `expect` the replies.
+//!
+//! Patterns are regular expressions matched against the console output with CR removed,
+//! in the order the boot summary prints its blocks (banner, memory, reserved-memory,
+//! devices). Addresses accept any zero padding (`0x40000000`, `0x0040000000`).
+
+use std::time::Duration;
+
+use crate::expect::{Console, ExpectError};
+
+pub struct ConsoleTest {
+    pub name: &'static str,
+    /// QEMU options, `cargo xtask run` syntax.
+    pub qemu: &'static str,
+    pub script: fn(&mut Console) -> Result<(), ExpectError>,
+}
+
+pub const CONSOLE_TESTS: &[ConsoleTest] = &[
+    ConsoleTest { name: "boot_banner", qemu: "", script: boot_banner },
+    ConsoleTest { name: "boot_summary", qemu: "", script: boot_summary },
+    ConsoleTest { name: "boot_summary_two_banks", qemu: "--board virt-2bank", script: boot_summary_two_banks },
+];
+
+const BOOT: Duration = Duration::from_secs(30);
+
+const BANNER: &str = r"Monolith \d+\.\d+\.\d+";
+const MEMORY_HEADER: &str = r"(?m)^memory: \d+ bank\(s\)";
+const RESERVED_HEADER: &str = r"(?m)^reserved-memory: \d+ region\(s\)";
+const DEVICES_HEADER: &str = r"(?m)^devices:";
+const UART_LINE: &str = r"(?m)^\s*uart\s+pl011 @ 0x0*9000000\b";
+
+/// One line of a block listing `start..end` in hex, any zero padding.
+fn range_line(start: u64, end: u64) -> String {
+    format!(r"(?m)^\s*.*0x0*{start:x}\.\.0x0*{end:x}\b.*$")
+}
+
+/// A reserved-memory entry: its node name and its range on one line.
+fn region_line(name: &str, start: u64, end: u64) -> String {
+    format!(r"(?m)^\s*{}\s+0x0*{start:x}\.\.0x0*{end:x}\b.*reusable.*$", regex::escape(name))
+}
+
+/// Wait for `until`, then check that the text before it matches every pattern, in any
+/// order (the tree, and so the summary, need not list regions in address order).
+fn expect_block(console: &mut Console, until: &str, patterns: &[String]) -> Result<(), ExpectError> {
+    let block = console.expect(until, BOOT)?;
+    for pattern in patterns {
+        let regex = regex::Regex::new(pattern).map_err(|e| console.error(format!("bad pattern: {e}")))?;
+        if !regex.is_match(&block) {
+            return Err(console.error(format!("`{pattern}` missing before `{until}`")));
+        }
+    }
+    Ok(())
+}
+
+fn boot_banner(console: &mut Console) -> Result<(), ExpectError> {
+    console.expect(BANNER, BOOT).map(|_| ())
+}
+
+/// Default board: one 1 GiB bank, the overlay's default CMA area, the PL011.
+fn boot_summary(console: &mut Console) -> Result<(), ExpectError> {
+    console.expect(BANNER, BOOT)?;
+    console.expect(MEMORY_HEADER, BOOT)?;
+    expect_block(console, RESERVED_HEADER, &[range_line(0x4000_0000, 0x8000_0000)])?;
+    expect_block(console, DEVICES_HEADER, &[region_line("linux,cma@50000000", 0x5000_0000, 0x6000_0000)])?;
+    console.expect(UART_LINE, BOOT).map(|_| ())
+}
+
+/// `virt-2bank`: 2 GiB from QEMU's two NUMA banks (the firmware may list adjacent banks
+/// merged), one video region in each bank.
+fn boot_summary_two_banks(console: &mut Console) -> Result<(), ExpectError> {
+    console.expect(BANNER, BOOT)?;
+    console.expect(r"(?m)^memory: \d+ bank\(s\), 2 GiB total", BOOT)?;
+    console.expect(RESERVED_HEADER, BOOT)?;
+    expect_block(
+        console,
+        DEVICES_HEADER,
+        &[
+            region_line("video@50000000", 0x5000_0000, 0x6000_0000),
+            region_line("video@90000000", 0x9000_0000, 0xa000_0000),
+        ],
+    )?;
+    console.expect(UART_LINE, BOOT).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{parse_run_options, split_words};
+
+    #[test]
+    fn names_are_unique_and_options_parse() {
+        let mut names: Vec<&str> = CONSOLE_TESTS.iter().map(|t| t.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), CONSOLE_TESTS.len());
+        for test in CONSOLE_TESTS {
+            parse_run_options(&split_words(test.qemu).unwrap(), false).unwrap();
+        }
+    }
+
+    /// The summary as the firmware printed it on the default board (captured from a run).
+    const SUMMARY: &str = "
+Monolith 0.1.0 - contiguous memory for devices that cannot scatter-gather
+  running at EL1
+  dtb       0x40000000..0x40008d50 (36176 B)
+memory: 1 bank(s), 1 GiB total
+  0x0040000000..0x0080000000  1 GiB
+reserved-memory: 1 region(s)
+  linux,cma@50000000   0x0050000000..0x0060000000  256 MiB shared-dma-pool [reusable linux,cma-default]
+devices:
+  uart      pl011 @ 0x9000000, intid 33, 24000000 Hz clock, rx by interrupt
+";
+
+    fn matches_in_order(text: &str, patterns: &[String]) -> bool {
+        let mut rest = text;
+        for pattern in patterns {
+            match regex::Regex::new(pattern).unwrap().find(rest) {
+                Some(found) => rest = &rest[found.end()..],
+                None => return false,
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn summary_patterns_match_the_real_summary_and_reject_others() {
+        let default_board = [
+            BANNER.to_string(),
+            MEMORY_HEADER.to_string(),
+            range_line(0x4000_0000, 0x8000_0000),
+            RESERVED_HEADER.to_string(),
+            region_line("linux,cma@50000000", 0x5000_0000, 0x6000_0000),
+            DEVICES_HEADER.to_string(),
+            UART_LINE.to_string(),
+        ];
+        assert!(matches_in_order(SUMMARY, &default_board));
+        // The dtb line is not a memory bank: the bank must come after the memory header.
+        let no_bank = SUMMARY.replace("  0x0040000000..0x0080000000  1 GiB\n", "");
+        assert!(!matches_in_order(&no_bank, &default_board));
+        let wrong_end = SUMMARY.replace("0x0080000000  1 GiB", "0x0800000000  1 GiB");
+        assert!(!matches_in_order(&wrong_end, &default_board));
+        let not_reusable = SUMMARY.replace("[reusable linux,cma-default]", "[linux,cma-default]");
+        assert!(!matches_in_order(&not_reusable, &default_board));
+        let no_uart = SUMMARY.replace("pl011 @ 0x9000000", "none (early console)");
+        assert!(!matches_in_order(&no_uart, &default_board));
+    }
+
+    /// A console that prints `text` and ends, standing in for QEMU.
+    fn fake_console(text: &str) -> Console {
+        let mut command = std::process::Command::new("sh");
+        command.args(["-c", "printf '%s' \"$1\"", "sh", text]);
+        Console::spawn(command).unwrap()
+    }
+
+    const TWO_BANKS: &str = "
+Monolith 0.1.0 - contiguous memory for devices that cannot scatter-gather
+memory: 1 bank(s), 2 GiB total
+  0x0040000000..0x00c0000000  2 GiB
+reserved-memory: 2 region(s)
+  video@90000000       0x0090000000..0x00a0000000  256 MiB shared-dma-pool [reusable]
+  video@50000000       0x0050000000..0x0060000000  256 MiB shared-dma-pool [reusable]
+devices:
+  uart      pl011 @ 0x9000000, intid 33, 24000000 Hz clock, rx by interrupt
+";
+
+    #[test]
+    fn scripts_pass_on_real_summaries_in_any_region_order() {
+        boot_banner(&mut fake_console(SUMMARY)).unwrap();
+        boot_summary(&mut fake_console(SUMMARY)).unwrap();
+        boot_summary_two_banks(&mut fake_console(TWO_BANKS)).unwrap();
+    }
+
+    #[test]
+    fn scripts_fail_with_the_transcript_when_something_is_missing() {
+        let error = boot_summary(&mut fake_console(&SUMMARY.replace("linux,cma@50000000", "other@1"))).unwrap_err();
+        assert!(error.message.contains("missing"), "{error}");
+        assert!(error.transcript.contains("reserved-memory: 1 region(s)"));
+        let one_region = TWO_BANKS.replace("  video@90000000       0x0090000000..0x00a0000000  256 MiB shared-dma-pool [reusable]\n", "");
+        assert!(boot_summary_two_banks(&mut fake_console(&one_region)).is_err());
+        assert!(boot_summary_two_banks(&mut fake_console(SUMMARY)).is_err(), "1 GiB is not the 2-bank board");
+    }
+}

@@ -1,0 +1,337 @@
+//! `cargo xtask test`: every test the project has, one total.
+//!
+//! Theory of operation
+//! -------------------
+//! Four sections, each under a `== ` header: setup; host unit tests (`cargo test
+//! --workspace` with rustup's cargo: the library's unit tests and proptests, xtask's own);
+//! in-QEMU test images (`tests/*.rs` built for bare metal, booted with `-semihosting` so
+//! each exits QEMU with its verdict); console tests ([`crate::console_tests`]). Every
+//! section adds to one [`Tally`]; whatever could not run (a setup that failed, a build that
+//! broke, an image that died before its summary line) counts as one failure, so a broken
+//! step can never look like a smaller green run. The last line is `N passed, N failed`
+//! alone, and the exit code is non-zero unless nothing failed.
+//!
+//! QEMU runs go two at a time (the machines have two cores); each run's report is printed
+//! whole when it ends, so parallel output never interleaves. A failed image shows its
+//! entire serial log; a failed console test shows its transcript.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::args::{qemu_header_options, split_words, parse_run_options, Profile, RunOptions, TestOptions};
+use crate::build::{self, TestImage};
+use crate::console_tests::{ConsoleTest, CONSOLE_TESTS};
+use crate::expect::Console;
+use crate::qemu::{self, Boot};
+use crate::setup::{self, Tools};
+use crate::Result;
+
+const IMAGE_TIMEOUT: Duration = Duration::from_secs(120);
+const PARALLEL_QEMUS: usize = 2;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+    const ONE_FAILURE: Tally = Tally { passed: 0, failed: 1 };
+    const ONE_PASS: Tally = Tally { passed: 1, failed: 0 };
+}
+
+/// Sum of libtest's `test result: ok. N passed; M failed; ...` lines.
+pub fn parse_libtest_results(output: &str) -> Option<Tally> {
+    let pattern = Regex::new(r"(?m)^test result: (?:ok|FAILED)\. (\d+) passed; (\d+) failed").ok()?;
+    let mut found = None;
+    for captures in pattern.captures_iter(output) {
+        let tally: &mut Tally = found.get_or_insert_with(Tally::default);
+        tally.passed += captures[1].parse::<u64>().unwrap_or(0);
+        tally.failed += captures[2].parse::<u64>().unwrap_or(0);
+    }
+    found
+}
+
+/// The last `N passed, N failed` line a test image printed (an optional `word:` may stand
+/// before it, and `, N skipped` may follow).
+pub fn parse_image_summary(output: &str) -> Option<Tally> {
+    let pattern = Regex::new(r"(?m)^\s*(?:\w+:\s*)?(\d+) passed, (\d+) failed(?:, \d+ skipped)?\s*$").ok()?;
+    pattern.captures_iter(output).last().map(|captures| Tally {
+        passed: captures[1].parse().unwrap_or(0),
+        failed: captures[2].parse().unwrap_or(1),
+    })
+}
+
+/// An image's verdict from its output and QEMU's exit. The exit code is the image's own
+/// verdict through semihosting; a summary saying 0 failed does not outvote it.
+pub fn image_verdict(output: &str, exit_code: Option<i32>) -> Tally {
+    let mut tally = parse_image_summary(output).unwrap_or(Tally::ONE_FAILURE);
+    if exit_code != Some(0) && tally.failed == 0 {
+        tally.failed = 1;
+    }
+    tally
+}
+
+fn section(title: &str) {
+    println!("\n== {title}");
+}
+
+/// Run `job` over `items`, at most `PARALLEL_QEMUS` at once; results in input order.
+fn two_at_a_time<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_QEMUS.min(items.len()) {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(item) = items.get(index) else { break };
+                let result = job(item);
+                if let Ok(mut results) = results.lock() {
+                    results[index] = Some(result);
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+}
+
+fn host_tests(filter: Option<&str>) -> Tally {
+    section("host unit tests (cargo test --workspace)");
+    let mut command = Command::new(setup::host_cargo());
+    command.args(["test", "--workspace"]);
+    if let Some(filter) = filter {
+        command.args(["--", filter]);
+    }
+    // Variables `cargo run` set for xtask itself describe xtask, not the crates under test.
+    for (name, _) in std::env::vars() {
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CRATE_", "CARGO_PRIMARY_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+        {
+            command.env_remove(name);
+        }
+    }
+    command.current_dir(crate::paths::repo_root()).stdin(Stdio::null()).stdout(Stdio::piped());
+    println!("{}", qemu::describe(&command));
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            println!("FAILED: cannot start cargo: {e}");
+            return Tally::ONE_FAILURE;
+        }
+    };
+    let mut output = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines().map_while(std::io::Result::ok) {
+            println!("{line}");
+            output.push_str(&line);
+            output.push('\n');
+        }
+    }
+    let success = child.wait().map(|status| status.success()).unwrap_or(false);
+    let mut tally = parse_libtest_results(&output).unwrap_or_default();
+    if !success && tally.failed == 0 {
+        println!("FAILED: cargo test did not finish cleanly (build error?)");
+        tally.failed = 1;
+    }
+    println!("host: {} passed, {} failed", tally.passed, tally.failed);
+    tally
+}
+
+fn run_image(tools: &Tools, image: &TestImage) -> (Tally, String) {
+    let attempt = || -> Result<(Tally, String)> {
+        let source = std::fs::read_to_string(&image.source)
+            .map_err(|e| format!("reading {}: {e}", image.source.display()))?;
+        let options = qemu_header_options(&source)?;
+        let boot = Boot::resolve(&options, tools)?;
+        let mut command = boot.command(tools, &image.executable, qemu::Console::Pipes, true)?;
+        let captured = qemu::run_captured(&mut command, IMAGE_TIMEOUT)?;
+        let code = captured.status.and_then(|status| status.code());
+        let tally = image_verdict(&captured.output, code);
+        let mut report = String::new();
+        let verdict = match (captured.timed_out(), tally.failed) {
+            (true, _) => format!("TIMED OUT after {IMAGE_TIMEOUT:?}"),
+            (false, 0) => "ok".to_string(),
+            (false, _) => format!("FAILED (QEMU exit {code:?})"),
+        };
+        report.push_str(&format!(
+            "image {} ... {verdict} ({} passed, {} failed)\n",
+            image.name, tally.passed, tally.failed
+        ));
+        if tally.failed > 0 || captured.timed_out() {
+            report.push_str(&format!(
+                "----- serial log of {} -----\n$ {}\n{}\n----- end of log -----\n",
+                image.name,
+                qemu::describe(&command),
+                captured.output.trim_end()
+            ));
+        }
+        let tally = if captured.timed_out() && tally.failed == 0 { Tally::ONE_FAILURE } else { tally };
+        Ok((tally, report))
+    };
+    attempt().unwrap_or_else(|message| (Tally::ONE_FAILURE, format!("image {} ... FAILED: {message}\n", image.name)))
+}
+
+fn qemu_images(tools: &Tools, filter: Option<&str>) -> Tally {
+    section("in-QEMU test images (tests/*.rs)");
+    let images = match build::test_images(tools, Profile::Release) {
+        Ok(images) => images,
+        Err(message) => {
+            println!("FAILED: {message}");
+            return Tally::ONE_FAILURE;
+        }
+    };
+    let sources = build::test_sources();
+    if images.is_empty() {
+        if sources.is_empty() {
+            println!("(no in-QEMU test images yet: tests/ has no .rs file)");
+            return Tally::default();
+        }
+        println!(
+            "FAILED: tests/ holds {} file(s) but cargo built no test image: each needs a \
+             [[test]] entry with harness = false and required-features = [\"qemu-test\"]",
+            sources.len()
+        );
+        return Tally::ONE_FAILURE;
+    }
+    let selected: Vec<TestImage> =
+        images.into_iter().filter(|image| filter.is_none_or(|f| image.name.contains(f))).collect();
+    println!("{} image(s), {PARALLEL_QEMUS} at a time, {IMAGE_TIMEOUT:?} each", selected.len());
+    let mut tally = Tally::default();
+    for (image_tally, _) in two_at_a_time(&selected, |image| {
+        let (image_tally, report) = run_image(tools, image);
+        print!("{report}");
+        (image_tally, ())
+    }) {
+        tally.add(image_tally);
+    }
+    tally
+}
+
+fn run_console_test(tools: &Tools, kernel: &Path, test: &ConsoleTest) -> (Tally, String) {
+    let attempt = || -> Result<()> {
+        let words = split_words(test.qemu)?;
+        let options: RunOptions = parse_run_options(&words, false)?;
+        let boot = Boot::resolve(&options, tools)?;
+        let command = boot.command(tools, kernel, qemu::Console::Pipes, false)?;
+        let shown = qemu::describe(&command);
+        let mut console = Console::spawn(command).map_err(|e| e.to_string())?;
+        (test.script)(&mut console).map_err(|e| format!("{e}\n(QEMU: {shown})"))
+    };
+    match attempt() {
+        Ok(()) => (Tally::ONE_PASS, format!("console {} ... ok\n", test.name)),
+        Err(message) => (Tally::ONE_FAILURE, format!("console {} ... FAILED: {message}\n", test.name)),
+    }
+}
+
+fn console_tests(tools: &Tools, filter: Option<&str>) -> Tally {
+    section("console tests");
+    let selected: Vec<&ConsoleTest> =
+        CONSOLE_TESTS.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))).collect();
+    if selected.is_empty() {
+        println!("(no console test matches)");
+        return Tally::default();
+    }
+    let firmware = match build::firmware(tools, Profile::Release) {
+        Ok(firmware) => firmware,
+        Err(message) => {
+            println!("FAILED: {message}");
+            return Tally::ONE_FAILURE;
+        }
+    };
+    let mut tally = Tally::default();
+    for result in two_at_a_time(&selected, |test| {
+        let (test_tally, report) = run_console_test(tools, &firmware.elf, test);
+        print!("{report}");
+        test_tally
+    }) {
+        tally.add(result);
+    }
+    tally
+}
+
+pub fn test(options: &TestOptions) -> Result<ExitCode> {
+    let filter = options.filter.as_deref();
+    let mut total = Tally::default();
+    let tools = match setup::ensure() {
+        Ok(tools) => Some(tools),
+        Err(message) => {
+            println!("FAILED: setup: {message}");
+            total.add(Tally::ONE_FAILURE);
+            None
+        }
+    };
+    if options.host {
+        total.add(host_tests(filter));
+    }
+    if options.qemu {
+        match &tools {
+            Some(tools) => {
+                total.add(qemu_images(tools, filter));
+                total.add(console_tests(tools, filter));
+            }
+            None => println!("\n(in-QEMU and console tests skipped: setup failed)"),
+        }
+    }
+    println!();
+    println!("{} passed, {} failed", total.passed, total.failed);
+    Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_lines_are_summed() {
+        let output = "\
+running 3 tests
+test a ... ok
+test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+
+test result: FAILED. 5 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out
+   Doc-tests monolith
+test result: ok. 0 passed; 0 failed; 0 ignored
+";
+        assert_eq!(parse_libtest_results(output), Some(Tally { passed: 8, failed: 2 }));
+        assert_eq!(parse_libtest_results("error[E0425]: cannot find value"), None);
+    }
+
+    #[test]
+    fn image_summary_takes_the_last_line() {
+        let log = "test alloc_order0 ... ok\n3 passed, 0 failed\nrerun\n4 passed, 1 failed\n";
+        assert_eq!(parse_image_summary(log), Some(Tally { passed: 4, failed: 1 }));
+        assert_eq!(parse_image_summary("tests: 2 passed, 0 failed, 1 skipped\r\n".trim_end()), Some(Tally { passed: 2, failed: 0 }));
+        assert_eq!(parse_image_summary("said 2 passed, 0 failed in the middle of a line"), None);
+        assert_eq!(parse_image_summary(""), None);
+    }
+
+    #[test]
+    fn image_verdicts() {
+        assert_eq!(image_verdict("2 passed, 0 failed\n", Some(0)), Tally { passed: 2, failed: 0 });
+        assert_eq!(image_verdict("1 passed, 1 failed\n", Some(1)), Tally { passed: 1, failed: 1 });
+        // Died without its summary line: one failure.
+        assert_eq!(image_verdict("*** PANIC: oops\n", Some(1)), Tally { passed: 0, failed: 1 });
+        assert_eq!(image_verdict("", Some(0)), Tally { passed: 0, failed: 1 });
+        // Summary claims success but QEMU says otherwise (or was killed).
+        assert_eq!(image_verdict("3 passed, 0 failed\n", Some(1)), Tally { passed: 3, failed: 1 });
+        assert_eq!(image_verdict("3 passed, 0 failed\n", None), Tally { passed: 3, failed: 1 });
+    }
+
+    #[test]
+    fn parallel_runner_keeps_order_and_runs_everything() {
+        let items: Vec<u64> = (0..7).collect();
+        assert_eq!(two_at_a_time(&items, |n| n * 10), vec![0, 10, 20, 30, 40, 50, 60]);
+        assert!(two_at_a_time(&Vec::<u64>::new(), |n| *n).is_empty());
+    }
+}
