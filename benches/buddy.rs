@@ -45,7 +45,10 @@ fn trace(len: usize, seed: u64, order_of: impl Fn(u64) -> usize) -> Vec<Op> {
         if full[slot] {
             ops.push(Op::Free { slot });
         } else {
-            ops.push(Op::Alloc { slot, order: order_of(rng.next()) });
+            ops.push(Op::Alloc {
+                slot,
+                order: order_of(rng.next()),
+            });
         }
         full[slot] = !full[slot];
     }
@@ -54,7 +57,15 @@ fn trace(len: usize, seed: u64, order_of: impl Fn(u64) -> usize) -> Vec<Op> {
 
 /// Alloc then immediately free, the hot path of a page cache / per-CPU refill.
 fn lifo_trace(len: usize) -> Vec<Op> {
-    (0..len).map(|i| if i % 2 == 0 { Op::Alloc { slot: 0, order: 0 } } else { Op::Free { slot: 0 } }).collect()
+    (0..len)
+        .map(|i| {
+            if i % 2 == 0 {
+                Op::Alloc { slot: 0, order: 0 }
+            } else {
+                Op::Free { slot: 0 }
+            }
+        })
+        .collect()
 }
 
 trait Allocator {
@@ -137,14 +148,31 @@ fn main() {
 
     let traces: [(&str, Vec<Op>); 3] = [
         ("order-0 alloc+free (LIFO)", lifo_trace(2_000_000)),
-        ("order-0 random churn", trace(2_000_000, 0x2545_f491_4f6c_dd1d, |_| 0)),
-        ("mixed orders 0-4 churn", trace(1_000_000, 0x9e37_79b9_7f4a_7c15, |r| [0, 0, 0, 0, 1, 1, 2, 3, 4][(r % 9) as usize])),
+        (
+            "order-0 random churn",
+            trace(2_000_000, 0x2545_f491_4f6c_dd1d, |_| 0),
+        ),
+        (
+            "mixed orders 0-4 churn",
+            trace(1_000_000, 0x9e37_79b9_7f4a_7c15, |r| {
+                [0, 0, 0, 0, 1, 1, 2, 3, 4][(r % 9) as usize]
+            }),
+        ),
     ];
-    println!("{:<28} {:>14} {:>14} {:>8}", "trace", "mm Mops/s", "bsa Mops/s", "ratio");
+    println!(
+        "{:<28} {:>14} {:>14} {:>8}",
+        "trace", "mm Mops/s", "bsa Mops/s", "ratio"
+    );
     for (name, ops) in &traces {
         let a = measure(&mut ours, ops);
         let b = measure(&mut theirs, ops);
-        println!("{:<28} {:>14.1} {:>14.1} {:>7.1}x", name, a / 1e6, b / 1e6, a / b);
+        println!(
+            "{:<28} {:>14.1} {:>14.1} {:>7.1}x",
+            name,
+            a / 1e6,
+            b / 1e6,
+            a / b
+        );
     }
     if let Err(e) = ours.0.check_invariants() {
         eprintln!("zone invariants broken after the benchmark: {e}");

@@ -16,7 +16,6 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::driver::irq_cell;
 use crate::driver::pl011::{ByteRing, Pl011};
 
 static UART_BASE: AtomicUsize = AtomicUsize::new(crate::bsp::EARLY_UART_BASE);
@@ -95,7 +94,7 @@ pub fn read_byte() -> Option<u8> {
 /// interrupts unavailable it polls instead.
 pub fn wait_byte() -> u8 {
     loop {
-        if !RX_BY_IRQ.load(Ordering::Acquire) || !irq_cell::irqs_enabled() {
+        if !RX_BY_IRQ.load(Ordering::Acquire) || !crate::cpu::irqs_enabled() {
             // Poll the FIFO too: with IRQs masked the handler cannot fill the ring.
             if let Some(b) = RX_RING.pop().or_else(|| uart().try_read_byte()) {
                 return b;
@@ -103,14 +102,14 @@ pub fn wait_byte() -> u8 {
             core::hint::spin_loop();
             continue;
         }
-        let saved = irq_cell::irq_save();
+        let saved = crate::cpu::mask_interrupts();
         if let Some(b) = RX_RING.pop() {
-            irq_cell::irq_restore(saved);
+            crate::cpu::restore_interrupts(saved);
             return b;
         }
         // WFI wakes on a pending interrupt even while it is masked; unmasking then takes it.
         aarch64_cpu::asm::wfi();
-        irq_cell::irq_restore(saved);
+        crate::cpu::restore_interrupts(saved);
     }
 }
 

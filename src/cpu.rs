@@ -10,4 +10,7 @@ mod arch_cpu;
 #[path = "_arch/aarch64/cpu/cache.rs"]
 pub mod cache;
 
-pub use arch_cpu::{boot_exception_level, mask_interrupts, restore_interrupts, wait_forever, InterruptState, IrqSafeLock};
+pub use arch_cpu::{
+    boot_exception_level, irqs_enabled, mask_interrupts, restore_interrupts, wait_forever, InterruptState,
+    IrqSafeLock,
+};

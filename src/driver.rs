@@ -9,7 +9,6 @@
 //! exception vectors call for an IRQ.
 
 pub mod gicv3;
-pub mod irq_cell;
 pub mod pl011;
 pub mod timer;
 pub mod virtio_probe;

@@ -29,7 +29,10 @@ pub use arch_exception::{expect_fault, init, EXCEPTION_STACK_SIZE};
 
 use core::fmt;
 
-use syndrome::{abort_syndrome, exception_class, exception_class_name, AbortSyndrome, EsrDescription, FaultStatus, SpsrDescription};
+use syndrome::{
+    abort_syndrome, exception_class, exception_class_name, AbortSyndrome, EsrDescription,
+    FaultStatus, SpsrDescription,
+};
 
 /// Registers saved by the vector entry code (layout shared with `exception.s`).
 #[repr(C)]
@@ -49,16 +52,28 @@ const _: () = assert!(core::mem::size_of::<ExceptionContext>() == 36 * 8);
 /// Which of the 16 vectors was taken: (kind, where from).
 pub fn vector_name(vector: u64) -> (&'static str, &'static str) {
     const KINDS: [&str; 4] = ["Synchronous", "IRQ", "FIQ", "SError"];
-    const ORIGINS: [&str; 4] =
-        ["current EL, SP_EL0 (kernel)", "current EL, SP_EL1 (inside a handler)", "lower EL, AArch64", "lower EL, AArch32"];
-    let origin = ORIGINS.get((vector / 4) as usize).copied().unwrap_or("unknown vector");
+    const ORIGINS: [&str; 4] = [
+        "current EL, SP_EL0 (kernel)",
+        "current EL, SP_EL1 (inside a handler)",
+        "lower EL, AArch64",
+        "lower EL, AArch32",
+    ];
+    let origin = ORIGINS
+        .get((vector / 4) as usize)
+        .copied()
+        .unwrap_or("unknown vector");
     (KINDS[(vector % 4) as usize], origin)
 }
 
 /// The fatal-exception report: what was taken and from where, ESR decoded, FAR (marked
 /// as meaningless when the class does not set it), ELR, SPSR decoded, the interrupted SP
 /// and the general registers.
-pub fn write_report(out: &mut dyn fmt::Write, context: &ExceptionContext, vector: u64, interrupted_sp: u64) -> fmt::Result {
+pub fn write_report(
+    out: &mut dyn fmt::Write,
+    context: &ExceptionContext,
+    vector: u64,
+    interrupted_sp: u64,
+) -> fmt::Result {
     let (kind, origin) = vector_name(vector);
     writeln!(out, "*** Unhandled exception: {kind}, from {origin}")?;
     // ESR and FAR only describe synchronous exceptions and SErrors.
@@ -118,7 +133,13 @@ impl FaultInfo {
 
 impl core::fmt::Display for FaultInfo {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "ESR {} FAR {:#x} ELR {:#x}", syndrome::EsrDescription(self.esr), self.far, self.elr)
+        write!(
+            f,
+            "ESR {} FAR {:#x} ELR {:#x}",
+            syndrome::EsrDescription(self.esr),
+            self.far,
+            self.elr
+        )
     }
 }
 
@@ -129,20 +150,32 @@ mod tests {
 
     #[test]
     fn report_decodes_a_permission_fault() {
-        let mut context = ExceptionContext { esr: 0x9600_004f, far: 0x4021_0008, elr: 0x4020_1234, spsr: 0x3c4, ..Default::default() };
+        let mut context = ExceptionContext {
+            esr: 0x9600_004f,
+            far: 0x4021_0008,
+            elr: 0x4020_1234,
+            spsr: 0x3c4,
+            ..Default::default()
+        };
         context.gpr[0] = 0xdead;
         context.gpr[30] = 0x4020_0fff;
         let mut report = String::new();
         write_report(&mut report, &context, 0, 0x40a6_0f00).unwrap();
         let lines: alloc::vec::Vec<&str> = report.lines().collect();
-        assert_eq!(lines[0], "*** Unhandled exception: Synchronous, from current EL, SP_EL0 (kernel)");
+        assert_eq!(
+            lines[0],
+            "*** Unhandled exception: Synchronous, from current EL, SP_EL0 (kernel)"
+        );
         assert_eq!(
             lines[1],
             "ESR_EL1  0x9600004f: EC 0x25 Data Abort, current EL, permission fault, level 3, on write (WnR=1)"
         );
         assert_eq!(lines[2], "FAR_EL1  0x0000000040210008  (faulting address)");
         assert_eq!(lines[3], "ELR_EL1  0x0000000040201234  (return address)");
-        assert_eq!(lines[4], "SPSR_EL1 0x000003c4: EL1t, flags ----, masked DAIF");
+        assert_eq!(
+            lines[4],
+            "SPSR_EL1 0x000003c4: EL1t, flags ----, masked DAIF"
+        );
         assert_eq!(lines[5], "SP       0x0000000040a60f00");
         assert!(lines[6].starts_with("x0  0x000000000000dead  x1  0x0000000000000000"));
         assert_eq!(lines.len(), 6 + 8);
@@ -153,21 +186,34 @@ mod tests {
     fn report_of_an_irq_vector_has_no_syndrome() {
         let mut report = String::new();
         write_report(&mut report, &ExceptionContext::default(), 6, 0).unwrap();
-        assert!(report.starts_with("*** Unhandled exception: FIQ, from current EL, SP_EL1 (inside a handler)\n"));
+        assert!(report.starts_with(
+            "*** Unhandled exception: FIQ, from current EL, SP_EL1 (inside a handler)\n"
+        ));
         assert!(!report.contains("ESR_EL1"));
         let mut svc = String::new();
-        let context = ExceptionContext { esr: 0x5600_0000, ..Default::default() };
+        let context = ExceptionContext {
+            esr: 0x5600_0000,
+            ..Default::default()
+        };
         write_report(&mut svc, &context, 8, 0).unwrap();
         assert!(svc.contains("SVC64") && svc.contains("(not valid for this exception)"));
     }
 
     #[test]
     fn fault_info_accessors() {
-        let info = FaultInfo { esr: (0x25 << 26) | (1 << 25) | 0b00_0110, far: 0x1000, elr: 0x4020_0000 };
+        let info = FaultInfo {
+            esr: (0x25 << 26) | (1 << 25) | 0b00_0110,
+            far: 0x1000,
+            elr: 0x4020_0000,
+        };
         assert_eq!(info.class_name(), "Data Abort, current EL");
         assert_eq!(info.status(), Some(FaultStatus::Translation { level: 2 }));
         assert!(!info.is_write());
-        let svc = FaultInfo { esr: 0x15 << 26, far: 0, elr: 0 };
+        let svc = FaultInfo {
+            esr: 0x15 << 26,
+            far: 0,
+            elr: 0,
+        };
         assert_eq!(svc.status(), None);
     }
 }

@@ -15,7 +15,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-use crate::dt::platform::{DtError, Platform};
+use crate::dt::platform::Platform;
 
 extern "Rust" {
     /// Provided by the binary: the firmware's `main.rs`, or each in-QEMU test image.
@@ -38,7 +38,9 @@ pub fn try_platform() -> Option<&'static Platform> {
 pub fn platform() -> &'static Platform {
     match try_platform() {
         Some(platform) => platform,
-        None => fatal(format_args!("platform() called before the device tree was read")),
+        None => fatal(format_args!(
+            "platform() called before the device tree was read"
+        )),
     }
 }
 
@@ -51,10 +53,12 @@ pub unsafe fn runtime_init(dtb_from_x0: usize) -> ! {
 
     let platform = match crate::dtb::boot_platform(dtb_from_x0) {
         Ok(platform) => platform,
-        Err(DtError::Unimplemented) => builtin_qemu_virt_until_dt_parser_lands(),
-        Err(err) => fatal(format_args!("device tree: {err:?}")),
+        Err(err) => fatal(format_args!("device tree: {err}")),
     };
-    PLATFORM.store(platform as *const Platform as *mut Platform, Ordering::Release);
+    PLATFORM.store(
+        platform as *const Platform as *mut Platform,
+        Ordering::Release,
+    );
 
     if let Err(err) = crate::memory::mmu::init(platform) {
         fatal(format_args!("MMU: {err}"));
@@ -63,19 +67,6 @@ pub unsafe fn runtime_init(dtb_from_x0: usize) -> ! {
 
     // Safety: `kernel_init` is defined exactly once by the binary linked with us.
     unsafe { kernel_init() }
-}
-
-/// TEMPORARY, delete once `dtb::boot_platform` never returns `Unimplemented`: the least
-/// QEMU `virt` description that lets boot go on (1 GiB of RAM at 0x4000_0000, everything
-/// below it mapped as device). Drivers find no devices in it and stay in polled mode.
-fn builtin_qemu_virt_until_dt_parser_lands() -> &'static Platform {
-    crate::println!("WARNING: device tree parser not available; using built-in QEMU virt facts");
-    let platform = Platform {
-        memory: alloc::vec![0x4000_0000..0x8000_0000],
-        mmio: alloc::vec![0..0x4000_0000],
-        ..Platform::default()
-    };
-    alloc::boxed::Box::leak(alloc::boxed::Box::new(platform))
 }
 
 /// Print `FATAL: message` and stop (see [`stop_failure`]).

@@ -16,7 +16,9 @@ use alloc::string::String;
 use core::arch::asm;
 
 use monolith::exception::expect_fault;
-use monolith::exception::syndrome::{FaultStatus, EC_DATA_ABORT_CURRENT_EL, EC_INSTRUCTION_ABORT_CURRENT_EL};
+use monolith::exception::syndrome::{
+    FaultStatus, EC_DATA_ABORT_CURRENT_EL, EC_INSTRUCTION_ABORT_CURRENT_EL,
+};
 use monolith::memory::mmu::{self, MapError, MemoryKind, PAGE_SIZE};
 use monolith::test_harness::{run_tests, TestCase};
 use monolith::{qemu_ensure, qemu_ensure_eq};
@@ -33,7 +35,9 @@ fn heap_page(fill: u8) -> Box<Page> {
 fn load_u64(address: usize) -> u64 {
     let value: u64;
     // Safety: callers pass a mapped, readable address (or one inside expect_fault).
-    unsafe { asm!("ldr {v}, [{a}]", a = in(reg) address, v = out(reg) value, options(nostack, readonly)) };
+    unsafe {
+        asm!("ldr {v}, [{a}]", a = in(reg) address, v = out(reg) value, options(nostack, readonly))
+    };
     value
 }
 
@@ -48,7 +52,10 @@ fn mmu_is_on_with_caches() -> Result<(), String> {
     unsafe { asm!("mrs {s}, SCTLR_EL1", s = out(reg) sctlr, options(nomem, nostack)) };
     qemu_ensure!(mmu::is_enabled());
     qemu_ensure!(sctlr & 1 != 0, "SCTLR_EL1.M clear: {sctlr:#x}");
-    qemu_ensure!(sctlr & (1 << 2) != 0 && sctlr & (1 << 12) != 0, "caches off: {sctlr:#x}");
+    qemu_ensure!(
+        sctlr & (1 << 2) != 0 && sctlr & (1 << 12) != 0,
+        "caches off: {sctlr:#x}"
+    );
     qemu_ensure!(sctlr & (1 << 1) == 0, "alignment check on: {sctlr:#x}");
     qemu_ensure!(sctlr & (1 << 19) != 0, "WXN off: {sctlr:#x}");
     Ok(())
@@ -68,7 +75,11 @@ fn unaligned_load_from_ram_works() -> Result<(), String> {
         let expected = u64::from_le_bytes(pages.0[offset..offset + 8].try_into().unwrap());
         let mut loaded = 0;
         let fault = expect_fault(|| loaded = load_u64(base + offset));
-        qemu_ensure!(fault.is_none(), "unaligned load at +{offset:#x} faulted: {}", fault.unwrap());
+        qemu_ensure!(
+            fault.is_none(),
+            "unaligned load at +{offset:#x} faulted: {}",
+            fault.unwrap()
+        );
         qemu_ensure_eq!(loaded, expected);
     }
     Ok(())
@@ -78,7 +89,11 @@ fn unaligned_store_to_ram_works() -> Result<(), String> {
     let page = heap_page(0);
     let address = page.0.as_ptr() as usize + 5;
     let fault = expect_fault(|| store_u64(address, 0x1122_3344_5566_7788));
-    qemu_ensure!(fault.is_none(), "unaligned store faulted: {}", fault.unwrap());
+    qemu_ensure!(
+        fault.is_none(),
+        "unaligned store faulted: {}",
+        fault.unwrap()
+    );
     qemu_ensure_eq!(&page.0[5..13], &0x1122_3344_5566_7788u64.to_le_bytes()[..]);
     qemu_ensure_eq!(page.0[4], 0);
     qemu_ensure_eq!(page.0[13], 0);
@@ -88,19 +103,37 @@ fn unaligned_store_to_ram_works() -> Result<(), String> {
 fn memory_types_as_the_hardware_sees_them() -> Result<(), String> {
     // From PAR_EL1.ATTR after AT S1E1R: what the walker really found, not our bookkeeping.
     let platform = monolith::runtime::platform();
-    qemu_ensure_eq!(mmu::memory_kind(monolith::bsp::EARLY_UART_BASE), Some(MemoryKind::Device));
+    qemu_ensure_eq!(
+        mmu::memory_kind(monolith::bsp::EARLY_UART_BASE),
+        Some(MemoryKind::Device)
+    );
     for window in &platform.mmio {
-        qemu_ensure_eq!(mmu::memory_kind(window.start as usize), Some(MemoryKind::Device));
+        qemu_ensure_eq!(
+            mmu::memory_kind(window.start as usize),
+            Some(MemoryKind::Device)
+        );
     }
     if let Some(gic) = &platform.gic {
-        qemu_ensure_eq!(mmu::memory_kind(gic.distributor.start as usize), Some(MemoryKind::Device));
+        qemu_ensure_eq!(
+            mmu::memory_kind(gic.distributor.start as usize),
+            Some(MemoryKind::Device)
+        );
     }
     for bank in &platform.memory {
-        qemu_ensure_eq!(mmu::memory_kind(bank.start as usize), Some(MemoryKind::Normal));
-        qemu_ensure_eq!(mmu::memory_kind(bank.end as usize - 1), Some(MemoryKind::Normal));
+        qemu_ensure_eq!(
+            mmu::memory_kind(bank.start as usize),
+            Some(MemoryKind::Normal)
+        );
+        qemu_ensure_eq!(
+            mmu::memory_kind(bank.end as usize - 1),
+            Some(MemoryKind::Normal)
+        );
     }
     let page = heap_page(0);
-    qemu_ensure_eq!(mmu::memory_kind(page.0.as_ptr() as usize), Some(MemoryKind::Normal));
+    qemu_ensure_eq!(
+        mmu::memory_kind(page.0.as_ptr() as usize),
+        Some(MemoryKind::Normal)
+    );
     qemu_ensure_eq!(mmu::memory_kind(mmu::movable_window().start), None);
     Ok(())
 }
@@ -110,8 +143,12 @@ static READ_ONLY_WORD: u64 = 0x5eed_f00d;
 fn write_to_rodata_is_a_permission_fault() -> Result<(), String> {
     let address = &READ_ONLY_WORD as *const u64 as usize;
     let rodata = mmu::kernel_image_layout().rodata;
-    qemu_ensure!(rodata.contains(&(address as u64)), "{address:#x} not in rodata {rodata:x?}");
-    let fault = expect_fault(|| store_u64(address, 0)).ok_or_else(|| String::from("write to rodata did not fault"))?;
+    qemu_ensure!(
+        rodata.contains(&(address as u64)),
+        "{address:#x} not in rodata {rodata:x?}"
+    );
+    let fault = expect_fault(|| store_u64(address, 0))
+        .ok_or_else(|| String::from("write to rodata did not fault"))?;
     qemu_ensure_eq!(fault.exception_class(), EC_DATA_ABORT_CURRENT_EL);
     qemu_ensure!(
         matches!(fault.status(), Some(FaultStatus::Permission { .. })),
@@ -125,8 +162,12 @@ fn write_to_rodata_is_a_permission_fault() -> Result<(), String> {
 
 fn write_to_text_faults() -> Result<(), String> {
     let address = write_to_text_faults as fn() -> Result<(), String> as usize;
-    let fault = expect_fault(|| store_u64(address, 0)).ok_or_else(|| String::from("write to text did not fault"))?;
-    qemu_ensure!(matches!(fault.status(), Some(FaultStatus::Permission { .. })), "got {fault}");
+    let fault = expect_fault(|| store_u64(address, 0))
+        .ok_or_else(|| String::from("write to text did not fault"))?;
+    qemu_ensure!(
+        matches!(fault.status(), Some(FaultStatus::Permission { .. })),
+        "got {fault}"
+    );
     qemu_ensure_eq!(fault.far, address as u64);
     Ok(())
 }
@@ -143,7 +184,10 @@ fn executing_from_data_faults() -> Result<(), String> {
     })
     .ok_or_else(|| String::from("executing heap memory did not fault"))?;
     qemu_ensure_eq!(fault.exception_class(), EC_INSTRUCTION_ABORT_CURRENT_EL);
-    qemu_ensure!(matches!(fault.status(), Some(FaultStatus::Permission { .. })), "got {fault}");
+    qemu_ensure!(
+        matches!(fault.status(), Some(FaultStatus::Permission { .. })),
+        "got {fault}"
+    );
     qemu_ensure_eq!(fault.far, target as u64);
     qemu_ensure_eq!(fault.elr, target as u64);
     Ok(())
@@ -157,7 +201,10 @@ fn stack_guard_is_unmapped() -> Result<(), String> {
     // Its neighbours are mapped, at their own addresses.
     let below = layout.stack_guard.start as usize - 8;
     qemu_ensure_eq!(mmu::translate(below), Some(below as u64));
-    qemu_ensure_eq!(mmu::translate(layout.stack.start as usize), Some(layout.stack.start));
+    qemu_ensure_eq!(
+        mmu::translate(layout.stack.start as usize),
+        Some(layout.stack.start)
+    );
     let fault = expect_fault(|| {
         load_u64(layout.stack_guard.start as usize + 16);
     })
@@ -219,15 +266,33 @@ fn movable_window_rejects_bad_requests() -> Result<(), String> {
     let window = mmu::movable_window();
     let page = heap_page(0);
     let pa = page.0.as_ptr() as u64;
-    qemu_ensure_eq!(mmu::map_movable(window.start + 8, pa), Err(MapError::Misaligned));
-    qemu_ensure_eq!(mmu::map_movable(window.start, pa + 8), Err(MapError::Misaligned));
-    qemu_ensure_eq!(mmu::map_movable(0x4000_0000, pa), Err(MapError::NotInWindow));
+    qemu_ensure_eq!(
+        mmu::map_movable(window.start + 8, pa),
+        Err(MapError::Misaligned)
+    );
+    qemu_ensure_eq!(
+        mmu::map_movable(window.start, pa + 8),
+        Err(MapError::Misaligned)
+    );
+    qemu_ensure_eq!(
+        mmu::map_movable(0x4000_0000, pa),
+        Err(MapError::NotInWindow)
+    );
     qemu_ensure_eq!(mmu::map_movable(window.end, pa), Err(MapError::NotInWindow));
-    qemu_ensure_eq!(mmu::map_movable(window.start, 0x0900_0000), Err(MapError::NotRam));
+    qemu_ensure_eq!(
+        mmu::map_movable(window.start, 0x0900_0000),
+        Err(MapError::NotRam)
+    );
     qemu_ensure_eq!(mmu::unmap_movable(window.start), Err(MapError::NotMapped));
-    qemu_ensure_eq!(mmu::remap_movable(window.start, pa), Err(MapError::NotMapped));
+    qemu_ensure_eq!(
+        mmu::remap_movable(window.start, pa),
+        Err(MapError::NotMapped)
+    );
     mmu::map_movable(window.start, pa).map_err(|e| format!("map: {e}"))?;
-    qemu_ensure_eq!(mmu::map_movable(window.start, pa), Err(MapError::AlreadyMapped));
+    qemu_ensure_eq!(
+        mmu::map_movable(window.start, pa),
+        Err(MapError::AlreadyMapped)
+    );
     qemu_ensure_eq!(mmu::unmap_movable(window.start), Ok(pa));
     Ok(())
 }
@@ -252,7 +317,10 @@ fn many_window_pages_share_tables() -> Result<(), String> {
 fn cache_maintenance_keeps_data() -> Result<(), String> {
     use monolith::cpu::cache;
     let line = cache::dcache_line_size();
-    qemu_ensure!(line.is_power_of_two() && (16..=2048).contains(&line), "line size {line}");
+    qemu_ensure!(
+        line.is_power_of_two() && (16..=2048).contains(&line),
+        "line size {line}"
+    );
     let page = heap_page(0x3c);
     let base = page.0.as_ptr() as usize;
     store_u64(base + 40, 7);
@@ -270,19 +338,58 @@ fn kernel_init() -> ! {
     run_tests(
         "boot_mmu",
         &[
-            TestCase { name: "mmu_is_on_with_caches", run: mmu_is_on_with_caches },
-            TestCase { name: "unaligned_load_from_ram_works", run: unaligned_load_from_ram_works },
-            TestCase { name: "unaligned_store_to_ram_works", run: unaligned_store_to_ram_works },
-            TestCase { name: "memory_types_as_the_hardware_sees_them", run: memory_types_as_the_hardware_sees_them },
-            TestCase { name: "write_to_rodata_is_a_permission_fault", run: write_to_rodata_is_a_permission_fault },
-            TestCase { name: "write_to_text_faults", run: write_to_text_faults },
-            TestCase { name: "executing_from_data_faults", run: executing_from_data_faults },
-            TestCase { name: "stack_guard_is_unmapped", run: stack_guard_is_unmapped },
-            TestCase { name: "identity_map_covers_ram_and_devices", run: identity_map_covers_ram_and_devices },
-            TestCase { name: "movable_window_round_trip", run: movable_window_round_trip },
-            TestCase { name: "movable_window_rejects_bad_requests", run: movable_window_rejects_bad_requests },
-            TestCase { name: "many_window_pages_share_tables", run: many_window_pages_share_tables },
-            TestCase { name: "cache_maintenance_keeps_data", run: cache_maintenance_keeps_data },
+            TestCase {
+                name: "mmu_is_on_with_caches",
+                run: mmu_is_on_with_caches,
+            },
+            TestCase {
+                name: "unaligned_load_from_ram_works",
+                run: unaligned_load_from_ram_works,
+            },
+            TestCase {
+                name: "unaligned_store_to_ram_works",
+                run: unaligned_store_to_ram_works,
+            },
+            TestCase {
+                name: "memory_types_as_the_hardware_sees_them",
+                run: memory_types_as_the_hardware_sees_them,
+            },
+            TestCase {
+                name: "write_to_rodata_is_a_permission_fault",
+                run: write_to_rodata_is_a_permission_fault,
+            },
+            TestCase {
+                name: "write_to_text_faults",
+                run: write_to_text_faults,
+            },
+            TestCase {
+                name: "executing_from_data_faults",
+                run: executing_from_data_faults,
+            },
+            TestCase {
+                name: "stack_guard_is_unmapped",
+                run: stack_guard_is_unmapped,
+            },
+            TestCase {
+                name: "identity_map_covers_ram_and_devices",
+                run: identity_map_covers_ram_and_devices,
+            },
+            TestCase {
+                name: "movable_window_round_trip",
+                run: movable_window_round_trip,
+            },
+            TestCase {
+                name: "movable_window_rejects_bad_requests",
+                run: movable_window_rejects_bad_requests,
+            },
+            TestCase {
+                name: "many_window_pages_share_tables",
+                run: many_window_pages_share_tables,
+            },
+            TestCase {
+                name: "cache_maintenance_keeps_data",
+                run: cache_maintenance_keeps_data,
+            },
         ],
     )
 }

@@ -54,7 +54,10 @@ fn fault_reports_instruction_and_address_then_resumes() -> Result<(), String> {
     qemu_ensure_eq!(fault.elr, faulting_pc as u64);
     qemu_ensure_eq!(fault.far, bad as u64);
     qemu_ensure!(fault.is_write());
-    qemu_ensure!(matches!(fault.status(), Some(FaultStatus::Translation { .. })), "got {fault}");
+    qemu_ensure!(
+        matches!(fault.status(), Some(FaultStatus::Translation { .. })),
+        "got {fault}"
+    );
     qemu_ensure_eq!(resumed, 1);
     Ok(())
 }
@@ -86,7 +89,10 @@ fn registers_survive_an_exception() -> Result<(), String> {
             )
         };
     });
-    qemu_ensure!(fault.is_some(), "load from an unmapped address did not fault");
+    qemu_ensure!(
+        fault.is_some(),
+        "load from an unmapped address did not fault"
+    );
     qemu_ensure_eq!((a, b, c, d), (0x1111, 0x2222, 0x3333, 0x4444));
     Ok(())
 }
@@ -111,7 +117,10 @@ fn timer_irqs_arrive_and_return() -> Result<(), String> {
     let before = monolith::driver::timer::ticks();
     monolith::driver::timer::spin_for(Duration::from_millis(50));
     let after = monolith::driver::timer::ticks();
-    qemu_ensure!(after > before, "no timer tick in 50 ms (ticks {before} -> {after})");
+    qemu_ensure!(
+        after > before,
+        "no timer tick in 50 ms (ticks {before} -> {after})"
+    );
     Ok(())
 }
 
@@ -120,14 +129,26 @@ fn kernel_init() -> ! {
     run_tests(
         "exceptions",
         &[
-            TestCase { name: "no_fault_means_none", run: no_fault_means_none },
+            TestCase {
+                name: "no_fault_means_none",
+                run: no_fault_means_none,
+            },
             TestCase {
                 name: "fault_reports_instruction_and_address_then_resumes",
                 run: fault_reports_instruction_and_address_then_resumes,
             },
-            TestCase { name: "registers_survive_an_exception", run: registers_survive_an_exception },
-            TestCase { name: "consecutive_expected_faults_are_independent", run: consecutive_expected_faults_are_independent },
-            TestCase { name: "timer_irqs_arrive_and_return", run: timer_irqs_arrive_and_return },
+            TestCase {
+                name: "registers_survive_an_exception",
+                run: registers_survive_an_exception,
+            },
+            TestCase {
+                name: "consecutive_expected_faults_are_independent",
+                run: consecutive_expected_faults_are_independent,
+            },
+            TestCase {
+                name: "timer_irqs_arrive_and_return",
+                run: timer_irqs_arrive_and_return,
+            },
         ],
     )
 }

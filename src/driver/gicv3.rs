@@ -29,7 +29,7 @@ use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite};
 use tock_registers::{register_bitfields, register_structs};
 
-use super::irq_cell::IrqSafeCell;
+use crate::cpu::IrqSafeLock;
 
 register_bitfields! {u32,
     GICD_CTLR [
@@ -163,8 +163,12 @@ struct Gic {
     max_intid: u32,
 }
 
-static GIC: IrqSafeCell<Option<Gic>> = IrqSafeCell::new(None);
-static HANDLERS: IrqSafeCell<[Option<fn()>; MAX_INTID]> = IrqSafeCell::new([None; MAX_INTID]);
+// Safety: the register blocks are MMIO owned by this driver alone; every access goes
+// through the IrqSafeLock below, so moving the references between contexts is sound.
+unsafe impl Send for Gic {}
+
+static GIC: IrqSafeLock<Option<Gic>> = IrqSafeLock::new(None);
+static HANDLERS: IrqSafeLock<[Option<fn()>; MAX_INTID]> = IrqSafeLock::new([None; MAX_INTID]);
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 static UNHANDLED: AtomicU64 = AtomicU64::new(0);
 static HANDLED: AtomicU64 = AtomicU64::new(0);
@@ -294,7 +298,7 @@ pub unsafe fn init(
         asm!("msr ICC_IGRPEN1_EL1, {}", "isb", in(reg) 1u64, options(nostack));
     }
 
-    GIC.with(|gic| {
+    GIC.lock(|gic| {
         *gic = Some(Gic {
             gicd,
             sgi,
@@ -307,7 +311,7 @@ pub unsafe fn init(
 
 /// Whether [`init`] succeeded.
 pub fn is_ready() -> bool {
-    GIC.with(|gic| gic.is_some())
+    GIC.lock(|gic| gic.is_some())
 }
 
 /// Edge- or level-triggered (GICD_ICFGR / GICR_ICFGR1).
@@ -320,7 +324,7 @@ pub enum Trigger {
 /// Configure the trigger of a PPI or SPI (SGIs are always edge).
 pub fn set_trigger(intid: u32, trigger: Trigger) {
     let edge = trigger == Trigger::Edge;
-    GIC.with(|gic| {
+    GIC.lock(|gic| {
         let Some(gic) = gic else { return };
         let bit = 1u32 << ((intid % 16) * 2 + 1);
         let update = |value: u32| if edge { value | bit } else { value & !bit };
@@ -334,7 +338,7 @@ pub fn set_trigger(intid: u32, trigger: Trigger) {
 }
 
 fn set_enabled(intid: u32, enabled: bool) {
-    GIC.with(|gic| {
+    GIC.lock(|gic| {
         let Some(gic) = gic else { return };
         let bit = 1u32 << (intid % 32);
         if intid < SPI_BASE {
@@ -376,11 +380,11 @@ pub enum RegisterError {
 /// Install `handler` for `intid` and enable the interrupt. Handlers run in IRQ context with
 /// IRQs masked; they must clear their device's interrupt condition.
 pub fn register_handler(intid: u32, handler: fn()) -> Result<(), RegisterError> {
-    let limit = GIC.with(|gic| gic.as_ref().map_or(MAX_INTID as u32, |g| g.max_intid));
+    let limit = GIC.lock(|gic| gic.as_ref().map_or(MAX_INTID as u32, |g| g.max_intid));
     if intid >= limit {
         return Err(RegisterError::BadIntid(intid));
     }
-    HANDLERS.with(|table| match table[intid as usize] {
+    HANDLERS.lock(|table| match table[intid as usize] {
         Some(existing) if existing as usize != handler as usize => Err(RegisterError::Busy(intid)),
         _ => {
             table[intid as usize] = Some(handler);
@@ -395,7 +399,7 @@ pub fn register_handler(intid: u32, handler: fn()) -> Result<(), RegisterError> 
 pub fn unregister_handler(intid: u32) {
     disable_irq(intid);
     if (intid as usize) < MAX_INTID {
-        HANDLERS.with(|table| table[intid as usize] = None);
+        HANDLERS.lock(|table| table[intid as usize] = None);
     }
 }
 
@@ -424,7 +428,7 @@ pub fn handle_irq() {
             }
             return;
         }
-        let handler = HANDLERS.with(|table| table.get(intid as usize).copied().flatten());
+        let handler = HANDLERS.lock(|table| table.get(intid as usize).copied().flatten());
         match handler {
             Some(handler) => {
                 handler();
@@ -464,7 +468,7 @@ pub fn stats() -> IrqStats {
 
 /// Distributor identification (GICD_IIDR), for the boot summary.
 pub fn iidr() -> Option<u32> {
-    GIC.with(|gic| {
+    GIC.lock(|gic| {
         gic.as_ref()
             .map(|g| (g.gicd.GICD_IIDR.get(), g.rd.GICR_IIDR.get()).0)
     })

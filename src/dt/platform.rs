@@ -123,8 +123,6 @@ pub struct Platform {
 /// Why a blob was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DtError {
-    /// Placeholder from the skeleton; no longer produced.
-    Unimplemented,
     /// Fewer bytes than an FDT header.
     TooShort {
         available: usize,
@@ -177,7 +175,6 @@ pub enum DtError {
 impl fmt::Display for DtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DtError::Unimplemented => write!(f, "device-tree parsing is not implemented"),
             DtError::TooShort { available } => write!(
                 f,
                 "truncated: {available} bytes cannot hold the {}-byte FDT header",

@@ -62,12 +62,18 @@ pub const EC_DATA_ABORT_CURRENT_EL: u8 = 0x25;
 pub fn is_abort(esr: u64) -> bool {
     matches!(
         exception_class(esr),
-        EC_INSTRUCTION_ABORT_LOWER_EL | EC_INSTRUCTION_ABORT_CURRENT_EL | EC_DATA_ABORT_LOWER_EL | EC_DATA_ABORT_CURRENT_EL
+        EC_INSTRUCTION_ABORT_LOWER_EL
+            | EC_INSTRUCTION_ABORT_CURRENT_EL
+            | EC_DATA_ABORT_LOWER_EL
+            | EC_DATA_ABORT_CURRENT_EL
     )
 }
 
 pub fn is_data_abort(esr: u64) -> bool {
-    matches!(exception_class(esr), EC_DATA_ABORT_LOWER_EL | EC_DATA_ABORT_CURRENT_EL)
+    matches!(
+        exception_class(esr),
+        EC_DATA_ABORT_LOWER_EL | EC_DATA_ABORT_CURRENT_EL
+    )
 }
 
 /// The kind of fault a DFSC/IFSC value reports.
@@ -170,11 +176,20 @@ impl fmt::Display for EsrDescription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let esr = self.0;
         let ec = exception_class(esr);
-        write!(f, "{:#010x}: EC {ec:#04x} {}", esr, exception_class_name(ec))?;
+        write!(
+            f,
+            "{:#010x}: EC {ec:#04x} {}",
+            esr,
+            exception_class_name(ec)
+        )?;
         if let Some(abort) = abort_syndrome(esr) {
             write!(f, ", {}", abort.status)?;
             if is_data_abort(esr) {
-                f.write_str(if abort.write { ", on write (WnR=1)" } else { ", on read (WnR=0)" })?;
+                f.write_str(if abort.write {
+                    ", on write (WnR=1)"
+                } else {
+                    ", on read (WnR=0)"
+                })?;
             }
             if abort.on_stage1_table_walk {
                 f.write_str(", stage-2 fault on stage-1 table walk")?;
@@ -244,15 +259,33 @@ mod tests {
 
     #[test]
     fn fault_status_codes() {
-        assert_eq!(FaultStatus::from_code(0b00_0101), FaultStatus::Translation { level: 1 });
-        assert_eq!(FaultStatus::from_code(0b00_0111), FaultStatus::Translation { level: 3 });
-        assert_eq!(FaultStatus::from_code(0b00_1010), FaultStatus::AccessFlag { level: 2 });
+        assert_eq!(
+            FaultStatus::from_code(0b00_0101),
+            FaultStatus::Translation { level: 1 }
+        );
+        assert_eq!(
+            FaultStatus::from_code(0b00_0111),
+            FaultStatus::Translation { level: 3 }
+        );
+        assert_eq!(
+            FaultStatus::from_code(0b00_1010),
+            FaultStatus::AccessFlag { level: 2 }
+        );
         assert_eq!(FaultStatus::from_code(0b10_0001), FaultStatus::Alignment);
-        assert_eq!(FaultStatus::from_code(0b01_0000), FaultStatus::SynchronousExternal);
-        assert_eq!(FaultStatus::from_code(0b00_1000), FaultStatus::Other(0b00_1000));
+        assert_eq!(
+            FaultStatus::from_code(0b01_0000),
+            FaultStatus::SynchronousExternal
+        );
+        assert_eq!(
+            FaultStatus::from_code(0b00_1000),
+            FaultStatus::Other(0b00_1000)
+        );
         assert_eq!(FaultStatus::Translation { level: 2 }.level(), Some(2));
         assert_eq!(FaultStatus::Alignment.level(), None);
-        assert_eq!(format!("{}", FaultStatus::from_code(0b00_0110)), "translation fault, level 2");
+        assert_eq!(
+            format!("{}", FaultStatus::from_code(0b00_0110)),
+            "translation fault, level 2"
+        );
     }
 
     #[test]
@@ -271,14 +304,29 @@ mod tests {
     fn non_aborts_show_their_iss() {
         let svc = (0x15 << 26) | (1 << 25) | 0x42;
         assert_eq!(abort_syndrome(svc), None);
-        assert_eq!(format!("{}", EsrDescription(svc)), "0x56000042: EC 0x15 SVC64, ISS 0x42");
-        assert_eq!(format!("{}", EsrDescription(0)), "0x00000000: EC 0x00 Unknown, ISS 0x0");
-        assert_eq!(exception_class_name(0x3f), "Reserved/unnamed exception class");
+        assert_eq!(
+            format!("{}", EsrDescription(svc)),
+            "0x56000042: EC 0x15 SVC64, ISS 0x42"
+        );
+        assert_eq!(
+            format!("{}", EsrDescription(0)),
+            "0x00000000: EC 0x00 Unknown, ISS 0x0"
+        );
+        assert_eq!(
+            exception_class_name(0x3f),
+            "Reserved/unnamed exception class"
+        );
     }
 
     #[test]
     fn spsr_modes_and_masks() {
-        assert_eq!(format!("{}", SpsrDescription(0x3c5)), "0x000003c5: EL1h, flags ----, masked DAIF");
-        assert_eq!(format!("{}", SpsrDescription(0x6000_0004)), "0x60000004: EL1t, flags -ZC-, masked ----");
+        assert_eq!(
+            format!("{}", SpsrDescription(0x3c5)),
+            "0x000003c5: EL1h, flags ----, masked DAIF"
+        );
+        assert_eq!(
+            format!("{}", SpsrDescription(0x6000_0004)),
+            "0x60000004: EL1t, flags -ZC-, masked ----"
+        );
     }
 }

@@ -30,7 +30,8 @@ mod arch_mmu;
 
 #[cfg(target_os = "none")]
 pub use arch_mmu::{
-    init, is_enabled, kernel_image_layout, map_movable, memory_kind, remap_movable, translate, unmap_movable, MmuError,
+    init, is_enabled, kernel_image_layout, map_movable, memory_kind, remap_movable, translate,
+    unmap_movable, MmuError,
 };
 
 pub use translation_table::{MapError, MemoryKind, PAGE_SIZE};
@@ -51,7 +52,7 @@ pub fn check_movable_va(va: usize) -> Result<(), MapError> {
     if !movable_window().contains(&va) {
         return Err(MapError::NotInWindow);
     }
-    if va as u64 % PAGE_SIZE != 0 {
+    if !(va as u64).is_multiple_of(PAGE_SIZE) {
         return Err(MapError::Misaligned);
     }
     Ok(())
@@ -69,7 +70,13 @@ mod tests {
         assert_eq!(check_movable_va(window.start), Ok(()));
         assert_eq!(check_movable_va(window.end - PAGE_SIZE as usize), Ok(()));
         assert_eq!(check_movable_va(window.end), Err(MapError::NotInWindow));
-        assert_eq!(check_movable_va(window.start - PAGE_SIZE as usize), Err(MapError::NotInWindow));
-        assert_eq!(check_movable_va(window.start + 8), Err(MapError::Misaligned));
+        assert_eq!(
+            check_movable_va(window.start - PAGE_SIZE as usize),
+            Err(MapError::NotInWindow)
+        );
+        assert_eq!(
+            check_movable_va(window.start + 8),
+            Err(MapError::Misaligned)
+        );
     }
 }

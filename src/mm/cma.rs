@@ -105,19 +105,31 @@ impl fmt::Display for CmaState {
         writeln!(f, "maxchunk: {}", self.maxchunk)?;
         writeln!(f, "alloc_pages_success: {}", self.stats.alloc_pages_success)?;
         writeln!(f, "alloc_pages_fail: {}", self.stats.alloc_pages_fail)?;
-        writeln!(f, "release_pages_success: {}", self.stats.release_pages_success)
+        writeln!(
+            f,
+            "release_pages_success: {}",
+            self.stats.release_pages_success
+        )
     }
 }
 
 /// Declare an area over `count` pages from `base_pfn` (`cma_init_reserved_mem`). Like Linux,
 /// base and size must be pageblock aligned (a pageblock carries one migrate type) and the
 /// size a multiple of the bitmap granule `1 << order_per_bit`.
-pub fn cma_init_reserved_mem(base_pfn: Pfn, count: usize, order_per_bit: usize, name: &str) -> Result<CmaArea, CmaError> {
+pub fn cma_init_reserved_mem(
+    base_pfn: Pfn,
+    count: usize,
+    order_per_bit: usize,
+    name: &str,
+) -> Result<CmaArea, CmaError> {
     if count == 0 || order_per_bit >= usize::BITS as usize {
         return Err(CmaError::Misaligned);
     }
     let granule = 1usize << order_per_bit;
-    if base_pfn % PAGEBLOCK_NR_PAGES != 0 || count % PAGEBLOCK_NR_PAGES != 0 || count % granule != 0 {
+    if !base_pfn.is_multiple_of(PAGEBLOCK_NR_PAGES)
+        || !count.is_multiple_of(PAGEBLOCK_NR_PAGES)
+        || !count.is_multiple_of(granule)
+    {
         return Err(CmaError::Misaligned);
     }
     if base_pfn.checked_add(count).is_none() {
@@ -142,7 +154,8 @@ pub fn cma_activate_area(area: &mut CmaArea, zone: &mut Zone<'_>) -> Result<(), 
     if area.active {
         return Err(CmaError::AlreadyActive);
     }
-    zone.activate_cma_range(area.base_pfn, area.base_pfn + area.count).map_err(CmaError::Zone)?;
+    zone.activate_cma_range(area.base_pfn, area.base_pfn + area.count)
+        .map_err(CmaError::Zone)?;
     area.active = true;
     Ok(())
 }
@@ -180,7 +193,11 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
         return Err(CmaError::InvalidAlign);
     }
     let opb = area.order_per_bit;
-    let mask = if align_order > opb { (1usize << (align_order - opb)) - 1 } else { 0 };
+    let mask = if align_order > opb {
+        (1usize << (align_order - opb)) - 1
+    } else {
+        0
+    };
     // Bits to skip so that base + index aligns, when the base itself is less aligned.
     let offset = (area.base_pfn & ((1usize << align_order) - 1)) >> opb;
     let maxno = area.bits();
@@ -191,7 +208,8 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
     let mut start = 0;
     let mut last_error = CmaError::NoSpace;
     loop {
-        let Some(bitno) = find_next_zero_area(&area.bitmap, maxno, start, nbits, mask, offset) else {
+        let Some(bitno) = find_next_zero_area(&area.bitmap, maxno, start, nbits, mask, offset)
+        else {
             return Err(last_error);
         };
         bitmap_set(&mut area.bitmap, bitno, nbits, true);
@@ -201,7 +219,9 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
             Err(err) => {
                 bitmap_set(&mut area.bitmap, bitno, nbits, false);
                 match err {
-                    ContigError::Busy { .. } | ContigError::GaveUp { .. } => last_error = CmaError::Busy,
+                    ContigError::Busy { .. } | ContigError::GaveUp { .. } => {
+                        last_error = CmaError::Busy
+                    }
                     ContigError::NoMemory => return Err(CmaError::NoMemory),
                     ContigError::Invalid(e) => return Err(CmaError::Zone(e)),
                 }
@@ -218,7 +238,9 @@ pub fn cma_release(area: &mut CmaArea, zone: &mut Zone<'_>, pfn: Pfn, count: usi
     if !area.active || count == 0 || pfn < area.base_pfn {
         return false;
     }
-    let Some(end) = pfn.checked_add(count) else { return false };
+    let Some(end) = pfn.checked_add(count) else {
+        return false;
+    };
     if end > area.base_pfn + area.count {
         return false;
     }
@@ -229,7 +251,9 @@ pub fn cma_release(area: &mut CmaArea, zone: &mut Zone<'_>, pfn: Pfn, count: usi
         return false;
     }
     let all_contig = (pfn..end).all(|p| {
-        zone.page(p).is_some_and(|pg| pg.state() == PageState::Head && pg.order() == 0 && pg.migratetype() == MigrateType::Cma)
+        zone.page(p).is_some_and(|pg| {
+            pg.state() == PageState::Head && pg.order() == 0 && pg.migratetype() == MigrateType::Cma
+        })
     });
     if !all_contig || free_contig_range(zone, pfn, count).is_err() {
         return false;
@@ -240,7 +264,9 @@ pub fn cma_release(area: &mut CmaArea, zone: &mut Zone<'_>, pfn: Pfn, count: usi
         let g_start = area.base_pfn + (b << opb);
         let g_end = g_start + (1 << opb);
         let still_used = (g_start..g_end).any(|p| {
-            zone.page(p).is_some_and(|pg| pg.state() == PageState::Head && pg.migratetype() == MigrateType::Cma)
+            zone.page(p).is_some_and(|pg| {
+                pg.state() == PageState::Head && pg.migratetype() == MigrateType::Cma
+            })
         });
         if !still_used {
             bitmap_set(&mut area.bitmap, b, 1, false);
@@ -350,7 +376,14 @@ fn find_next(map: &[u64], size: usize, start: usize, value: bool) -> usize {
 
 /// `bitmap_find_next_zero_area_off`: first run of `nr` zero bits at or after `start` whose
 /// index plus `align_offset` is a multiple of `align_mask + 1`.
-fn find_next_zero_area(map: &[u64], size: usize, mut start: usize, nr: usize, align_mask: usize, align_offset: usize) -> Option<usize> {
+fn find_next_zero_area(
+    map: &[u64],
+    size: usize,
+    mut start: usize,
+    nr: usize,
+    align_mask: usize,
+    align_offset: usize,
+) -> Option<usize> {
     loop {
         let zero = find_next(map, size, start, false);
         let index = ((zero + align_offset + align_mask) & !align_mask).checked_sub(align_offset)?;
@@ -358,7 +391,7 @@ fn find_next_zero_area(map: &[u64], size: usize, mut start: usize, nr: usize, al
         if end > size {
             return None;
         }
-        let busy = find_next(&map[..], end, index, true);
+        let busy = find_next(map, end, index, true);
         if busy < end {
             start = busy + 1;
         } else {
@@ -389,10 +422,22 @@ mod tests {
 
     #[test]
     fn init_refuses_unaligned_areas() {
-        assert_eq!(cma_init_reserved_mem(100, 512, 0, "x").unwrap_err(), CmaError::Misaligned);
-        assert_eq!(cma_init_reserved_mem(512, 100, 0, "x").unwrap_err(), CmaError::Misaligned);
-        assert_eq!(cma_init_reserved_mem(512, 0, 0, "x").unwrap_err(), CmaError::Misaligned);
-        assert_eq!(cma_init_reserved_mem(512, 512, 10, "x").unwrap_err(), CmaError::Misaligned);
+        assert_eq!(
+            cma_init_reserved_mem(100, 512, 0, "x").unwrap_err(),
+            CmaError::Misaligned
+        );
+        assert_eq!(
+            cma_init_reserved_mem(512, 100, 0, "x").unwrap_err(),
+            CmaError::Misaligned
+        );
+        assert_eq!(
+            cma_init_reserved_mem(512, 0, 0, "x").unwrap_err(),
+            CmaError::Misaligned
+        );
+        assert_eq!(
+            cma_init_reserved_mem(512, 512, 10, "x").unwrap_err(),
+            CmaError::Misaligned
+        );
         let a = cma_init_reserved_mem(512, 1024, 2, "reserved").unwrap();
         assert_eq!(a.bits(), 256);
         assert_eq!(a.bitmap().len(), 4);

@@ -45,7 +45,13 @@ pub trait Migrator {
     /// Copy the `1 << order` frames at `src` to `dst` and re-point every mapping of
     /// `owner`'s block from `src` to `dst`. On `Ok` the zone moves the owner record to `dst`
     /// and frees `src`.
-    fn migrate(&mut self, src: Pfn, dst: Pfn, order: usize, owner: Owner) -> Result<(), MigrateError>;
+    fn migrate(
+        &mut self,
+        src: Pfn,
+        dst: Pfn,
+        order: usize,
+        owner: Owner,
+    ) -> Result<(), MigrateError>;
 
     /// Drop a reclaimable block if it is clean (unmap it, forget it). `true`: dropped, the
     /// zone frees it. `false`: dirty or busy, the zone migrates it instead.
@@ -103,10 +109,11 @@ pub fn alloc_contig_range<M: Migrator + ?Sized>(
     migratetype: MigrateType,
 ) -> Result<(), ContigError> {
     validate(zone, start_pfn, end_pfn, migratetype).map_err(ContigError::Invalid)?;
-    zone.start_isolate_page_range(start_pfn, end_pfn, migratetype).map_err(|e| match e {
-        MmError::Busy { pfn } => ContigError::Busy { pfn },
-        other => ContigError::Invalid(other),
-    })?;
+    zone.start_isolate_page_range(start_pfn, end_pfn, migratetype)
+        .map_err(|e| match e {
+            MmError::Busy { pfn } => ContigError::Busy { pfn },
+            other => ContigError::Invalid(other),
+        })?;
     let result = migrate_range(zone, migrator, start_pfn, end_pfn).and_then(|()| {
         if zone.test_pages_isolated(start_pfn, end_pfn) {
             zone.take_free_range(start_pfn, end_pfn, Taken::Contig(migratetype));
@@ -133,7 +140,10 @@ fn validate(zone: &Zone<'_>, start: Pfn, end: Pfn, mt: MigrateType) -> Result<()
         (super::pageblock_start_pfn(start)..end)
             .step_by(super::PAGEBLOCK_NR_PAGES)
             .map(|b| b.max(start))
-            .find(|&b| (zone.pb_type(b) == MigrateType::Cma) != want_cma && zone.pb_type(b) != MigrateType::Isolate)
+            .find(|&b| {
+                (zone.pb_type(b) == MigrateType::Cma) != want_cma
+                    && zone.pb_type(b) != MigrateType::Isolate
+            })
     };
     let offending = match mt {
         MigrateType::Cma => bad_block(true),
@@ -147,7 +157,12 @@ fn validate(zone: &Zone<'_>, start: Pfn, end: Pfn, mt: MigrateType) -> Result<()
 }
 
 /// Empty the isolated range (`__alloc_contig_migrate_range`).
-fn migrate_range<M: Migrator + ?Sized>(zone: &mut Zone<'_>, migrator: &mut M, start: Pfn, end: Pfn) -> Result<(), ContigError> {
+fn migrate_range<M: Migrator + ?Sized>(
+    zone: &mut Zone<'_>,
+    migrator: &mut M,
+    start: Pfn,
+    end: Pfn,
+) -> Result<(), ContigError> {
     let mut passes_without_progress = 0;
     loop {
         let mut progress = false;
@@ -174,7 +189,8 @@ fn migrate_range<M: Migrator + ?Sized>(zone: &mut Zone<'_>, migrator: &mut M, st
             let target = alloc_migration_target(zone, b.order)?;
             match migrator.migrate(b.head, target, b.order, owner) {
                 Ok(()) => {
-                    zone.set_owner(target, owner).map_err(ContigError::Invalid)?;
+                    zone.set_owner(target, owner)
+                        .map_err(ContigError::Invalid)?;
                     release(zone, b.head, b.order)?;
                     progress = true;
                 }
@@ -187,7 +203,9 @@ fn migrate_range<M: Migrator + ?Sized>(zone: &mut Zone<'_>, migrator: &mut M, st
                 }
             }
         }
-        let Some(stuck_pfn) = stuck else { return Ok(()) };
+        let Some(stuck_pfn) = stuck else {
+            return Ok(());
+        };
         if progress {
             passes_without_progress = 0;
         } else {
@@ -208,9 +226,9 @@ fn release(zone: &mut Zone<'_>, pfn: Pfn, order: usize) -> Result<(), ContigErro
 fn alloc_migration_target(zone: &mut Zone<'_>, order: usize) -> Result<Pfn, ContigError> {
     match zone.alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA)) {
         Ok(pfn) => Ok(pfn),
-        Err(AllocError::NoMemory | AllocError::Watermark) => {
-            zone.alloc_cma_pages(order).map_err(|_| ContigError::NoMemory)
-        }
+        Err(AllocError::NoMemory | AllocError::Watermark) => zone
+            .alloc_cma_pages(order)
+            .map_err(|_| ContigError::NoMemory),
         Err(_) => Err(ContigError::NoMemory),
     }
 }
@@ -219,7 +237,10 @@ fn alloc_migration_target(zone: &mut Zone<'_>, order: usize) -> Result<Pfn, Cont
 /// be an allocated order-0 block; otherwise nothing is freed and the first offender is
 /// reported. Frames are freed as the largest aligned blocks possible so merging is cheap.
 pub fn free_contig_range(zone: &mut Zone<'_>, pfn: Pfn, nr_pages: usize) -> Result<(), MmError> {
-    let end = pfn.checked_add(nr_pages).ok_or(MmError::InvalidRange { start: pfn, end: usize::MAX })?;
+    let end = pfn.checked_add(nr_pages).ok_or(MmError::InvalidRange {
+        start: pfn,
+        end: usize::MAX,
+    })?;
     if nr_pages == 0 {
         return Err(MmError::InvalidRange { start: pfn, end });
     }
@@ -229,7 +250,10 @@ pub fn free_contig_range(zone: &mut Zone<'_>, pfn: Pfn, nr_pages: usize) -> Resu
     if end > zone.end_pfn() {
         return Err(MmError::OutOfZone { pfn: end - 1 });
     }
-    if let Some(bad) = (pfn..end).find(|&p| zone.page(p).map_or(true, |pg| pg.state() != PageState::Head || pg.order() != 0)) {
+    if let Some(bad) = (pfn..end).find(|&p| {
+        zone.page(p)
+            .is_none_or(|pg| pg.state() != PageState::Head || pg.order() != 0)
+    }) {
         return Err(MmError::NotAllocated { pfn: bad });
     }
     zone.free_order0_run(pfn, end);

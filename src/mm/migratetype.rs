@@ -31,8 +31,14 @@ pub const MIGRATE_TYPES: usize = 6;
 pub const MIGRATE_PCPTYPES: usize = 3;
 
 /// Linux's `migratetype_names[]`, as printed by `/proc/pagetypeinfo`.
-pub const MIGRATETYPE_NAMES: [&str; MIGRATE_TYPES] =
-    ["Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA", "Isolate"];
+pub const MIGRATETYPE_NAMES: [&str; MIGRATE_TYPES] = [
+    "Unmovable",
+    "Movable",
+    "Reclaimable",
+    "HighAtomic",
+    "CMA",
+    "Isolate",
+];
 
 /// Linux's `fallbacks[]`: where a request of a given type looks, in order, once its own lists
 /// are empty. Cma and Isolate never appear: nobody steals from them.

@@ -42,17 +42,21 @@ pub mod vmstat;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 
-pub use cma::{cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, CmaArea, CmaError, CmaState};
-pub use contig::{alloc_contig_range, free_contig_range, ContigError, MigrateError, Migrator, NoMigrator};
+pub use cma::{
+    cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, CmaArea, CmaError, CmaState,
+};
+pub use contig::{
+    alloc_contig_range, free_contig_range, ContigError, MigrateError, Migrator, NoMigrator,
+};
 pub use migratetype::MigrateType;
 pub use page::{Owner, OwnerKind, Page, PageState};
 pub use page_alloc::{
-    zone_metadata_size, AllocError, CmaBalance, Gfp, GfpFlags, MetadataSize, MmError, Watermarks, Zone,
-    ZoneCounters,
+    zone_metadata_size, AllocError, CmaBalance, Gfp, GfpFlags, MetadataSize, MmError, Watermarks,
+    Zone, ZoneCounters,
 };
 
 /// Physical frame number: physical address >> [`PAGE_SHIFT`].

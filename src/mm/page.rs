@@ -155,7 +155,14 @@ pub struct Page {
 
 impl Page {
     /// A hole; also what all-zero memory reads as.
-    pub const HOLE: Page = Page { owner: 0, next: 0, prev: 0, state: 0, order: 0, migratetype: 0 };
+    pub const HOLE: Page = Page {
+        owner: 0,
+        next: 0,
+        prev: 0,
+        state: 0,
+        order: 0,
+        migratetype: 0,
+    };
 
     #[inline]
     pub fn state(&self) -> PageState {
@@ -231,7 +238,11 @@ mod tests {
 
     #[test]
     fn page_is_small_and_zero_is_a_hole() {
-        assert!(core::mem::size_of::<Page>() <= 24, "Page grew to {}", core::mem::size_of::<Page>());
+        assert!(
+            core::mem::size_of::<Page>() <= 24,
+            "Page grew to {}",
+            core::mem::size_of::<Page>()
+        );
         assert_eq!(Page::default().state(), PageState::Hole);
         assert_eq!(Page::HOLE, Page::default());
     }
@@ -253,7 +264,10 @@ mod tests {
             assert_eq!(Owner::from_raw(o.raw()), o);
         }
         assert_eq!(Owner::new(OwnerKind::Anon, u64::MAX).id(), Owner::ID_MAX);
-        assert_eq!(Owner::new(OwnerKind::Anon, u64::MAX).kind(), OwnerKind::Anon);
+        assert_eq!(
+            Owner::new(OwnerKind::Anon, u64::MAX).kind(),
+            OwnerKind::Anon
+        );
         assert_eq!(Owner::from_raw(0xff << 56).kind(), OwnerKind::Kernel);
     }
 
@@ -263,7 +277,13 @@ mod tests {
         assert!(OwnerKind::PageCache.is_movable());
         assert!(OwnerKind::PageCache.is_reclaimable());
         assert!(!OwnerKind::Anon.is_reclaimable());
-        for k in [OwnerKind::None, OwnerKind::Kernel, OwnerKind::Pinned, OwnerKind::DmaBuf, OwnerKind::Contig] {
+        for k in [
+            OwnerKind::None,
+            OwnerKind::Kernel,
+            OwnerKind::Pinned,
+            OwnerKind::DmaBuf,
+            OwnerKind::Contig,
+        ] {
             assert!(!k.is_movable());
         }
     }

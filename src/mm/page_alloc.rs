@@ -47,28 +47,54 @@ use super::{MAX_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmError {
     /// The borrowed metadata is smaller than the span needs.
-    MetadataTooSmall { needed: usize, got: usize },
+    MetadataTooSmall {
+        needed: usize,
+        got: usize,
+    },
     /// More frames than the 32-bit list links can address.
-    SpanTooLarge { pages: usize },
+    SpanTooLarge {
+        pages: usize,
+    },
     /// A pfn outside the zone.
-    OutOfZone { pfn: Pfn },
+    OutOfZone {
+        pfn: Pfn,
+    },
     /// An empty, reversed or overflowing range.
-    InvalidRange { start: Pfn, end: Pfn },
-    InvalidOrder { order: usize },
+    InvalidRange {
+        start: Pfn,
+        end: Pfn,
+    },
+    InvalidOrder {
+        order: usize,
+    },
     /// The pfn is not the head of an allocated block.
-    NotAllocated { pfn: Pfn },
+    NotAllocated {
+        pfn: Pfn,
+    },
     /// Freed with a different order than allocated.
-    OrderMismatch { pfn: Pfn, allocated: usize, freed: usize },
+    OrderMismatch {
+        pfn: Pfn,
+        allocated: usize,
+        freed: usize,
+    },
     /// A frame is in use (or a hole) where the operation needs it free or reserved.
-    Busy { pfn: Pfn },
+    Busy {
+        pfn: Pfn,
+    },
     /// A frame is a hole where RAM is required.
-    Hole { pfn: Pfn },
+    Hole {
+        pfn: Pfn,
+    },
     /// The frame is already managed by the buddy.
-    AlreadyManaged { pfn: Pfn },
+    AlreadyManaged {
+        pfn: Pfn,
+    },
     /// A non-movable owner was about to be recorded on a Movable allocation in a Cma
     /// pageblock: long-term pins must be placed outside CMA (allocate with
     /// [`GfpFlags::NO_CMA`]).
-    PinInCma { pfn: Pfn },
+    PinInCma {
+        pfn: Pfn,
+    },
 }
 
 impl fmt::Display for MmError {
@@ -79,16 +105,31 @@ impl fmt::Display for MmError {
             }
             MmError::SpanTooLarge { pages } => write!(f, "zone span of {pages} pages is too large"),
             MmError::OutOfZone { pfn } => write!(f, "pfn {pfn:#x} is outside the zone"),
-            MmError::InvalidRange { start, end } => write!(f, "invalid pfn range {start:#x}..{end:#x}"),
+            MmError::InvalidRange { start, end } => {
+                write!(f, "invalid pfn range {start:#x}..{end:#x}")
+            }
             MmError::InvalidOrder { order } => write!(f, "invalid order {order}"),
-            MmError::NotAllocated { pfn } => write!(f, "pfn {pfn:#x} is not an allocated block head"),
-            MmError::OrderMismatch { pfn, allocated, freed } => {
-                write!(f, "pfn {pfn:#x} allocated with order {allocated}, freed with order {freed}")
+            MmError::NotAllocated { pfn } => {
+                write!(f, "pfn {pfn:#x} is not an allocated block head")
+            }
+            MmError::OrderMismatch {
+                pfn,
+                allocated,
+                freed,
+            } => {
+                write!(
+                    f,
+                    "pfn {pfn:#x} allocated with order {allocated}, freed with order {freed}"
+                )
             }
             MmError::Busy { pfn } => write!(f, "pfn {pfn:#x} is in use"),
             MmError::Hole { pfn } => write!(f, "pfn {pfn:#x} is a hole"),
-            MmError::AlreadyManaged { pfn } => write!(f, "pfn {pfn:#x} is already managed by the buddy"),
-            MmError::PinInCma { pfn } => write!(f, "pfn {pfn:#x}: non-movable owner in a CMA pageblock"),
+            MmError::AlreadyManaged { pfn } => {
+                write!(f, "pfn {pfn:#x} is already managed by the buddy")
+            }
+            MmError::PinInCma { pfn } => {
+                write!(f, "pfn {pfn:#x}: non-movable owner in a CMA pageblock")
+            }
         }
     }
 }
@@ -144,15 +185,27 @@ pub struct Gfp {
 
 impl Gfp {
     /// Kernel data structures: Unmovable, subject to watermarks.
-    pub const KERNEL: Gfp = Gfp { migratetype: MigrateType::Unmovable, flags: GfpFlags::NONE };
+    pub const KERNEL: Gfp = Gfp {
+        migratetype: MigrateType::Unmovable,
+        flags: GfpFlags::NONE,
+    };
     /// `GFP_HIGHUSER_MOVABLE`: user/anonymous memory, may come from CMA.
-    pub const MOVABLE: Gfp = Gfp { migratetype: MigrateType::Movable, flags: GfpFlags::NONE };
+    pub const MOVABLE: Gfp = Gfp {
+        migratetype: MigrateType::Movable,
+        flags: GfpFlags::NONE,
+    };
     /// Reclaimable caches.
-    pub const RECLAIMABLE: Gfp = Gfp { migratetype: MigrateType::Reclaimable, flags: GfpFlags::NONE };
+    pub const RECLAIMABLE: Gfp = Gfp {
+        migratetype: MigrateType::Reclaimable,
+        flags: GfpFlags::NONE,
+    };
 
     #[inline]
     pub const fn with(self, flags: GfpFlags) -> Gfp {
-        Gfp { migratetype: self.migratetype, flags: self.flags.union(flags) }
+        Gfp {
+            migratetype: self.migratetype,
+            flags: self.flags.union(flags),
+        }
     }
 }
 
@@ -167,7 +220,11 @@ pub struct Watermarks {
 impl Watermarks {
     /// Linux's spacing: low = min * 5/4, high = min * 3/2.
     pub const fn from_min(min: usize) -> Watermarks {
-        Watermarks { min, low: min + min / 4, high: min + min / 2 }
+        Watermarks {
+            min,
+            low: min + min / 4,
+            high: min + min / 2,
+        }
     }
 }
 
@@ -181,17 +238,29 @@ pub struct CmaBalance {
 }
 
 impl CmaBalance {
-    pub const LINUX: CmaBalance = CmaBalance { numerator: 1, denominator: 2 };
-    pub const RASPBERRY_PI: CmaBalance = CmaBalance { numerator: 12, denominator: 16 };
+    pub const LINUX: CmaBalance = CmaBalance {
+        numerator: 1,
+        denominator: 2,
+    };
+    pub const RASPBERRY_PI: CmaBalance = CmaBalance {
+        numerator: 12,
+        denominator: 16,
+    };
     /// Never prefer CMA; it is only used once the request's own lists are empty.
-    pub const NEVER: CmaBalance = CmaBalance { numerator: 1, denominator: 1 };
+    pub const NEVER: CmaBalance = CmaBalance {
+        numerator: 1,
+        denominator: 1,
+    };
 
     /// `None` if the denominator is zero or the fraction exceeds 1.
     pub const fn new(numerator: u32, denominator: u32) -> Option<CmaBalance> {
         if denominator == 0 || numerator > denominator {
             None
         } else {
-            Some(CmaBalance { numerator, denominator })
+            Some(CmaBalance {
+                numerator,
+                denominator,
+            })
         }
     }
 
@@ -279,7 +348,11 @@ const fn floor_log2(n: usize) -> usize {
 /// Largest naturally aligned block order starting at `pfn` that fits in `remaining` pages.
 #[inline]
 pub(crate) fn max_aligned_order(pfn: Pfn, remaining: usize) -> usize {
-    let align = if pfn == 0 { MAX_ORDER } else { pfn.trailing_zeros() as usize };
+    let align = if pfn == 0 {
+        MAX_ORDER
+    } else {
+        pfn.trailing_zeros() as usize
+    };
     align.min(floor_log2(remaining)).min(MAX_ORDER)
 }
 
@@ -291,7 +364,11 @@ struct FreeArea {
 }
 
 impl FreeArea {
-    const EMPTY: FreeArea = FreeArea { head: [NIL; MIGRATE_TYPES], nr_by_type: [0; MIGRATE_TYPES], nr_free: 0 };
+    const EMPTY: FreeArea = FreeArea {
+        head: [NIL; MIGRATE_TYPES],
+        nr_by_type: [0; MIGRATE_TYPES],
+        nr_free: 0,
+    };
 }
 
 /// The block a frame belongs to: `head` and `order` of the free or allocated block, or the
@@ -332,15 +409,25 @@ impl<'a> Zone<'a> {
     /// every pageblock as Movable (as Linux's `memmap_init`); hand RAM over with
     /// [`Zone::free_range`]. `pageblock_types` needs [`zone_metadata_size`]`.pageblocks`
     /// bytes; its previous contents do not matter.
-    pub fn new(start_pfn: Pfn, pages: &'a mut [Page], pageblock_types: &'a mut [u8]) -> Result<Zone<'a>, MmError> {
+    pub fn new(
+        start_pfn: Pfn,
+        pages: &'a mut [Page],
+        pageblock_types: &'a mut [u8],
+    ) -> Result<Zone<'a>, MmError> {
         let nr = pages.len();
         if nr >= NIL as usize {
             return Err(MmError::SpanTooLarge { pages: nr });
         }
-        let end_pfn = start_pfn.checked_add(nr).ok_or(MmError::InvalidRange { start: start_pfn, end: usize::MAX })?;
+        let end_pfn = start_pfn.checked_add(nr).ok_or(MmError::InvalidRange {
+            start: start_pfn,
+            end: usize::MAX,
+        })?;
         let blocks = nr_pageblocks(start_pfn, nr);
         if pageblock_types.len() < blocks {
-            return Err(MmError::MetadataTooSmall { needed: blocks, got: pageblock_types.len() });
+            return Err(MmError::MetadataTooSmall {
+                needed: blocks,
+                got: pageblock_types.len(),
+            });
         }
         pages.fill(Page::HOLE);
         pageblock_types[..blocks].fill(MigrateType::Movable as u8);
@@ -429,7 +516,8 @@ impl<'a> Zone<'a> {
 
     #[inline]
     pub(crate) fn pb_type(&self, pfn: Pfn) -> MigrateType {
-        MigrateType::from_u8(self.pageblock_types[self.block_index(pfn)]).unwrap_or(MigrateType::Unmovable)
+        MigrateType::from_u8(self.pageblock_types[self.block_index(pfn)])
+            .unwrap_or(MigrateType::Unmovable)
     }
 
     #[inline]
@@ -510,10 +598,16 @@ impl<'a> Zone<'a> {
     }
 
     fn can_steal_fallback(order: usize, start_mt: MigrateType) -> bool {
-        order >= PAGEBLOCK_ORDER / 2 || start_mt == MigrateType::Reclaimable || start_mt == MigrateType::Unmovable
+        order >= PAGEBLOCK_ORDER / 2
+            || start_mt == MigrateType::Reclaimable
+            || start_mt == MigrateType::Unmovable
     }
 
-    fn find_suitable_fallback(&self, order: usize, start_mt: MigrateType) -> Option<(MigrateType, bool)> {
+    fn find_suitable_fallback(
+        &self,
+        order: usize,
+        start_mt: MigrateType,
+    ) -> Option<(MigrateType, bool)> {
         let area = &self.free_area[order];
         if area.nr_free == 0 {
             return None;
@@ -532,8 +626,10 @@ impl<'a> Zone<'a> {
                 if !can_steal && start_mt == MigrateType::Movable && current > order {
                     // A movable request that cannot claim a block should not break up a large
                     // one: take the smallest instead.
-                    found = (order..NR_PAGE_ORDERS)
-                        .find_map(|o| self.find_suitable_fallback(o, start_mt).map(|(f, c)| (o, f, c)));
+                    found = (order..NR_PAGE_ORDERS).find_map(|o| {
+                        self.find_suitable_fallback(o, start_mt)
+                            .map(|(f, c)| (o, f, c))
+                    });
                 } else {
                     found = Some((current, fb, can_steal));
                 }
@@ -593,7 +689,9 @@ impl<'a> Zone<'a> {
             let overlap = b.end().min(end) - pfn;
             match b.state {
                 PageState::Buddy => free += overlap,
-                PageState::Head if self.pg(b.head).migratetype() == MigrateType::Movable => movable += overlap,
+                PageState::Head if self.pg(b.head).migratetype() == MigrateType::Movable => {
+                    movable += overlap
+                }
                 _ => {}
             }
             pfn = b.end();
@@ -621,7 +719,12 @@ impl<'a> Zone<'a> {
     /// `__rmqueue`.
     #[inline]
     fn rmqueue(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
-        if alloc_cma && self.cma_balance.prefers_cma(self.free_by_type[MigrateType::Cma.index()], self.nr_free_pages()) {
+        if alloc_cma
+            && self.cma_balance.prefers_cma(
+                self.free_by_type[MigrateType::Cma.index()],
+                self.nr_free_pages(),
+            )
+        {
             if let Some(p) = self.rmqueue_smallest(order, MigrateType::Cma) {
                 return Some(p);
             }
@@ -646,7 +749,12 @@ impl<'a> Zone<'a> {
     /// `__zone_watermark_ok`, simplified to the `min` mark. Running out entirely is
     /// reported as `NoMemory`, dipping into the reserve as `Watermark`.
     #[inline]
-    fn watermark_check(&self, order: usize, alloc_cma: bool, flags: GfpFlags) -> Result<(), AllocError> {
+    fn watermark_check(
+        &self,
+        order: usize,
+        alloc_cma: bool,
+        flags: GfpFlags,
+    ) -> Result<(), AllocError> {
         if flags.contains(GfpFlags::MEMALLOC) {
             return Ok(());
         }
@@ -684,7 +792,9 @@ impl<'a> Zone<'a> {
         }
         let alloc_cma = mt == MigrateType::Movable && !gfp.flags.contains(GfpFlags::NO_CMA);
         self.watermark_check(order, alloc_cma, gfp.flags)?;
-        let pfn = self.rmqueue(order, mt, alloc_cma).ok_or(AllocError::NoMemory)?;
+        let pfn = self
+            .rmqueue(order, mt, alloc_cma)
+            .ok_or(AllocError::NoMemory)?;
         self.prep_new_page(pfn, order, mt);
         Ok(pfn)
     }
@@ -692,7 +802,9 @@ impl<'a> Zone<'a> {
     /// A Movable block from Cma lists only (migration target of last resort).
     pub(crate) fn alloc_cma_pages(&mut self, order: usize) -> Result<Pfn, AllocError> {
         self.watermark_check(order, true, GfpFlags::NONE)?;
-        let pfn = self.rmqueue_smallest(order, MigrateType::Cma).ok_or(AllocError::NoMemory)?;
+        let pfn = self
+            .rmqueue_smallest(order, MigrateType::Cma)
+            .ok_or(AllocError::NoMemory)?;
         self.prep_new_page(pfn, order, MigrateType::Movable);
         Ok(pfn)
     }
@@ -712,7 +824,11 @@ impl<'a> Zone<'a> {
             return Err(MmError::NotAllocated { pfn });
         }
         if page.order() != order {
-            return Err(MmError::OrderMismatch { pfn, allocated: page.order(), freed: order });
+            return Err(MmError::OrderMismatch {
+                pfn,
+                allocated: page.order(),
+                freed: order,
+            });
         }
         self.pg_mut(pfn).set_owner(Owner::NONE);
         self.free_block(pfn, order);
@@ -726,7 +842,9 @@ impl<'a> Zone<'a> {
         let mt = self.pb_type(pfn);
         if order > PAGEBLOCK_ORDER {
             let end = pfn + (1 << order);
-            let uniform = (pfn..end).step_by(PAGEBLOCK_NR_PAGES).all(|p| self.pb_type(p) == mt);
+            let uniform = (pfn..end)
+                .step_by(PAGEBLOCK_NR_PAGES)
+                .all(|p| self.pb_type(p) == mt);
             if !uniform {
                 for piece in (pfn..end).step_by(PAGEBLOCK_NR_PAGES) {
                     let piece_mt = self.pb_type(piece);
@@ -775,8 +893,16 @@ impl<'a> Zone<'a> {
     pub(crate) fn block_at(&self, pfn: Pfn) -> Block {
         let page = self.pg(pfn);
         match page.state() {
-            PageState::Buddy | PageState::Head => Block { head: pfn, order: page.order(), state: page.state() },
-            PageState::Hole | PageState::Reserved => Block { head: pfn, order: 0, state: page.state() },
+            PageState::Buddy | PageState::Head => Block {
+                head: pfn,
+                order: page.order(),
+                state: page.state(),
+            },
+            PageState::Hole | PageState::Reserved => Block {
+                head: pfn,
+                order: 0,
+                state: page.state(),
+            },
             PageState::Tail => {
                 for o in 1..=MAX_ORDER {
                     let cand = pfn & !((1 << o) - 1);
@@ -785,10 +911,18 @@ impl<'a> Zone<'a> {
                     }
                     let cp = self.pg(cand);
                     if matches!(cp.state(), PageState::Buddy | PageState::Head) && cp.order() >= o {
-                        return Block { head: cand, order: cp.order(), state: cp.state() };
+                        return Block {
+                            head: cand,
+                            order: cp.order(),
+                            state: cp.state(),
+                        };
                     }
                 }
-                Block { head: pfn, order: 0, state: PageState::Tail }
+                Block {
+                    head: pfn,
+                    order: 0,
+                    state: PageState::Tail,
+                }
             }
         }
     }
@@ -825,7 +959,9 @@ impl<'a> Zone<'a> {
     }
 
     fn block_touches_cma(&self, pfn: Pfn, order: usize) -> bool {
-        (pfn..pfn + (1 << order)).step_by(PAGEBLOCK_NR_PAGES).any(|p| self.pb_type(p) == MigrateType::Cma)
+        (pfn..pfn + (1 << order))
+            .step_by(PAGEBLOCK_NR_PAGES)
+            .any(|p| self.pb_type(p) == MigrateType::Cma)
     }
 
     /// Owner of the allocated block headed at `pfn`.
@@ -838,7 +974,10 @@ impl<'a> Zone<'a> {
 
     fn check_range(&self, range: &Range<Pfn>) -> Result<(), MmError> {
         if range.start >= range.end {
-            return Err(MmError::InvalidRange { start: range.start, end: range.end });
+            return Err(MmError::InvalidRange {
+                start: range.start,
+                end: range.end,
+            });
         }
         if !self.contains(range.start) {
             return Err(MmError::OutOfZone { pfn: range.start });
@@ -853,8 +992,9 @@ impl<'a> Zone<'a> {
     /// hole or reserved. Returns the number of pages added.
     pub fn free_range(&mut self, range: Range<Pfn>) -> Result<usize, MmError> {
         self.check_range(&range)?;
-        if let Some(pfn) =
-            range.clone().find(|&p| !matches!(self.pg(p).state(), PageState::Hole | PageState::Reserved))
+        if let Some(pfn) = range
+            .clone()
+            .find(|&p| !matches!(self.pg(p).state(), PageState::Hole | PageState::Reserved))
         {
             return Err(MmError::AlreadyManaged { pfn });
         }
@@ -891,7 +1031,9 @@ impl<'a> Zone<'a> {
         while pfn < range.end {
             let b = self.block_at(pfn);
             if matches!(b.state, PageState::Head | PageState::Tail) {
-                return Err(MmError::Busy { pfn: b.head.max(range.start) });
+                return Err(MmError::Busy {
+                    pfn: b.head.max(range.start),
+                });
             }
             pfn = b.end();
         }
@@ -1020,7 +1162,9 @@ impl<'a> Zone<'a> {
 
     /// Free blocks of one order on one type's list.
     pub fn nr_free_blocks(&self, order: usize, mt: MigrateType) -> usize {
-        self.free_area.get(order).map_or(0, |a| a.nr_by_type[mt.index()])
+        self.free_area
+            .get(order)
+            .map_or(0, |a| a.nr_by_type[mt.index()])
     }
 
     /// Number of pageblocks of each type among pageblocks with RAM.
@@ -1028,7 +1172,10 @@ impl<'a> Zone<'a> {
         let mut counts = [0; MIGRATE_TYPES];
         let mut block = super::pageblock_start_pfn(self.start_pfn);
         while block < self.end_pfn {
-            let (s, e) = (block.max(self.start_pfn), (block + PAGEBLOCK_NR_PAGES).min(self.end_pfn));
+            let (s, e) = (
+                block.max(self.start_pfn),
+                (block + PAGEBLOCK_NR_PAGES).min(self.end_pfn),
+            );
             if (s..e).any(|p| self.pg(p).state() != PageState::Hole) {
                 counts[self.pb_type(s).index()] += 1;
             }
@@ -1057,8 +1204,13 @@ impl<'a> Zone<'a> {
     /// tests and debug shells.
     pub fn check_invariants(&self) -> Result<(), String> {
         let nr_blocks = nr_pageblocks(self.start_pfn, self.end_pfn - self.start_pfn);
-        if let Some(i) = (0..nr_blocks).find(|&i| MigrateType::from_u8(self.pageblock_types[i]).is_none()) {
-            return Err(format!("pageblock {i} has invalid type byte {}", self.pageblock_types[i]));
+        if let Some(i) =
+            (0..nr_blocks).find(|&i| MigrateType::from_u8(self.pageblock_types[i]).is_none())
+        {
+            return Err(format!(
+                "pageblock {i} has invalid type byte {}",
+                self.pageblock_types[i]
+            ));
         }
         let mut seen = [[0usize; MIGRATE_TYPES]; NR_PAGE_ORDERS];
         let (mut free, mut allocated, mut present) = (0usize, 0usize, 0usize);
@@ -1075,7 +1227,9 @@ impl<'a> Zone<'a> {
                     pfn += 1;
                     continue;
                 }
-                PageState::Tail => return Err(format!("pfn {pfn:#x}: tail frame outside any block")),
+                PageState::Tail => {
+                    return Err(format!("pfn {pfn:#x}: tail frame outside any block"))
+                }
                 PageState::Buddy | PageState::Head => {}
             }
             let order = page.order();
@@ -1084,17 +1238,24 @@ impl<'a> Zone<'a> {
             }
             let end = pfn + (1 << order);
             if pfn & ((1 << order) - 1) != 0 || end > self.end_pfn {
-                return Err(format!("pfn {pfn:#x}: order-{order} block misaligned or past the zone"));
+                return Err(format!(
+                    "pfn {pfn:#x}: order-{order} block misaligned or past the zone"
+                ));
             }
             if let Some(t) = (pfn + 1..end).find(|&t| self.pg(t).state() != PageState::Tail) {
-                return Err(format!("pfn {t:#x}: inside the order-{order} block at {pfn:#x} but not a tail"));
+                return Err(format!(
+                    "pfn {t:#x}: inside the order-{order} block at {pfn:#x} but not a tail"
+                ));
             }
             present += 1 << order;
             let mt = page.migratetype();
             if page.state() == PageState::Buddy {
                 free += 1 << order;
                 seen[order][mt.index()] += 1;
-                if let Some(b) = (pfn..end).step_by(PAGEBLOCK_NR_PAGES).find(|&b| self.pb_type(b) != mt) {
+                if let Some(b) = (pfn..end)
+                    .step_by(PAGEBLOCK_NR_PAGES)
+                    .find(|&b| self.pb_type(b) != mt)
+                {
                     return Err(format!(
                         "free order-{order} block at {pfn:#x} is on the {} list but pageblock {b:#x} is {}",
                         mt.name(),
@@ -1107,7 +1268,10 @@ impl<'a> Zone<'a> {
                         let bp = self.pg(buddy);
                         if bp.state() == PageState::Buddy && bp.order() == order {
                             let bm = bp.migratetype();
-                            if order < PAGEBLOCK_ORDER || bm == mt || (bm.is_mergeable() && mt.is_mergeable()) {
+                            if order < PAGEBLOCK_ORDER
+                                || bm == mt
+                                || (bm.is_mergeable() && mt.is_mergeable())
+                            {
                                 return Err(format!("free buddies {pfn:#x} and {buddy:#x} of order {order} not merged"));
                             }
                         }
@@ -1121,11 +1285,16 @@ impl<'a> Zone<'a> {
                         MigrateType::Movable => {
                             let kind = page.owner().kind();
                             if !(kind == OwnerKind::None || kind.is_movable()) {
-                                return Err(format!("pfn {pfn:#x}: {kind:?} owner in a CMA pageblock"));
+                                return Err(format!(
+                                    "pfn {pfn:#x}: {kind:?} owner in a CMA pageblock"
+                                ));
                             }
                         }
                         other => {
-                            return Err(format!("pfn {pfn:#x}: {} allocation in a CMA pageblock", other.name()))
+                            return Err(format!(
+                                "pfn {pfn:#x}: {} allocation in a CMA pageblock",
+                                other.name()
+                            ))
                         }
                     }
                 }
@@ -1133,10 +1302,16 @@ impl<'a> Zone<'a> {
             pfn = end;
         }
         if present != self.present_pages {
-            return Err(format!("present pages {} but counted {present}", self.present_pages));
+            return Err(format!(
+                "present pages {} but counted {present}",
+                self.present_pages
+            ));
         }
         if free + allocated != self.managed_pages {
-            return Err(format!("managed {} but {free} free + {allocated} allocated", self.managed_pages));
+            return Err(format!(
+                "managed {} but {free} free + {allocated} allocated",
+                self.managed_pages
+            ));
         }
         let mut by_type = [0usize; MIGRATE_TYPES];
         for (order, area) in self.free_area.iter().enumerate() {
@@ -1151,8 +1326,13 @@ impl<'a> Zone<'a> {
                     }
                     let p = &self.pages[cur as usize];
                     let at = self.start_pfn + cur as usize;
-                    if p.state() != PageState::Buddy || p.order() != order || p.migratetype() != mt {
-                        return Err(format!("pfn {at:#x} on free list order {order} {} is {:?}", mt.name(), p));
+                    if p.state() != PageState::Buddy || p.order() != order || p.migratetype() != mt
+                    {
+                        return Err(format!(
+                            "pfn {at:#x} on free list order {order} {} is {:?}",
+                            mt.name(),
+                            p
+                        ));
                     }
                     if p.prev() != prev {
                         return Err(format!("pfn {at:#x}: broken prev link"));
@@ -1173,11 +1353,17 @@ impl<'a> Zone<'a> {
                 by_type[mt.index()] += n << order;
             }
             if total != area.nr_free {
-                return Err(format!("order {order}: nr_free {} but lists hold {total}", area.nr_free));
+                return Err(format!(
+                    "order {order}: nr_free {} but lists hold {total}",
+                    area.nr_free
+                ));
             }
         }
         if by_type != self.free_by_type {
-            return Err(format!("free pages per type {:?} but lists hold {by_type:?}", self.free_by_type));
+            return Err(format!(
+                "free pages per type {:?} but lists hold {by_type:?}",
+                self.free_by_type
+            ));
         }
         Ok(())
     }

@@ -45,15 +45,24 @@ impl Zone<'_> {
     /// was, if one is already isolated (someone else is emptying it) or if the range holds
     /// an unmovable frame. On success the caller must eventually call
     /// [`Zone::undo_isolate_page_range`] with the type to restore.
-    pub fn start_isolate_page_range(&mut self, start: Pfn, end: Pfn, restore_to: MigrateType) -> Result<(), MmError> {
+    pub fn start_isolate_page_range(
+        &mut self,
+        start: Pfn,
+        end: Pfn,
+        restore_to: MigrateType,
+    ) -> Result<(), MmError> {
         if start >= end {
             return Err(MmError::InvalidRange { start, end });
         }
         if !self.contains(start) || end > self.end_pfn() {
-            return Err(MmError::OutOfZone { pfn: if self.contains(start) { end - 1 } else { start } });
+            return Err(MmError::OutOfZone {
+                pfn: if self.contains(start) { end - 1 } else { start },
+            });
         }
         for block in blocks(start, end) {
-            let failure = if self.pageblock_migratetype(block.max(self.start_pfn())) == Some(MigrateType::Isolate) {
+            let failure = if self.pageblock_migratetype(block.max(self.start_pfn()))
+                == Some(MigrateType::Isolate)
+            {
                 Some(block.max(start))
             } else {
                 self.has_unmovable_pages(block.max(start), (block + PAGEBLOCK_NR_PAGES).min(end))
@@ -87,7 +96,9 @@ impl Zone<'_> {
         if start >= end || !self.contains(start) || end > self.end_pfn() {
             return false;
         }
-        if blocks(start, end).any(|b| self.pageblock_migratetype(b.max(start)) != Some(MigrateType::Isolate)) {
+        if blocks(start, end)
+            .any(|b| self.pageblock_migratetype(b.max(start)) != Some(MigrateType::Isolate))
+        {
             return false;
         }
         let mut pfn = start;

@@ -18,18 +18,49 @@ const RESERVED: core::ops::Range<Pfn> = BASE + 5..BASE + 9;
 
 #[derive(Clone, Debug)]
 enum Op {
-    AllocKernel { order: usize, reclaimable: bool },
-    AllocMovable { order: usize, page_cache: bool, clean: bool },
-    AllocPinned { order: usize, no_cma: bool },
-    Free { pick: usize },
-    CmaAlloc { area: usize, count: usize, align: usize },
-    CmaRelease { pick: usize },
-    Contig { offset: usize, len: usize },
-    ContigRelease { pick: usize },
-    Transient { again: usize },
-    Stubborn { pick: usize },
-    Balance { numerator: u32 },
-    Watermark { min: usize },
+    AllocKernel {
+        order: usize,
+        reclaimable: bool,
+    },
+    AllocMovable {
+        order: usize,
+        page_cache: bool,
+        clean: bool,
+    },
+    AllocPinned {
+        order: usize,
+        no_cma: bool,
+    },
+    Free {
+        pick: usize,
+    },
+    CmaAlloc {
+        area: usize,
+        count: usize,
+        align: usize,
+    },
+    CmaRelease {
+        pick: usize,
+    },
+    Contig {
+        offset: usize,
+        len: usize,
+    },
+    ContigRelease {
+        pick: usize,
+    },
+    Transient {
+        again: usize,
+    },
+    Stubborn {
+        pick: usize,
+    },
+    Balance {
+        numerator: u32,
+    },
+    Watermark {
+        min: usize,
+    },
 }
 
 fn order() -> impl Strategy<Value = usize> {
@@ -66,7 +97,12 @@ struct Model {
     next_id: u64,
 }
 
-fn check(zone: &Zone<'_>, owners: &FakeOwners, model: &Model, areas: &[CmaArea]) -> Result<(), String> {
+fn check(
+    zone: &Zone<'_>,
+    owners: &FakeOwners,
+    model: &Model,
+    areas: &[CmaArea],
+) -> Result<(), String> {
     zone.check_invariants()?;
     owners.verify()?;
     let mut owned: BTreeMap<Pfn, &'static str> = BTreeMap::new();
@@ -78,18 +114,24 @@ fn check(zone: &Zone<'_>, owners: &FakeOwners, model: &Model, areas: &[CmaArea])
     };
     for (&id, &(pfn, order, owner)) in &model.fixed {
         if zone.owner(pfn) != Some(owner) || zone.allocated_block(pfn) != Some((pfn, order)) {
-            return Err(format!("fixed block {id} at {pfn:#x} not recorded by the zone"));
+            return Err(format!(
+                "fixed block {id} at {pfn:#x} not recorded by the zone"
+            ));
         }
         (pfn..pfn + (1 << order)).try_for_each(|p| claim(p, "fixed"))?;
     }
     for (&id, &(pfn, order, _)) in &owners.objects {
-        if zone.owner(pfn).map(|o| o.id()) != Some(id) || zone.allocated_block(pfn) != Some((pfn, order)) {
+        if zone.owner(pfn).map(|o| o.id()) != Some(id)
+            || zone.allocated_block(pfn) != Some((pfn, order))
+        {
             return Err(format!("object {id} at {pfn:#x} not recorded by the zone"));
         }
         (pfn..pfn + (1 << order)).try_for_each(|p| claim(p, "movable"))?;
     }
     for &(area, pfn, count) in &model.cma {
-        if !(pfn..pfn + count).all(|p| areas[area].contains(p) && zone.owner(p) == Some(Owner::CONTIG)) {
+        if !(pfn..pfn + count)
+            .all(|p| areas[area].contains(p) && zone.owner(p) == Some(Owner::CONTIG))
+        {
             return Err(format!("cma allocation {pfn:#x}+{count} not held"));
         }
         (pfn..pfn + count).try_for_each(|p| claim(p, "cma"))?;
@@ -102,15 +144,26 @@ fn check(zone: &Zone<'_>, owners: &FakeOwners, model: &Model, areas: &[CmaArea])
     }
     let c = zone.counters();
     if owned.len() + c.free_pages != c.managed_pages {
-        return Err(format!("{} owned + {} free != {} managed: a frame leaked", owned.len(), c.free_pages, c.managed_pages));
+        return Err(format!(
+            "{} owned + {} free != {} managed: a frame leaked",
+            owned.len(),
+            c.free_pages,
+            c.managed_pages
+        ));
     }
     if zone.pageblock_counts()[MigrateType::Isolate.index()] != 0 {
         return Err("isolated pageblock left behind".into());
     }
     let used: usize = areas.iter().map(|a| a.used_pages()).sum();
-    let cma_held: usize = model.cma.iter().map(|&(a, _, n)| n.div_ceil(1 << areas[a].order_per_bit()) << areas[a].order_per_bit()).sum();
+    let cma_held: usize = model
+        .cma
+        .iter()
+        .map(|&(a, _, n)| n.div_ceil(1 << areas[a].order_per_bit()) << areas[a].order_per_bit())
+        .sum();
     if used != cma_held {
-        return Err(format!("CMA bitmaps say {used} pages used, model holds {cma_held}"));
+        return Err(format!(
+            "CMA bitmaps say {used} pages used, model holds {cma_held}"
+        ));
     }
     Ok(())
 }
@@ -136,7 +189,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let id = model.next_id;
         match op {
             Op::AllocKernel { order, reclaimable } => {
-                let gfp = if reclaimable { Gfp::RECLAIMABLE } else { Gfp::KERNEL };
+                let gfp = if reclaimable {
+                    Gfp::RECLAIMABLE
+                } else {
+                    Gfp::KERNEL
+                };
                 if let Ok(pfn) = zone.alloc_pages(order, gfp) {
                     prop_assert!(areas.iter().all(|a| !a.contains(pfn)), "kernel page in CMA");
                     let owner = Owner::new(OwnerKind::Kernel, id);
@@ -144,9 +201,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     model.fixed.insert(id, (pfn, order, owner));
                 }
             }
-            Op::AllocMovable { order, page_cache, clean } => {
+            Op::AllocMovable {
+                order,
+                page_cache,
+                clean,
+            } => {
                 if let Ok(pfn) = zone.alloc_pages(order, Gfp::MOVABLE) {
-                    let kind = if page_cache { OwnerKind::PageCache } else { OwnerKind::Anon };
+                    let kind = if page_cache {
+                        OwnerKind::PageCache
+                    } else {
+                        OwnerKind::Anon
+                    };
                     zone.set_owner(pfn, Owner::new(kind, id)).unwrap();
                     owners.populate(id, pfn, order, id.wrapping_mul(0x9e37_79b9));
                     if page_cache && clean {
@@ -155,7 +220,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::AllocPinned { order, no_cma } => {
-                let gfp = if no_cma { Gfp::MOVABLE.with(GfpFlags::NO_CMA) } else { Gfp::MOVABLE };
+                let gfp = if no_cma {
+                    Gfp::MOVABLE.with(GfpFlags::NO_CMA)
+                } else {
+                    Gfp::MOVABLE
+                };
                 if let Ok(pfn) = zone.alloc_pages(order, gfp) {
                     let owner = Owner::new(OwnerKind::Pinned, id);
                     let in_cma = areas.iter().any(|a| a.contains(pfn));
@@ -203,17 +272,26 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if !model.cma.is_empty() {
                     let (area, pfn, count) = model.cma.swap_remove(pick % model.cma.len());
                     let other = (area + 1) % areas.len();
-                    prop_assert!(!cma_release(&mut areas[other], &mut zone, pfn, count), "released via wrong area");
+                    prop_assert!(
+                        !cma_release(&mut areas[other], &mut zone, pfn, count),
+                        "released via wrong area"
+                    );
                     prop_assert!(cma_release(&mut areas[area], &mut zone, pfn, count));
-                    prop_assert!(!cma_release(&mut areas[area], &mut zone, pfn, count), "double release accepted");
+                    prop_assert!(
+                        !cma_release(&mut areas[area], &mut zone, pfn, count),
+                        "double release accepted"
+                    );
                 }
             }
             Op::Contig { offset, len } => {
                 let start = BASE + offset;
                 let end = (start + len).min(BASE + SPAN);
-                match alloc_contig_range(&mut zone, &mut owners, start, end, MigrateType::Movable) {
-                    Ok(()) => model.contig.push((start, end - start)),
-                    Err(_) => {}
+                // Failures (pinned frames, holes, CMA blocks in the range) must leave the
+                // zone consistent, which the check after every step verifies.
+                if alloc_contig_range(&mut zone, &mut owners, start, end, MigrateType::Movable)
+                    .is_ok()
+                {
+                    model.contig.push((start, end - start));
                 }
             }
             Op::ContigRelease { pick } => {
@@ -225,13 +303,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Transient { again } => owners.again = again,
             Op::Stubborn { pick } => {
                 if !owners.objects.is_empty() {
-                    let key = *owners.objects.keys().nth(pick % owners.objects.len()).unwrap();
+                    let key = *owners
+                        .objects
+                        .keys()
+                        .nth(pick % owners.objects.len())
+                        .unwrap();
                     if !owners.busy.remove(&key) {
                         owners.busy.insert(key);
                     }
                 }
             }
-            Op::Balance { numerator } => zone.set_cma_balance(CmaBalance::new(numerator, 8).unwrap()),
+            Op::Balance { numerator } => {
+                zone.set_cma_balance(CmaBalance::new(numerator, 8).unwrap())
+            }
             Op::Watermark { min } => zone.set_watermarks(Watermarks::from_min(min)),
         }
         if let Err(e) = check(&zone, &owners, &model, &areas) {

@@ -54,8 +54,14 @@ fn free_range_builds_max_order_blocks_and_counts() {
     assert_eq!(c.free_pages, 4096);
     assert_eq!(c.managed_pages, 4096);
     assert_eq!(c.present_pages, 4096);
-    assert_eq!(z.free_range(BASE..BASE + 1), Err(MmError::AlreadyManaged { pfn: BASE }));
-    assert_eq!(z.free_range(BASE + 4000..BASE + 5000), Err(MmError::OutOfZone { pfn: BASE + 4999 }));
+    assert_eq!(
+        z.free_range(BASE..BASE + 1),
+        Err(MmError::AlreadyManaged { pfn: BASE })
+    );
+    assert_eq!(
+        z.free_range(BASE + 4000..BASE + 5000),
+        Err(MmError::OutOfZone { pfn: BASE + 4999 })
+    );
 }
 
 #[test]
@@ -73,7 +79,11 @@ fn holes_and_reserved_frames_are_never_handed_out() {
     }
     ok(&z);
     assert_eq!(got.len(), 1500 + 1496 - 10);
-    assert!(got.iter().all(|&p| !(BASE + 1500..BASE + 2600).contains(&p) && !(BASE + 10..BASE + 20).contains(&p)));
+    assert!(
+        got.iter()
+            .all(|&p| !(BASE + 1500..BASE + 2600).contains(&p)
+                && !(BASE + 10..BASE + 20).contains(&p))
+    );
     let mut sorted = got.clone();
     sorted.sort();
     sorted.dedup();
@@ -112,15 +122,37 @@ fn bad_frees_are_refused_without_damage() {
     let mut z = s.zone();
     z.free_range(BASE..BASE + 2048).unwrap();
     let p = z.alloc_pages(2, Gfp::KERNEL).unwrap();
-    assert_eq!(z.free_pages(p, 1), Err(MmError::OrderMismatch { pfn: p, allocated: 2, freed: 1 }));
-    assert_eq!(z.free_pages(p + 1, 0), Err(MmError::NotAllocated { pfn: p + 1 }));
-    assert_eq!(z.free_pages(BASE - 1, 0), Err(MmError::OutOfZone { pfn: BASE - 1 }));
-    assert_eq!(z.free_pages(p, 11), Err(MmError::InvalidOrder { order: 11 }));
+    assert_eq!(
+        z.free_pages(p, 1),
+        Err(MmError::OrderMismatch {
+            pfn: p,
+            allocated: 2,
+            freed: 1
+        })
+    );
+    assert_eq!(
+        z.free_pages(p + 1, 0),
+        Err(MmError::NotAllocated { pfn: p + 1 })
+    );
+    assert_eq!(
+        z.free_pages(BASE - 1, 0),
+        Err(MmError::OutOfZone { pfn: BASE - 1 })
+    );
+    assert_eq!(
+        z.free_pages(p, 11),
+        Err(MmError::InvalidOrder { order: 11 })
+    );
     z.free_pages(p, 2).unwrap();
     assert_eq!(z.free_pages(p, 2), Err(MmError::NotAllocated { pfn: p }));
     ok(&z);
-    assert_eq!(z.alloc_pages(11, Gfp::KERNEL), Err(AllocError::InvalidOrder));
-    let cma = Gfp { migratetype: MigrateType::Cma, flags: GfpFlags::NONE };
+    assert_eq!(
+        z.alloc_pages(11, Gfp::KERNEL),
+        Err(AllocError::InvalidOrder)
+    );
+    let cma = Gfp {
+        migratetype: MigrateType::Cma,
+        flags: GfpFlags::NONE,
+    };
     assert_eq!(z.alloc_pages(0, cma), Err(AllocError::InvalidMigratetype));
 }
 
@@ -136,7 +168,9 @@ fn watermark_min_holds_back_pages_except_for_memalloc() {
     }
     assert_eq!(n, 1024 - 100);
     assert_eq!(z.alloc_pages(0, Gfp::KERNEL), Err(AllocError::Watermark));
-    assert!(z.alloc_pages(0, Gfp::KERNEL.with(GfpFlags::MEMALLOC)).is_ok());
+    assert!(z
+        .alloc_pages(0, Gfp::KERNEL.with(GfpFlags::MEMALLOC))
+        .is_ok());
     assert_eq!(z.counters().free_pages, 99);
     ok(&z);
 }
@@ -154,7 +188,10 @@ fn unmovable_request_claims_a_whole_movable_pageblock() {
     assert!(c.free_by_migratetype[MigrateType::Unmovable.index()] >= 1023);
     // A second unmovable request is served from the claimed block, not by stealing again.
     let q = z.alloc_pages(0, Gfp::KERNEL).unwrap();
-    assert_eq!(pageblock_start_pfn(q) & !(MAX_BLOCK - 1), pageblock_start_pfn(p) & !(MAX_BLOCK - 1));
+    assert_eq!(
+        pageblock_start_pfn(q) & !(MAX_BLOCK - 1),
+        pageblock_start_pfn(p) & !(MAX_BLOCK - 1)
+    );
     assert_eq!(z.pageblock_counts()[MigrateType::Movable.index()], 2);
 }
 
@@ -163,16 +200,22 @@ fn movable_steal_claims_the_pageblock_only_past_half() {
     let mut s = Storage::new(BASE, 512);
     let mut z = s.zone();
     z.free_range(BASE..BASE + 512).unwrap();
-    z.set_pageblock_migratetype(BASE, MigrateType::Unmovable).unwrap();
+    z.set_pageblock_migratetype(BASE, MigrateType::Unmovable)
+        .unwrap();
     ok(&z);
-    let mut kernel: Vec<_> = (0..300).map(|_| z.alloc_pages(0, Gfp::KERNEL).unwrap()).collect();
+    let mut kernel: Vec<_> = (0..300)
+        .map(|_| z.alloc_pages(0, Gfp::KERNEL).unwrap())
+        .collect();
     // 212 free pages: less than half the block, so the movable request takes a page
     // without claiming the block.
     let m = z.alloc_pages(0, Gfp::MOVABLE).unwrap();
     ok(&z);
     assert_eq!(z.pageblock_migratetype(BASE), Some(MigrateType::Unmovable));
     assert_eq!(z.page(m).unwrap().migratetype(), MigrateType::Movable);
-    assert_eq!(z.counters().free_by_migratetype[MigrateType::Movable.index()], 0);
+    assert_eq!(
+        z.counters().free_by_migratetype[MigrateType::Movable.index()],
+        0
+    );
     // Free 100 more: 311 free + 1 movable >= 256, so the next movable request claims it.
     for p in kernel.drain(..100) {
         z.free_pages(p, 0).unwrap();
@@ -180,7 +223,10 @@ fn movable_steal_claims_the_pageblock_only_past_half() {
     z.alloc_pages(0, Gfp::MOVABLE).unwrap();
     ok(&z);
     assert_eq!(z.pageblock_migratetype(BASE), Some(MigrateType::Movable));
-    assert_eq!(z.counters().free_by_migratetype[MigrateType::Unmovable.index()], 0);
+    assert_eq!(
+        z.counters().free_by_migratetype[MigrateType::Unmovable.index()],
+        0
+    );
 }
 
 #[test]
@@ -201,7 +247,10 @@ fn cma_pageblocks_only_serve_movable_and_never_merge_with_others() {
     // Drain everything unmovable: never a CMA frame.
     let mut kernel = Vec::new();
     while let Ok(p) = z.alloc_pages(0, Gfp::KERNEL) {
-        assert!(!area.contains(p), "unmovable allocation landed in CMA at {p:#x}");
+        assert!(
+            !area.contains(p),
+            "unmovable allocation landed in CMA at {p:#x}"
+        );
         kernel.push(p);
     }
     assert_eq!(kernel.len(), 1536);
@@ -210,7 +259,10 @@ fn cma_pageblocks_only_serve_movable_and_never_merge_with_others() {
     let m = z.alloc_pages(0, Gfp::MOVABLE).unwrap();
     assert!(area.contains(m));
     ok(&z);
-    assert_eq!(z.set_owner(m, Owner::new(OwnerKind::Pinned, 1)), Err(MmError::PinInCma { pfn: m }));
+    assert_eq!(
+        z.set_owner(m, Owner::new(OwnerKind::Pinned, 1)),
+        Err(MmError::PinInCma { pfn: m })
+    );
     z.set_owner(m, Owner::new(OwnerKind::Anon, 1)).unwrap();
     assert_eq!(z.owner(m), Some(Owner::new(OwnerKind::Anon, 1)));
 }
@@ -231,7 +283,10 @@ fn cma_balance_decides_when_movable_prefers_cma() {
     assert!(!area.contains(z.alloc_pages(0, Gfp::MOVABLE).unwrap()));
     // NO_CMA never touches CMA even when it is the only memory with room.
     z.set_cma_balance(CmaBalance::NEVER);
-    assert!(!area.contains(z.alloc_pages(0, Gfp::MOVABLE.with(GfpFlags::NO_CMA)).unwrap()));
+    assert!(!area.contains(
+        z.alloc_pages(0, Gfp::MOVABLE.with(GfpFlags::NO_CMA))
+            .unwrap()
+    ));
     assert_eq!(CmaBalance::new(3, 2), None);
     assert_eq!(CmaBalance::new(1, 0), None);
     ok(&z);
@@ -245,16 +300,24 @@ fn isolated_pageblocks_keep_their_frees_and_hand_nothing_out() {
     let p = z.alloc_pages(0, Gfp::MOVABLE).unwrap();
     z.set_owner(p, Owner::new(OwnerKind::Anon, 7)).unwrap();
     let block = pageblock_start_pfn(p);
-    z.start_isolate_page_range(block, block + 512, MigrateType::Movable).unwrap();
+    z.start_isolate_page_range(block, block + 512, MigrateType::Movable)
+        .unwrap();
     ok(&z);
-    assert_eq!(z.counters().free_pages, 512, "isolated free pages are not NR_FREE_PAGES");
+    assert_eq!(
+        z.counters().free_pages,
+        512,
+        "isolated free pages are not NR_FREE_PAGES"
+    );
     for _ in 0..512 {
         let q = z.alloc_pages(0, Gfp::MOVABLE).unwrap();
         assert_ne!(pageblock_start_pfn(q), block);
     }
     assert_eq!(z.alloc_pages(0, Gfp::MOVABLE), Err(AllocError::NoMemory));
     // A second isolation of the same block is refused.
-    assert_eq!(z.start_isolate_page_range(block, block + 1, MigrateType::Movable), Err(MmError::Busy { pfn: block }));
+    assert_eq!(
+        z.start_isolate_page_range(block, block + 1, MigrateType::Movable),
+        Err(MmError::Busy { pfn: block })
+    );
     z.free_pages(p, 0).unwrap();
     assert_eq!(z.nr_free_blocks(9, MigrateType::Isolate), 1);
     assert!(z.test_pages_isolated(block, block + 512));
@@ -292,7 +355,11 @@ fn alloc_contig_range_migrates_reclaims_and_preserves_data() {
         for _ in 0..6 {
             let p = z.alloc_pages(order, Gfp::MOVABLE).unwrap();
             ids += 1;
-            let kind = if ids % 3 == 0 { OwnerKind::PageCache } else { OwnerKind::Anon };
+            let kind = if ids % 3 == 0 {
+                OwnerKind::PageCache
+            } else {
+                OwnerKind::Anon
+            };
             z.set_owner(p, Owner::new(kind, ids)).unwrap();
             owners.populate(ids, p, order, ids * 1000);
             if ids % 6 == 0 {
@@ -303,13 +370,23 @@ fn alloc_contig_range_migrates_reclaims_and_preserves_data() {
     assert!(owners.objects.values().all(|o| area.contains(o.0)));
     ok(&z);
     owners.again = 3; // a few transient failures along the way
-    alloc_contig_range(&mut z, &mut owners, BASE + 2048, BASE + 4096, MigrateType::Cma).unwrap();
+    alloc_contig_range(
+        &mut z,
+        &mut owners,
+        BASE + 2048,
+        BASE + 4096,
+        MigrateType::Cma,
+    )
+    .unwrap();
     ok(&z);
     owners.verify().unwrap();
     assert!(owners.reclaims > 0 && owners.migrations > 0);
     for p in BASE + 2048..BASE + 4096 {
         assert_eq!(z.owner(p), Some(Owner::CONTIG));
-        assert!(!owners.memory.contains_key(&p), "an object still lives in the range at {p:#x}");
+        assert!(
+            !owners.memory.contains_key(&p),
+            "an object still lives in the range at {p:#x}"
+        );
     }
     // Migration targets prefer non-CMA memory.
     assert!(owners.objects.values().all(|o| o.0 < BASE + 2048));
@@ -317,7 +394,10 @@ fn alloc_contig_range_migrates_reclaims_and_preserves_data() {
     free_contig_range(&mut z, BASE + 2048, 2048).unwrap();
     assert_eq!(z.counters().free_cma_pages, 2048);
     ok(&z);
-    assert_eq!(free_contig_range(&mut z, BASE + 2048, 1), Err(MmError::NotAllocated { pfn: BASE + 2048 }));
+    assert_eq!(
+        free_contig_range(&mut z, BASE + 2048, 1),
+        Err(MmError::NotAllocated { pfn: BASE + 2048 })
+    );
 }
 
 #[test]
@@ -347,9 +427,18 @@ fn alloc_contig_range_fails_cleanly() {
     ok(&z);
     owners.verify().unwrap();
     // Holes, bad types and bad ranges are errors, not panics.
-    assert!(matches!(alloc_contig_range(&mut z, &mut owners, a + 5, a + 5, MigrateType::Movable), Err(ContigError::Invalid(_))));
-    assert!(matches!(alloc_contig_range(&mut z, &mut owners, a, a + 5, MigrateType::Unmovable), Err(ContigError::Invalid(_))));
-    assert!(matches!(alloc_contig_range(&mut z, &mut owners, BASE, BASE + 4096, MigrateType::Movable), Err(ContigError::Invalid(_))));
+    assert!(matches!(
+        alloc_contig_range(&mut z, &mut owners, a + 5, a + 5, MigrateType::Movable),
+        Err(ContigError::Invalid(_))
+    ));
+    assert!(matches!(
+        alloc_contig_range(&mut z, &mut owners, a, a + 5, MigrateType::Unmovable),
+        Err(ContigError::Invalid(_))
+    ));
+    assert!(matches!(
+        alloc_contig_range(&mut z, &mut owners, BASE, BASE + 4096, MigrateType::Movable),
+        Err(ContigError::Invalid(_))
+    ));
     assert_eq!(z.counters().free_pages, free_before);
     // And once the owner lets go, the same range succeeds.
     owners.busy.clear();
@@ -365,9 +454,15 @@ fn cma_alloc_release_and_stats() {
     z.free_range(BASE..BASE + 4096).unwrap();
     let mut area = cma_init_reserved_mem(BASE + 1024, 2048, 1, "reserved").unwrap();
     let mut owners = FakeOwners::default();
-    assert_eq!(cma_alloc(&mut area, &mut z, &mut owners, 4, 0), Err(CmaError::NotActive));
+    assert_eq!(
+        cma_alloc(&mut area, &mut z, &mut owners, 4, 0),
+        Err(CmaError::NotActive)
+    );
     cma_activate_area(&mut area, &mut z).unwrap();
-    assert_eq!(cma_activate_area(&mut area, &mut z), Err(CmaError::AlreadyActive));
+    assert_eq!(
+        cma_activate_area(&mut area, &mut z),
+        Err(CmaError::AlreadyActive)
+    );
     let p = cma_alloc(&mut area, &mut z, &mut owners, 5, 0).unwrap();
     assert_eq!(p, BASE + 1024);
     let q = cma_alloc(&mut area, &mut z, &mut owners, 64, 6).unwrap();
@@ -378,7 +473,10 @@ fn cma_alloc_release_and_stats() {
     assert_eq!(st.used, 6 + 64);
     assert_eq!(st.stats.alloc_pages_success, 69);
     // A kernel allocation pinned inside? Impossible: Cma only serves Movable. Pin via owner:
-    assert!(!cma_release(&mut area, &mut z, p + 6, 1), "never handed out");
+    assert!(
+        !cma_release(&mut area, &mut z, p + 6, 1),
+        "never handed out"
+    );
     assert!(!cma_release(&mut area, &mut z, BASE, 1), "outside the area");
     assert!(!cma_release(&mut area, &mut z, p, 0));
     assert!(cma_release(&mut area, &mut z, p, 5));
@@ -388,9 +486,15 @@ fn cma_alloc_release_and_stats() {
     assert_eq!(area.used_pages(), 0);
     assert_eq!(area.maxchunk_pages(), 2048);
     assert_eq!(area.stats.release_pages_success, 69);
-    assert_eq!(cma_alloc(&mut area, &mut z, &mut owners, 4096, 0), Err(CmaError::NoSpace));
+    assert_eq!(
+        cma_alloc(&mut area, &mut z, &mut owners, 4096, 0),
+        Err(CmaError::NoSpace)
+    );
     assert_eq!(area.stats.alloc_pages_fail, 4 + 4096); // the NotActive attempt counts too
-    assert_eq!(cma_alloc(&mut area, &mut z, &mut owners, 0, 0), Err(CmaError::ZeroCount));
+    assert_eq!(
+        cma_alloc(&mut area, &mut z, &mut owners, 0, 0),
+        Err(CmaError::ZeroCount)
+    );
     assert_eq!(z.counters().free_cma_pages, 2048);
 }
 
@@ -415,7 +519,10 @@ fn cma_alloc_skips_busy_ranges() {
     ok(&z);
     owners.verify().unwrap();
     // Everything else is free: the whole area minus the stuck run cannot be had.
-    assert_eq!(cma_alloc(&mut area, &mut z, &mut owners, 1024, 0), Err(CmaError::NoSpace));
+    assert_eq!(
+        cma_alloc(&mut area, &mut z, &mut owners, 1024, 0),
+        Err(CmaError::NoSpace)
+    );
 }
 
 #[test]

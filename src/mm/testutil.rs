@@ -17,11 +17,16 @@ pub struct Storage {
 impl Storage {
     pub fn new(start_pfn: Pfn, nr_pages: usize) -> Storage {
         let size = zone_metadata_size(start_pfn, nr_pages);
-        Storage { start_pfn, pages: vec![Page::HOLE; size.pages], blocks: vec![0xee; size.pageblocks] }
+        Storage {
+            start_pfn,
+            pages: vec![Page::HOLE; size.pages],
+            blocks: vec![0xee; size.pageblocks],
+        }
     }
 
     pub fn zone(&mut self) -> Zone<'_> {
-        Zone::new(self.start_pfn, &mut self.pages, &mut self.blocks).expect("metadata sized by zone_metadata_size")
+        Zone::new(self.start_pfn, &mut self.pages, &mut self.blocks)
+            .expect("metadata sized by zone_metadata_size")
     }
 }
 
@@ -48,7 +53,8 @@ impl FakeOwners {
     /// Record a new object at `pfn` and fill its frames with data derived from `seed`.
     pub fn populate(&mut self, id: u64, pfn: Pfn, order: usize, seed: u64) {
         for i in 0..1 << order {
-            self.memory.insert(pfn + i, seed.wrapping_mul(31).wrapping_add(i as u64));
+            self.memory
+                .insert(pfn + i, seed.wrapping_mul(31).wrapping_add(i as u64));
         }
         self.objects.insert(id, (pfn, order, seed));
     }
@@ -81,12 +87,20 @@ impl FakeOwners {
 }
 
 impl Migrator for FakeOwners {
-    fn migrate(&mut self, src: Pfn, dst: Pfn, order: usize, owner: Owner) -> Result<(), MigrateError> {
+    fn migrate(
+        &mut self,
+        src: Pfn,
+        dst: Pfn,
+        order: usize,
+        owner: Owner,
+    ) -> Result<(), MigrateError> {
         let id = owner.id();
         match self.objects.get(&id) {
             Some(&(pfn, o, _)) if pfn == src && o == order => {}
             other => {
-                self.errors.push(format!("migrate {src:#x}->{dst:#x} order {order} for {id}: fake has {other:?}"));
+                self.errors.push(format!(
+                    "migrate {src:#x}->{dst:#x} order {order} for {id}: fake has {other:?}"
+                ));
                 return Err(MigrateError::Busy);
             }
         }
@@ -99,7 +113,10 @@ impl Migrator for FakeOwners {
         }
         for i in 0..1 << order {
             if self.memory.contains_key(&(dst + i)) {
-                self.errors.push(format!("migration target {:#x} already holds data", dst + i));
+                self.errors.push(format!(
+                    "migration target {:#x} already holds data",
+                    dst + i
+                ));
             }
             let v = self.memory.remove(&(src + i)).unwrap_or(0);
             self.memory.insert(dst + i, v);
@@ -111,7 +128,9 @@ impl Migrator for FakeOwners {
 
     fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool {
         let id = owner.id();
-        if !self.clean.contains(&id) || self.objects.get(&id).map(|o| (o.0, o.1)) != Some((pfn, order)) {
+        if !self.clean.contains(&id)
+            || self.objects.get(&id).map(|o| (o.0, o.1)) != Some((pfn, order))
+        {
             return false;
         }
         self.forget(id);

@@ -13,7 +13,9 @@ use core::fmt::{self, Write};
 
 use super::migratetype::MIGRATETYPE_NAMES;
 use super::page_alloc::Zone;
-use super::{pages_to_kb, MigrateType, OwnerKind, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
+use super::{
+    pages_to_kb, MigrateType, OwnerKind, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
+};
 
 /// Linux caps per-list counting in pagetypeinfo at this many blocks.
 const PAGETYPEINFO_FREECOUNT_CAP: usize = 100_000;
@@ -38,7 +40,13 @@ pub fn pagetypeinfo(zone: &Zone<'_>, out: &mut impl Write) -> fmt::Result {
     }
     out.write_char('\n')?;
     for mt in MigrateType::ALL {
-        write!(out, "Node {:4}, zone {:>8}, type {:>12} ", 0, zone.name(), mt.name())?;
+        write!(
+            out,
+            "Node {:4}, zone {:>8}, type {:>12} ",
+            0,
+            zone.name(),
+            mt.name()
+        )?;
         for order in 0..NR_PAGE_ORDERS {
             let n = zone.nr_free_blocks(order, mt);
             if n >= PAGETYPEINFO_FREECOUNT_CAP {

@@ -136,7 +136,11 @@ fn parse_test(rest: &[String]) -> Result<TestOptions> {
     if host_only && qemu_only {
         return Err("`test`: --host-only and --qemu-only exclude each other".to_string());
     }
-    Ok(TestOptions { host: !qemu_only, qemu: !host_only, filter })
+    Ok(TestOptions {
+        host: !qemu_only,
+        qemu: !host_only,
+        filter,
+    })
 }
 
 /// Parse `run`'s options. `allow_debug` is false for test headers, where the build profile
@@ -152,7 +156,10 @@ pub fn parse_run_options(rest: &[String], allow_debug: bool) -> Result<RunOption
         let mut value = || -> Result<String> {
             match inline_value.clone() {
                 Some(value) => Ok(value),
-                None => words.next().cloned().ok_or_else(|| format!("`{flag}` needs a value")),
+                None => words
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("`{flag}` needs a value")),
             }
         };
         match flag {
@@ -179,7 +186,9 @@ pub fn parse_size(text: &str) -> Result<u64> {
     let trimmed = text.trim();
     let lower = trimmed.to_ascii_lowercase();
     let unitless = lower.trim_end_matches("ib").trim_end_matches('b');
-    let digits_end = unitless.find(|c: char| !c.is_ascii_digit()).unwrap_or(unitless.len());
+    let digits_end = unitless
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(unitless.len());
     let (digits, suffix) = unitless.split_at(digits_end);
     let number: u64 = digits.parse().map_err(|_| bad())?;
     let shift = match suffix {
@@ -191,7 +200,9 @@ pub fn parse_size(text: &str) -> Result<u64> {
     };
     let bytes = number.checked_mul(1u64 << shift).ok_or_else(bad)?;
     if bytes == 0 || bytes % (1 << 20) != 0 {
-        return Err(format!("bad size `{text}`: must be a non-zero whole number of MiB"));
+        return Err(format!(
+            "bad size `{text}`: must be a non-zero whole number of MiB"
+        ));
     }
     Ok(bytes)
 }
@@ -199,7 +210,9 @@ pub fn parse_size(text: &str) -> Result<u64> {
 fn parse_smp(text: &str) -> Result<u32> {
     match text.parse::<u32>() {
         Ok(n) if (1..=512).contains(&n) => Ok(n),
-        _ => Err(format!("bad core count `{text}`: expected a number from 1 to 512")),
+        _ => Err(format!(
+            "bad core count `{text}`: expected a number from 1 to 512"
+        )),
     }
 }
 
@@ -296,8 +309,12 @@ mod tests {
 
     #[test]
     fn unknown_verb_and_option_are_errors() {
-        assert!(parse_command(&argv("frobnicate")).unwrap_err().contains("frobnicate"));
-        assert!(parse_command(&argv("run --bogus")).unwrap_err().contains("--bogus"));
+        assert!(parse_command(&argv("frobnicate"))
+            .unwrap_err()
+            .contains("frobnicate"));
+        assert!(parse_command(&argv("run --bogus"))
+            .unwrap_err()
+            .contains("--bogus"));
         assert!(parse_command(&argv("setup now")).is_err());
         assert!(parse_command(&argv("build --fast")).is_err());
     }
@@ -306,11 +323,15 @@ mod tests {
     fn build_defaults_to_release() {
         assert_eq!(
             parse_command(&argv("build")).unwrap(),
-            Command::Build(BuildOptions { profile: Profile::Release })
+            Command::Build(BuildOptions {
+                profile: Profile::Release
+            })
         );
         assert_eq!(
             parse_command(&argv("build --debug")).unwrap(),
-            Command::Build(BuildOptions { profile: Profile::Debug })
+            Command::Build(BuildOptions {
+                profile: Profile::Debug
+            })
         );
     }
 
@@ -335,7 +356,9 @@ mod tests {
 
     #[test]
     fn run_option_missing_value() {
-        assert!(parse_command(&argv("run --board")).unwrap_err().contains("needs a value"));
+        assert!(parse_command(&argv("run --board"))
+            .unwrap_err()
+            .contains("needs a value"));
         assert!(parse_command(&argv("run --smp 0")).is_err());
         assert!(parse_command(&argv("run --smp many")).is_err());
         assert!(parse_command(&argv("run --board ../etc/passwd")).is_err());
@@ -345,11 +368,19 @@ mod tests {
     fn test_verb_modes_and_filter() {
         assert_eq!(
             parse_command(&argv("test")).unwrap(),
-            Command::Test(TestOptions { host: true, qemu: true, filter: None })
+            Command::Test(TestOptions {
+                host: true,
+                qemu: true,
+                filter: None
+            })
         );
         assert_eq!(
             parse_command(&argv("test --qemu-only boot")).unwrap(),
-            Command::Test(TestOptions { host: false, qemu: true, filter: Some("boot".into()) })
+            Command::Test(TestOptions {
+                host: false,
+                qemu: true,
+                filter: Some("boot".into())
+            })
         );
         assert!(parse_command(&argv("test --host-only --qemu-only")).is_err());
         assert!(parse_command(&argv("test a b")).is_err());
@@ -372,7 +403,10 @@ mod tests {
 
     #[test]
     fn word_splitting() {
-        assert_eq!(argv(r#"a "b c" 'd e' f\ g"#), vec!["a", "b c", "d e", "f g"]);
+        assert_eq!(
+            argv(r#"a "b c" 'd e' f\ g"#),
+            vec!["a", "b c", "d e", "f g"]
+        );
         assert_eq!(argv(r#"--append="x=1 y=2""#), vec!["--append=x=1 y=2"]);
         assert_eq!(argv("''"), vec![""]);
         assert!(split_words("'open").is_err());
@@ -389,7 +423,10 @@ mod tests {
         assert_eq!(options.board.as_deref(), Some("virt-2bank"));
         assert_eq!(options.smp, Some(1));
         assert_eq!(options.append.as_deref(), Some("cma=32M"));
-        assert_eq!(options.mem_bytes, None, "lines after the header block are code, not header");
+        assert_eq!(
+            options.mem_bytes, None,
+            "lines after the header block are code, not header"
+        );
     }
 
     #[test]
@@ -397,6 +434,9 @@ mod tests {
         assert!(qemu_header_options("//! xtask-qemu: --debug\n").is_err());
         let err = qemu_header_options("//! xtask-qemu: --mem lots\n").unwrap_err();
         assert!(err.contains("xtask-qemu"), "{err}");
-        assert_eq!(qemu_header_options("fn main() {}\n").unwrap(), RunOptions::default());
+        assert_eq!(
+            qemu_header_options("fn main() {}\n").unwrap(),
+            RunOptions::default()
+        );
     }
 }

@@ -21,15 +21,21 @@ pub struct Bench {
     pub host_args: &'static [&'static str],
 }
 
-pub const HOST_BENCHES: &[Bench] =
-    &[Bench { name: "buddy", source: "benches/buddy.rs", host_args: &["bench", "--bench", "buddy"] }];
+pub const HOST_BENCHES: &[Bench] = &[Bench {
+    name: "buddy",
+    source: "benches/buddy.rs",
+    host_args: &["bench", "--bench", "buddy"],
+}];
 
 /// In-guest benchmarks: none yet. They will boot an image under `-icount shift=0,sleep=off`
 /// (repeatable instruction-count time) and collect the figures it prints.
 pub const GUEST_BENCHES: &[Bench] = &[];
 
 fn present(benches: &[Bench]) -> Vec<&Bench> {
-    benches.iter().filter(|bench| paths::repo_root().join(bench.source).is_file()).collect()
+    benches
+        .iter()
+        .filter(|bench| paths::repo_root().join(bench.source).is_file())
+        .collect()
 }
 
 pub fn bench() -> Result<ExitCode> {

@@ -69,17 +69,20 @@ pub struct Board {
 /// Board names become file names: keep them to a safe alphabet.
 pub fn check_board_name(name: &str) -> Result<()> {
     let valid = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if valid {
         Ok(())
     } else {
-        Err(format!("bad board name `{name}`: use letters, digits, `-` and `_`"))
+        Err(format!(
+            "bad board name `{name}`: use letters, digits, `-` and `_`"
+        ))
     }
 }
 
 pub fn parse_board(name: &str, text: &str) -> Result<Board> {
-    let file: BoardFile =
-        toml::from_str(text).map_err(|e| format!("boards/{name}.toml: {e}"))?;
+    let file: BoardFile = toml::from_str(text).map_err(|e| format!("boards/{name}.toml: {e}"))?;
     let memory_bytes =
         parse_size(&file.memory).map_err(|e| format!("boards/{name}.toml: memory: {e}"))?;
     if file.smp == 0 {
@@ -89,9 +92,15 @@ pub fn parse_board(name: &str, text: &str) -> Result<Board> {
         return Err(format!("boards/{name}.toml: numa_nodes must be at least 1"));
     }
     if file.machine.contains("dumpdtb") {
-        return Err(format!("boards/{name}.toml: machine must not set dumpdtb (xtask does)"));
+        return Err(format!(
+            "boards/{name}.toml: machine must not set dumpdtb (xtask does)"
+        ));
     }
-    Ok(Board { name: name.to_string(), file, memory_bytes })
+    Ok(Board {
+        name: name.to_string(),
+        file,
+        memory_bytes,
+    })
 }
 
 pub fn available_boards() -> Vec<String> {
@@ -101,7 +110,8 @@ pub fn available_boards() -> Vec<String> {
                 .flatten()
                 .filter_map(|entry| {
                     let path = entry.path();
-                    (path.extension()? == "toml").then(|| path.file_stem()?.to_str().map(String::from))?
+                    (path.extension()? == "toml")
+                        .then(|| path.file_stem()?.to_str().map(String::from))?
                 })
                 .collect()
         })
@@ -114,7 +124,11 @@ pub fn load_board(name: &str) -> Result<Board> {
     check_board_name(name)?;
     let path = paths::boards_dir().join(format!("{name}.toml"));
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!("board `{name}` ({}): {e}; boards: {}", path.display(), available_boards().join(", "))
+        format!(
+            "board `{name}` ({}): {e}; boards: {}",
+            path.display(),
+            available_boards().join(", ")
+        )
     })?;
     parse_board(name, &text)
 }
@@ -170,8 +184,13 @@ impl MachineConfig {
             return Ok(None);
         };
         let overlay_path = paths::boards_dir().join(overlay_name);
-        let overlay = std::fs::read(&overlay_path)
-            .map_err(|e| format!("board `{}`: overlay {}: {e}", self.board.name, overlay_path.display()))?;
+        let overlay = std::fs::read(&overlay_path).map_err(|e| {
+            format!(
+                "board `{}`: overlay {}: {e}",
+                self.board.name,
+                overlay_path.display()
+            )
+        })?;
         let args = self.qemu_args()?;
         let key = cache_key(&tools.qemu_version, &args, &overlay);
         let cache_dir = paths::dtb_cache_dir();
@@ -179,7 +198,11 @@ impl MachineConfig {
         if dtb.is_file() {
             return Ok(Some(dtb));
         }
-        println!("board: making {} from QEMU's tree + {}", dtb.display(), overlay_path.display());
+        println!(
+            "board: making {} from QEMU's tree + {}",
+            dtb.display(),
+            overlay_path.display()
+        );
         let work = cache_dir.join(format!("tmp-{}-{key:016x}", std::process::id()));
         std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
         let outcome = self.make_device_tree(tools, &overlay_path, &work, &dtb);
@@ -187,7 +210,13 @@ impl MachineConfig {
         outcome.map(|_| Some(dtb))
     }
 
-    fn make_device_tree(&self, tools: &Tools, overlay: &Path, work: &Path, dtb: &Path) -> Result<()> {
+    fn make_device_tree(
+        &self,
+        tools: &Tools,
+        overlay: &Path,
+        work: &Path,
+        dtb: &Path,
+    ) -> Result<()> {
         let base = work.join("base.dtb");
         let dtbo = work.join("overlay.dtbo");
         let merged = work.join("merged.dtb");
@@ -199,7 +228,10 @@ impl MachineConfig {
             .args(["-display", "none", "-serial", "null", "-monitor", "none"]);
         run_tool(&mut dump, "dumping QEMU's device tree")?;
         let mut compile = Command::new(&tools.dtc);
-        compile.args(["-@", "-q", "-I", "dts", "-O", "dtb", "-o"]).arg(&dtbo).arg(overlay);
+        compile
+            .args(["-@", "-q", "-I", "dts", "-O", "dtb", "-o"])
+            .arg(&dtbo)
+            .arg(overlay);
         run_tool(&mut compile, "compiling the board overlay")?;
         let mut apply = Command::new(&tools.fdtoverlay);
         apply.arg("-i").arg(&base).arg("-o").arg(&merged).arg(&dtbo);
@@ -231,7 +263,7 @@ fn run_tool(command: &mut Command, what: &str) -> Result<()> {
 /// nodes, which QEMU warns about, and further nodes are memory-only banks.
 pub fn numa_args(nodes: u32, mem_bytes: u64, smp: u32) -> Result<Vec<String>> {
     let per_node = mem_bytes / u64::from(nodes);
-    if per_node == 0 || per_node % (1 << 20) != 0 || per_node * u64::from(nodes) != mem_bytes {
+    if per_node == 0 || !per_node.is_multiple_of(1 << 20) || per_node * u64::from(nodes) != mem_bytes {
         return Err(format!(
             "{} of RAM does not split into {nodes} equal whole-MiB NUMA nodes",
             size_for_qemu(mem_bytes)
@@ -240,7 +272,10 @@ pub fn numa_args(nodes: u32, mem_bytes: u64, smp: u32) -> Result<Vec<String>> {
     let mut args = Vec::new();
     for node in 0..nodes {
         args.push("-object".to_string());
-        args.push(format!("memory-backend-ram,id=ram{node},size={}", size_for_qemu(per_node)));
+        args.push(format!(
+            "memory-backend-ram,id=ram{node},size={}",
+            size_for_qemu(per_node)
+        ));
         let cpus = match (node, smp) {
             (0, 1) => ",cpus=0".to_string(),
             (0, _) => format!(",cpus=0-{}", smp - 1),
@@ -291,15 +326,30 @@ smp = 2
         let config = MachineConfig::new(board, &RunOptions::default()).unwrap();
         assert_eq!(
             config.qemu_args().unwrap(),
-            ["-machine", "virt,gic-version=3", "-cpu", "cortex-a72", "-m", "1024M", "-smp", "2", "-nic", "none"]
+            [
+                "-machine",
+                "virt,gic-version=3",
+                "-cpu",
+                "cortex-a72",
+                "-m",
+                "1024M",
+                "-smp",
+                "2",
+                "-nic",
+                "none"
+            ]
         );
     }
 
     #[test]
     fn bad_board_files_are_errors() {
         let unknown_field = format!("{MINIMAL}colour = \"red\"\n");
-        assert!(parse_board("t", &unknown_field).unwrap_err().contains("colour"));
-        assert!(parse_board("t", &MINIMAL.replace("1G", "lots")).unwrap_err().contains("memory"));
+        assert!(parse_board("t", &unknown_field)
+            .unwrap_err()
+            .contains("colour"));
+        assert!(parse_board("t", &MINIMAL.replace("1G", "lots"))
+            .unwrap_err()
+            .contains("memory"));
         assert!(parse_board("t", &MINIMAL.replace("smp = 2", "smp = 0")).is_err());
         assert!(parse_board("t", "machine = ").is_err());
         assert!(parse_board("t", &MINIMAL.replace("gic-version=3", "dumpdtb=x")).is_err());
@@ -310,18 +360,37 @@ smp = 2
     fn overrides_and_numa_split() {
         let text = format!("{MINIMAL}numa_nodes = 2\n");
         let board = parse_board("t", &text).unwrap();
-        let options = RunOptions { mem_bytes: Some(2 << 30), smp: Some(4), ..Default::default() };
-        let args = MachineConfig::new(board.clone(), &options).unwrap().qemu_args().unwrap();
+        let options = RunOptions {
+            mem_bytes: Some(2 << 30),
+            smp: Some(4),
+            ..Default::default()
+        };
+        let args = MachineConfig::new(board.clone(), &options)
+            .unwrap()
+            .qemu_args()
+            .unwrap();
         let joined = args.join(" ");
         assert!(joined.contains("-m 2048M -smp 4"), "{joined}");
-        assert!(joined.contains("-object memory-backend-ram,id=ram0,size=1024M"), "{joined}");
-        assert!(joined.contains("-numa node,nodeid=0,memdev=ram0,cpus=0-3 "), "{joined}");
-        assert!(joined.ends_with("-numa node,nodeid=1,memdev=ram1"), "{joined}");
+        assert!(
+            joined.contains("-object memory-backend-ram,id=ram0,size=1024M"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("-numa node,nodeid=0,memdev=ram0,cpus=0-3 "),
+            "{joined}"
+        );
+        assert!(
+            joined.ends_with("-numa node,nodeid=1,memdev=ram1"),
+            "{joined}"
+        );
         let one = numa_args(2, 2 << 30, 1).unwrap().join(" ");
         assert!(one.contains("nodeid=0,memdev=ram0,cpus=0 "), "{one}");
         assert!(one.ends_with("nodeid=1,memdev=ram1"), "{one}");
         // 3 MiB cannot split into 2 whole MiB.
-        let odd = RunOptions { mem_bytes: Some(3 << 20), ..Default::default() };
+        let odd = RunOptions {
+            mem_bytes: Some(3 << 20),
+            ..Default::default()
+        };
         assert!(MachineConfig::new(board, &odd).is_err());
     }
 
@@ -331,7 +400,10 @@ smp = 2
         let key = cache_key("QEMU 10.0.2", &args, b"overlay");
         assert_eq!(key, cache_key("QEMU 10.0.2", &args, b"overlay"));
         assert_ne!(key, cache_key("QEMU 10.0.3", &args, b"overlay"));
-        assert_ne!(key, cache_key("QEMU 10.0.2", &["-m".into(), "2048M".into()], b"overlay"));
+        assert_ne!(
+            key,
+            cache_key("QEMU 10.0.2", &["-m".into(), "2048M".into()], b"overlay")
+        );
         assert_ne!(key, cache_key("QEMU 10.0.2", &args, b"overlay2"));
         assert_ne!(
             cache_key("v", &["ab".into(), "c".into()], b""),
@@ -348,7 +420,12 @@ smp = 2
         let cell = |text: &str| u64::from_str_radix(text.trim_start_matches("0x"), 16).unwrap();
         pattern
             .captures_iter(dtso)
-            .map(|c| ((cell(&c[1]) << 32) | cell(&c[2]), (cell(&c[3]) << 32) | cell(&c[4])))
+            .map(|c| {
+                (
+                    (cell(&c[1]) << 32) | cell(&c[2]),
+                    (cell(&c[3]) << 32) | cell(&c[4]),
+                )
+            })
             .collect()
     }
 
@@ -360,7 +437,9 @@ smp = 2
         for name in names {
             let board = load_board(&name).unwrap();
             let config = MachineConfig::new(board.clone(), &RunOptions::default()).unwrap();
-            let Some(overlay) = &board.file.overlay else { continue };
+            let Some(overlay) = &board.file.overlay else {
+                continue;
+            };
             let text = std::fs::read_to_string(paths::boards_dir().join(overlay)).unwrap();
             let regions = reserved_regs(&text);
             assert!(!regions.is_empty(), "{name}: overlay reserves nothing");
@@ -378,7 +457,11 @@ smp = 2
 
     #[test]
     fn reg_extraction_reads_two_cell_pairs() {
-        let regs = reserved_regs("reg = <0x0 0x50000000 0x0 0x10000000>;\nreg=<0x1 0x0 0x0 0x1000>;");
-        assert_eq!(regs, vec![(0x5000_0000, 0x1000_0000), (0x1_0000_0000, 0x1000)]);
+        let regs =
+            reserved_regs("reg = <0x0 0x50000000 0x0 0x10000000>;\nreg=<0x1 0x0 0x0 0x1000>;");
+        assert_eq!(
+            regs,
+            vec![(0x5000_0000, 0x1000_0000), (0x1_0000_0000, 0x1000)]
+        );
     }
 }

@@ -26,7 +26,10 @@ use crate::setup::Tools;
 use crate::Result;
 
 pub const TARGET: &str = "aarch64-unknown-none";
-const BUILD_STD: [&str; 2] = ["-Zbuild-std=core,alloc", "-Zbuild-std-features=compiler-builtins-mem"];
+const BUILD_STD: [&str; 2] = [
+    "-Zbuild-std=core,alloc",
+    "-Zbuild-std-features=compiler-builtins-mem",
+];
 
 /// Which outer variables the firmware's cargo may keep.
 pub fn keep_env_var(name: &str) -> bool {
@@ -42,8 +45,14 @@ pub fn keep_env_var(name: &str) -> bool {
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_TARGET_DIR",
     ];
-    const KEEP_PREFIXES: [&str; 6] =
-        ["CARGO_HOME", "CARGO_TERM_", "CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTRIES_", "CARGO_REGISTRY_"];
+    const KEEP_PREFIXES: [&str; 6] = [
+        "CARGO_HOME",
+        "CARGO_TERM_",
+        "CARGO_NET_",
+        "CARGO_HTTP_",
+        "CARGO_REGISTRIES_",
+        "CARGO_REGISTRY_",
+    ];
     if DROP.contains(&name) {
         return false;
     }
@@ -70,7 +79,9 @@ fn common_build_args(command: &mut Command, profile: Profile) {
         command.arg("--release");
     }
     command.args(["--target", TARGET]).args(BUILD_STD);
-    command.arg("--target-dir").arg(paths::firmware_target_dir());
+    command
+        .arg("--target-dir")
+        .arg(paths::firmware_target_dir());
 }
 
 pub struct Firmware {
@@ -78,12 +89,18 @@ pub struct Firmware {
 }
 
 pub fn output_dir(profile: Profile) -> PathBuf {
-    paths::firmware_target_dir().join(TARGET).join(profile.dir_name())
+    paths::firmware_target_dir()
+        .join(TARGET)
+        .join(profile.dir_name())
 }
 
 /// Build the `monolith` binary and write `monolith.bin` next to it.
 pub fn firmware(tools: &Tools, profile: Profile) -> Result<Firmware> {
-    println!("== build: firmware ({}, {:?} toolchain)", profile.dir_name(), tools.firmware.origin);
+    println!(
+        "== build: firmware ({}, {:?} toolchain)",
+        profile.dir_name(),
+        tools.firmware.origin
+    );
     let mut command = firmware_cargo(tools);
     common_build_args(&mut command, profile);
     command.args(["--bin", "monolith"]);
@@ -97,11 +114,15 @@ pub fn firmware(tools: &Tools, profile: Profile) -> Result<Firmware> {
     let elf = output_dir(profile).join("monolith");
     let bin = elf.with_extension("bin");
     let elf_bytes = std::fs::read(&elf).map_err(|e| format!("reading {}: {e}", elf.display()))?;
-    let (base, raw) = crate::image::raw_binary(&elf_bytes)
-        .map_err(|e| format!("{}: {e}", elf.display()))?;
+    let (base, raw) =
+        crate::image::raw_binary(&elf_bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
     std::fs::write(&bin, &raw).map_err(|e| format!("writing {}: {e}", bin.display()))?;
     println!("build: {} ({} bytes)", elf.display(), elf_bytes.len());
-    println!("build: {} ({} bytes, loads at {base:#x})", bin.display(), raw.len());
+    println!(
+        "build: {} ({} bytes, loads at {base:#x})",
+        bin.display(),
+        raw.len()
+    );
     Ok(Firmware { elf })
 }
 
@@ -136,7 +157,9 @@ pub fn test_sources() -> Vec<PathBuf> {
 pub fn test_images_from_messages(messages: &str) -> Vec<TestImage> {
     let mut images = Vec::new();
     for line in messages.lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if message["reason"] != "compiler-artifact" {
             continue;
         }
@@ -179,7 +202,13 @@ pub fn test_images(tools: &Tools, profile: Profile) -> Result<Vec<TestImage>> {
     }
     let mut command = firmware_cargo(tools);
     common_build_args(&mut command, profile);
-    command.args(["--features", "qemu-test", "--test", "*", "--message-format=json-render-diagnostics"]);
+    command.args([
+        "--features",
+        "qemu-test",
+        "--test",
+        "*",
+        "--message-format=json-render-diagnostics",
+    ]);
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -187,21 +216,29 @@ pub fn test_images(tools: &Tools, profile: Profile) -> Result<Vec<TestImage>> {
         .map_err(|e| format!("cannot start {}: {e}", tools.firmware.cargo.display()))?;
     let mut messages = String::new();
     if let Some(stdout) = child.stdout.take() {
-        for line in std::io::BufReader::new(stdout).lines().map_while(std::io::Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(std::io::Result::ok)
+        {
             messages.push_str(&line);
             messages.push('\n');
         }
     }
-    let status = child.wait().map_err(|e| format!("waiting for cargo: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for cargo: {e}"))?;
     if !status.success() {
-        return Err(format!("building the in-QEMU test images failed ({status})"));
+        return Err(format!(
+            "building the in-QEMU test images failed ({status})"
+        ));
     }
     Ok(test_images_from_messages(&messages))
 }
 
 fn manifest_has_feature(feature: &str) -> Result<bool> {
     let path = paths::repo_root().join("Cargo.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let manifest: toml::Table =
         toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
     Ok(manifest
@@ -237,9 +274,19 @@ mod tests {
             "CARGO_BIN_NAME",
             "CARGO_ENCODED_RUSTFLAGS",
         ] {
-            assert!(!keep_env_var(name), "{name} must not reach the firmware cargo");
+            assert!(
+                !keep_env_var(name),
+                "{name} must not reach the firmware cargo"
+            );
         }
-        for name in ["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME", "CARGO_TERM_COLOR", "CARGO_NET_OFFLINE"] {
+        for name in [
+            "PATH",
+            "HOME",
+            "RUSTUP_HOME",
+            "CARGO_HOME",
+            "CARGO_TERM_COLOR",
+            "CARGO_NET_OFFLINE",
+        ] {
             assert!(keep_env_var(name), "{name} must be kept");
         }
     }

@@ -25,9 +25,21 @@ pub struct ConsoleTest {
 }
 
 pub const CONSOLE_TESTS: &[ConsoleTest] = &[
-    ConsoleTest { name: "boot_banner", qemu: "", script: boot_banner },
-    ConsoleTest { name: "boot_summary", qemu: "", script: boot_summary },
-    ConsoleTest { name: "boot_summary_two_banks", qemu: "--board virt-2bank", script: boot_summary_two_banks },
+    ConsoleTest {
+        name: "boot_banner",
+        qemu: "",
+        script: boot_banner,
+    },
+    ConsoleTest {
+        name: "boot_summary",
+        qemu: "",
+        script: boot_summary,
+    },
+    ConsoleTest {
+        name: "boot_summary_two_banks",
+        qemu: "--board virt-2bank",
+        script: boot_summary_two_banks,
+    },
 ];
 
 const BOOT: Duration = Duration::from_secs(30);
@@ -45,15 +57,23 @@ fn range_line(start: u64, end: u64) -> String {
 
 /// A reserved-memory entry: its node name and its range on one line.
 fn region_line(name: &str, start: u64, end: u64) -> String {
-    format!(r"(?m)^\s*{}\s+0x0*{start:x}\.\.0x0*{end:x}\b.*reusable.*$", regex::escape(name))
+    format!(
+        r"(?m)^\s*{}\s+0x0*{start:x}\.\.0x0*{end:x}\b.*reusable.*$",
+        regex::escape(name)
+    )
 }
 
 /// Wait for `until`, then check that the text before it matches every pattern, in any
 /// order (the tree, and so the summary, need not list regions in address order).
-fn expect_block(console: &mut Console, until: &str, patterns: &[String]) -> Result<(), ExpectError> {
+fn expect_block(
+    console: &mut Console,
+    until: &str,
+    patterns: &[String],
+) -> Result<(), ExpectError> {
     let block = console.expect(until, BOOT)?;
     for pattern in patterns {
-        let regex = regex::Regex::new(pattern).map_err(|e| console.error(format!("bad pattern: {e}")))?;
+        let regex =
+            regex::Regex::new(pattern).map_err(|e| console.error(format!("bad pattern: {e}")))?;
         if !regex.is_match(&block) {
             return Err(console.error(format!("`{pattern}` missing before `{until}`")));
         }
@@ -69,8 +89,16 @@ fn boot_banner(console: &mut Console) -> Result<(), ExpectError> {
 fn boot_summary(console: &mut Console) -> Result<(), ExpectError> {
     console.expect(BANNER, BOOT)?;
     console.expect(MEMORY_HEADER, BOOT)?;
-    expect_block(console, RESERVED_HEADER, &[range_line(0x4000_0000, 0x8000_0000)])?;
-    expect_block(console, DEVICES_HEADER, &[region_line("linux,cma@50000000", 0x5000_0000, 0x6000_0000)])?;
+    expect_block(
+        console,
+        RESERVED_HEADER,
+        &[range_line(0x4000_0000, 0x8000_0000)],
+    )?;
+    expect_block(
+        console,
+        DEVICES_HEADER,
+        &[region_line("linux,cma@50000000", 0x5000_0000, 0x6000_0000)],
+    )?;
     console.expect(UART_LINE, BOOT).map(|_| ())
 }
 
@@ -181,11 +209,17 @@ devices:
 
     #[test]
     fn scripts_fail_with_the_transcript_when_something_is_missing() {
-        let error = boot_summary(&mut fake_console(&SUMMARY.replace("linux,cma@50000000", "other@1"))).unwrap_err();
+        let error = boot_summary(&mut fake_console(
+            &SUMMARY.replace("linux,cma@50000000", "other@1"),
+        ))
+        .unwrap_err();
         assert!(error.message.contains("missing"), "{error}");
         assert!(error.transcript.contains("reserved-memory: 1 region(s)"));
         let one_region = TWO_BANKS.replace("  video@90000000       0x0090000000..0x00a0000000  256 MiB shared-dma-pool [reusable]\n", "");
         assert!(boot_summary_two_banks(&mut fake_console(&one_region)).is_err());
-        assert!(boot_summary_two_banks(&mut fake_console(SUMMARY)).is_err(), "1 GiB is not the 2-bank board");
+        assert!(
+            boot_summary_two_banks(&mut fake_console(SUMMARY)).is_err(),
+            "1 GiB is not the 2-bank board"
+        );
     }
 }

@@ -67,8 +67,14 @@ impl Console {
             })?;
         let (sender, chunks) = mpsc::channel();
         let pipes: Vec<Box<dyn Read + Send>> = [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -85,7 +91,15 @@ impl Console {
             });
         }
         let stdin = child.stdin.take();
-        Ok(Console { child, stdin, chunks, transcript: String::new(), consumed: 0, closed: false, line_ending: "\r" })
+        Ok(Console {
+            child,
+            stdin,
+            chunks,
+            transcript: String::new(),
+            consumed: 0,
+            closed: false,
+            line_ending: "\r",
+        })
     }
 
     pub fn transcript(&self) -> &str {
@@ -94,17 +108,22 @@ impl Console {
 
     /// An error carrying the transcript, for a script's own checks.
     pub fn error(&self, message: String) -> ExpectError {
-        ExpectError { message, transcript: self.transcript.clone() }
+        ExpectError {
+            message,
+            transcript: self.transcript.clone(),
+        }
     }
 
     fn take_chunk(&mut self, chunk: Vec<u8>) {
-        self.transcript.push_str(&String::from_utf8_lossy(&chunk).replace('\r', ""));
+        self.transcript
+            .push_str(&String::from_utf8_lossy(&chunk).replace('\r', ""));
     }
 
     /// Wait for `pattern` (a regular expression) in the unread output; return the text from
     /// the last match up to and including this one.
     pub fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String, ExpectError> {
-        let regex = Regex::new(pattern).map_err(|e| self.error(format!("bad pattern `{pattern}`: {e}")))?;
+        let regex =
+            Regex::new(pattern).map_err(|e| self.error(format!("bad pattern `{pattern}`: {e}")))?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(found) = regex.find(&self.transcript[self.consumed..]) {
@@ -135,7 +154,9 @@ impl Console {
     /// Type a line at the console, ended the way Enter ends it.
     pub fn send_line(&mut self, line: &str) -> Result<(), ExpectError> {
         let written = match self.stdin.as_mut() {
-            Some(stdin) => stdin.write_all(format!("{line}{}", self.line_ending).as_bytes()).and_then(|_| stdin.flush()),
+            Some(stdin) => stdin
+                .write_all(format!("{line}{}", self.line_ending).as_bytes())
+                .and_then(|_| stdin.flush()),
             None => Err(std::io::Error::other("stdin already closed")),
         };
         written.map_err(|e| self.error(format!("cannot send `{line}`: {e}")))
@@ -151,7 +172,9 @@ impl Console {
             }
             match self.child.try_wait() {
                 Ok(Some(status)) => return Ok(status.code()),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Ok(None) => return Err(self.error(format!("still running after {timeout:?}"))),
                 Err(e) => return Err(self.error(format!("waiting for the program: {e}"))),
             }
@@ -178,24 +201,37 @@ mod tests {
 
     #[test]
     fn expect_consumes_in_order_and_send_line_reaches_stdin() {
-        let mut console = shell("printf 'banner\\r\\nprompt> '; read line; echo \"got:$line\"; echo done");
-        assert_eq!(console.expect("banner\n", Duration::from_secs(5)).unwrap(), "banner\n");
+        let mut console =
+            shell("printf 'banner\\r\\nprompt> '; read line; echo \"got:$line\"; echo done");
+        assert_eq!(
+            console.expect("banner\n", Duration::from_secs(5)).unwrap(),
+            "banner\n"
+        );
         console.expect("prompt> ", Duration::from_secs(5)).unwrap();
         console.set_line_ending("\n");
         console.send_line("hello").unwrap();
-        let captured = console.expect(r"got:(\w+)", Duration::from_secs(5)).unwrap();
+        let captured = console
+            .expect(r"got:(\w+)", Duration::from_secs(5))
+            .unwrap();
         assert_eq!(captured.trim(), "got:hello");
         // Already consumed text does not match again.
-        let error = console.expect("banner", Duration::from_secs(5)).unwrap_err();
+        let error = console
+            .expect("banner", Duration::from_secs(5))
+            .unwrap_err();
         assert!(error.message.contains("output ended"), "{error}");
-        assert!(error.to_string().contains("prompt> "), "the transcript is shown: {error}");
+        assert!(
+            error.to_string().contains("prompt> "),
+            "the transcript is shown: {error}"
+        );
     }
 
     #[test]
     fn timeout_reports_the_transcript() {
         let mut console = shell("echo partial; exec sleep 30");
         let started = Instant::now();
-        let error = console.expect("never", Duration::from_millis(300)).unwrap_err();
+        let error = console
+            .expect("never", Duration::from_millis(300))
+            .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(error.message.contains("did not appear"), "{error}");
         assert!(error.transcript.contains("partial"));
@@ -204,13 +240,23 @@ mod tests {
     #[test]
     fn bad_pattern_is_an_error() {
         let mut console = shell("true");
-        assert!(console.expect("(", Duration::from_millis(10)).unwrap_err().message.contains("bad pattern"));
+        assert!(console
+            .expect("(", Duration::from_millis(10))
+            .unwrap_err()
+            .message
+            .contains("bad pattern"));
     }
 
     #[test]
     fn exit_code_is_reported() {
         let mut console = shell("echo bye; exit 7");
-        assert_eq!(console.expect_exit(Duration::from_secs(5)).unwrap(), Some(7));
-        assert!(console.transcript().contains("bye") || console.expect("bye", Duration::from_secs(1)).is_ok());
+        assert_eq!(
+            console.expect_exit(Duration::from_secs(5)).unwrap(),
+            Some(7)
+        );
+        assert!(
+            console.transcript().contains("bye")
+                || console.expect("bye", Duration::from_secs(1)).is_ok()
+        );
     }
 }

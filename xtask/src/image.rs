@@ -53,7 +53,9 @@ pub fn load_segments(elf: &[u8]) -> Result<Vec<LoadSegment>> {
     let phentsize = usize::from(read_u16(elf, 0x36)?);
     let phnum = usize::from(read_u16(elf, 0x38)?);
     if phentsize < 0x38 {
-        return Err(format!("program header entries of {phentsize} bytes are too small"));
+        return Err(format!(
+            "program header entries of {phentsize} bytes are too small"
+        ));
     }
     let mut segments = Vec::new();
     for index in 0..phnum {
@@ -80,7 +82,11 @@ pub fn raw_binary(elf: &[u8]) -> Result<(u64, Vec<u8>)> {
     let Some(base) = segments.first().map(|s| s.paddr) else {
         return Err("ELF has no loadable segment with contents".to_string());
     };
-    let end = segments.iter().map(|s| s.paddr.saturating_add(s.file_size)).max().unwrap_or(base);
+    let end = segments
+        .iter()
+        .map(|s| s.paddr.saturating_add(s.file_size))
+        .max()
+        .unwrap_or(base);
     // A sane firmware is a few MiB; refuse to allocate gigabytes for a stray segment.
     const LIMIT: u64 = 256 << 20;
     if end - base > LIMIT {
@@ -93,9 +99,14 @@ pub fn raw_binary(elf: &[u8]) -> Result<(u64, Vec<u8>)> {
     for segment in &segments {
         let source_start = usize::try_from(segment.offset).map_err(|_| "bad p_offset")?;
         let length = segment.file_size as usize;
-        let source = elf.get(source_start..source_start + length).ok_or_else(|| {
-            format!("segment at {:#x} reads past the end of the file", segment.paddr)
-        })?;
+        let source = elf
+            .get(source_start..source_start + length)
+            .ok_or_else(|| {
+                format!(
+                    "segment at {:#x} reads past the end of the file",
+                    segment.paddr
+                )
+            })?;
         let destination = (segment.paddr - base) as usize;
         image[destination..destination + length].copy_from_slice(source);
     }
@@ -130,7 +141,8 @@ mod tests {
             let at = phoff as usize + index * 0x38;
             elf[at..at + 4].copy_from_slice(&kind.to_le_bytes());
             elf[at + 0x08..at + 0x10].copy_from_slice(&offset.to_le_bytes());
-            elf[at + 0x10..at + 0x18].copy_from_slice(&(paddr + 0xffff_0000_0000_0000).to_le_bytes());
+            elf[at + 0x10..at + 0x18]
+                .copy_from_slice(&(paddr + 0xffff_0000_0000_0000).to_le_bytes());
             elf[at + 0x18..at + 0x20].copy_from_slice(&paddr.to_le_bytes());
             elf[at + 0x20..at + 0x28].copy_from_slice(&filesz.to_le_bytes());
             elf[at + 0x28..at + 0x30].copy_from_slice(&memsz.to_le_bytes());
@@ -157,11 +169,15 @@ mod tests {
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         assert!(raw_binary(b"").is_err());
-        assert!(raw_binary(b"\x7fELF\x01\x01").unwrap_err().contains("64-bit"));
+        assert!(raw_binary(b"\x7fELF\x01\x01")
+            .unwrap_err()
+            .contains("64-bit"));
         let mut truncated = elf_with(&[(0x4020_0000, b"TEXT", 4)]);
         truncated.truncate(100);
         assert!(raw_binary(&truncated).is_err());
-        assert!(raw_binary(&elf_with(&[])).unwrap_err().contains("no loadable"));
+        assert!(raw_binary(&elf_with(&[]))
+            .unwrap_err()
+            .contains("no loadable"));
         let huge = elf_with(&[(0x4000_0000, b"A", 1), (0x8000_0000, b"B", 1)]);
         assert!(raw_binary(&huge).unwrap_err().contains("256 MiB"));
     }

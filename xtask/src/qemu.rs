@@ -66,11 +66,21 @@ impl Boot {
             }
             None => machine.device_tree(tools)?,
         };
-        Ok(Boot { machine, dtb, append })
+        Ok(Boot {
+            machine,
+            dtb,
+            append,
+        })
     }
 
     /// QEMU booting `kernel`. `semihosting` lets a test image exit QEMU with its verdict.
-    pub fn command(&self, tools: &Tools, kernel: &std::path::Path, console: Console, semihosting: bool) -> Result<Command> {
+    pub fn command(
+        &self,
+        tools: &Tools,
+        kernel: &std::path::Path,
+        console: Console,
+        semihosting: bool,
+    ) -> Result<Command> {
         let mut command = Command::new(&tools.qemu);
         command.args(self.machine.qemu_args()?);
         command.arg("-L").arg(&tools.qemu_data_dir);
@@ -102,7 +112,9 @@ pub fn describe(command: &Command) -> String {
         .chain(command.get_args())
         .map(|word| {
             let word = word.to_string_lossy();
-            if word.is_empty() || word.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+            if word.is_empty()
+                || word.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            {
                 format!("'{}'", word.replace('\'', r"'\''"))
             } else {
                 word.into_owned()
@@ -152,11 +164,24 @@ pub fn run_captured(command: &mut Command, timeout: Duration) -> Result<Captured
         });
         (buffer, handle)
     };
-    let (stdout, stdout_reader) = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let (stderr, stderr_reader) = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let (stdout, stdout_reader) = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let (stderr, stderr_reader) = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
     let status = loop {
-        match child.try_wait().map_err(|e| format!("waiting for QEMU: {e}"))? {
+        match child
+            .try_wait()
+            .map_err(|e| format!("waiting for QEMU: {e}"))?
+        {
             Some(status) => break Some(status),
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
@@ -168,9 +193,15 @@ pub fn run_captured(command: &mut Command, timeout: Duration) -> Result<Captured
     };
     let _ = stdout_reader.join();
     let _ = stderr_reader.join();
-    let mut output = String::from_utf8_lossy(&stdout.lock().map(|b| b.clone()).unwrap_or_default()).into_owned();
-    output.push_str(&String::from_utf8_lossy(&stderr.lock().map(|b| b.clone()).unwrap_or_default()));
-    Ok(Captured { output: output.replace('\r', ""), status })
+    let mut output =
+        String::from_utf8_lossy(&stdout.lock().map(|b| b.clone()).unwrap_or_default()).into_owned();
+    output.push_str(&String::from_utf8_lossy(
+        &stderr.lock().map(|b| b.clone()).unwrap_or_default(),
+    ));
+    Ok(Captured {
+        output: output.replace('\r', ""),
+        status,
+    })
 }
 
 #[cfg(test)]
@@ -181,7 +212,10 @@ mod tests {
     fn describe_quotes_only_what_needs_it() {
         let mut command = Command::new("qemu");
         command.args(["-m", "1024M", "-append", "a b", "-x", "it's", ""]);
-        assert_eq!(describe(&command), r"qemu -m 1024M -append 'a b' -x 'it'\''s' ''");
+        assert_eq!(
+            describe(&command),
+            r"qemu -m 1024M -append 'a b' -x 'it'\''s' ''"
+        );
     }
 
     #[test]
@@ -190,7 +224,11 @@ mod tests {
         quick.args(["-c", "echo out; echo err >&2; exit 3"]);
         let done = run_captured(&mut quick, Duration::from_secs(10)).unwrap();
         assert_eq!(done.status.and_then(|s| s.code()), Some(3));
-        assert!(done.output.contains("out\n") && done.output.contains("err\n"), "{}", done.output);
+        assert!(
+            done.output.contains("out\n") && done.output.contains("err\n"),
+            "{}",
+            done.output
+        );
 
         let mut slow = Command::new("sh");
         slow.args(["-c", "echo started; exec sleep 30"]);

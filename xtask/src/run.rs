@@ -16,14 +16,20 @@ use crate::setup::Tools;
 use crate::Result;
 
 pub fn run(tools: &Tools, options: &RunOptions) -> Result<ExitCode> {
-    let profile = if options.debug { Profile::Debug } else { Profile::Release };
+    let profile = if options.debug {
+        Profile::Debug
+    } else {
+        Profile::Release
+    };
     let firmware = build::firmware(tools, profile)?;
     let boot = Boot::resolve(options, tools)?;
     let mut command = boot.command(tools, &firmware.elf, Console::Terminal, false)?;
     println!("== run: board {}", boot.machine.board.name);
     println!("{}", qemu::describe(&command));
     println!("(QEMU owns this terminal now: press Ctrl-A then X to quit, Ctrl-A H for help)");
-    let status = command.status().map_err(|e| format!("cannot start QEMU: {e}"))?;
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot start QEMU: {e}"))?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

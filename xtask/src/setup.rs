@@ -67,14 +67,19 @@ pub struct Tools {
 /// The cargo that runs host builds and tests: the one running xtask (cargo sets `CARGO`
 /// for `cargo run`), i.e. rustup's stable.
 pub fn host_cargo() -> PathBuf {
-    std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("cargo"))
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("cargo"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     AddBackportsSource,
     AptUpdate,
-    AptInstall { packages: Vec<&'static str>, from_backports: bool },
+    AptInstall {
+        packages: Vec<&'static str>,
+        from_backports: bool,
+    },
 }
 
 /// What a probe found missing, in terms of Debian packages.
@@ -115,14 +120,18 @@ pub fn install_plan(missing: &Missing, backports_configured: bool) -> Vec<Step> 
     }
     packages.extend(missing.rust_packages.iter().copied());
     if !packages.is_empty() {
-        plan.push(Step::AptInstall { packages, from_backports: false });
+        plan.push(Step::AptInstall {
+            packages,
+            from_backports: false,
+        });
     }
     plan
 }
 
 fn apt_install_words(packages: &[&str], from_backports: bool) -> Vec<String> {
-    let mut words: Vec<String> =
-        ["apt-get", "install", "-y", "--no-install-recommends"].map(String::from).to_vec();
+    let mut words: Vec<String> = ["apt-get", "install", "-y", "--no-install-recommends"]
+        .map(String::from)
+        .to_vec();
     if from_backports {
         words.push("-t".into());
         words.push("bookworm-backports".into());
@@ -140,7 +149,10 @@ pub fn manual_instructions(reason: &str, plan: &[Step]) -> String {
     for step in plan {
         match step {
             Step::AddBackportsSource => {
-                let _ = writeln!(text, "  sudo tee {BACKPORTS_SOURCE_PATH} >/dev/null <<'EOF'");
+                let _ = writeln!(
+                    text,
+                    "  sudo tee {BACKPORTS_SOURCE_PATH} >/dev/null <<'EOF'"
+                );
                 for line in BACKPORTS_SOURCE.lines() {
                     let _ = writeln!(text, "  {line}");
                 }
@@ -149,7 +161,10 @@ pub fn manual_instructions(reason: &str, plan: &[Step]) -> String {
             Step::AptUpdate => {
                 let _ = writeln!(text, "  sudo apt-get update");
             }
-            Step::AptInstall { packages, from_backports } => {
+            Step::AptInstall {
+                packages,
+                from_backports,
+            } => {
                 let _ = writeln!(
                     text,
                     "  sudo DEBIAN_FRONTEND=noninteractive {}",
@@ -165,7 +180,11 @@ pub fn manual_instructions(reason: &str, plan: &[Step]) -> String {
 pub fn refusal_reason(euid: Option<u32>, os_release: Option<&str>) -> Option<String> {
     let os = os_release.map(parse_os_release).unwrap_or_default();
     if os.id != "debian" || os.version_id != "12" {
-        let name = if os.pretty_name.is_empty() { "unknown OS" } else { &os.pretty_name };
+        let name = if os.pretty_name.is_empty() {
+            "unknown OS"
+        } else {
+            &os.pretty_name
+        };
         return Some(format!(
             "this machine is {name}, not Debian 12; the commands below are Debian 12's: \
              elsewhere install QEMU >= {MIN_QEMU_MAJOR} (qemu-system-aarch64), dtc and \
@@ -189,7 +208,9 @@ struct OsRelease {
 fn parse_os_release(text: &str) -> OsRelease {
     let mut os = OsRelease::default();
     for line in text.lines() {
-        let Some((key, value)) = line.split_once('=') else { continue };
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
         let value = value.trim().trim_matches('"').to_string();
         match key.trim() {
             "ID" => os.id = value,
@@ -204,25 +225,39 @@ fn parse_os_release(text: &str) -> OsRelease {
 /// Major version from `QEMU emulator version 10.0.2 (Debian ...)`.
 pub fn parse_qemu_major(version_line: &str) -> Option<u32> {
     let rest = version_line.split("version").nth(1)?.trim_start();
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Look `program` up in PATH (what `Command::new` would run), without running it.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 fn first_line_of(program: &Path, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).stdin(Stdio::null()).output().ok()?;
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
     if !output.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&output.stdout).lines().next().map(|line| line.trim().to_string())
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()
+        .map(|line| line.trim().to_string())
 }
 
 fn has_rust_src(sysroot: &Path) -> bool {
-    sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").is_file()
+    sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .is_file()
 }
 
 struct Probe {
@@ -236,13 +271,17 @@ fn probe() -> Probe {
     let mut missing = Missing::default();
 
     let qemu = which("qemu-system-aarch64");
-    let qemu_version = qemu.as_deref().and_then(|q| first_line_of(q, &["--version"]));
+    let qemu_version = qemu
+        .as_deref()
+        .and_then(|q| first_line_of(q, &["--version"]));
     let qemu_major = qemu_version.as_deref().and_then(parse_qemu_major);
     let data_dir = PathBuf::from(QEMU_DATA_DIR);
     match (&qemu, qemu_major) {
-        (Some(path), Some(major)) if major >= MIN_QEMU_MAJOR => {
-            lines.push(format!("{} ({})", qemu_version.clone().unwrap_or_default(), path.display()))
-        }
+        (Some(path), Some(major)) if major >= MIN_QEMU_MAJOR => lines.push(format!(
+            "{} ({})",
+            qemu_version.clone().unwrap_or_default(),
+            path.display()
+        )),
         (Some(_), _) => {
             missing.qemu = true;
             lines.push(format!(
@@ -265,7 +304,9 @@ fn probe() -> Probe {
     match (&dtc, &fdtoverlay) {
         (Some(dtc), Some(_)) => lines.push(format!(
             "dtc {} and fdtoverlay ({})",
-            first_line_of(dtc, &["--version"]).unwrap_or_default().trim_start_matches("Version: "),
+            first_line_of(dtc, &["--version"])
+                .unwrap_or_default()
+                .trim_start_matches("Version: "),
             dtc.display()
         )),
         _ => {
@@ -280,11 +321,22 @@ fn probe() -> Probe {
         (Some(qemu), Some(qemu_version), Some(dtc), Some(fdtoverlay), Some(firmware))
             if missing.is_empty() =>
         {
-            Some(Tools { firmware, qemu, qemu_version, qemu_data_dir: data_dir, dtc, fdtoverlay })
+            Some(Tools {
+                firmware,
+                qemu,
+                qemu_version,
+                qemu_data_dir: data_dir,
+                dtc,
+                fdtoverlay,
+            })
         }
         _ => None,
     };
-    Probe { lines, missing, tools }
+    Probe {
+        lines,
+        missing,
+        tools,
+    }
 }
 
 fn detect_firmware_toolchain(
@@ -298,8 +350,15 @@ fn detect_firmware_toolchain(
         let cargo = sysroot.join("bin/cargo");
         let rustc = sysroot.join("bin/rustc");
         if cargo.is_file() && rustc.is_file() {
-            lines.push(format!("firmware toolchain: rustup with rust-src ({})", sysroot.display()));
-            return Some(FirmwareToolchain { cargo, rustc, origin: ToolchainOrigin::Rustup });
+            lines.push(format!(
+                "firmware toolchain: rustup with rust-src ({})",
+                sysroot.display()
+            ));
+            return Some(FirmwareToolchain {
+                cargo,
+                rustc,
+                origin: ToolchainOrigin::Rustup,
+            });
         }
     }
     let debian = Path::new(DEBIAN_SYSROOT);
@@ -310,7 +369,10 @@ fn detect_firmware_toolchain(
         (&["cargo-web"], cargo.is_file()),
         (&["rust-web-src"], has_rust_src(debian)),
         // rust-lld is rust-web-llvm's link to lld-22's binary; `exists` follows the link.
-        (&["rust-web-llvm", "lld-22"], debian.join("bin/rust-lld").exists()),
+        (
+            &["rust-web-llvm", "lld-22"],
+            debian.join("bin/rust-lld").exists(),
+        ),
     ];
     for (packages, present) in wanted {
         if !present {
@@ -319,8 +381,14 @@ fn detect_firmware_toolchain(
     }
     if missing.rust_packages.is_empty() {
         let version = first_line_of(&rustc, &["--version"]).unwrap_or_default();
-        lines.push(format!("firmware toolchain: Debian {version} with rust-web-src"));
-        Some(FirmwareToolchain { cargo, rustc, origin: ToolchainOrigin::Debian })
+        lines.push(format!(
+            "firmware toolchain: Debian {version} with rust-web-src"
+        ));
+        Some(FirmwareToolchain {
+            cargo,
+            rustc,
+            origin: ToolchainOrigin::Debian,
+        })
     } else {
         lines.push(format!(
             "firmware toolchain: rustup has no rust-src, Debian's is incomplete (missing {})",
@@ -335,11 +403,14 @@ fn backports_configured() -> bool {
     if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
         files.extend(entries.flatten().map(|entry| entry.path()));
     }
-    files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).any(|text| {
-        text.lines()
-            .filter(|line| !line.trim_start().starts_with('#'))
-            .any(|line| line.contains("bookworm-backports"))
-    })
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .any(|text| {
+            text.lines()
+                .filter(|line| !line.trim_start().starts_with('#'))
+                .any(|line| line.contains("bookworm-backports"))
+        })
 }
 
 fn effective_uid() -> Option<u32> {
@@ -354,9 +425,10 @@ fn run_step(step: &Step) -> Result<()> {
                 .map_err(|e| format!("writing {BACKPORTS_SOURCE_PATH}: {e}"));
         }
         Step::AptUpdate => vec!["apt-get".into(), "update".into()],
-        Step::AptInstall { packages, from_backports } => {
-            apt_install_words(packages, *from_backports)
-        }
+        Step::AptInstall {
+            packages,
+            from_backports,
+        } => apt_install_words(packages, *from_backports),
     };
     println!("setup: running `{}`", words.join(" "));
     let status = Command::new(&words[0])
@@ -406,13 +478,20 @@ pub fn ensure() -> Result<Tools> {
 mod tests {
     use super::*;
 
-    const DEBIAN_12: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
+    const DEBIAN_12: &str =
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
 
     fn everything_missing() -> Missing {
         Missing {
             qemu: true,
             dtc: true,
-            rust_packages: vec!["rustc-web", "cargo-web", "rust-web-src", "rust-web-llvm", "lld-22"],
+            rust_packages: vec![
+                "rustc-web",
+                "cargo-web",
+                "rust-web-src",
+                "rust-web-llvm",
+                "lld-22",
+            ],
         }
     }
 
@@ -428,10 +507,16 @@ mod tests {
         assert_eq!(plan[1], Step::AptUpdate);
         assert_eq!(
             plan[2],
-            Step::AptInstall { packages: vec!["qemu-system-arm", "qemu-system-data"], from_backports: true }
+            Step::AptInstall {
+                packages: vec!["qemu-system-arm", "qemu-system-data"],
+                from_backports: true
+            }
         );
         match &plan[3] {
-            Step::AptInstall { packages, from_backports: false } => {
+            Step::AptInstall {
+                packages,
+                from_backports: false,
+            } => {
                 assert!(packages.contains(&"device-tree-compiler"));
                 assert!(packages.contains(&"rust-web-src"));
             }
@@ -441,19 +526,34 @@ mod tests {
 
     #[test]
     fn backports_source_not_rewritten_when_present() {
-        let plan = install_plan(&Missing { qemu: true, ..Default::default() }, true);
+        let plan = install_plan(
+            &Missing {
+                qemu: true,
+                ..Default::default()
+            },
+            true,
+        );
         assert!(!plan.contains(&Step::AddBackportsSource));
         assert_eq!(plan[0], Step::AptUpdate);
     }
 
     #[test]
     fn dtc_only_needs_no_backports() {
-        let plan = install_plan(&Missing { dtc: true, ..Default::default() }, false);
+        let plan = install_plan(
+            &Missing {
+                dtc: true,
+                ..Default::default()
+            },
+            false,
+        );
         assert_eq!(
             plan,
             vec![
                 Step::AptUpdate,
-                Step::AptInstall { packages: vec!["device-tree-compiler"], from_backports: false }
+                Step::AptInstall {
+                    packages: vec!["device-tree-compiler"],
+                    from_backports: false
+                }
             ]
         );
     }
@@ -463,7 +563,10 @@ mod tests {
         let reason = refusal_reason(Some(1000), Some(DEBIAN_12)).expect("must refuse");
         assert!(reason.contains("not running as root"));
         let text = manual_instructions(&reason, &install_plan(&everything_missing(), false));
-        assert!(text.contains(&format!("sudo tee {BACKPORTS_SOURCE_PATH}")), "{text}");
+        assert!(
+            text.contains(&format!("sudo tee {BACKPORTS_SOURCE_PATH}")),
+            "{text}"
+        );
         assert!(text.contains("  Types: deb deb-src\n"), "{text}");
         assert!(text.contains("  Suites: bookworm-backports\n"), "{text}");
         assert!(text.contains("  sudo apt-get update\n"), "{text}");
@@ -494,7 +597,9 @@ mod tests {
         assert!(reason.contains("Ubuntu 24.04 LTS"), "{reason}");
         let trixie = "ID=debian\nVERSION_ID=\"13\"\n";
         assert!(refusal_reason(Some(0), Some(trixie)).is_some());
-        assert!(refusal_reason(Some(0), None).unwrap().contains("unknown OS"));
+        assert!(refusal_reason(Some(0), None)
+            .unwrap()
+            .contains("unknown OS"));
     }
 
     #[test]
@@ -503,7 +608,10 @@ mod tests {
             parse_qemu_major("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"),
             Some(10)
         );
-        assert_eq!(parse_qemu_major("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u13)"), Some(7));
+        assert_eq!(
+            parse_qemu_major("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u13)"),
+            Some(7)
+        );
         assert_eq!(parse_qemu_major("garbage"), None);
     }
 }

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::args::{qemu_header_options, split_words, parse_run_options, Profile, RunOptions, TestOptions};
+use crate::args::{
+    parse_run_options, qemu_header_options, split_words, Profile, RunOptions, TestOptions,
+};
 use crate::build::{self, TestImage};
 use crate::console_tests::{ConsoleTest, CONSOLE_TESTS};
 use crate::expect::Console;
@@ -46,13 +48,20 @@ impl Tally {
         self.passed += other.passed;
         self.failed += other.failed;
     }
-    const ONE_FAILURE: Tally = Tally { passed: 0, failed: 1 };
-    const ONE_PASS: Tally = Tally { passed: 1, failed: 0 };
+    const ONE_FAILURE: Tally = Tally {
+        passed: 0,
+        failed: 1,
+    };
+    const ONE_PASS: Tally = Tally {
+        passed: 1,
+        failed: 0,
+    };
 }
 
 /// Sum of libtest's `test result: ok. N passed; M failed; ...` lines.
 pub fn parse_libtest_results(output: &str) -> Option<Tally> {
-    let pattern = Regex::new(r"(?m)^test result: (?:ok|FAILED)\. (\d+) passed; (\d+) failed").ok()?;
+    let pattern =
+        Regex::new(r"(?m)^test result: (?:ok|FAILED)\. (\d+) passed; (\d+) failed").ok()?;
     let mut found = None;
     for captures in pattern.captures_iter(output) {
         let tally: &mut Tally = found.get_or_insert_with(Tally::default);
@@ -65,7 +74,8 @@ pub fn parse_libtest_results(output: &str) -> Option<Tally> {
 /// The last `N passed, N failed` line a test image printed (an optional `word:` may stand
 /// before it, and `, N skipped` may follow).
 pub fn parse_image_summary(output: &str) -> Option<Tally> {
-    let pattern = Regex::new(r"(?m)^\s*(?:\w+:\s*)?(\d+) passed, (\d+) failed(?:, \d+ skipped)?\s*$").ok()?;
+    let pattern =
+        Regex::new(r"(?m)^\s*(?:\w+:\s*)?(\d+) passed, (\d+) failed(?:, \d+ skipped)?\s*$").ok()?;
     pattern.captures_iter(output).last().map(|captures| Tally {
         passed: captures[1].parse().unwrap_or(0),
         failed: captures[2].parse().unwrap_or(1),
@@ -102,7 +112,12 @@ fn two_at_a_time<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R + Sync) ->
             });
         }
     });
-    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn host_tests(filter: Option<&str>) -> Tally {
@@ -114,14 +129,23 @@ fn host_tests(filter: Option<&str>) -> Tally {
     }
     // Variables `cargo run` set for xtask itself describe xtask, not the crates under test.
     for (name, _) in std::env::vars() {
-        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CRATE_", "CARGO_PRIMARY_"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
         {
             command.env_remove(name);
         }
     }
-    command.current_dir(crate::paths::repo_root()).stdin(Stdio::null()).stdout(Stdio::piped());
+    command
+        .current_dir(crate::paths::repo_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
     println!("{}", qemu::describe(&command));
     let mut child = match command.spawn() {
         Ok(child) => child,
@@ -132,7 +156,10 @@ fn host_tests(filter: Option<&str>) -> Tally {
     };
     let mut output = String::new();
     if let Some(stdout) = child.stdout.take() {
-        for line in std::io::BufReader::new(stdout).lines().map_while(std::io::Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(std::io::Result::ok)
+        {
             println!("{line}");
             output.push_str(&line);
             output.push('\n');
@@ -144,7 +171,10 @@ fn host_tests(filter: Option<&str>) -> Tally {
         println!("FAILED: cargo test did not finish cleanly (build error?)");
         tally.failed = 1;
     }
-    println!("host: {} passed, {} failed", tally.passed, tally.failed);
+    println!(
+        "host tests total: {} passed, {} failed",
+        tally.passed, tally.failed
+    );
     tally
 }
 
@@ -176,10 +206,19 @@ fn run_image(tools: &Tools, image: &TestImage) -> (Tally, String) {
                 captured.output.trim_end()
             ));
         }
-        let tally = if captured.timed_out() && tally.failed == 0 { Tally::ONE_FAILURE } else { tally };
+        let tally = if captured.timed_out() && tally.failed == 0 {
+            Tally::ONE_FAILURE
+        } else {
+            tally
+        };
         Ok((tally, report))
     };
-    attempt().unwrap_or_else(|message| (Tally::ONE_FAILURE, format!("image {} ... FAILED: {message}\n", image.name)))
+    attempt().unwrap_or_else(|message| {
+        (
+            Tally::ONE_FAILURE,
+            format!("image {} ... FAILED: {message}\n", image.name),
+        )
+    })
 }
 
 fn qemu_images(tools: &Tools, filter: Option<&str>) -> Tally {
@@ -204,9 +243,14 @@ fn qemu_images(tools: &Tools, filter: Option<&str>) -> Tally {
         );
         return Tally::ONE_FAILURE;
     }
-    let selected: Vec<TestImage> =
-        images.into_iter().filter(|image| filter.is_none_or(|f| image.name.contains(f))).collect();
-    println!("{} image(s), {PARALLEL_QEMUS} at a time, {IMAGE_TIMEOUT:?} each", selected.len());
+    let selected: Vec<TestImage> = images
+        .into_iter()
+        .filter(|image| filter.is_none_or(|f| image.name.contains(f)))
+        .collect();
+    println!(
+        "{} image(s), {PARALLEL_QEMUS} at a time, {IMAGE_TIMEOUT:?} each",
+        selected.len()
+    );
     let mut tally = Tally::default();
     for (image_tally, _) in two_at_a_time(&selected, |image| {
         let (image_tally, report) = run_image(tools, image);
@@ -230,14 +274,19 @@ fn run_console_test(tools: &Tools, kernel: &Path, test: &ConsoleTest) -> (Tally,
     };
     match attempt() {
         Ok(()) => (Tally::ONE_PASS, format!("console {} ... ok\n", test.name)),
-        Err(message) => (Tally::ONE_FAILURE, format!("console {} ... FAILED: {message}\n", test.name)),
+        Err(message) => (
+            Tally::ONE_FAILURE,
+            format!("console {} ... FAILED: {message}\n", test.name),
+        ),
     }
 }
 
 fn console_tests(tools: &Tools, filter: Option<&str>) -> Tally {
     section("console tests");
-    let selected: Vec<&ConsoleTest> =
-        CONSOLE_TESTS.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))).collect();
+    let selected: Vec<&ConsoleTest> = CONSOLE_TESTS
+        .iter()
+        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
+        .collect();
     if selected.is_empty() {
         println!("(no console test matches)");
         return Tally::default();
@@ -285,7 +334,11 @@ pub fn test(options: &TestOptions) -> Result<ExitCode> {
     }
     println!();
     println!("{} passed, {} failed", total.passed, total.failed);
-    Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if total.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]
@@ -303,35 +356,98 @@ test result: FAILED. 5 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out
    Doc-tests monolith
 test result: ok. 0 passed; 0 failed; 0 ignored
 ";
-        assert_eq!(parse_libtest_results(output), Some(Tally { passed: 8, failed: 2 }));
-        assert_eq!(parse_libtest_results("error[E0425]: cannot find value"), None);
+        assert_eq!(
+            parse_libtest_results(output),
+            Some(Tally {
+                passed: 8,
+                failed: 2
+            })
+        );
+        assert_eq!(
+            parse_libtest_results("error[E0425]: cannot find value"),
+            None
+        );
     }
 
     #[test]
     fn image_summary_takes_the_last_line() {
         let log = "test alloc_order0 ... ok\n3 passed, 0 failed\nrerun\n4 passed, 1 failed\n";
-        assert_eq!(parse_image_summary(log), Some(Tally { passed: 4, failed: 1 }));
-        assert_eq!(parse_image_summary("tests: 2 passed, 0 failed, 1 skipped\r\n".trim_end()), Some(Tally { passed: 2, failed: 0 }));
-        assert_eq!(parse_image_summary("said 2 passed, 0 failed in the middle of a line"), None);
+        assert_eq!(
+            parse_image_summary(log),
+            Some(Tally {
+                passed: 4,
+                failed: 1
+            })
+        );
+        assert_eq!(
+            parse_image_summary("tests: 2 passed, 0 failed, 1 skipped\r\n".trim_end()),
+            Some(Tally {
+                passed: 2,
+                failed: 0
+            })
+        );
+        assert_eq!(
+            parse_image_summary("said 2 passed, 0 failed in the middle of a line"),
+            None
+        );
         assert_eq!(parse_image_summary(""), None);
     }
 
     #[test]
     fn image_verdicts() {
-        assert_eq!(image_verdict("2 passed, 0 failed\n", Some(0)), Tally { passed: 2, failed: 0 });
-        assert_eq!(image_verdict("1 passed, 1 failed\n", Some(1)), Tally { passed: 1, failed: 1 });
+        assert_eq!(
+            image_verdict("2 passed, 0 failed\n", Some(0)),
+            Tally {
+                passed: 2,
+                failed: 0
+            }
+        );
+        assert_eq!(
+            image_verdict("1 passed, 1 failed\n", Some(1)),
+            Tally {
+                passed: 1,
+                failed: 1
+            }
+        );
         // Died without its summary line: one failure.
-        assert_eq!(image_verdict("*** PANIC: oops\n", Some(1)), Tally { passed: 0, failed: 1 });
-        assert_eq!(image_verdict("", Some(0)), Tally { passed: 0, failed: 1 });
+        assert_eq!(
+            image_verdict("*** PANIC: oops\n", Some(1)),
+            Tally {
+                passed: 0,
+                failed: 1
+            }
+        );
+        assert_eq!(
+            image_verdict("", Some(0)),
+            Tally {
+                passed: 0,
+                failed: 1
+            }
+        );
         // Summary claims success but QEMU says otherwise (or was killed).
-        assert_eq!(image_verdict("3 passed, 0 failed\n", Some(1)), Tally { passed: 3, failed: 1 });
-        assert_eq!(image_verdict("3 passed, 0 failed\n", None), Tally { passed: 3, failed: 1 });
+        assert_eq!(
+            image_verdict("3 passed, 0 failed\n", Some(1)),
+            Tally {
+                passed: 3,
+                failed: 1
+            }
+        );
+        assert_eq!(
+            image_verdict("3 passed, 0 failed\n", None),
+            Tally {
+                passed: 3,
+                failed: 1
+            }
+        );
     }
 
     #[test]
     fn parallel_runner_keeps_order_and_runs_everything() {
         let items: Vec<u64> = (0..7).collect();
-        assert_eq!(two_at_a_time(&items, |n| n * 10), vec![0, 10, 20, 30, 40, 50, 60]);
+        assert_eq!(
+            two_at_a_time(&items, |n| n * 10),
+            vec![0, 10, 20, 30, 40, 50, 60]
+        );
         assert!(two_at_a_time(&Vec::<u64>::new(), |n| *n).is_empty());
     }
 }

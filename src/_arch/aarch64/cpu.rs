@@ -50,6 +50,16 @@ pub fn restore_interrupts(state: InterruptState) {
     }
 }
 
+/// Whether IRQs are unmasked on this core (DAIF.I clear).
+pub fn irqs_enabled() -> bool {
+    let daif: u64;
+    // Safety: reads DAIF; no memory is touched.
+    unsafe {
+        core::arch::asm!("mrs {d}, DAIF", d = out(reg) daif, options(nomem, nostack, preserves_flags));
+    }
+    daif & (1 << 7) == 0
+}
+
 /// A spin lock that keeps IRQs masked while held, so an interrupt handler on this core
 /// can never deadlock on a lock the interrupted code holds.
 pub struct IrqSafeLock<T> {
@@ -63,13 +73,20 @@ unsafe impl<T: Send> Sync for IrqSafeLock<T> {}
 
 impl<T> IrqSafeLock<T> {
     pub const fn new(value: T) -> Self {
-        IrqSafeLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        IrqSafeLock {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
     }
 
     /// Run `f` with exclusive access to the value.
     pub fn lock<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let interrupts = mask_interrupts();
-        while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             core::hint::spin_loop();
         }
         // Safety: `locked` is ours until the release store below, so no other reference to

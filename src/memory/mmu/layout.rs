@@ -60,7 +60,10 @@ pub enum LayoutError {
     /// The linker symbols are out of order or not page aligned.
     BadImageLayout,
     /// A device window overlaps RAM or the kernel image.
-    DeviceOverlapsMemory { device: Range<u64>, memory: Range<u64> },
+    DeviceOverlapsMemory {
+        device: Range<u64>,
+        memory: Range<u64>,
+    },
     /// A region reaches into the movable window or past the translated address space.
     CollidesWithWindow { region: Range<u64> },
     /// The platform lists no RAM.
@@ -128,7 +131,12 @@ fn device_windows(platform: &Platform, early_uart: u64) -> Vec<Range<u64>> {
             windows.push(0..page_down(lowest_ram));
         }
     }
-    merge(windows.into_iter().map(|w| page_down(w.start)..page_up(w.end)).collect())
+    merge(
+        windows
+            .into_iter()
+            .map(|w| page_down(w.start)..page_up(w.end))
+            .collect(),
+    )
 }
 
 /// Plan the identity map. `movable_window` is kept free for on-demand mappings.
@@ -138,9 +146,19 @@ pub fn identity_map_plan(
     early_uart: u64,
     movable_window: &Range<u64>,
 ) -> Result<Vec<Region>, LayoutError> {
-    let image_parts = [&image.text, &image.rodata, &image.data, &image.stack_guard, &image.stack];
-    let aligned = image_parts.iter().all(|r| r.start % PAGE_SIZE == 0 && r.end % PAGE_SIZE == 0);
-    let ordered = image_parts.windows(2).all(|w| w[0].start <= w[0].end && w[0].end <= w[1].start)
+    let image_parts = [
+        &image.text,
+        &image.rodata,
+        &image.data,
+        &image.stack_guard,
+        &image.stack,
+    ];
+    let aligned = image_parts
+        .iter()
+        .all(|r| r.start.is_multiple_of(PAGE_SIZE) && r.end.is_multiple_of(PAGE_SIZE));
+    let ordered = image_parts
+        .windows(2)
+        .all(|w| w[0].start <= w[0].end && w[0].end <= w[1].start)
         && image.stack.start < image.stack.end;
     if !aligned || !ordered || image.text.start == image.text.end {
         return Err(LayoutError::BadImageLayout);
@@ -150,32 +168,70 @@ pub fn identity_map_plan(
     }
 
     let mut regions = alloc::vec![
-        Region { name: "kernel text", range: image.text.clone(), attributes: Attributes::KERNEL_TEXT },
-        Region { name: "kernel rodata", range: image.rodata.clone(), attributes: Attributes::KERNEL_RODATA },
-        Region { name: "kernel data+bss", range: image.data.clone(), attributes: Attributes::RAM },
-        Region { name: "boot stack", range: image.stack.clone(), attributes: Attributes::RAM },
+        Region {
+            name: "kernel text",
+            range: image.text.clone(),
+            attributes: Attributes::KERNEL_TEXT
+        },
+        Region {
+            name: "kernel rodata",
+            range: image.rodata.clone(),
+            attributes: Attributes::KERNEL_RODATA
+        },
+        Region {
+            name: "kernel data+bss",
+            range: image.data.clone(),
+            attributes: Attributes::RAM
+        },
+        Region {
+            name: "boot stack",
+            range: image.stack.clone(),
+            attributes: Attributes::RAM
+        },
     ];
     regions.retain(|r| r.range.start < r.range.end);
 
-    let ram = merge(platform.memory.iter().map(|bank| page_up(bank.start)..page_down(bank.end)).collect());
+    let ram = merge(
+        platform
+            .memory
+            .iter()
+            .map(|bank| page_up(bank.start)..page_down(bank.end))
+            .collect(),
+    );
     for bank in &ram {
         for piece in subtract(bank, &image.whole()) {
-            regions.push(Region { name: "RAM", range: piece, attributes: Attributes::RAM });
+            regions.push(Region {
+                name: "RAM",
+                range: piece,
+                attributes: Attributes::RAM,
+            });
         }
     }
 
     for device in device_windows(platform, early_uart) {
         let image_range = image.whole();
-        let memory_hit = ram.iter().chain(core::iter::once(&image_range)).find(|m| overlaps(m, &device));
+        let memory_hit = ram
+            .iter()
+            .chain(core::iter::once(&image_range))
+            .find(|m| overlaps(m, &device));
         if let Some(memory) = memory_hit {
-            return Err(LayoutError::DeviceOverlapsMemory { device, memory: memory.clone() });
+            return Err(LayoutError::DeviceOverlapsMemory {
+                device,
+                memory: memory.clone(),
+            });
         }
-        regions.push(Region { name: "device", range: device, attributes: Attributes::DEVICE });
+        regions.push(Region {
+            name: "device",
+            range: device,
+            attributes: Attributes::DEVICE,
+        });
     }
 
     for region in &regions {
         if overlaps(&region.range, movable_window) || region.range.end > 1 << VA_BITS {
-            return Err(LayoutError::CollidesWithWindow { region: region.range.clone() });
+            return Err(LayoutError::CollidesWithWindow {
+                region: region.range.clone(),
+            });
         }
     }
     regions.sort_by_key(|r| r.range.start);
@@ -204,10 +260,25 @@ mod tests {
     fn qemu_virt() -> Platform {
         Platform {
             memory: alloc::vec![0x4000_0000..0x8000_0000],
-            uart: Some(Pl011Info { base: 0x0900_0000, size: 0x1000, intid: Some(33), clock_hz: None }),
-            gic: Some(GicInfo { version: 3, distributor: 0x0800_0000..0x0801_0000, redistributor: 0x080a_0000..0x080e_0000, cpu_interface: None }),
+            uart: Some(Pl011Info {
+                base: 0x0900_0000,
+                size: 0x1000,
+                intid: Some(33),
+                clock_hz: None,
+            }),
+            gic: Some(GicInfo {
+                version: 3,
+                distributor: 0x0800_0000..0x0801_0000,
+                redistributor: 0x080a_0000..0x080e_0000,
+                cpu_interface: None,
+            }),
             virtio_mmio: (0..32)
-                .map(|n| MmioDevice { path: String::from("virtio_mmio"), base: 0x0a00_0000 + n * 0x200, size: 0x200, intid: None })
+                .map(|n| MmioDevice {
+                    path: String::from("virtio_mmio"),
+                    base: 0x0a00_0000 + n * 0x200,
+                    size: 0x200,
+                    intid: None,
+                })
                 .collect(),
             mmio: alloc::vec![0x0901_0000..0x0901_1000],
             ..Platform::default()
@@ -218,7 +289,15 @@ mod tests {
         let mut tables = TranslationTables::new().unwrap();
         for region in regions {
             let len = region.range.end - region.range.start;
-            tables.map_range(region.range.start, region.range.start, len, region.attributes, &NotLive).unwrap();
+            tables
+                .map_range(
+                    region.range.start,
+                    region.range.start,
+                    len,
+                    region.attributes,
+                    &NotLive,
+                )
+                .unwrap();
         }
         tables
     }
@@ -229,12 +308,24 @@ mod tests {
         let tables = build(&regions);
         let text = tables.walk(0x4020_0100).unwrap();
         assert_eq!((text.attributes, text.level), (Attributes::KERNEL_TEXT, 3));
-        assert_eq!(tables.walk(0x4021_0000).unwrap().attributes, Attributes::KERNEL_RODATA);
-        assert_eq!(tables.walk(0x4021_4000).unwrap().attributes, Attributes::RAM);
-        assert_eq!(tables.walk(0x40a1_fff8).unwrap().attributes, Attributes::RAM);
+        assert_eq!(
+            tables.walk(0x4021_0000).unwrap().attributes,
+            Attributes::KERNEL_RODATA
+        );
+        assert_eq!(
+            tables.walk(0x4021_4000).unwrap().attributes,
+            Attributes::RAM
+        );
+        assert_eq!(
+            tables.walk(0x40a1_fff8).unwrap().attributes,
+            Attributes::RAM
+        );
         assert_eq!(tables.walk(0x40a2_0000), None);
         assert_eq!(tables.walk(0x40a2_0fff), None);
-        assert_eq!(tables.walk(0x40a2_1000).unwrap().attributes, Attributes::RAM);
+        assert_eq!(
+            tables.walk(0x40a2_1000).unwrap().attributes,
+            Attributes::RAM
+        );
     }
 
     #[test]
@@ -247,29 +338,51 @@ mod tests {
         // Just above the image: pages up to the next 2 MiB boundary, then blocks.
         assert_eq!(tables.walk(0x40a6_1000).unwrap().level, 3);
         assert_eq!(tables.walk(0x40c0_0000).unwrap().level, 2);
-        assert_eq!(tables.walk(0x7fff_ffff).unwrap().attributes, Attributes::RAM);
+        assert_eq!(
+            tables.walk(0x7fff_ffff).unwrap().attributes,
+            Attributes::RAM
+        );
         assert_eq!(tables.walk(0x8000_0000), None);
-        assert!(regions.iter().all(|r| !(r.attributes.writable && r.attributes.executable)));
+        assert!(regions
+            .iter()
+            .all(|r| !(r.attributes.writable && r.attributes.executable)));
     }
 
     #[test]
     fn device_windows_are_device_memory_and_widened_to_pages() {
         let regions = identity_map_plan(&qemu_virt(), &image(), 0x0900_0000, &WINDOW).unwrap();
         let tables = build(&regions);
-        for address in [0x0900_0000, 0x0800_0000, 0x080d_fff8, 0x0a00_3e00, 0x0901_0000] {
-            assert_eq!(tables.walk(address).unwrap().attributes.kind, MemoryKind::Device, "{address:#x}");
+        for address in [
+            0x0900_0000,
+            0x0800_0000,
+            0x080d_fff8,
+            0x0a00_3e00,
+            0x0901_0000,
+        ] {
+            assert_eq!(
+                tables.walk(address).unwrap().attributes.kind,
+                MemoryKind::Device,
+                "{address:#x}"
+            );
         }
         // Not described, so not mapped (no blanket first-GiB mapping when windows exist).
         assert_eq!(tables.walk(0x0c00_0000), None);
         // 32 virtio windows of 0x200 merge into one 16 KiB region.
-        assert!(regions.iter().any(|r| r.range == (0x0a00_0000..0x0a00_4000)));
+        assert!(regions
+            .iter()
+            .any(|r| r.range == (0x0a00_0000..0x0a00_4000)));
     }
 
     #[test]
     fn without_device_windows_everything_below_ram_is_device() {
-        let platform = Platform { memory: alloc::vec![0x4000_0000..0x8000_0000], ..Platform::default() };
+        let platform = Platform {
+            memory: alloc::vec![0x4000_0000..0x8000_0000],
+            ..Platform::default()
+        };
         let regions = identity_map_plan(&platform, &image(), 0x0900_0000, &WINDOW).unwrap();
-        assert!(regions.iter().any(|r| r.range == (0..0x4000_0000) && r.attributes == Attributes::DEVICE));
+        assert!(regions
+            .iter()
+            .any(|r| r.range == (0..0x4000_0000) && r.attributes == Attributes::DEVICE));
     }
 
     #[test]
@@ -278,7 +391,10 @@ mod tests {
         platform.mmio.push(0x7fff_f000..0x8000_1000);
         assert_eq!(
             identity_map_plan(&platform, &image(), 0x0900_0000, &WINDOW),
-            Err(LayoutError::DeviceOverlapsMemory { device: 0x7fff_f000..0x8000_1000, memory: 0x4000_0000..0x8000_0000 })
+            Err(LayoutError::DeviceOverlapsMemory {
+                device: 0x7fff_f000..0x8000_1000,
+                memory: 0x4000_0000..0x8000_0000
+            })
         );
     }
 
@@ -296,10 +412,16 @@ mod tests {
     fn bad_inputs_are_errors() {
         let mut broken = image();
         broken.rodata.start += 1;
-        assert_eq!(identity_map_plan(&qemu_virt(), &broken, 0x0900_0000, &WINDOW), Err(LayoutError::BadImageLayout));
+        assert_eq!(
+            identity_map_plan(&qemu_virt(), &broken, 0x0900_0000, &WINDOW),
+            Err(LayoutError::BadImageLayout)
+        );
         let mut swapped = image();
         core::mem::swap(&mut swapped.text, &mut swapped.stack);
-        assert_eq!(identity_map_plan(&qemu_virt(), &swapped, 0x0900_0000, &WINDOW), Err(LayoutError::BadImageLayout));
+        assert_eq!(
+            identity_map_plan(&qemu_virt(), &swapped, 0x0900_0000, &WINDOW),
+            Err(LayoutError::BadImageLayout)
+        );
         assert_eq!(
             identity_map_plan(&Platform::default(), &image(), 0x0900_0000, &WINDOW),
             Err(LayoutError::NoMemory)
@@ -308,7 +430,10 @@ mod tests {
 
     #[test]
     fn merge_and_subtract() {
-        assert_eq!(merge(alloc::vec![5..6, 0..2, 1..3, 3..4, 9..9]), alloc::vec![0..4, 5..6]);
+        assert_eq!(
+            merge(alloc::vec![5..6, 0..2, 1..3, 3..4, 9..9]),
+            alloc::vec![0..4, 5..6]
+        );
         assert_eq!(subtract(&(0..10), &(2..4)), alloc::vec![0..2, 4..10]);
         assert_eq!(subtract(&(0..10), &(0..10)), alloc::vec![]);
         assert_eq!(subtract(&(0..10), &(10..12)), alloc::vec![0..10]);

@@ -8,8 +8,8 @@
 //! - After a device wrote memory the CPU will read: [`invalidate_dcache_range`] (DC IVAC)
 //!   drops stale lines so the next read fetches from memory. Lines only partly inside the
 //!   range are cleaned and invalidated instead (DC CIVAC), so neighbouring data sharing a
-//!   line is never lost; that is why invalidation is still `unsafe` only for the range
-//!   itself.
+//!   line is never lost. It is `unsafe` because stores to the range itself that were not
+//!   yet written back are discarded.
 //! - [`clean_invalidate_dcache_range`] (DC CIVAC) does both, for buffers handed back and
 //!   forth.
 //!
@@ -21,7 +21,9 @@
 pub fn dcache_line_size() -> usize {
     let ctr: u64;
     // Safety: CTR_EL0 is a read-only ID register, readable at EL1.
-    unsafe { core::arch::asm!("mrs {c}, CTR_EL0", c = out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mrs {c}, CTR_EL0", c = out(reg) ctr, options(nomem, nostack, preserves_flags))
+    };
     4 << ((ctr >> 16) & 0xf)
 }
 
@@ -41,7 +43,9 @@ fn dsb_sy() {
 pub fn clean_dcache_range(start: usize, len: usize) {
     for line in line_starts(start, len) {
         // Safety: DC CVAC writes back a line without changing what any load observes.
-        unsafe { core::arch::asm!("dc cvac, {a}", a = in(reg) line, options(nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("dc cvac, {a}", a = in(reg) line, options(nostack, preserves_flags))
+        };
     }
     dsb_sy();
 }
@@ -50,7 +54,9 @@ pub fn clean_dcache_range(start: usize, len: usize) {
 pub fn clean_invalidate_dcache_range(start: usize, len: usize) {
     for line in line_starts(start, len) {
         // Safety: DC CIVAC writes back before dropping, so no store is lost.
-        unsafe { core::arch::asm!("dc civac, {a}", a = in(reg) line, options(nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("dc civac, {a}", a = in(reg) line, options(nostack, preserves_flags))
+        };
     }
     dsb_sy();
 }
@@ -68,10 +74,14 @@ pub unsafe fn invalidate_dcache_range(start: usize, len: usize) {
         let partial = address < start || address + line > end;
         if partial {
             // Safety: the line holds bytes outside the range; CIVAC keeps their stores.
-            unsafe { core::arch::asm!("dc civac, {a}", a = in(reg) address, options(nostack, preserves_flags)) };
+            unsafe {
+                core::arch::asm!("dc civac, {a}", a = in(reg) address, options(nostack, preserves_flags))
+            };
         } else {
             // Safety: the whole line is inside the range the caller owns (see above).
-            unsafe { core::arch::asm!("dc ivac, {a}", a = in(reg) address, options(nostack, preserves_flags)) };
+            unsafe {
+                core::arch::asm!("dc ivac, {a}", a = in(reg) address, options(nostack, preserves_flags))
+            };
         }
     }
     dsb_sy();

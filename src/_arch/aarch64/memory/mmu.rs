@@ -6,7 +6,10 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::layout::{identity_map_plan, ImageLayout, LayoutError, Region};
-use super::translation_table::{Attributes, MapError, MemoryKind, TranslationTables, WalkerSync, MAIR_EL1_VALUE, PAGE_SIZE, VA_BITS};
+use super::translation_table::{
+    Attributes, MapError, MemoryKind, TranslationTables, WalkerSync, MAIR_EL1_VALUE, PAGE_SIZE,
+    VA_BITS,
+};
 use super::{check_movable_va, movable_window};
 use crate::cpu::IrqSafeLock;
 use crate::dt::platform::Platform;
@@ -22,7 +25,10 @@ pub enum MmuError {
     /// ID_AA64MMFR0_EL1.TGran4 says the core lacks the 4 KiB granule.
     Granule4KUnsupported,
     Layout(LayoutError),
-    Map { region: Region, error: MapError },
+    Map {
+        region: Region,
+        error: MapError,
+    },
     Tables(MapError),
 }
 
@@ -30,10 +36,16 @@ impl fmt::Display for MmuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MmuError::AlreadyEnabled => f.write_str("already enabled"),
-            MmuError::Granule4KUnsupported => f.write_str("CPU does not support the 4 KiB translation granule"),
+            MmuError::Granule4KUnsupported => {
+                f.write_str("CPU does not support the 4 KiB translation granule")
+            }
             MmuError::Layout(error) => write!(f, "cannot plan the identity map: {error:?}"),
             MmuError::Map { region, error } => {
-                write!(f, "mapping {} {:#x}..{:#x}: {error}", region.name, region.range.start, region.range.end)
+                write!(
+                    f,
+                    "mapping {} {:#x}..{:#x}: {error}",
+                    region.name, region.range.start, region.range.end
+                )
             }
             MmuError::Tables(error) => write!(f, "page tables: {error}"),
         }
@@ -92,7 +104,9 @@ impl WalkerSync for LiveTables {
 fn read_id_aa64mmfr0() -> u64 {
     let value: u64;
     // Safety: read-only ID register.
-    unsafe { core::arch::asm!("mrs {v}, ID_AA64MMFR0_EL1", v = out(reg) value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mrs {v}, ID_AA64MMFR0_EL1", v = out(reg) value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -123,7 +137,13 @@ pub fn init(platform: &Platform) -> Result<(), MmuError> {
     for region in plan {
         let len = region.range.end - region.range.start;
         // The walker is off: no barriers needed between stores.
-        if let Err(error) = tables.map_range(region.range.start, region.range.start, len, region.attributes, &super::translation_table::NotLive) {
+        if let Err(error) = tables.map_range(
+            region.range.start,
+            region.range.start,
+            len,
+            region.attributes,
+            &super::translation_table::NotLive,
+        ) {
             return Err(MmuError::Map { region, error });
         }
     }
@@ -179,11 +199,14 @@ pub fn init(platform: &Platform) -> Result<(), MmuError> {
 }
 
 fn check_ram_page(pa: u64) -> Result<(), MapError> {
-    if pa % PAGE_SIZE != 0 {
+    if !pa.is_multiple_of(PAGE_SIZE) {
         return Err(MapError::Misaligned);
     }
     let platform = crate::runtime::try_platform().ok_or(MapError::MmuOff)?;
-    let in_ram = platform.memory.iter().any(|bank| bank.start <= pa && pa.saturating_add(PAGE_SIZE) <= bank.end);
+    let in_ram = platform
+        .memory
+        .iter()
+        .any(|bank| bank.start <= pa && pa.saturating_add(PAGE_SIZE) <= bank.end);
     if in_ram {
         Ok(())
     } else {
@@ -191,7 +214,9 @@ fn check_ram_page(pa: u64) -> Result<(), MapError> {
     }
 }
 
-fn with_live_tables<R>(f: impl FnOnce(&mut TranslationTables) -> Result<R, MapError>) -> Result<R, MapError> {
+fn with_live_tables<R>(
+    f: impl FnOnce(&mut TranslationTables) -> Result<R, MapError>,
+) -> Result<R, MapError> {
     KERNEL_TABLES.lock(|slot| match slot.as_mut() {
         Some(tables) => f(tables),
         None => Err(MapError::MmuOff),
@@ -258,7 +283,11 @@ pub fn memory_kind(va: usize) -> Option<MemoryKind> {
         return None;
     }
     let attribute = hardware_translate(va)? >> 56;
-    [MemoryKind::Normal, MemoryKind::Device, MemoryKind::NormalNonCacheable]
-        .into_iter()
-        .find(|kind| (MAIR_EL1_VALUE >> (8 * kind.mair_index())) & 0xff == attribute)
+    [
+        MemoryKind::Normal,
+        MemoryKind::Device,
+        MemoryKind::NormalNonCacheable,
+    ]
+    .into_iter()
+    .find(|kind| (MAIR_EL1_VALUE >> (8 * kind.mair_index())) & 0xff == attribute)
 }

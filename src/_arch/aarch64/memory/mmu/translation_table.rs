@@ -90,10 +90,26 @@ pub struct Attributes {
 }
 
 impl Attributes {
-    pub const RAM: Attributes = Attributes { kind: MemoryKind::Normal, writable: true, executable: false };
-    pub const KERNEL_TEXT: Attributes = Attributes { kind: MemoryKind::Normal, writable: false, executable: true };
-    pub const KERNEL_RODATA: Attributes = Attributes { kind: MemoryKind::Normal, writable: false, executable: false };
-    pub const DEVICE: Attributes = Attributes { kind: MemoryKind::Device, writable: true, executable: false };
+    pub const RAM: Attributes = Attributes {
+        kind: MemoryKind::Normal,
+        writable: true,
+        executable: false,
+    };
+    pub const KERNEL_TEXT: Attributes = Attributes {
+        kind: MemoryKind::Normal,
+        writable: false,
+        executable: true,
+    };
+    pub const KERNEL_RODATA: Attributes = Attributes {
+        kind: MemoryKind::Normal,
+        writable: false,
+        executable: false,
+    };
+    pub const DEVICE: Attributes = Attributes {
+        kind: MemoryKind::Device,
+        writable: true,
+        executable: false,
+    };
 }
 
 mod bits {
@@ -175,8 +191,9 @@ pub struct PageTable {
 
 impl PageTable {
     fn empty() -> PageTable {
-        const INVALID: AtomicU64 = AtomicU64::new(0);
-        PageTable { entries: [INVALID; ENTRIES_PER_TABLE] }
+        PageTable {
+            entries: [const { AtomicU64::new(0) }; ENTRIES_PER_TABLE],
+        }
     }
 }
 
@@ -228,13 +245,17 @@ impl TranslationTables {
 
     fn allocate_table() -> Result<Box<[PageTable]>, MapError> {
         let mut one = Vec::new();
-        one.try_reserve_exact(1).map_err(|_| MapError::OutOfMemory)?;
+        one.try_reserve_exact(1)
+            .map_err(|_| MapError::OutOfMemory)?;
         one.push(PageTable::empty());
         Ok(one.into_boxed_slice())
     }
 
     fn table(&self, address: u64) -> Option<&PageTable> {
-        let at = self.tables.binary_search_by_key(&address, |t| table_address(t)).ok()?;
+        let at = self
+            .tables
+            .binary_search_by_key(&address, |t| table_address(t))
+            .ok()?;
         self.tables[at].first()
     }
 
@@ -250,7 +271,10 @@ impl TranslationTables {
         va: u64,
         sync: &impl WalkerSync,
     ) -> Result<u64, MapError> {
-        let descriptor = self.entry(table, index_at(va, level)).ok_or(MapError::NotMapped)?.load(Ordering::Relaxed);
+        let descriptor = self
+            .entry(table, index_at(va, level))
+            .ok_or(MapError::NotMapped)?
+            .load(Ordering::Relaxed);
         if descriptor & bits::VALID != 0 {
             // A block already covers this range; splitting it would silently change live
             // mappings, which is not what a map call asks for.
@@ -259,15 +283,23 @@ impl TranslationTables {
             }
             return Ok(descriptor & OUTPUT_ADDRESS_MASK);
         }
-        self.tables.try_reserve(1).map_err(|_| MapError::OutOfMemory)?;
+        self.tables
+            .try_reserve(1)
+            .map_err(|_| MapError::OutOfMemory)?;
         let new_table = Self::allocate_table()?;
         let new_address = table_address(&new_table);
-        let at = self.tables.binary_search_by_key(&new_address, |t| table_address(t)).unwrap_or_else(|at| at);
+        let at = self
+            .tables
+            .binary_search_by_key(&new_address, |t| table_address(t))
+            .unwrap_or_else(|at| at);
         self.tables.insert(at, new_table);
         // The zeroed table must be visible before the walker can follow a link to it.
         sync.publish();
         if let Some(slot) = self.entry(table, index_at(va, level)) {
-            slot.store(new_address | bits::TABLE_OR_PAGE | bits::VALID, Ordering::Relaxed);
+            slot.store(
+                new_address | bits::TABLE_OR_PAGE | bits::VALID,
+                Ordering::Relaxed,
+            );
         }
         sync.publish();
         Ok(new_address)
@@ -293,7 +325,7 @@ impl TranslationTables {
     }
 
     fn check_addresses(va: u64, pa: u64, len: u64) -> Result<(), MapError> {
-        if va % PAGE_SIZE != 0 || pa % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+        if !va.is_multiple_of(PAGE_SIZE) || !pa.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Misaligned);
         }
         let va_end = va.checked_add(len).ok_or(MapError::AddressOutOfRange)?;
@@ -323,7 +355,7 @@ impl TranslationTables {
             let level = (1..=3)
                 .find(|&level| {
                     let span = level_span(level);
-                    v % span == 0 && p % span == 0 && left >= span
+                    v.is_multiple_of(span) && p.is_multiple_of(span) && left >= span
                 })
                 .unwrap_or(3);
             self.map_leaf(v, p, level, attributes, sync)?;
@@ -344,24 +376,35 @@ impl TranslationTables {
         for level in 0..leaf_level {
             table = self.next_table_or_create(table, level, va, sync)?;
         }
-        let slot = self.entry(table, index_at(va, leaf_level)).ok_or(MapError::NotMapped)?;
+        let slot = self
+            .entry(table, index_at(va, leaf_level))
+            .ok_or(MapError::NotMapped)?;
         if slot.load(Ordering::Relaxed) & bits::VALID != 0 {
             return Err(MapError::AlreadyMapped);
         }
-        slot.store(Self::leaf_descriptor(pa, attributes, leaf_level), Ordering::Relaxed);
+        slot.store(
+            Self::leaf_descriptor(pa, attributes, leaf_level),
+            Ordering::Relaxed,
+        );
         sync.publish();
         Ok(())
     }
 
     /// Map one 4 KiB page.
-    pub fn map_page(&mut self, va: u64, pa: u64, attributes: Attributes, sync: &impl WalkerSync) -> Result<(), MapError> {
+    pub fn map_page(
+        &mut self,
+        va: u64,
+        pa: u64,
+        attributes: Attributes,
+        sync: &impl WalkerSync,
+    ) -> Result<(), MapError> {
         Self::check_addresses(va, pa, PAGE_SIZE)?;
         self.map_leaf(va, pa, 3, attributes, sync)
     }
 
     /// The L3 slot holding the page mapping of `va`, if `va` is mapped by a 4 KiB page.
     fn page_slot(&self, va: u64) -> Result<&AtomicU64, MapError> {
-        if va % PAGE_SIZE != 0 {
+        if !va.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Misaligned);
         }
         if va >= 1 << VA_BITS {
@@ -369,13 +412,19 @@ impl TranslationTables {
         }
         let mut table = self.root;
         for level in 0..3 {
-            let descriptor = self.entry(table, index_at(va, level)).ok_or(MapError::NotMapped)?.load(Ordering::Relaxed);
-            if descriptor & (bits::VALID | bits::TABLE_OR_PAGE) != bits::VALID | bits::TABLE_OR_PAGE {
+            let descriptor = self
+                .entry(table, index_at(va, level))
+                .ok_or(MapError::NotMapped)?
+                .load(Ordering::Relaxed);
+            if descriptor & (bits::VALID | bits::TABLE_OR_PAGE) != bits::VALID | bits::TABLE_OR_PAGE
+            {
                 return Err(MapError::NotMapped);
             }
             table = descriptor & OUTPUT_ADDRESS_MASK;
         }
-        let slot = self.entry(table, index_at(va, 3)).ok_or(MapError::NotMapped)?;
+        let slot = self
+            .entry(table, index_at(va, 3))
+            .ok_or(MapError::NotMapped)?;
         if slot.load(Ordering::Relaxed) & bits::VALID == 0 {
             return Err(MapError::NotMapped);
         }
@@ -385,13 +434,21 @@ impl TranslationTables {
     /// Point the page mapping of `va` at `new_pa`, keeping its attributes, with
     /// break-before-make: the old entry is invalidated and its TLB entries dropped before the
     /// new one is written, so no core can ever hold both translations. Returns the old PA.
-    pub fn remap_page(&mut self, va: u64, new_pa: u64, sync: &impl WalkerSync) -> Result<u64, MapError> {
+    pub fn remap_page(
+        &mut self,
+        va: u64,
+        new_pa: u64,
+        sync: &impl WalkerSync,
+    ) -> Result<u64, MapError> {
         Self::check_addresses(va, new_pa, PAGE_SIZE)?;
         let slot = self.page_slot(va)?;
         let old = slot.load(Ordering::Relaxed);
         slot.store(0, Ordering::Relaxed);
         sync.invalidate_va(va);
-        slot.store((old & !OUTPUT_ADDRESS_MASK) | (new_pa & OUTPUT_ADDRESS_MASK), Ordering::Relaxed);
+        slot.store(
+            (old & !OUTPUT_ADDRESS_MASK) | (new_pa & OUTPUT_ADDRESS_MASK),
+            Ordering::Relaxed,
+        );
         sync.publish();
         Ok(old & OUTPUT_ADDRESS_MASK)
     }
@@ -413,7 +470,9 @@ impl TranslationTables {
         }
         let mut table = self.root;
         for level in 0..=3 {
-            let descriptor = self.entry(table, index_at(va, level))?.load(Ordering::Relaxed);
+            let descriptor = self
+                .entry(table, index_at(va, level))?
+                .load(Ordering::Relaxed);
             if descriptor & bits::VALID == 0 {
                 return None;
             }
@@ -427,14 +486,20 @@ impl TranslationTables {
                 return None;
             }
             let span = level_span(level);
-            let kind = MemoryKind::from_mair_index((descriptor & bits::ATTR_INDEX_MASK) >> bits::ATTR_INDEX_SHIFT)?;
+            let kind = MemoryKind::from_mair_index(
+                (descriptor & bits::ATTR_INDEX_MASK) >> bits::ATTR_INDEX_SHIFT,
+            )?;
             let attributes = Attributes {
                 kind,
                 writable: descriptor & bits::READ_ONLY == 0,
                 executable: descriptor & bits::PRIVILEGED_EXECUTE_NEVER == 0,
             };
             let block_base = descriptor & OUTPUT_ADDRESS_MASK & !(span - 1);
-            return Some(Leaf { pa: block_base + (va & (span - 1)), level, attributes });
+            return Some(Leaf {
+                pa: block_base + (va & (span - 1)),
+                level,
+                attributes,
+            });
         }
         None
     }
@@ -467,11 +532,20 @@ mod tests {
     #[test]
     fn aligned_gigabyte_uses_one_block() {
         let mut tables = TranslationTables::new().unwrap();
-        tables.map_range(0x4000_0000, 0x4000_0000, GIB, Attributes::RAM, &NotLive).unwrap();
+        tables
+            .map_range(0x4000_0000, 0x4000_0000, GIB, Attributes::RAM, &NotLive)
+            .unwrap();
         // Root plus one L1 table: no L2/L3 tables are needed for a 1 GiB block.
         assert_eq!(tables.table_count(), 2);
         let leaf = tables.walk(0x4123_4567).unwrap();
-        assert_eq!(leaf, Leaf { pa: 0x4123_4567, level: 1, attributes: Attributes::RAM });
+        assert_eq!(
+            leaf,
+            Leaf {
+                pa: 0x4123_4567,
+                level: 1,
+                attributes: Attributes::RAM
+            }
+        );
         assert_eq!(tables.walk(0x8000_0000), None);
         assert_eq!(tables.walk(0x3fff_ffff), None);
     }
@@ -481,7 +555,9 @@ mod tests {
         let mut tables = TranslationTables::new().unwrap();
         let start = 0x4020_3000;
         let end = 0x4080_0000;
-        tables.map_range(start, start, end - start, Attributes::RAM, &NotLive).unwrap();
+        tables
+            .map_range(start, start, end - start, Attributes::RAM, &NotLive)
+            .unwrap();
         assert_eq!(tables.walk(start).unwrap().level, 3);
         assert_eq!(tables.walk(0x403f_f000).unwrap().level, 3);
         assert_eq!(tables.walk(0x4040_0000).unwrap().level, 2);
@@ -494,7 +570,9 @@ mod tests {
     fn block_needs_both_addresses_aligned() {
         let mut tables = TranslationTables::new().unwrap();
         // VA 2 MiB aligned, PA only 4 KiB aligned: must fall back to pages.
-        tables.map_range(0x20_0000_0000, 0x4000_1000, MIB2, Attributes::RAM, &NotLive).unwrap();
+        tables
+            .map_range(0x20_0000_0000, 0x4000_1000, MIB2, Attributes::RAM, &NotLive)
+            .unwrap();
         let leaf = tables.walk(0x20_0000_0010).unwrap();
         assert_eq!(leaf.level, 3);
         assert_eq!(leaf.pa, 0x4000_1010);
@@ -503,46 +581,119 @@ mod tests {
     #[test]
     fn attributes_round_trip() {
         let mut tables = TranslationTables::new().unwrap();
-        tables.map_range(0x4020_0000, 0x4020_0000, PAGE_SIZE, Attributes::KERNEL_TEXT, &NotLive).unwrap();
-        tables.map_range(0x4020_1000, 0x4020_1000, PAGE_SIZE, Attributes::KERNEL_RODATA, &NotLive).unwrap();
-        tables.map_range(0x0900_0000, 0x0900_0000, PAGE_SIZE, Attributes::DEVICE, &NotLive).unwrap();
-        assert_eq!(tables.walk(0x4020_0004).unwrap().attributes, Attributes::KERNEL_TEXT);
-        assert_eq!(tables.walk(0x4020_1004).unwrap().attributes, Attributes::KERNEL_RODATA);
-        assert_eq!(tables.walk(0x0900_0018).unwrap().attributes, Attributes::DEVICE);
+        tables
+            .map_range(
+                0x4020_0000,
+                0x4020_0000,
+                PAGE_SIZE,
+                Attributes::KERNEL_TEXT,
+                &NotLive,
+            )
+            .unwrap();
+        tables
+            .map_range(
+                0x4020_1000,
+                0x4020_1000,
+                PAGE_SIZE,
+                Attributes::KERNEL_RODATA,
+                &NotLive,
+            )
+            .unwrap();
+        tables
+            .map_range(
+                0x0900_0000,
+                0x0900_0000,
+                PAGE_SIZE,
+                Attributes::DEVICE,
+                &NotLive,
+            )
+            .unwrap();
+        assert_eq!(
+            tables.walk(0x4020_0004).unwrap().attributes,
+            Attributes::KERNEL_TEXT
+        );
+        assert_eq!(
+            tables.walk(0x4020_1004).unwrap().attributes,
+            Attributes::KERNEL_RODATA
+        );
+        assert_eq!(
+            tables.walk(0x0900_0018).unwrap().attributes,
+            Attributes::DEVICE
+        );
     }
 
     #[test]
     fn descriptor_bits_match_the_architecture() {
         let text = TranslationTables::leaf_descriptor(0x4020_0000, Attributes::KERNEL_TEXT, 3);
         // Page, AttrIndx 0, AP[2] read-only, inner shareable, AF, UXN, PXN clear.
-        assert_eq!(text, 0x4020_0000 | 0b11 | (1 << 7) | (0b11 << 8) | (1 << 10) | (1 << 54));
+        assert_eq!(
+            text,
+            0x4020_0000 | 0b11 | (1 << 7) | (0b11 << 8) | (1 << 10) | (1 << 54)
+        );
         let device = TranslationTables::leaf_descriptor(0x0800_0000, Attributes::DEVICE, 2);
-        assert_eq!(device, 0x0800_0000 | 0b01 | (1 << 2) | (0b11 << 8) | (1 << 10) | (1 << 53) | (1 << 54));
+        assert_eq!(
+            device,
+            0x0800_0000 | 0b01 | (1 << 2) | (0b11 << 8) | (1 << 10) | (1 << 53) | (1 << 54)
+        );
     }
 
     #[test]
     fn overlapping_map_is_refused() {
         let mut tables = TranslationTables::new().unwrap();
-        tables.map_range(0x4000_0000, 0x4000_0000, MIB2, Attributes::RAM, &NotLive).unwrap();
+        tables
+            .map_range(0x4000_0000, 0x4000_0000, MIB2, Attributes::RAM, &NotLive)
+            .unwrap();
         // A page inside an existing 2 MiB block.
         assert_eq!(
-            tables.map_range(0x4000_1000, 0x4000_1000, PAGE_SIZE, Attributes::RAM, &NotLive),
+            tables.map_range(
+                0x4000_1000,
+                0x4000_1000,
+                PAGE_SIZE,
+                Attributes::RAM,
+                &NotLive
+            ),
             Err(MapError::AlreadyMapped)
         );
-        tables.map_page(0x5000_0000, 0x5000_0000, Attributes::RAM, &NotLive).unwrap();
-        assert_eq!(tables.map_page(0x5000_0000, 0x6000_0000, Attributes::RAM, &NotLive), Err(MapError::AlreadyMapped));
+        tables
+            .map_page(0x5000_0000, 0x5000_0000, Attributes::RAM, &NotLive)
+            .unwrap();
+        assert_eq!(
+            tables.map_page(0x5000_0000, 0x6000_0000, Attributes::RAM, &NotLive),
+            Err(MapError::AlreadyMapped)
+        );
     }
 
     #[test]
     fn bad_addresses_are_errors() {
         let mut tables = TranslationTables::new().unwrap();
-        assert_eq!(tables.map_page(0x1001, 0x2000, Attributes::RAM, &NotLive), Err(MapError::Misaligned));
-        assert_eq!(tables.map_page(0x1000, 0x2001, Attributes::RAM, &NotLive), Err(MapError::Misaligned));
-        assert_eq!(tables.map_range(0, 0, 0x800, Attributes::RAM, &NotLive), Err(MapError::Misaligned));
-        assert_eq!(tables.map_page(1 << 48, 0, Attributes::RAM, &NotLive), Err(MapError::AddressOutOfRange));
-        assert_eq!(tables.map_page(0, 1 << 48, Attributes::RAM, &NotLive), Err(MapError::AddressOutOfRange));
-        assert_eq!(tables.unmap_page(0x1000, &NotLive), Err(MapError::NotMapped));
-        assert_eq!(tables.remap_page(0x1000, 0x2000, &NotLive), Err(MapError::NotMapped));
+        assert_eq!(
+            tables.map_page(0x1001, 0x2000, Attributes::RAM, &NotLive),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            tables.map_page(0x1000, 0x2001, Attributes::RAM, &NotLive),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            tables.map_range(0, 0, 0x800, Attributes::RAM, &NotLive),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            tables.map_page(1 << 48, 0, Attributes::RAM, &NotLive),
+            Err(MapError::AddressOutOfRange)
+        );
+        assert_eq!(
+            tables.map_page(0, 1 << 48, Attributes::RAM, &NotLive),
+            Err(MapError::AddressOutOfRange)
+        );
+        assert_eq!(
+            tables.unmap_page(0x1000, &NotLive),
+            Err(MapError::NotMapped)
+        );
+        assert_eq!(
+            tables.remap_page(0x1000, 0x2000, &NotLive),
+            Err(MapError::NotMapped)
+        );
     }
 
     #[test]
@@ -550,40 +701,57 @@ mod tests {
         let mut tables = TranslationTables::new().unwrap();
         let va = 0x4000_0000_0000;
         let recorder = Recorder::default();
-        tables.map_page(va, 0x4100_0000, Attributes::RAM, &recorder).unwrap();
+        tables
+            .map_page(va, 0x4100_0000, Attributes::RAM, &recorder)
+            .unwrap();
         assert!(*recorder.publishes.borrow() > 0);
         assert!(recorder.invalidated.borrow().is_empty());
 
-        assert_eq!(tables.remap_page(va, 0x4200_0000, &recorder), Ok(0x4100_0000));
+        assert_eq!(
+            tables.remap_page(va, 0x4200_0000, &recorder),
+            Ok(0x4100_0000)
+        );
         assert_eq!(*recorder.invalidated.borrow(), vec![va]);
         let leaf = tables.walk(va + 8).unwrap();
-        assert_eq!((leaf.pa, leaf.level, leaf.attributes), (0x4200_0008, 3, Attributes::RAM));
+        assert_eq!(
+            (leaf.pa, leaf.level, leaf.attributes),
+            (0x4200_0008, 3, Attributes::RAM)
+        );
 
         assert_eq!(tables.unmap_page(va, &recorder), Ok(0x4200_0000));
         assert_eq!(*recorder.invalidated.borrow(), vec![va, va]);
         assert_eq!(tables.walk(va), None);
         // The tables stay, so mapping again needs no new table page.
         let before = tables.table_count();
-        tables.map_page(va + PAGE_SIZE, 0x4300_0000, Attributes::RAM, &NotLive).unwrap();
+        tables
+            .map_page(va + PAGE_SIZE, 0x4300_0000, Attributes::RAM, &NotLive)
+            .unwrap();
         assert_eq!(tables.table_count(), before);
     }
 
     #[test]
     fn remap_refuses_block_mappings() {
         let mut tables = TranslationTables::new().unwrap();
-        tables.map_range(0x4000_0000, 0x4000_0000, MIB2, Attributes::RAM, &NotLive).unwrap();
-        assert_eq!(tables.remap_page(0x4000_0000, 0x5000_0000, &NotLive), Err(MapError::NotMapped));
+        tables
+            .map_range(0x4000_0000, 0x4000_0000, MIB2, Attributes::RAM, &NotLive)
+            .unwrap();
+        assert_eq!(
+            tables.remap_page(0x4000_0000, 0x5000_0000, &NotLive),
+            Err(MapError::NotMapped)
+        );
         assert_eq!(tables.walk(0x4000_0000).unwrap().pa, 0x4000_0000);
     }
 
     #[test]
     fn table_descriptors_hold_the_table_addresses() {
         let mut tables = TranslationTables::new().unwrap();
-        tables.map_page(0x1234_5000, 0x1234_5000, Attributes::RAM, &NotLive).unwrap();
+        tables
+            .map_page(0x1234_5000, 0x1234_5000, Attributes::RAM, &NotLive)
+            .unwrap();
         // Root + L1 + L2 + L3, all page aligned, and the list is sorted.
         let addresses: Vec<u64> = tables.table_addresses().collect();
         assert_eq!(addresses.len(), 4);
-        assert!(addresses.iter().all(|a| a % PAGE_SIZE == 0));
+        assert!(addresses.iter().all(|a| a.is_multiple_of(PAGE_SIZE)));
         assert!(addresses.windows(2).all(|w| w[0] < w[1]));
         assert!(addresses.contains(&tables.root_address()));
     }
