@@ -13,6 +13,7 @@ extern crate alloc;
 pub mod dt;
 pub mod mm;
 pub mod shell;
+pub mod shell_service;
 // Boot core: the table format, identity-map policy and fault decoding build on the host
 // too; their hardware halves are bare-metal only.
 pub mod exception;
@@ -41,3 +42,5 @@ pub mod logger;
 pub mod psci;
 #[cfg(all(target_os = "none", feature = "qemu-test"))]
 pub mod test_harness;
+#[cfg(target_os = "none")]
+pub mod kmem;

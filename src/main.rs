@@ -3,7 +3,7 @@
 //! Theory of operation: the library's runtime brings the machine up (exceptions, heap,
 //! device tree, MMU, drivers) and then calls [`kernel_init`] here. For now the firmware
 //! prints what it found, so a boot log alone tells which platform and devices it runs on,
-//! and then echoes console input (the shell will replace that loop).
+//! and then hands the console to the debug shell ([`monolith::shell_service::run`]).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -88,6 +88,10 @@ mod summary {
             println!("reserved-memory: {} region(s)", platform.reserved.len());
         }
         for node in &platform.reserved {
+            if let Some(problem) = &node.malformed {
+                println!("  {:<20} skipped: {problem}", node.name);
+                continue;
+            }
             let mut flags = alloc::vec::Vec::new();
             if node.no_map {
                 flags.push("no-map");
@@ -214,18 +218,11 @@ extern crate alloc;
 fn kernel_init() -> ! {
     summary::print(monolith::runtime::platform());
     log::info!(
-        "boot complete in {:?}; echoing console input",
+        "boot complete in {:?}; starting the shell",
         monolith::driver::timer::uptime()
     );
-    loop {
-        let byte = monolith::console::wait_byte();
-        match byte {
-            b'\r' | b'\n' => monolith::println!(),
-            // Backspace/DEL: rub out the character on screen.
-            0x08 | 0x7f => monolith::print!("\x08 \x08"),
-            _ => monolith::console::write_bytes(&[byte]),
-        }
-    }
+    // Everything boot prints comes before the first prompt, so no log line lands inside it.
+    monolith::shell_service::run()
 }
 
 #[cfg(not(target_os = "none"))]

@@ -6,9 +6,11 @@
 //! 1. exception vectors, so any fault from here on is reported rather than a silent hang;
 //! 2. the kernel heap, which the device-tree parser and the page tables allocate from;
 //! 3. the platform description from the device tree, kept for the whole run ([`platform`]);
-//! 4. the MMU: identity map built from that description, caches on;
+//! 4. the reserved-memory plan (`kmem::prepare`), so `no-map` carveouts stay unmapped;
+//!    then the MMU: identity map built from that description, caches on;
 //! 5. the drivers (interrupt controller, console, timer);
-//! 6. `kernel_init`, provided by the binary: the firmware or an in-QEMU test image.
+//! 6. the kernel memory service (`kmem::init`): zone, CMA areas, movable clients;
+//! 7. `kernel_init`, provided by the binary: the firmware or an in-QEMU test image.
 //!
 //! A step that cannot complete prints `FATAL: ...` and stops through [`stop_failure`]:
 //! semihosting exit with failure in test builds (QEMU exits 1), PSCI SYSTEM_OFF otherwise.
@@ -60,10 +62,18 @@ pub unsafe fn runtime_init(dtb_from_x0: usize) -> ! {
         Ordering::Release,
     );
 
-    if let Err(err) = crate::memory::mmu::init(platform) {
+    // The reserved-memory plan comes before the MMU: `no-map` carveouts stay out of the
+    // identity map.
+    let reserved = crate::kmem::prepare(platform);
+    if let Err(err) = crate::memory::mmu::init_excluding(platform, &reserved.not_mapped()) {
         fatal(format_args!("MMU: {err}"));
     }
     crate::driver::init(platform);
+    // A zone that cannot be built leaves the firmware running without a page allocator
+    // (the kmem API then answers "not initialised"); the console still works to say why.
+    if let Err(err) = crate::kmem::init(platform) {
+        crate::println!("kmem: {err}");
+    }
 
     // Safety: `kernel_init` is defined exactly once by the binary linked with us.
     unsafe { kernel_init() }

@@ -276,14 +276,18 @@ impl Pl011 {
 
     /// Interrupt handler body: move every received byte into `ring`, then acknowledge.
     pub fn drain_rx(&self, ring: &ByteRing) {
+        // Acknowledge before draining, never after: a byte that lands between the last
+        // FIFO read and a late clear would have its interrupt wiped while it sits in the
+        // FIFO, and (QEMU raises RX when the FIFO goes from empty to one byte) input would
+        // stall for good. Cleared first, such a byte is either drained by the loop below or
+        // raises a fresh interrupt. Reading the FIFO empty clears RX; RT and OE need this.
+        self.regs
+            .UARTICR
+            .write(UARTINT::RXIM::SET + UARTINT::RTIM::SET + UARTINT::OEIM::SET);
         while !self.regs.UARTFR.is_set(UARTFR::RXFE) {
             if let Some(byte) = self.try_read_byte() {
                 ring.push(byte);
             }
         }
-        // Reading the FIFO empty clears RX; RT and OE need an explicit clear.
-        self.regs
-            .UARTICR
-            .write(UARTINT::RXIM::SET + UARTINT::RTIM::SET + UARTINT::OEIM::SET);
     }
 }

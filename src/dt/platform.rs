@@ -94,6 +94,10 @@ pub struct ReservedNode {
     pub cma_default: bool,
     /// `status` is absent, "okay" or "ok".
     pub enabled: bool,
+    /// Why the node's properties could not be read, if they could not. A broken
+    /// reserved-memory node is listed with its problem and skipped by the planner; it
+    /// never stops the boot (the rest of the tree is fine).
+    pub malformed: Option<String>,
 }
 
 /// Everything the boot code needs from the device tree.
@@ -542,13 +546,27 @@ fn gic_intid(kind: u32, number: u32) -> Option<u32> {
 }
 
 /// Sort and merge overlapping or touching windows.
-fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+fn merge(ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    merge_where(ranges, |last, next| next.start <= last.end)
+}
+
+/// Sort memory banks and merge only overlapping ones: two `/memory` nodes that touch
+/// are still two banks (NUMA nodes, dies), and per-bank policy (one CMA region per
+/// bank, PASR) needs to see them apart.
+fn merge_overlapping(ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    merge_where(ranges, |last, next| next.start < last.end)
+}
+
+fn merge_where(
+    mut ranges: Vec<Range<u64>>,
+    joins: impl Fn(&Range<u64>, &Range<u64>) -> bool,
+) -> Vec<Range<u64>> {
     ranges.retain(|r| r.start < r.end);
     ranges.sort_by_key(|r| (r.start, r.end));
     let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
     for r in ranges {
         match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            Some(last) if joins(last, &r) => last.end = last.end.max(r.end),
             _ => out.push(r),
         }
     }
@@ -630,7 +648,7 @@ fn parse_memory(tree: &Tree) -> Result<Vec<Range<u64>>, DtError> {
             banks.extend(tree.reg(index)?);
         }
     }
-    let banks = merge(banks);
+    let banks = merge_overlapping(banks);
     if banks.is_empty() {
         return Err(DtError::NoMemory);
     }
@@ -777,6 +795,27 @@ fn parse_reserved(tree: &Tree) -> Result<Vec<ReservedNode>, DtError> {
         .enumerate()
         .filter(|(_, n)| n.parent == Some(parent))
     {
+        match reserved_node(tree, parent, index, size_cells) {
+            Ok(reserved) => out.push(reserved),
+            Err(err) => out.push(ReservedNode {
+                name: String::from(node.name),
+                enabled: node.enabled(),
+                malformed: Some(format!("{err}")),
+                ..ReservedNode::default()
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn reserved_node(
+    tree: &Tree,
+    parent: usize,
+    index: usize,
+    size_cells: u32,
+) -> Result<ReservedNode, DtError> {
+    let node = &tree.nodes[index];
+    {
         let size = match node.prop("size") {
             None => None,
             Some(v) if v.len() == size_cells as usize * 4 => read_cells(v, size_cells),
@@ -802,7 +841,7 @@ fn parse_reserved(tree: &Tree) -> Result<Vec<ReservedNode>, DtError> {
                     .collect::<Result<_, _>>()?
             }
         };
-        out.push(ReservedNode {
+        Ok(ReservedNode {
             name: String::from(node.name),
             reg: tree.reg(index)?,
             size,
@@ -813,9 +852,9 @@ fn parse_reserved(tree: &Tree) -> Result<Vec<ReservedNode>, DtError> {
             alloc_ranges,
             cma_default: node.has("linux,cma-default"),
             enabled: node.enabled(),
-        });
+            malformed: None,
+        })
     }
-    Ok(out)
 }
 
 /// Register windows of every device node: not RAM, not CPUs, not reserved memory.

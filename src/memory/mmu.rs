@@ -30,7 +30,7 @@ mod arch_mmu;
 
 #[cfg(target_os = "none")]
 pub use arch_mmu::{
-    init, is_enabled, kernel_image_layout, map_movable, memory_kind, remap_movable, translate,
+    init, init_excluding, is_enabled, kernel_image_layout, map_movable, memory_kind, remap_movable, translate,
     unmap_movable, MmuError,
 };
 

@@ -25,6 +25,8 @@ verbs:
       --append \"ARGS\"        kernel command line (/chosen/bootargs)
       --mem SIZE             RAM size, e.g. 512M, 2G (overrides the board)
       --smp N                number of cores (overrides the board)
+      --trace FILE           allocation trace for the shell's `trace show/replay`
+                             (loaded at 0x40100000, at most 1 MiB)
       --debug                boot the debug build
   test [--host-only | --qemu-only] [FILTER]
                              host unit tests, in-QEMU test images, console tests
@@ -61,6 +63,8 @@ pub struct RunOptions {
     pub mem_bytes: Option<u64>,
     pub smp: Option<u32>,
     pub debug: bool,
+    /// Shell allocation trace for QEMU's loader to place at [`crate::qemu::TRACE_ADDR`].
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,6 +176,7 @@ pub fn parse_run_options(rest: &[String], allow_debug: bool) -> Result<RunOption
             "--append" => options.append = Some(value()?),
             "--mem" => options.mem_bytes = Some(parse_size(&value()?)?),
             "--smp" => options.smp = Some(parse_smp(&value()?)?),
+            "--trace" => options.trace = Some(PathBuf::from(value()?)),
             "--debug" if allow_debug && inline_value.is_none() => options.debug = true,
             other => return Err(format!("unknown option `{other}`")),
         }
@@ -338,7 +343,7 @@ mod tests {
     #[test]
     fn run_options_both_spellings() {
         let parsed = parse_command(&argv(
-            "run --board virt-2bank --append 'cma=64M loglevel=7' --mem=2G --smp 4 --debug --dtb x.dtb",
+            "run --board virt-2bank --append 'cma=64M loglevel=7' --mem=2G --smp 4 --debug --dtb x.dtb --trace t.bin",
         ))
         .unwrap();
         assert_eq!(
@@ -350,6 +355,7 @@ mod tests {
                 mem_bytes: Some(2 << 30),
                 smp: Some(4),
                 debug: true,
+                trace: Some(PathBuf::from("t.bin")),
             })
         );
     }

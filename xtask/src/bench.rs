@@ -4,11 +4,18 @@
 //! -------------------
 //! Benchmarks are a list of [`Bench`]es in two sections: host benchmarks (criterion benches
 //! under `benches/`, run with rustup's cargo, each listed only while its file exists) and
-//! in-guest benchmarks (images that print figures from inside QEMU; none yet). An empty
+//! in-guest benchmarks: the `tests/bench_*.rs` images, booted under `-icount
+//! shift=0,sleep=off` so guest time counts instructions and every figure repeats exactly
+//! from run to run; their serial output is the report). An empty
 //! section says `(none yet)`. A benchmark that fails to run makes the verb fail, so a
 //! broken benchmark is not mistaken for a missing one.
 
 use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use crate::args::{qemu_header_options, Profile};
+use crate::build::{self, TestImage, BENCH_IMAGE_PREFIX};
+use crate::qemu::{self, Boot};
 
 use crate::paths;
 use crate::setup;
@@ -27,9 +34,10 @@ pub const HOST_BENCHES: &[Bench] = &[Bench {
     host_args: &["bench", "--bench", "buddy"],
 }];
 
-/// In-guest benchmarks: none yet. They will boot an image under `-icount shift=0,sleep=off`
-/// (repeatable instruction-count time) and collect the figures it prints.
-pub const GUEST_BENCHES: &[Bench] = &[];
+/// Deterministic guest time: one counter tick per instruction, no sleeping on idle.
+const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
+/// A benchmark image may take long: full-memory migration under emulation.
+const GUEST_BENCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
 fn present(benches: &[Bench]) -> Vec<&Bench> {
     benches
@@ -39,7 +47,7 @@ fn present(benches: &[Bench]) -> Vec<&Bench> {
 }
 
 pub fn bench() -> Result<ExitCode> {
-    let mut failures = Vec::new();
+    let mut failures: Vec<&str> = Vec::new();
     println!("== host benchmarks");
     let host = present(HOST_BENCHES);
     if host.is_empty() {
@@ -57,10 +65,28 @@ pub fn bench() -> Result<ExitCode> {
             failures.push(bench.name);
         }
     }
-    println!("\n== in-guest benchmarks");
-    let guest = present(GUEST_BENCHES);
-    if guest.is_empty() {
+    println!("\n== in-guest benchmarks (tests/{BENCH_IMAGE_PREFIX}*.rs under -icount shift=0)");
+    let tools = setup::ensure()?;
+    let images: Vec<TestImage> = build::test_images(&tools, Profile::Release)?
+        .into_iter()
+        .filter(TestImage::is_benchmark)
+        .collect();
+    if images.is_empty() {
         println!("(none yet)");
+    }
+    for image in &images {
+        println!("-- {}", image.name);
+        let source = std::fs::read_to_string(&image.source)
+            .map_err(|e| format!("reading {}: {e}", image.source.display()))?;
+        let boot = Boot::resolve(&qemu_header_options(&source)?, &tools)?;
+        let mut command = boot.command(&tools, &image.executable, qemu::Console::Pipes, true)?;
+        command.args(ICOUNT);
+        let captured = qemu::run_captured(&mut command, GUEST_BENCH_TIMEOUT)?;
+        println!("{}", captured.output.trim_end());
+        if !captured.status.is_some_and(|status| status.success()) {
+            println!("({} did not finish cleanly: $ {})", image.name, qemu::describe(&command));
+            failures.push(image.name.as_str());
+        }
     }
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)

@@ -203,7 +203,11 @@ impl MachineConfig {
             dtb.display(),
             overlay_path.display()
         );
-        let work = cache_dir.join(format!("tmp-{}-{key:016x}", std::process::id()));
+        // Two test images may need the same board at once: each maker gets its own work
+        // directory, and the finished DTB is renamed into place (atomic on one filesystem).
+        static MAKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let maker = MAKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let work = cache_dir.join(format!("tmp-{}-{maker}-{key:016x}", std::process::id()));
         std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
         let outcome = self.make_device_tree(tools, &overlay_path, &work, &dtb);
         let _ = std::fs::remove_dir_all(&work);
@@ -263,7 +267,10 @@ fn run_tool(command: &mut Command, what: &str) -> Result<()> {
 /// nodes, which QEMU warns about, and further nodes are memory-only banks.
 pub fn numa_args(nodes: u32, mem_bytes: u64, smp: u32) -> Result<Vec<String>> {
     let per_node = mem_bytes / u64::from(nodes);
-    if per_node == 0 || !per_node.is_multiple_of(1 << 20) || per_node * u64::from(nodes) != mem_bytes {
+    if per_node == 0
+        || !per_node.is_multiple_of(1 << 20)
+        || per_node * u64::from(nodes) != mem_bytes
+    {
         return Err(format!(
             "{} of RAM does not split into {nodes} equal whole-MiB NUMA nodes",
             size_for_qemu(mem_bytes)

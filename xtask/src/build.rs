@@ -138,6 +138,16 @@ pub struct TestImage {
     pub source: PathBuf,
 }
 
+/// Images named `bench_*` print figures instead of verdicts: `cargo xtask bench` runs them
+/// under `-icount`, `cargo xtask test` leaves them out.
+pub const BENCH_IMAGE_PREFIX: &str = "bench_";
+
+impl TestImage {
+    pub fn is_benchmark(&self) -> bool {
+        self.name.starts_with(BENCH_IMAGE_PREFIX)
+    }
+}
+
 /// The test-file sources in `tests/`, whether or not cargo knows them as targets yet.
 pub fn test_sources() -> Vec<PathBuf> {
     let mut sources: Vec<PathBuf> = std::fs::read_dir(paths::repo_root().join("tests"))

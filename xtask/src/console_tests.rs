@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use crate::expect::{Console, ExpectError};
 
+/// The debug shell's scripts: every command, bad input, Linux file formats, random lines.
+mod shell;
+
 pub struct ConsoleTest {
     pub name: &'static str,
     /// QEMU options, `cargo xtask run` syntax.
@@ -39,6 +42,41 @@ pub const CONSOLE_TESTS: &[ConsoleTest] = &[
         name: "boot_summary_two_banks",
         qemu: "--board virt-2bank",
         script: boot_summary_two_banks,
+    },
+    ConsoleTest {
+        name: "shell_commands",
+        qemu: "",
+        script: shell::commands,
+    },
+    ConsoleTest {
+        name: "shell_linux_formats",
+        qemu: "",
+        script: shell::linux_formats,
+    },
+    ConsoleTest {
+        name: "shell_bad_input",
+        qemu: "",
+        script: shell::bad_input,
+    },
+    ConsoleTest {
+        name: "shell_cma_mem_trace",
+        qemu: "",
+        script: shell::cma_mem_trace,
+    },
+    ConsoleTest {
+        name: "shell_trace_file",
+        qemu: "--trace src/shell_service/testdata/sample.trace",
+        script: shell::trace_file,
+    },
+    ConsoleTest {
+        name: "shell_random_lines",
+        qemu: "",
+        script: shell::random_lines,
+    },
+    ConsoleTest {
+        name: "shell_reboot",
+        qemu: "",
+        script: shell::reboot,
     },
 ];
 
@@ -106,7 +144,9 @@ fn boot_summary(console: &mut Console) -> Result<(), ExpectError> {
 /// merged), one video region in each bank.
 fn boot_summary_two_banks(console: &mut Console) -> Result<(), ExpectError> {
     console.expect(BANNER, BOOT)?;
-    console.expect(r"(?m)^memory: \d+ bank\(s\), 2 GiB total", BOOT)?;
+    console.expect(r"(?m)^memory: 2 bank\(s\), 2 GiB total", BOOT)?;
+    console.expect(&range_line(0x4000_0000, 0x8000_0000), BOOT)?;
+    console.expect(&range_line(0x8000_0000, 0xc000_0000), BOOT)?;
     console.expect(RESERVED_HEADER, BOOT)?;
     expect_block(
         console,

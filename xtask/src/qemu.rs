@@ -30,6 +30,37 @@ use crate::Result;
 /// (shared/reference/qemu-virt.md): larger files are silently dropped by QEMU.
 const DTB_ROOM: u64 = 2 << 20;
 
+/// Where `--trace FILE` is loaded: the 1 MiB between QEMU's DTB (0x4000_0000, padded to
+/// 1 MiB) and the image (0x4020_0000), which the firmware never gives to its allocator and
+/// probes for a trace's magic at boot (src/shell_service/trace.rs has the format).
+pub const TRACE_ADDR: u64 = 0x4010_0000;
+/// The room there, and so the largest trace file.
+pub const TRACE_MAX_BYTES: u64 = 1 << 20;
+/// The first bytes of every trace file.
+const TRACE_MAGIC: &[u8] = b"MNLTRACE";
+
+/// Checks a `--trace` file before QEMU sees it: QEMU's loader would silently overwrite the
+/// image if the file ran past the gap, and a file without the magic is certainly a mistake.
+pub fn check_trace_file(path: &std::path::Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| format!("--trace {}: {e}", path.display()))?;
+    if bytes.len() as u64 > TRACE_MAX_BYTES {
+        return Err(format!(
+            "--trace {}: {} bytes is over the 1 MiB ({TRACE_MAX_BYTES} bytes) that fit between \
+             the DTB and the image at {TRACE_ADDR:#x}",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    if !bytes.starts_with(TRACE_MAGIC) {
+        return Err(format!(
+            "--trace {}: not a Monolith trace (it does not start with \"MNLTRACE\"); \
+             save one from the shell's `trace show` hex dump",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Console {
     Terminal,
@@ -41,6 +72,7 @@ pub struct Boot {
     pub machine: MachineConfig,
     pub dtb: Option<PathBuf>,
     pub append: Option<String>,
+    pub trace: Option<PathBuf>,
 }
 
 impl Boot {
@@ -66,10 +98,19 @@ impl Boot {
             }
             None => machine.device_tree(tools)?,
         };
+        let trace = match &options.trace {
+            Some(file) => {
+                let path = repo_relative(file);
+                check_trace_file(&path)?;
+                Some(path)
+            }
+            None => None,
+        };
         Ok(Boot {
             machine,
             dtb,
             append,
+            trace,
         })
     }
 
@@ -101,6 +142,12 @@ impl Boot {
         }
         if let Some(append) = &self.append {
             command.arg("-append").arg(append);
+        }
+        if let Some(trace) = &self.trace {
+            command.arg("-device").arg(format!(
+                "loader,file={},addr={TRACE_ADDR:#x},force-raw=on",
+                trace.display()
+            ));
         }
         Ok(command)
     }
@@ -216,6 +263,26 @@ mod tests {
             describe(&command),
             r"qemu -m 1024M -append 'a b' -x 'it'\''s' ''"
         );
+    }
+
+    #[test]
+    fn trace_files_are_checked_for_size_and_magic() {
+        let dir = std::env::temp_dir().join(format!("xtask-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.trace");
+        std::fs::write(&good, b"MNLTRACE and the rest").unwrap();
+        check_trace_file(&good).unwrap();
+        let big = dir.join("big.trace");
+        let mut bytes = TRACE_MAGIC.to_vec();
+        bytes.resize((TRACE_MAX_BYTES + 1) as usize, 0);
+        std::fs::write(&big, &bytes).unwrap();
+        let error = check_trace_file(&big).unwrap_err();
+        assert!(error.contains("over the 1 MiB"), "{error}");
+        let other = dir.join("other.bin");
+        std::fs::write(&other, b"\x7fELF").unwrap();
+        assert!(check_trace_file(&other).unwrap_err().contains("not a Monolith trace"));
+        assert!(check_trace_file(&dir.join("missing")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

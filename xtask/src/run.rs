@@ -21,8 +21,9 @@ pub fn run(tools: &Tools, options: &RunOptions) -> Result<ExitCode> {
     } else {
         Profile::Release
     };
-    let firmware = build::firmware(tools, profile)?;
+    // The board first: a typo in --board should not cost a firmware build.
     let boot = Boot::resolve(options, tools)?;
+    let firmware = build::firmware(tools, profile)?;
     let mut command = boot.command(tools, &firmware.elf, Console::Terminal, false)?;
     println!("== run: board {}", boot.machine.board.name);
     println!("{}", qemu::describe(&command));

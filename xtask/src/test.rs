@@ -245,6 +245,7 @@ fn qemu_images(tools: &Tools, filter: Option<&str>) -> Tally {
     }
     let selected: Vec<TestImage> = images
         .into_iter()
+        .filter(|image| !image.is_benchmark())
         .filter(|image| filter.is_none_or(|f| image.name.contains(f)))
         .collect();
     println!(

@@ -129,6 +129,23 @@ fn two_banks_three_ranges_sorted() {
 }
 
 #[test]
+fn touching_memory_nodes_stay_separate_banks_but_overlaps_merge() {
+    assert_eq!(
+        super::merge_overlapping(vec![
+            0x8000_0000..0xc000_0000,
+            0x4000_0000..0x8000_0000,
+            0x4000_0000..0x5000_0000,
+        ]),
+        vec![0x4000_0000..0x8000_0000, 0x8000_0000..0xc000_0000]
+    );
+    // Device windows, by contrast, are mapped as one when they touch.
+    assert_eq!(
+        super::merge(vec![0x1000..0x2000, 0x2000..0x3000]),
+        vec![0x1000..0x3000]
+    );
+}
+
+#[test]
 fn two_banks_reserved_memory_listing() {
     let p = Platform::parse(TWO_BANKS, 0).unwrap();
     assert_eq!(p.reserved.len(), 2);
@@ -651,4 +668,21 @@ proptest! {
         set_be32(&mut blob, field * 4, value);
         let _ = Platform::parse(&blob, 0);
     }
+}
+
+#[test]
+fn broken_reserved_node_is_listed_with_its_problem_and_the_boot_goes_on() {
+    let blob = include_bytes!("../testdata/reserved/broken.virt.dtb");
+    let p = Platform::parse(blob, 0x4000_0000).expect("a bad reserved-memory child is not fatal");
+    let short = p
+        .reserved
+        .iter()
+        .find(|r| r.name == "shortreg@54000000")
+        .expect("the broken node is listed");
+    assert!(
+        short.malformed.as_deref().is_some_and(|m| m.contains("reg")),
+        "{short:?}"
+    );
+    assert!(short.reg.is_empty());
+    assert!(p.reserved.iter().any(|r| r.malformed.is_none() && !r.reg.is_empty()));
 }

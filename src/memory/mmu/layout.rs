@@ -146,6 +146,19 @@ pub fn identity_map_plan(
     early_uart: u64,
     movable_window: &Range<u64>,
 ) -> Result<Vec<Region>, LayoutError> {
+    identity_map_plan_excluding(platform, image, early_uart, movable_window, &[])
+}
+
+/// [`identity_map_plan`] with `no_map` ranges (reserved-memory `no-map` carveouts) left
+/// out of the RAM mapping, widened to whole pages: a carveout may belong to a device or
+/// secure firmware, and a cacheable alias of it could be speculatively read or written back.
+pub fn identity_map_plan_excluding(
+    platform: &Platform,
+    image: &ImageLayout,
+    early_uart: u64,
+    movable_window: &Range<u64>,
+    no_map: &[Range<u64>],
+) -> Result<Vec<Region>, LayoutError> {
     let image_parts = [
         &image.text,
         &image.rodata,
@@ -198,8 +211,16 @@ pub fn identity_map_plan(
             .map(|bank| page_up(bank.start)..page_down(bank.end))
             .collect(),
     );
+    let holes: Vec<Range<u64>> = no_map
+        .iter()
+        .map(|r| page_down(r.start)..page_up(r.end))
+        .collect();
     for bank in &ram {
-        for piece in subtract(bank, &image.whole()) {
+        let mut pieces = subtract(bank, &image.whole());
+        for hole in &holes {
+            pieces = pieces.iter().flat_map(|p| subtract(p, hole)).collect();
+        }
+        for piece in pieces {
             regions.push(Region {
                 name: "RAM",
                 range: piece,
@@ -383,6 +404,36 @@ mod tests {
         assert!(regions
             .iter()
             .any(|r| r.range == (0..0x4000_0000) && r.attributes == Attributes::DEVICE));
+    }
+
+    #[test]
+    fn no_map_carveouts_are_left_out_of_ram() {
+        let carveouts = [0x6000_0000..0x6020_0000, 0x6100_0800..0x6110_0000];
+        let regions = identity_map_plan_excluding(
+            &qemu_virt(),
+            &image(),
+            0x0900_0000,
+            &WINDOW,
+            &carveouts,
+        )
+        .unwrap();
+        let tables = build(&regions);
+        assert_eq!(tables.walk(0x6000_0000), None);
+        assert_eq!(tables.walk(0x601f_fff8), None);
+        assert_eq!(tables.walk(0x6100_0000), None, "widened to the page");
+        assert_eq!(tables.walk(0x610f_f000), None);
+        assert_eq!(
+            tables.walk(0x5fff_f000).unwrap().attributes,
+            Attributes::RAM
+        );
+        assert_eq!(
+            tables.walk(0x6020_0000).unwrap().attributes,
+            Attributes::RAM
+        );
+        assert_eq!(
+            tables.walk(0x6110_0000).unwrap().attributes,
+            Attributes::RAM
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use super::layout::{identity_map_plan, ImageLayout, LayoutError, Region};
+use super::layout::{identity_map_plan_excluding, ImageLayout, LayoutError, Region};
 use super::translation_table::{
     Attributes, MapError, MemoryKind, TranslationTables, WalkerSync, MAIR_EL1_VALUE, PAGE_SIZE,
     VA_BITS,
@@ -117,6 +117,11 @@ pub fn is_enabled() -> bool {
 
 /// Build the identity map for `platform` and this image, and turn on the MMU and caches.
 pub fn init(platform: &Platform) -> Result<(), MmuError> {
+    init_excluding(platform, &[])
+}
+
+/// [`init`], leaving the `no_map` ranges (reserved-memory carveouts) out of the RAM map.
+pub fn init_excluding(platform: &Platform, no_map: &[core::ops::Range<u64>]) -> Result<(), MmuError> {
     if is_enabled() {
         return Err(MmuError::AlreadyEnabled);
     }
@@ -125,11 +130,12 @@ pub fn init(platform: &Platform) -> Result<(), MmuError> {
         return Err(MmuError::Granule4KUnsupported);
     }
     let window = movable_window();
-    let plan = identity_map_plan(
+    let plan = identity_map_plan_excluding(
         platform,
         &kernel_image_layout(),
         crate::bsp::EARLY_UART_BASE as u64,
         &(window.start as u64..window.end as u64),
+        no_map,
     )
     .map_err(MmuError::Layout)?;
 

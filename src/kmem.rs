@@ -1,0 +1,542 @@
+//! Kernel memory service: the one zone over all RAM, the CMA areas from the device tree,
+//! and the movable-memory clients (anonymous workload, page cache) whose pages migrate.
+//!
+//! # Theory of operation
+//!
+//! Boot runs in two steps. [`prepare`] (before the MMU is on) reads `/reserved-memory`, the
+//! `cma=` argument and `/memreserve/` into a [`ReservedMemoryPlan`], so the MMU code can
+//! leave `no-map` carveouts out of the identity map. [`init`] (after the drivers, so it can
+//! print) builds the zone: the memmap is carved from RAM ([`memmap`] decides where), usable
+//! RAM is handed to the buddy, everything else stays reserved, and each planned CMA area is
+//! declared and activated. Then one line per area and every plan message are printed.
+//!
+//! All memory state lives in [`KmemState`] under one [`IrqSafeLock`] (IRQ handlers never
+//! allocate, so masking them makes the lock safe on this core; the spin makes it safe
+//! across cores). The state's fields are disjoint borrows: `mm::cma_alloc(&mut areas[i],
+//! &mut zone, &mut clients, ..)` lends the zone to mm and the movable clients to mm as its
+//! [`Migrator`], which copies and re-points pages but never calls into the zone.
+//!
+//! Direct reclaim: before a CMA allocation, if free memory outside CMA could not hold the
+//! pages that may need to move out of the area, clean page-cache pages are dropped first
+//! (those outside CMA first), as Linux's `alloc_migration_target` would enter reclaim. If
+//! the mm still runs out of migration targets, more is reclaimed and the call retried.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ops::Range;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::cpu::IrqSafeLock;
+use crate::dt::platform::Platform;
+use crate::dt::reserved::{plan_reserved_memory, ReservedMemoryPlan};
+use crate::mm::{
+    self, vmstat, CmaArea, CmaError, CmaState, GfpFlags, MigrateError, MigrateType, Migrator,
+    Owner, OwnerKind, Page, Pfn, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
+};
+
+pub mod anon;
+pub mod bench;
+pub mod memmap;
+pub mod pagecache;
+mod pattern;
+mod window;
+
+pub use window::copy_bytes;
+
+use anon::AnonClient;
+use pagecache::PageCache;
+
+/// Why a kernel-memory request failed; `Display` is one clear line for the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmemError {
+    NotInitialised,
+    NoSuchArea(String),
+    /// Any other refusal, already worded for a person.
+    Refused(String),
+}
+
+impl core::fmt::Display for KmemError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            KmemError::NotInitialised => write!(f, "memory manager not initialised"),
+            KmemError::NoSuchArea(name) => write!(f, "no CMA area named '{name}'"),
+            KmemError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The movable clients, lent to mm as one [`Migrator`].
+pub(crate) struct Clients {
+    pub(crate) anon: AnonClient,
+    pub(crate) cache: PageCache,
+}
+
+impl Migrator for Clients {
+    fn migrate(
+        &mut self,
+        src: Pfn,
+        dst: Pfn,
+        order: usize,
+        owner: Owner,
+    ) -> Result<(), MigrateError> {
+        if order != 0 {
+            return Err(MigrateError::Busy);
+        }
+        match owner.kind() {
+            OwnerKind::Anon => self.anon.migrate(src, dst, owner.id()),
+            OwnerKind::PageCache => self.cache.migrate(src, dst, owner.id()),
+            _ => Err(MigrateError::Busy),
+        }
+    }
+
+    fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool {
+        order == 0 && owner.kind() == OwnerKind::PageCache && self.cache.reclaim(pfn, owner.id())
+    }
+}
+
+/// Everything the memory lock protects.
+pub(crate) struct KmemState {
+    pub(crate) zone: Zone<'static>,
+    pub(crate) areas: Vec<CmaArea>,
+    pub(crate) clients: Clients,
+    /// Physical range of the memmap (for reports and tests).
+    pub(crate) memmap: Range<u64>,
+    /// Pages the kmem API handed out as pinned/kernel allocations, by head pfn and order.
+    pub(crate) pinned: Vec<(Pfn, usize)>,
+}
+
+static STATE: IrqSafeLock<Option<KmemState>> = IrqSafeLock::new(None);
+static PLAN: AtomicPtr<ReservedMemoryPlan> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Run `f` on the state under the memory lock.
+pub(crate) fn with_state<R>(f: impl FnOnce(&mut KmemState) -> R) -> Result<R, KmemError> {
+    STATE.lock(|slot| slot.as_mut().map(f).ok_or(KmemError::NotInitialised))
+}
+
+extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Where linker.ld put the whole image (text to stack top, heap included: it is in BSS).
+pub fn image_range() -> Range<u64> {
+    (&raw const __image_start) as u64..(&raw const __image_end) as u64
+}
+
+/// Memory in use before the allocator exists: RAM from the bank base up to the image end
+/// (holds the DTB on `virt`, and is below the image anyway), the DTB wherever it is, and
+/// the `/memreserve/` entries.
+pub fn occupied_ranges(platform: &Platform) -> Vec<Range<u64>> {
+    let image = image_range();
+    let mut occupied = Vec::new();
+    let image_bank = platform
+        .memory
+        .iter()
+        .find(|bank| bank.start <= image.start && image.start < bank.end);
+    occupied.push(image_bank.map_or(image.start, |b| b.start)..image.end);
+    occupied.push(platform.dtb.clone());
+    occupied.extend(platform.mem_reserve.iter().cloned());
+    memmap::normalise(occupied)
+}
+
+/// Compute the reserved-memory plan (idempotent). Runs before the MMU is on: the plan's
+/// `not_mapped()` ranges must be left out of the identity map.
+pub fn prepare(platform: &Platform) -> &'static ReservedMemoryPlan {
+    if let Some(plan) = plan() {
+        return plan;
+    }
+    let occupied = occupied_ranges(platform);
+    let plan = match crate::dtb::blob().map(fdt::Fdt::new) {
+        Some(Ok(fdt)) => plan_reserved_memory(
+            &fdt,
+            &platform.memory,
+            &occupied,
+            platform.bootargs.as_deref(),
+        ),
+        Some(Err(e)) => ReservedMemoryPlan {
+            messages: alloc::vec![format!("device tree unreadable for reserved memory: {e:?}")],
+            ..ReservedMemoryPlan::default()
+        },
+        None => ReservedMemoryPlan {
+            messages: alloc::vec![String::from("no device tree blob: nothing reserved")],
+            ..ReservedMemoryPlan::default()
+        },
+    };
+    let leaked: &'static mut ReservedMemoryPlan = Box::leak(Box::new(plan));
+    PLAN.store(leaked, Ordering::Release);
+    leaked
+}
+
+/// The reserved-memory plan the zone was built from.
+pub fn plan() -> Option<&'static ReservedMemoryPlan> {
+    let plan = PLAN.load(Ordering::Acquire);
+    // Safety: null or a `Box::leak`ed plan published once (Release/Acquire), never freed or
+    // written again.
+    unsafe { plan.as_ref() }
+}
+
+/// Linux's `min_free_kbytes = sqrt(lowmem_kbytes * 16)`, clamped to [128 KiB, 256 MiB],
+/// as pages.
+fn default_min_watermark(managed_pages: usize) -> usize {
+    let kbytes = (managed_pages * (PAGE_SIZE / 1024)) as u64 * 16;
+    let (mut lo, mut hi) = (0u64, 1u64 << 32);
+    while lo + 1 < hi {
+        let mid = (lo + hi) / 2;
+        if mid * mid <= kbytes {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let min_kb = lo.clamp(128, 256 * 1024) as usize;
+    min_kb / (PAGE_SIZE / 1024)
+}
+
+/// Build the zone from `platform.memory` minus image, DTB, memmap, `/memreserve/` and the
+/// reserved-memory plan's kept ranges; declare and activate the plan's CMA areas. Prints
+/// the plan's messages. Called once by `runtime_init` after `driver::init`.
+pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
+    if with_state(|_| ()).is_ok() {
+        return Err(KmemError::Refused(
+            "memory manager already initialised".into(),
+        ));
+    }
+    let plan = prepare(platform);
+    for message in &plan.messages {
+        log::warn!("reserved-memory: {message}");
+    }
+    let ram = memmap::ram_pages(&platform.memory);
+    let (Some(first), Some(last)) = (ram.first(), ram.last()) else {
+        return Err(KmemError::Refused("no RAM in /memory".into()));
+    };
+    let start_pfn = (first.start >> PAGE_SHIFT) as Pfn;
+    let end_pfn = (last.end >> PAGE_SHIFT) as Pfn;
+    let size = mm::zone_metadata_size(start_pfn, end_pfn - start_pfn);
+
+    let mut in_use = occupied_ranges(platform);
+    in_use.extend(plan.kept_from_buddy());
+    in_use.extend(plan.not_mapped());
+    let cma_ranges: Vec<Range<u64>> = plan
+        .cma_areas
+        .iter()
+        .map(|a| a.base..a.base + a.size)
+        .collect();
+    in_use.extend(cma_ranges.iter().cloned());
+    let in_use = memmap::normalise(in_use);
+    let free_before_memmap = memmap::subtract_all(&ram, &in_use);
+    let memmap_range = memmap::place_memmap(&free_before_memmap, size.total_bytes() as u64)
+        .ok_or_else(|| {
+            KmemError::Refused(format!(
+                "no room for the memmap ({} KiB)",
+                size.total_bytes() / 1024
+            ))
+        })?;
+    let usable = memmap::subtract_all(&free_before_memmap, core::slice::from_ref(&memmap_range));
+
+    // Safety: `memmap_range` is RAM (inside a bank, identity-mapped: carveouts are excluded
+    // from it) that nothing else uses: not the image, heap or stack, not the DTB, not a
+    // reserved region, and it is never handed to the buddy (it is not in `usable`). It is
+    // page aligned and large enough for `size.pages` `Page`s followed by the pageblock
+    // bytes, and both slices live for the rest of the run. `Page` and `u8` accept any bit
+    // pattern, so whatever the RAM held is a valid value; `Zone::new` overwrites it anyway.
+    let (pages, pageblock_types): (&'static mut [Page], &'static mut [u8]) = unsafe {
+        let base = memmap_range.start as usize;
+        (
+            core::slice::from_raw_parts_mut(base as *mut Page, size.pages),
+            core::slice::from_raw_parts_mut((base + size.page_bytes) as *mut u8, size.pageblocks),
+        )
+    };
+    let mut zone = Zone::new(start_pfn, pages, pageblock_types)
+        .map_err(|e| KmemError::Refused(format!("zone: {e}")))?;
+    // Present-but-unmanaged RAM is reserved (counted as present, never handed out).
+    for bank in &ram {
+        let range = (bank.start >> PAGE_SHIFT) as Pfn..(bank.end >> PAGE_SHIFT) as Pfn;
+        if !range.is_empty() {
+            zone.reserve_range(range)
+                .map_err(|e| KmemError::Refused(format!("zone reserve: {e}")))?;
+        }
+    }
+    for piece in &usable {
+        let range = (piece.start >> PAGE_SHIFT) as Pfn..(piece.end >> PAGE_SHIFT) as Pfn;
+        if !range.is_empty() {
+            zone.free_range(range)
+                .map_err(|e| KmemError::Refused(format!("zone free: {e}")))?;
+        }
+    }
+    let mut areas = Vec::new();
+    for spec in &plan.cma_areas {
+        let (base, count) = (
+            (spec.base >> PAGE_SHIFT) as Pfn,
+            (spec.size >> PAGE_SHIFT) as usize,
+        );
+        let activated = mm::cma_init_reserved_mem(base, count, 0, &spec.name)
+            .and_then(|mut area| mm::cma_activate_area(&mut area, &mut zone).map(|()| area));
+        match activated {
+            Ok(area) => areas.push(area),
+            Err(e) => log::warn!("cma: area '{}' not activated: {e}", spec.name),
+        }
+    }
+    let managed = zone.counters().managed_pages;
+    zone.set_watermarks(Watermarks::from_min(default_min_watermark(managed)));
+
+    let mut cache = PageCache::new();
+    cache.init_store(pagecache::DEFAULT_STORE_BLOCKS);
+    let state = KmemState {
+        zone,
+        areas,
+        clients: Clients {
+            anon: AnonClient::new(),
+            cache,
+        },
+        memmap: memmap_range.clone(),
+        pinned: Vec::new(),
+    };
+    let counters = state.zone.counters();
+    log::info!(
+        "kmem: zone pfn {:#x}..{:#x}, {} MiB managed, {} MiB free, memmap {:#x}..{:#x}, min watermark {} pages",
+        start_pfn,
+        end_pfn,
+        counters.managed_pages >> (20 - PAGE_SHIFT),
+        counters.free_pages >> (20 - PAGE_SHIFT),
+        memmap_range.start,
+        memmap_range.end,
+        counters.watermarks.min
+    );
+    for area in &state.areas {
+        let spec = plan.cma_areas.iter().find(|s| s.name == area.name());
+        let owners = spec.map(|s| s.owners.join(",")).unwrap_or_default();
+        log::info!(
+            "cma: area '{}' base {:#x} size {} MiB{}{}{}",
+            area.name(),
+            (area.base_pfn() as u64) << PAGE_SHIFT,
+            area.count() >> (20 - PAGE_SHIFT),
+            if spec.is_some_and(|s| s.is_default) {
+                ", default"
+            } else {
+                ""
+            },
+            if owners.is_empty() { "" } else { ", owners " },
+            owners
+        );
+    }
+    STATE.lock(|slot| *slot = Some(state));
+    Ok(())
+}
+
+/// Run `f` on the zone under the memory lock (IRQs masked).
+pub fn with_zone<R>(f: impl FnOnce(&mut Zone<'static>) -> R) -> Result<R, KmemError> {
+    with_state(|s| f(&mut s.zone))
+}
+
+/// `/proc/meminfo`, `/proc/buddyinfo`, `/proc/pagetypeinfo` text in Linux's formats.
+pub fn meminfo() -> Result<String, KmemError> {
+    with_state(|s| vmstat::meminfo_string(&s.zone))
+}
+pub fn buddyinfo() -> Result<String, KmemError> {
+    with_state(|s| vmstat::buddyinfo_string(&s.zone))
+}
+pub fn pagetypeinfo() -> Result<String, KmemError> {
+    with_state(|s| vmstat::pagetypeinfo_string(&s.zone))
+}
+
+/// Names of the CMA areas, in declaration order (default area first if any).
+pub fn cma_area_names() -> Vec<String> {
+    let default = plan()
+        .and_then(|p| p.default_cma_area())
+        .map(|a| a.name.clone());
+    let mut names: Vec<String> =
+        with_state(|s| s.areas.iter().map(|a| String::from(a.name())).collect())
+            .unwrap_or_default();
+    if let Some(default) = default {
+        if let Some(at) = names.iter().position(|n| *n == default) {
+            let name = names.remove(at);
+            names.insert(0, name);
+        }
+    }
+    names
+}
+
+/// The area a device allocates from (its own `memory-region` CMA area, else the default),
+/// by name; `None` if it has neither.
+pub fn cma_area_for_device(device_path: &str) -> Option<String> {
+    plan()?
+        .cma_area_for_device(device_path)
+        .map(|a| a.name.clone())
+}
+
+fn area_index(s: &KmemState, name: &str) -> Result<usize, KmemError> {
+    s.areas
+        .iter()
+        .position(|a| a.name() == name)
+        .ok_or_else(|| KmemError::NoSuchArea(String::from(name)))
+}
+
+/// Base, size, used, maxchunk, stats of one area.
+pub fn cma_state(area: &str) -> Result<CmaState, KmemError> {
+    with_state(|s| area_index(s, area).map(|i| s.areas[i].state()))?
+}
+
+/// The area's bitmap words and its number of valid bits.
+pub fn cma_bitmap(area: &str) -> Result<(Vec<u64>, usize), KmemError> {
+    with_state(|s| {
+        area_index(s, area).map(|i| {
+            let a = &s.areas[i];
+            (a.bitmap().to_vec(), a.count() >> a.order_per_bit())
+        })
+    })?
+}
+
+/// Make sure migration targets exist outside CMA for `count` pages: drop clean cache
+/// (outside CMA first) if free non-CMA memory above the min watermark is short.
+fn make_room(s: &mut KmemState, count: usize) -> usize {
+    let c = s.zone.counters();
+    let free_normal = c.free_pages.saturating_sub(c.free_cma_pages);
+    let want = count + c.watermarks.min + 32;
+    if free_normal >= want {
+        return 0;
+    }
+    s.clients
+        .cache
+        .shrink_clean(&mut s.zone, want - free_normal, |zone, pfn| {
+            zone.pageblock_migratetype(pfn) != Some(MigrateType::Cma)
+        })
+}
+
+/// `cma_alloc` under the lock, with direct reclaim.
+pub(crate) fn cma_alloc_locked(
+    s: &mut KmemState,
+    area: usize,
+    count: usize,
+    align_order: u32,
+) -> Result<Pfn, KmemError> {
+    let name = String::from(s.areas[area].name());
+    if count == 0 {
+        return Err(KmemError::Refused(format!(
+            "cma_alloc from '{name}': zero pages requested"
+        )));
+    }
+    if count > s.areas[area].count() {
+        return Err(KmemError::Refused(format!(
+            "cma_alloc from '{name}': {count} pages requested, the area has only {}",
+            s.areas[area].count()
+        )));
+    }
+    if align_order as usize > mm::MAX_ORDER + 8 {
+        return Err(KmemError::Refused(format!(
+            "cma_alloc from '{name}': alignment order {align_order} too large"
+        )));
+    }
+    make_room(s, count);
+    let mut retries = 0;
+    loop {
+        let result = mm::cma_alloc(
+            &mut s.areas[area],
+            &mut s.zone,
+            &mut s.clients,
+            count,
+            align_order as usize,
+        );
+        match result {
+            Ok(pfn) => return Ok(pfn),
+            Err(CmaError::NoMemory) if retries < 4 && s.clients.cache.clean_pages() > 0 => {
+                retries += 1;
+                s.clients
+                    .cache
+                    .shrink_clean(&mut s.zone, count.max(64), |_, _| true);
+            }
+            Err(e) => {
+                return Err(KmemError::Refused(format!(
+                    "cma_alloc of {count} pages from '{name}' failed: {e}"
+                )))
+            }
+        }
+    }
+}
+
+/// `cma_alloc`: `count` pages aligned to `1 << align_order` pages, migrating or reclaiming
+/// the movable clients' pages out of the way. Returns the first pfn.
+pub fn cma_alloc(area: &str, count: usize, align_order: u32) -> Result<Pfn, KmemError> {
+    with_state(|s| {
+        let i = area_index(s, area)?;
+        cma_alloc_locked(s, i, count, align_order)
+    })?
+}
+
+/// `cma_release`: give back pages from `cma_alloc`; refuses pages this area did not hand out.
+pub fn cma_release(area: &str, pfn: Pfn, count: usize) -> Result<(), KmemError> {
+    with_state(|s| {
+        let i = area_index(s, area)?;
+        if mm::cma_release(&mut s.areas[i], &mut s.zone, pfn, count) {
+            Ok(())
+        } else {
+            Err(KmemError::Refused(format!(
+                "cma_release: pfn {pfn:#x} +{count} was not handed out by area '{area}'"
+            )))
+        }
+    })?
+}
+
+/// What a pinned allocation is for; both kinds stay out of CMA pageblocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinKind {
+    /// Kernel data that is never moved.
+    Kernel,
+    /// Long-term pinned memory (a device DMAs into it).
+    Pinned,
+}
+
+/// Allocate `1 << order` frames that will never move: Unmovable for kernel data, Movable
+/// with `NO_CMA` for long-term pins, so neither lands in a CMA pageblock.
+pub fn alloc_pinned(order: usize, kind: PinKind) -> Result<Pfn, KmemError> {
+    with_state(|s| {
+        let (gfp, owner) = match kind {
+            PinKind::Kernel => (mm::Gfp::KERNEL, OwnerKind::Kernel),
+            PinKind::Pinned => (mm::Gfp::MOVABLE.with(GfpFlags::NO_CMA), OwnerKind::Pinned),
+        };
+        s.pinned
+            .try_reserve(1)
+            .map_err(|_| KmemError::Refused("kernel heap exhausted".into()))?;
+        let pfn = s
+            .zone
+            .alloc_pages(order, gfp)
+            .map_err(|e| KmemError::Refused(format!("alloc order {order}: {e:?}")))?;
+        if let Err(e) = s.zone.set_owner(pfn, Owner::new(owner, 0)) {
+            let _ = s.zone.free_pages(pfn, order);
+            return Err(KmemError::Refused(format!("alloc order {order}: {e}")));
+        }
+        s.pinned.push((pfn, order));
+        Ok(pfn)
+    })?
+}
+
+/// Free an allocation from [`alloc_pinned`]; anything else is refused.
+pub fn free_pinned(pfn: Pfn, order: usize) -> Result<(), KmemError> {
+    with_state(|s| {
+        let at = s
+            .pinned
+            .iter()
+            .position(|&p| p == (pfn, order))
+            .ok_or_else(|| {
+                KmemError::Refused(format!(
+                    "pfn {pfn:#x} order {order} is not a pinned allocation"
+                ))
+            })?;
+        s.zone
+            .free_pages(pfn, order)
+            .map_err(|e| KmemError::Refused(format!("free: {e}")))?;
+        s.pinned.swap_remove(at);
+        Ok(())
+    })?
+}
+
+/// Physical range of the memmap.
+pub fn memmap_range() -> Result<Range<u64>, KmemError> {
+    with_state(|s| s.memmap.clone())
+}
+
+/// The zone's full invariant check (O(span)).
+pub fn check_invariants() -> Result<(), KmemError> {
+    with_state(|s| s.zone.check_invariants().map_err(KmemError::Refused))?
+}

@@ -1,0 +1,361 @@
+//! The page cache over a ramdisk-like block store: clean pages are reclaimable (dropped and
+//! re-read on use), dirty ones migrate.
+//!
+//! # Theory of operation
+//!
+//! The store is a block-device model: `store_blocks` blocks of 4 KiB whose content is a
+//! deterministic function of (block, version). A never-written block is version 0; a
+//! written-back block records its new version and the checksum word the cache page held at
+//! write-back, which is the sparse overlay of written blocks. Reading a block that is not
+//! cached allocates an order-0 `Gfp::MOVABLE` frame, records `Owner::new(PageCache, block)`,
+//! maps it at `CACHE_WINDOW + block * 4 KiB` and fills it from the store. Writing a cached
+//! block rewrites the page with the next version and marks it dirty until write-back.
+//!
+//! Under `alloc_contig_range`, `Migrator::reclaim` drops a clean page (unmap, forget; the mm
+//! frees the frame) and counts it; the next read of that block misses and is counted as a
+//! re-read. Dirty pages cannot be dropped without losing data, so they are migrated like
+//! anonymous pages. Direct reclaim ([`PageCache::shrink_clean`]) drops clean pages to make
+//! room when a CMA allocation needs migration targets.
+
+use alloc::format;
+use alloc::vec::Vec;
+
+use super::anon::VerifyReport;
+use super::pattern::PagePattern;
+use super::window;
+use super::{with_state, KmemError};
+use crate::memory::mmu;
+use crate::mm::{Gfp, MigrateError, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
+
+/// First window address of the page cache (512 GiB into the window).
+pub const CACHE_WINDOW: usize = mmu::MOVABLE_WINDOW_START + (512 << 30);
+/// Blocks in the store by default: 512 MiB of 4 KiB blocks.
+pub const DEFAULT_STORE_BLOCKS: usize = 1 << 17;
+const NOT_CACHED: u32 = u32::MAX;
+const STORE_SEED: u64 = 0x5eed_b10c_0000_0000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub store_blocks: usize,
+    pub cached_pages: usize,
+    pub dirty_pages: usize,
+    pub reclaimed: u64,
+    pub rereads: u64,
+    pub migrations: u64,
+}
+
+/// Per-block state: store version, cached frame, flags.
+#[derive(Clone, Copy)]
+struct Block {
+    pfn: u32,
+    /// Version currently in the store.
+    stored: u32,
+    /// Version the cached page holds (== stored unless dirty).
+    cached: u32,
+    dirty: bool,
+    /// Was dropped by reclaim since it was last read: the next miss is a re-read.
+    reclaimed: bool,
+}
+
+pub(crate) struct PageCache {
+    blocks: Vec<Block>,
+    cached_pages: usize,
+    dirty_pages: usize,
+    /// Where direct reclaim resumes, so repeated shrinking does not rescan from block 0.
+    clock: usize,
+    pub(crate) reclaimed: u64,
+    pub(crate) rereads: u64,
+    pub(crate) migrations: u64,
+}
+
+impl PageCache {
+    pub(crate) const fn new() -> PageCache {
+        PageCache {
+            blocks: Vec::new(),
+            cached_pages: 0,
+            dirty_pages: 0,
+            clock: 0,
+            reclaimed: 0,
+            rereads: 0,
+            migrations: 0,
+        }
+    }
+
+    /// Size the store; a failed reservation leaves an empty store (reads then fail cleanly).
+    pub(crate) fn init_store(&mut self, blocks: usize) {
+        if self.blocks.try_reserve_exact(blocks).is_ok() {
+            self.blocks.resize(
+                blocks,
+                Block {
+                    pfn: NOT_CACHED,
+                    stored: 0,
+                    cached: 0,
+                    dirty: false,
+                    reclaimed: false,
+                },
+            );
+        }
+    }
+
+    fn va(block: usize) -> usize {
+        CACHE_WINDOW + block * PAGE_SIZE
+    }
+
+    fn pattern(block: usize, version: u32) -> PagePattern {
+        PagePattern::new(STORE_SEED ^ ((version as u64) << 32) ^ block as u64)
+    }
+
+    pub(crate) fn cached_pages(&self) -> usize {
+        self.cached_pages
+    }
+
+    fn check_block(&self, block: usize) -> Result<(), KmemError> {
+        if block >= self.blocks.len() {
+            return Err(KmemError::Refused(format!(
+                "block {block} is past the end of the store ({} blocks)",
+                self.blocks.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bring `block` into the cache. `Ok(false)`: no memory for it (at the watermark).
+    pub(crate) fn read(&mut self, zone: &mut Zone<'_>, block: usize) -> Result<bool, KmemError> {
+        self.check_block(block)?;
+        if self.blocks[block].pfn != NOT_CACHED {
+            return Ok(true);
+        }
+        let Ok(pfn) = zone.alloc_pages(0, Gfp::MOVABLE) else {
+            return Ok(false);
+        };
+        let placed = zone
+            .set_owner(pfn, Owner::new(OwnerKind::PageCache, block as u64))
+            .map_err(|e| format!("{e}"))
+            .and_then(|()| {
+                mmu::map_movable(Self::va(block), (pfn << PAGE_SHIFT) as u64)
+                    .map_err(|e| format!("{e}"))
+            });
+        if let Err(why) = placed {
+            let _ = zone.free_pages(pfn, 0);
+            return Err(KmemError::Refused(format!("page cache read: {why}")));
+        }
+        let b = &mut self.blocks[block];
+        b.pfn = pfn as u32;
+        b.cached = b.stored;
+        b.dirty = false;
+        if b.reclaimed {
+            b.reclaimed = false;
+            self.rereads += 1;
+        }
+        let pattern = Self::pattern(block, b.cached);
+        // Safety: the block's window page was just mapped to `pfn`, owned by the cache
+        // alone. This is the "device read" into the page.
+        unsafe { window::fill_page(Self::va(block), |i| pattern.word(i)) };
+        self.cached_pages += 1;
+        Ok(true)
+    }
+
+    /// Modify a block: it gets the next version's content and stays dirty until written back.
+    pub(crate) fn write(&mut self, zone: &mut Zone<'_>, block: usize) -> Result<bool, KmemError> {
+        if !self.read(zone, block)? {
+            return Ok(false);
+        }
+        let b = &mut self.blocks[block];
+        b.cached = b.cached.wrapping_add(1).max(b.stored.wrapping_add(1));
+        if !b.dirty {
+            b.dirty = true;
+            self.dirty_pages += 1;
+        }
+        let pattern = Self::pattern(block, b.cached);
+        // Safety: the block is cached, so its window page maps a frame the cache owns.
+        unsafe { window::fill_page(Self::va(block), |i| pattern.word(i)) };
+        Ok(true)
+    }
+
+    /// Write every dirty page back to the store, after checking it still holds what was
+    /// written; returns how many were cleaned.
+    pub(crate) fn writeback(&mut self) -> usize {
+        let mut cleaned = 0;
+        for block in 0..self.blocks.len() {
+            let b = self.blocks[block];
+            if b.pfn == NOT_CACHED || !b.dirty {
+                continue;
+            }
+            let pattern = Self::pattern(block, b.cached);
+            // Safety: cached, so mapped to a frame the cache owns.
+            let intact =
+                unsafe { window::first_mismatch(Self::va(block), |i| pattern.word(i)) }.is_none();
+            if intact {
+                let b = &mut self.blocks[block];
+                b.stored = b.cached;
+                b.dirty = false;
+                self.dirty_pages -= 1;
+                cleaned += 1;
+            }
+        }
+        cleaned
+    }
+
+    fn forget(&mut self, block: usize) {
+        let _ = mmu::unmap_movable(Self::va(block));
+        let b = &mut self.blocks[block];
+        b.pfn = NOT_CACHED;
+        b.reclaimed = true;
+        self.cached_pages -= 1;
+    }
+
+    /// Direct reclaim: drop up to `count` clean pages, those whose frame satisfies
+    /// `prefer` first, and free them. Returns how many were dropped.
+    pub(crate) fn shrink_clean(
+        &mut self,
+        zone: &mut Zone<'_>,
+        count: usize,
+        prefer: impl Fn(&Zone<'_>, Pfn) -> bool,
+    ) -> usize {
+        let n = self.blocks.len();
+        let mut dropped = 0;
+        for pass in 0..2 {
+            let mut visited = 0;
+            while dropped < count && visited < n {
+                let block = self.clock % n;
+                self.clock = (self.clock + 1) % n;
+                visited += 1;
+                let b = self.blocks[block];
+                if b.pfn == NOT_CACHED || b.dirty {
+                    continue;
+                }
+                if pass == 0 && !prefer(zone, b.pfn as Pfn) {
+                    continue;
+                }
+                self.forget(block);
+                let _ = zone.free_pages(b.pfn as Pfn, 0);
+                self.reclaimed += 1;
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Drop every clean page (`echo 1 > drop_caches`).
+    pub(crate) fn drop_clean(&mut self, zone: &mut Zone<'_>) -> usize {
+        self.shrink_clean(zone, usize::MAX, |_, _| true)
+    }
+
+    pub(crate) fn clean_pages(&self) -> usize {
+        self.cached_pages - self.dirty_pages
+    }
+
+    pub(crate) fn verify(&self) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        for (block, b) in self.blocks.iter().enumerate() {
+            if b.pfn == NOT_CACHED {
+                continue;
+            }
+            report.pages_checked += 1;
+            let va = Self::va(block);
+            if mmu::translate(va) != Some((b.pfn as u64) << PAGE_SHIFT) {
+                report.bad_pages += 1;
+                continue;
+            }
+            let pattern = Self::pattern(block, b.cached);
+            // Safety: cached, so mapped (just translated) to a frame the cache owns.
+            if unsafe { window::first_mismatch(va, |i| pattern.word(i)) }.is_some() {
+                report.bad_pages += 1;
+            }
+        }
+        report
+    }
+
+    pub(crate) fn status(&self) -> CacheStatus {
+        CacheStatus {
+            store_blocks: self.blocks.len(),
+            cached_pages: self.cached_pages,
+            dirty_pages: self.dirty_pages,
+            reclaimed: self.reclaimed,
+            rereads: self.rereads,
+            migrations: self.migrations,
+        }
+    }
+
+    /// `Migrator::reclaim`: drop a clean page; the mm frees the frame.
+    pub(crate) fn reclaim(&mut self, pfn: Pfn, block: u64) -> bool {
+        let block = block as usize;
+        match self.blocks.get(block) {
+            Some(b) if b.pfn == pfn as u32 && !b.dirty => {
+                self.forget(block);
+                self.reclaimed += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `Migrator::migrate` for a page-cache block (dirty, or reclaim declined).
+    pub(crate) fn migrate(&mut self, src: Pfn, dst: Pfn, block: u64) -> Result<(), MigrateError> {
+        let block = block as usize;
+        if self.blocks.get(block).map(|b| b.pfn) != Some(src as u32) {
+            return Err(MigrateError::Busy);
+        }
+        // Safety: both frames are identity-mapped RAM managed by the zone; `dst` was just
+        // allocated by mm for this migration and `src` is this cache's page, untouched by
+        // anyone else while the memory lock is held.
+        unsafe { window::copy_frame(dst, src) };
+        match mmu::remap_movable(Self::va(block), (dst << PAGE_SHIFT) as u64) {
+            Ok(_) => {
+                self.blocks[block].pfn = dst as u32;
+                self.migrations += 1;
+                Ok(())
+            }
+            Err(_) => Err(MigrateError::Busy),
+        }
+    }
+}
+
+/// Read blocks `0..blocks` of the store through the cache (fills the cache); stops at the
+/// watermark. Returns how many of them are cached afterwards.
+pub fn fill(blocks: usize) -> Result<usize, KmemError> {
+    with_state(|s| {
+        let n = blocks.min(s.clients.cache.blocks.len());
+        let mut cached = 0;
+        for block in 0..n {
+            if !s.clients.cache.read(&mut s.zone, block)? {
+                break;
+            }
+            cached += 1;
+        }
+        Ok(cached)
+    })?
+}
+
+/// Modify `blocks` blocks starting at `first` (they stay dirty until [`writeback`]).
+pub fn write(first: usize, blocks: usize) -> Result<usize, KmemError> {
+    with_state(|s| {
+        let mut written = 0;
+        for block in first..first.saturating_add(blocks) {
+            if !s.clients.cache.write(&mut s.zone, block)? {
+                break;
+            }
+            written += 1;
+        }
+        Ok(written)
+    })?
+}
+
+/// Write dirty pages back to the store; returns how many were cleaned.
+pub fn writeback() -> Result<usize, KmemError> {
+    with_state(|s| s.clients.cache.writeback())
+}
+
+/// Re-read every cached block and compare with the store's content.
+pub fn verify() -> Result<VerifyReport, KmemError> {
+    with_state(|s| s.clients.cache.verify())
+}
+
+/// Drop every clean page; returns how many were dropped.
+pub fn drop_caches() -> Result<usize, KmemError> {
+    with_state(|s| s.clients.cache.drop_clean(&mut s.zone))
+}
+
+pub fn status() -> CacheStatus {
+    with_state(|s| s.clients.cache.status()).unwrap_or_default()
+}

@@ -1,0 +1,263 @@
+//! xtask-qemu: --board virt
+//!
+//! In-QEMU tests of CMA under memory pressure: all free memory, CMA included, is filled
+//! with movable anonymous pages and page-cache pages (some dirty), then every CMA area is
+//! taken whole in chunks of several sizes. Every allocation must succeed (migrating anon
+//! and dirty cache pages, reclaiming clean cache), every page must still hold its pattern
+//! afterwards, the zone's invariants must hold, and long-term pins must never sit in CMA
+//! pageblocks. Bad requests must fail with an error and change nothing.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use monolith::kmem::{self, anon, pagecache, KmemError, PinKind};
+use monolith::mm::{MigrateType, Pfn};
+use monolith::test_harness::{run_tests, TestCase};
+use monolith::{qemu_ensure, qemu_ensure_eq};
+
+const CHUNKS: [usize; 6] = [1, 3, 64, 512, 1024, 4096];
+
+fn areas() -> Result<Vec<String>, String> {
+    let names = kmem::cma_area_names();
+    qemu_ensure!(
+        !names.is_empty(),
+        "no CMA area (boot with cma= or the board overlay)"
+    );
+    Ok(names)
+}
+
+fn e(err: KmemError) -> String {
+    format!("{err}")
+}
+
+fn zone_built_with_areas() -> Result<(), String> {
+    kmem::check_invariants().map_err(e)?;
+    let memmap = kmem::memmap_range().map_err(e)?;
+    let image = kmem::image_range();
+    qemu_ensure!(
+        memmap.start >= image.end,
+        "memmap {memmap:x?} overlaps image {image:x?}"
+    );
+    for name in areas()? {
+        let st = kmem::cma_state(&name).map_err(e)?;
+        qemu_ensure!(st.count > 0 && st.used == 0, "{name}: {st:?}");
+        let (base, end) = (st.base_pfn, st.base_pfn + st.count);
+        let all_cma = kmem::with_zone(|z| {
+            (base..end)
+                .step_by(512)
+                .all(|p| z.pageblock_migratetype(p) == Some(MigrateType::Cma))
+        })
+        .map_err(e)?;
+        qemu_ensure!(all_cma, "{name}: not every pageblock is Cma");
+    }
+    let info = kmem::meminfo().map_err(e)?;
+    qemu_ensure!(info.contains("CmaTotal:"), "meminfo: {info}");
+    Ok(())
+}
+
+fn bad_requests_fail_cleanly() -> Result<(), String> {
+    let name = areas()?.remove(0);
+    let count = kmem::cma_state(&name).map_err(e)?.count;
+    qemu_ensure_eq!(
+        kmem::cma_alloc("no-such-area", 1, 0),
+        Err(KmemError::NoSuchArea(String::from("no-such-area")))
+    );
+    qemu_ensure!(matches!(
+        kmem::cma_alloc(&name, 0, 0),
+        Err(KmemError::Refused(_))
+    ));
+    qemu_ensure!(matches!(
+        kmem::cma_alloc(&name, count + 1, 0),
+        Err(KmemError::Refused(_))
+    ));
+    let before = kmem::cma_state(&name).map_err(e)?;
+    let pfn = kmem::cma_alloc(&name, 8, 3).map_err(e)?;
+    qemu_ensure_eq!(pfn % 8, 0);
+    let wrong: [(Pfn, usize); 5] = [(pfn + 1, 8), (pfn, 9), (pfn - 8, 8), (pfn, 0), (0, 1)];
+    for (p, n) in wrong {
+        qemu_ensure!(
+            matches!(kmem::cma_release(&name, p, n), Err(KmemError::Refused(_))),
+            "release of {p:#x}+{n} accepted"
+        );
+    }
+    qemu_ensure!(matches!(
+        kmem::cma_release("no-such-area", pfn, 8),
+        Err(KmemError::NoSuchArea(_))
+    ));
+    let mid = kmem::cma_state(&name).map_err(e)?;
+    qemu_ensure_eq!(mid.used, 8);
+    qemu_ensure_eq!(
+        mid.stats.release_pages_success,
+        before.stats.release_pages_success
+    );
+    kmem::cma_release(&name, pfn, 8).map_err(e)?;
+    qemu_ensure!(
+        kmem::cma_release(&name, pfn, 8).is_err(),
+        "double release accepted"
+    );
+    let after = kmem::cma_state(&name).map_err(e)?;
+    qemu_ensure_eq!(after.used, 0);
+    qemu_ensure_eq!(
+        after.stats.release_pages_success,
+        before.stats.release_pages_success + 8
+    );
+    kmem::check_invariants().map_err(e)
+}
+
+/// Fill memory: anon to ~45% of free, cache until the watermark (1/16 of it dirtied), anon
+/// again until the watermark.
+fn fill_memory() -> Result<(usize, usize), String> {
+    anon::start().map_err(e)?;
+    let free = kmem::with_zone(|z| z.counters().free_pages).map_err(e)?;
+    anon::grow(free * 45 / 100).map_err(e)?;
+    let store = pagecache::status().store_blocks;
+    let cached = pagecache::fill(store).map_err(e)?;
+    for block in (0..cached).step_by(16) {
+        pagecache::write(block, 1).map_err(e)?;
+    }
+    anon::grow(usize::MAX).map_err(e)?;
+    let c = kmem::with_zone(|z| z.counters()).map_err(e)?;
+    qemu_ensure!(
+        c.free_pages <= c.watermarks.min + 1,
+        "memory not full: {} free, min {}",
+        c.free_pages,
+        c.watermarks.min
+    );
+    Ok((anon::status().pages, pagecache::status().cached_pages))
+}
+
+fn verify_all(when: &str) -> Result<(), String> {
+    let a = anon::verify().map_err(e)?;
+    qemu_ensure!(a.bad_pages == 0, "{when}: anon {a:?}");
+    let c = pagecache::verify().map_err(e)?;
+    qemu_ensure!(c.bad_pages == 0, "{when}: cache {c:?}");
+    kmem::check_invariants().map_err(|x| format!("{when}: {x}"))
+}
+
+fn pins_outside_cma() -> Result<(), String> {
+    let mut pins = Vec::new();
+    for i in 0..32 {
+        let kind = if i % 2 == 0 {
+            PinKind::Pinned
+        } else {
+            PinKind::Kernel
+        };
+        let pfn = kmem::alloc_pinned(0, kind).map_err(e)?;
+        pins.push(pfn);
+    }
+    let in_cma = kmem::with_zone(|z| {
+        pins.iter()
+            .filter(|&&p| z.pageblock_migratetype(p) == Some(MigrateType::Cma))
+            .count()
+    })
+    .map_err(e)?;
+    for &p in &pins {
+        kmem::free_pinned(p, 0).map_err(e)?;
+    }
+    qemu_ensure_eq!(in_cma, 0);
+    qemu_ensure!(
+        kmem::free_pinned(pins[0], 0).is_err(),
+        "double free accepted"
+    );
+    Ok(())
+}
+
+fn take_every_area_whole(round: usize) -> Result<(), String> {
+    let mut taken: Vec<(String, Pfn, usize)> = Vec::new();
+    for name in areas()? {
+        let count = kmem::cma_state(&name).map_err(e)?.count;
+        let mut done = 0;
+        let mut i = 0;
+        while done < count {
+            let chunk = CHUNKS[i % CHUNKS.len()].min(count - done);
+            // Once the fixed sizes have run once, take the remainder in one go.
+            let chunk = if i >= CHUNKS.len() {
+                count - done
+            } else {
+                chunk
+            };
+            let pfn = kmem::cma_alloc(&name, chunk, 0).map_err(|x| {
+                format!(
+                    "round {round}: {name} chunk {i} of {chunk} pages ({done}/{count} taken): {x}"
+                )
+            })?;
+            taken.push((name.clone(), pfn, chunk));
+            done += chunk;
+            i += 1;
+        }
+        qemu_ensure_eq!(kmem::cma_state(&name).map_err(e)?.used, count);
+        qemu_ensure!(
+            kmem::cma_alloc(&name, 1, 0).is_err(),
+            "{name} full but gave more"
+        );
+    }
+    verify_all("areas taken")?;
+    pins_outside_cma()?;
+    for (name, pfn, n) in taken {
+        kmem::cma_release(&name, pfn, n).map_err(e)?;
+    }
+    for name in areas()? {
+        qemu_ensure_eq!(kmem::cma_state(&name).map_err(e)?.used, 0);
+    }
+    verify_all("areas released")
+}
+
+fn pressure_rounds() -> Result<(), String> {
+    for round in 0..2 {
+        let (anon_pages, cache_pages) = fill_memory()?;
+        let in_cma = anon::status().pages_in_cma;
+        qemu_ensure!(
+            anon_pages > 0 && cache_pages > 0 && in_cma > 0,
+            "round {round}: anon {anon_pages} cache {cache_pages} in cma {in_cma}"
+        );
+        verify_all("filled")?;
+        let migr_before = anon::status().migrations + pagecache::status().migrations;
+        let reclaimed_before = pagecache::status().reclaimed;
+        take_every_area_whole(round)?;
+        let st = pagecache::status();
+        monolith::println!(
+            "  round {round}: anon {anon_pages} pages ({in_cma} in CMA), cache {cache_pages}; migrated {}, reclaimed {}, cache now {} ({} dirty)",
+            anon::status().migrations + st.migrations - migr_before,
+            st.reclaimed - reclaimed_before,
+            st.cached_pages,
+            st.dirty_pages
+        );
+        qemu_ensure!(
+            anon::status().migrations + st.migrations > migr_before,
+            "nothing migrated"
+        );
+    }
+    // Re-reading dropped blocks comes back from the store, counted.
+    let rereads = pagecache::status().rereads;
+    pagecache::drop_caches().map_err(e)?;
+    anon::shrink(usize::MAX).map_err(e)?;
+    pagecache::fill(64).map_err(e)?;
+    qemu_ensure!(pagecache::status().rereads > rereads, "no re-read counted");
+    verify_all("end")
+}
+
+#[no_mangle]
+fn kernel_init() -> ! {
+    run_tests(
+        "cma_pressure",
+        &[
+            TestCase {
+                name: "zone_built_with_areas",
+                run: zone_built_with_areas,
+            },
+            TestCase {
+                name: "bad_requests_fail_cleanly",
+                run: bad_requests_fail_cleanly,
+            },
+            TestCase {
+                name: "pressure_rounds",
+                run: pressure_rounds,
+            },
+        ],
+    )
+}
