@@ -31,9 +31,10 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use crate::cpu::IrqSafeLock;
 use crate::dt::platform::Platform;
 use crate::dt::reserved::{plan_reserved_memory, ReservedMemoryPlan};
+use crate::memory::mmu;
 use crate::mm::{
     self, vmstat, CmaArea, CmaError, CmaState, GfpFlags, MigrateError, MigrateType, Migrator,
-    Owner, OwnerKind, Page, Pfn, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
+    Move, Owner, OwnerKind, Page, Pfn, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
 };
 
 pub mod anon;
@@ -71,6 +72,33 @@ impl core::fmt::Display for KmemError {
 pub(crate) struct Clients {
     pub(crate) anon: AnonClient,
     pub(crate) cache: PageCache,
+    /// Reused buffers of [`Migrator::migrate_batch`], so a batch allocates nothing.
+    remaps: Vec<mmu::PageRemap>,
+    remap_results: Vec<Result<u64, mmu::MapError>>,
+}
+
+impl Clients {
+    pub(crate) fn new(anon: AnonClient, cache: PageCache) -> Clients {
+        Clients {
+            anon,
+            cache,
+            remaps: Vec::new(),
+            remap_results: Vec::new(),
+        }
+    }
+
+    /// Copy a move's frame if its owner agrees it holds `src`; the window address to
+    /// re-point, or `None` if this move must be refused.
+    fn copy_for_migration(&self, m: &Move) -> Option<usize> {
+        if m.order != 0 {
+            return None;
+        }
+        match m.owner.kind() {
+            OwnerKind::Anon => self.anon.copy_for_migration(m.src, m.dst, m.owner.id()),
+            OwnerKind::PageCache => self.cache.copy_for_migration(m.src, m.dst, m.owner.id()),
+            _ => None,
+        }
+    }
 }
 
 impl Migrator for Clients {
@@ -93,6 +121,51 @@ impl Migrator for Clients {
 
     fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool {
         order == 0 && owner.kind() == OwnerKind::PageCache && self.cache.reclaim(pfn, owner.id())
+    }
+
+    /// Copy every frame, then re-point all the mappings with one break-before-make (one
+    /// TLB synchronisation for the batch instead of one per page), then update the reverse
+    /// maps of the pages whose mapping moved.
+    fn migrate_batch(&mut self, moves: &[Move], results: &mut [Result<(), MigrateError>]) {
+        let n = moves.len();
+        let room = self.remaps.capacity() >= n && self.remap_results.capacity() >= n
+            || (self.remaps.try_reserve_exact(n).is_ok()
+                && self.remap_results.try_reserve_exact(n).is_ok());
+        if !room {
+            // No heap for the batch buffers: one page at a time still works.
+            for (m, result) in moves.iter().zip(results.iter_mut()) {
+                *result = self.migrate(m.src, m.dst, m.order, m.owner);
+            }
+            return;
+        }
+        let t = mm::contig::tick();
+        self.remaps.clear();
+        self.remap_results.clear();
+        for m in moves {
+            let va = self.copy_for_migration(m);
+            self.remaps.push(mmu::PageRemap {
+                va: va.unwrap_or(0) as u64,
+                new_pa: (m.dst << PAGE_SHIFT) as u64,
+            });
+            self.remap_results
+                .push(va.map(|_| 0).ok_or(mmu::MapError::NotMapped));
+        }
+        let t = mm::contig::prof_add(8, t);
+        mmu::remap_movable_batch(&self.remaps, &mut self.remap_results);
+        let t = mm::contig::prof_add(9, t);
+        for ((m, remapped), result) in moves.iter().zip(&self.remap_results).zip(results) {
+            *result = match remapped {
+                Ok(_) => {
+                    match m.owner.kind() {
+                        OwnerKind::Anon => self.anon.migrated(m.owner.id(), m.dst),
+                        _ => self.cache.migrated(m.owner.id(), m.dst),
+                    }
+                    Ok(())
+                }
+                Err(_) => Err(MigrateError::Busy),
+            };
+        }
+        mm::contig::prof_add(10, t);
     }
 }
 
@@ -286,10 +359,7 @@ pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
     let state = KmemState {
         zone,
         areas,
-        clients: Clients {
-            anon: AnonClient::new(),
-            cache,
-        },
+        clients: Clients::new(AnonClient::new(), cache),
         memmap: memmap_range.clone(),
         pinned: Vec::new(),
     };
@@ -428,7 +498,9 @@ pub(crate) fn cma_alloc_locked(
             "cma_alloc from '{name}': alignment order {align_order} too large"
         )));
     }
+    let t = mm::contig::tick();
     make_room(s, count);
+    mm::contig::prof_add(11, t);
     let mut retries = 0;
     loop {
         let result = mm::cma_alloc(

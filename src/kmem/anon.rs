@@ -234,6 +234,29 @@ impl AnonClient {
         }
     }
 
+    /// First half of a batched migration: the window address of `slot` if the reverse map
+    /// agrees that `src` holds it, after copying `src` to `dst`. Re-pointing the mapping is
+    /// the caller's (batched) business; [`AnonClient::migrated`] completes the move.
+    pub(crate) fn copy_for_migration(&self, src: Pfn, dst: Pfn, slot: u64) -> Option<usize> {
+        let slot = slot as usize;
+        if self.slots.get(slot) != Some(&(src as u32)) {
+            return None;
+        }
+        // Safety: both are RAM frames in the identity map (the zone only manages mapped
+        // RAM); `dst` was allocated by mm for this migration and `src` is this client's
+        // page, which nobody accesses while the memory lock is held.
+        unsafe { window::copy_frame(dst, src) };
+        Some(Self::va(slot))
+    }
+
+    /// The mapping of `slot` now points at `dst`: update the reverse map.
+    pub(crate) fn migrated(&mut self, slot: u64, dst: Pfn) {
+        if let Some(entry) = self.slots.get_mut(slot as usize) {
+            *entry = dst as u32;
+            self.migrations += 1;
+        }
+    }
+
     /// `Migrator::migrate` for an Anon block: copy, re-point the mapping, update the
     /// reverse map.
     pub(crate) fn migrate(&mut self, src: Pfn, dst: Pfn, slot: u64) -> Result<(), MigrateError> {

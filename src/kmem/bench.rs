@@ -14,10 +14,15 @@
 //!   area fills before the rest of memory; after each trial the freed range is refilled and
 //!   the same number of anonymous pages outside CMA are dropped, so every trial meets a full
 //!   area and the same amount of free memory elsewhere).
-//! - [`churn_success`]: many large allocations held and released while anonymous and cache
-//!   pages are added and removed and a few long-term pins are taken in between, once through
-//!   CMA and once from the same kind of memory as plain buddy (high-order `alloc_pages`, and
-//!   `alloc_contig_range` over Movable pageblocks).
+//! - [`churn_success`]: many large allocations held and released while memory stays mostly
+//!   full of anonymous and cache pages and kernel-data pages and long-term DMA pins are
+//!   allocated in between with random lifetimes ([`CHURN_WORKLOAD`]). That is what separates
+//!   CMA from a plain buddy on real systems: the unmovable pages end up scattered through
+//!   Movable pageblocks (fallback stealing, pins taken from whatever Movable block is at
+//!   hand), so neither a free high-order block nor a migratable range survives there, while
+//!   CMA pageblocks never serve such requests and can always be emptied. The same workload
+//!   runs once per method: plain buddy (high-order `alloc_pages`), `alloc_contig_range`
+//!   over Movable pageblocks (migration without CMA), and `cma_alloc`.
 //!
 //! Everything runs under the memory lock (IRQs masked), which also keeps timer interrupts
 //! out of the measured intervals.
@@ -222,6 +227,9 @@ pub fn cma_latency(
             row.idle = Stats::of(&mut samples);
         }
 
+        for p in mm::contig::PROF.iter() {
+            p.store(0, core::sync::atomic::Ordering::Relaxed);
+        }
         // Full of anonymous pages.
         let balance = s.zone.cma_balance();
         s.zone
@@ -255,6 +263,18 @@ pub fn cma_latency(
                     s.clients.anon.shrink_where(&mut s.zone, added, not_cma);
                 }
                 row.full = Stats::of(&mut samples);
+                {
+                    let mut line = format!("PROF pages={} trials={}:", row.pages, trials);
+                    for (i, p) in mm::contig::PROF.iter().enumerate() {
+                        let v = p.swap(0, core::sync::atomic::Ordering::Relaxed);
+                        let _ = write!(
+                            line,
+                            " [{i}]={}",
+                            v * 16 / (trials as u64 * row.pages as u64).max(1)
+                        );
+                    }
+                    log::warn!("{line}");
+                }
                 row.migrated_per_alloc = Stats::of(&mut migrated).median;
             }
             Ok(())
@@ -274,7 +294,15 @@ pub struct ChurnResult {
     pub successes: usize,
     /// Failures although free + movable memory in the candidate memory sufficed.
     pub avoidable_failures: usize,
+    /// Long-lived unmovable allocations made during the run (kernel data + DMA pins).
     pub pins_taken: usize,
+    /// Non-CMA pageblocks holding at least one unmovable or pinned frame at the end of the
+    /// run, out of all non-CMA pageblocks (how far the pins spread).
+    pub polluted_pageblocks: usize,
+    pub normal_pageblocks: usize,
+    /// CMA pageblocks holding an unmovable or pinned frame at the end (always 0: CMA
+    /// pageblocks never serve those requests).
+    pub polluted_cma_pageblocks: usize,
 }
 
 /// How the churn loop asks for its large blocks.
@@ -287,6 +315,19 @@ pub enum ChurnMode {
     /// `alloc_contig_range` over Movable pageblocks outside CMA: migration without CMA.
     ContigMovable,
 }
+
+/// The churn workload, in words, for the report.
+pub const CHURN_WORKLOAD: &str = "\
+workload per round (same seed, same sequence for every method):
+  background: anonymous pages grown back until only 1/8 of memory is free after freeing a
+    random 0..2047 of them, 0..511 page-cache reads (1 in 8 a write), occasional writeback;
+  interleaved unmovable memory: 1..8 kernel-data pages (Unmovable, order 0-1) and 0..3
+    long-term DMA pins (Movable without CMA, order 0), each living 8..263 rounds;
+  then one large allocation by the method under test, up to `hold` of them held, a random
+    one released when the limit is reached.
+  Methods run one after the other in one boot, buddy first, so CMA meets the most aged
+  memory. The unmovable pages land wherever the buddy puts them (fallback stealing from
+  Movable pageblocks when Unmovable ones run dry); nothing steers them.";
 
 struct Rng(u64);
 impl Rng {
@@ -333,7 +374,46 @@ fn contig_movable(s: &mut KmemState, pages: usize, start_hint: usize) -> Option<
     None
 }
 
-/// Many allocations of `pages` under background movable churn; see the module docs.
+/// A long-lived unmovable allocation of the churn workload.
+struct Pin {
+    pfn: Pfn,
+    order: usize,
+    expires: usize,
+}
+
+/// Count pageblocks outside and inside CMA that hold a non-movable allocated frame.
+fn polluted_pageblocks(zone: &mm::Zone<'_>) -> (usize, usize, usize) {
+    let (mut normal, mut polluted, mut polluted_cma) = (0, 0, 0);
+    let start = mm::pageblock_start_pfn(zone.start_pfn());
+    for block in (start..zone.end_pfn()).step_by(mm::PAGEBLOCK_NR_PAGES) {
+        let first = block.max(zone.start_pfn());
+        let end = (block + mm::PAGEBLOCK_NR_PAGES).min(zone.end_pfn());
+        let mut pfn = first;
+        let mut dirty = false;
+        while pfn < end {
+            match zone.allocated_block(pfn) {
+                Some((head, order)) => {
+                    let movable = zone
+                        .owner(head)
+                        .is_some_and(|o| o.kind().is_movable() || o.kind() == OwnerKind::Contig);
+                    dirty |= !movable;
+                    pfn = head + (1 << order);
+                }
+                None => pfn += 1,
+            }
+        }
+        if zone.pageblock_migratetype(first) == Some(MigrateType::Cma) {
+            polluted_cma += usize::from(dirty);
+        } else {
+            normal += 1;
+            polluted += usize::from(dirty);
+        }
+    }
+    (normal, polluted, polluted_cma)
+}
+
+/// Many allocations of `pages` under background movable churn with interleaved unmovable
+/// allocations; see [`CHURN_WORKLOAD`].
 pub fn churn_success(
     area: Option<&str>,
     mode: ChurnMode,
@@ -356,7 +436,7 @@ pub fn churn_success(
         let anon_before = s.clients.anon.pages();
         let store = s.clients.cache.status().store_blocks;
         let mut held: Vec<Pfn> = Vec::new();
-        let mut pins: Vec<Pfn> = Vec::new();
+        let mut pins: Vec<Pin> = Vec::new();
         let mut result = ChurnResult {
             label: String::from(match mode {
                 ChurnMode::Cma => "cma_alloc",
@@ -365,86 +445,116 @@ pub fn churn_success(
             }),
             ..ChurnResult::default()
         };
-        // Background: about half of free memory in anonymous and cache pages.
-        let free = s.zone.counters().free_pages;
-        s.clients.anon.grow(&mut s.zone, free / 4)?;
-        for _ in 0..free / 4 {
-            let block = rng.below(store);
-            if !s.clients.cache.read(&mut s.zone, block)? {
-                break;
-            }
-        }
-        for round in 0..rounds {
-            // Churn: free some anon, add some, touch and dirty cache blocks, take a pin.
-            let shrink = rng.below(2048);
-            s.clients
-                .anon
-                .shrink_where(&mut s.zone, shrink, |_, pfn| pfn % 3 == 0);
-            let grow = rng.below(2048);
-            s.clients.anon.grow(&mut s.zone, grow)?;
-            for _ in 0..rng.below(512) {
-                let block = rng.below(store);
-                if rng.below(8) == 0 {
-                    s.clients.cache.write(&mut s.zone, block)?;
-                } else {
-                    s.clients.cache.read(&mut s.zone, block)?;
+        let managed = s.zone.counters().managed_pages;
+        let keep_free = managed / 8;
+        let outcome = (|| -> Result<(), KmemError> {
+            for round in 0..rounds {
+                // Unmovable lifetimes end.
+                let mut i = 0;
+                while i < pins.len() {
+                    if pins[i].expires <= round {
+                        let pin = pins.swap_remove(i);
+                        let _ = s.zone.free_pages(pin.pfn, pin.order);
+                    } else {
+                        i += 1;
+                    }
                 }
-            }
-            if rng.below(4) == 0 {
-                s.clients.cache.writeback();
-            }
-            if let Ok(pin) = s.zone.alloc_pages(0, Gfp::MOVABLE.with(GfpFlags::NO_CMA)) {
-                if s.zone
-                    .set_owner(pin, Owner::new(OwnerKind::Pinned, 0))
-                    .is_ok()
-                {
-                    pins.push(pin);
-                    result.pins_taken += 1;
-                } else {
-                    let _ = s.zone.free_pages(pin, 0);
+                // Background movable churn, refilled to the fill level.
+                let shrink = rng.below(2048);
+                s.clients
+                    .anon
+                    .shrink_where(&mut s.zone, shrink, |_, pfn| pfn % 3 == 0);
+                for _ in 0..rng.below(512) {
+                    let block = rng.below(store);
+                    if rng.below(8) == 0 {
+                        s.clients.cache.write(&mut s.zone, block)?;
+                    } else {
+                        s.clients.cache.read(&mut s.zone, block)?;
+                    }
                 }
-            }
-            if held.len() >= hold {
-                let victim = held.swap_remove(rng.below(held.len()));
-                release(s, a, mode, victim, pages, order);
-            }
-            result.attempts += 1;
-            let got = match mode {
-                ChurnMode::Cma => cma_alloc_locked(s, a, pages, 0).ok(),
-                ChurnMode::BuddyHighOrder => s
-                    .zone
-                    .alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA))
-                    .ok()
-                    .inspect(|&p| {
-                        let _ = s.zone.set_owner(p, Owner::new(OwnerKind::Pinned, 1));
-                    }),
-                ChurnMode::ContigMovable => contig_movable(s, pages, round * 7),
-            };
-            match got {
-                Some(pfn) => {
-                    result.successes += 1;
-                    held.push(pfn);
+                if rng.below(4) == 0 {
+                    s.clients.cache.writeback();
                 }
-                None => {
-                    let c = s.zone.counters();
-                    let movable = s.clients.anon.pages() + s.clients.cache.cached_pages();
-                    if c.free_pages + movable >= pages + c.watermarks.min {
-                        result.avoidable_failures += 1;
+                let free = s.zone.counters().free_pages;
+                if free > keep_free {
+                    s.clients.anon.grow(&mut s.zone, free - keep_free)?;
+                }
+                // Kernel data and DMA pins, interleaved with the movable traffic.
+                let kernel = 1 + rng.below(8);
+                let dma = rng.below(4);
+                for k in 0..kernel + dma {
+                    let (pin_order, gfp, kind) = if k < kernel {
+                        (rng.below(2), Gfp::KERNEL, OwnerKind::Kernel)
+                    } else {
+                        (0, Gfp::MOVABLE.with(GfpFlags::NO_CMA), OwnerKind::Pinned)
+                    };
+                    let expires = round + 8 + rng.below(256);
+                    if pins.try_reserve(1).is_err() {
+                        break;
+                    }
+                    if let Ok(pfn) = s.zone.alloc_pages(pin_order, gfp) {
+                        if s.zone.set_owner(pfn, Owner::new(kind, 0)).is_ok() {
+                            pins.push(Pin {
+                                pfn,
+                                order: pin_order,
+                                expires,
+                            });
+                            result.pins_taken += 1;
+                        } else {
+                            let _ = s.zone.free_pages(pfn, pin_order);
+                        }
+                    }
+                }
+                if held.len() >= hold {
+                    let victim = held.swap_remove(rng.below(held.len()));
+                    release(s, a, mode, victim, pages, order);
+                }
+                result.attempts += 1;
+                let got = match mode {
+                    ChurnMode::Cma => cma_alloc_locked(s, a, pages, 0).ok(),
+                    ChurnMode::BuddyHighOrder => s
+                        .zone
+                        .alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA))
+                        .ok()
+                        .inspect(|&p| {
+                            let _ = s.zone.set_owner(p, Owner::new(OwnerKind::Pinned, 1));
+                        }),
+                    ChurnMode::ContigMovable => contig_movable(s, pages, round * 7),
+                };
+                match got {
+                    Some(pfn) => {
+                        result.successes += 1;
+                        held.try_reserve(1)
+                            .map_err(|_| KmemError::Refused("kernel heap exhausted".into()))?;
+                        held.push(pfn);
+                    }
+                    None => {
+                        let c = s.zone.counters();
+                        let movable = s.clients.anon.pages() + s.clients.cache.cached_pages();
+                        if c.free_pages + movable >= pages + c.watermarks.min {
+                            result.avoidable_failures += 1;
+                        }
                     }
                 }
             }
-        }
+            Ok(())
+        })();
+        (
+            result.normal_pageblocks,
+            result.polluted_pageblocks,
+            result.polluted_cma_pageblocks,
+        ) = polluted_pageblocks(&s.zone);
         for pfn in held {
             release(s, a, mode, pfn, pages, order);
         }
         for pin in pins {
-            let _ = s.zone.free_pages(pin, 0);
+            let _ = s.zone.free_pages(pin.pfn, pin.order);
         }
         s.clients.cache.writeback();
         s.clients.cache.drop_clean(&mut s.zone);
         let extra = s.clients.anon.pages().saturating_sub(anon_before);
         s.clients.anon.shrink(&mut s.zone, extra);
-        Ok(result)
+        outcome.map(|()| result)
     })?
 }
 
@@ -467,22 +577,34 @@ pub fn format_churn(pages: usize, results: &[ChurnResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "success rate of {pages}-page allocations under movable churn (+1 long-term pin per round)"
+        "success rate of {pages}-page allocations under movable churn with interleaved unmovable allocations"
     );
+    let _ = writeln!(out, "{CHURN_WORKLOAD}");
     let _ = writeln!(
         out,
-        "{:<22} {:>8} {:>9} {:>8} {:>10}",
-        "method", "attempts", "succeeded", "rate", "avoidable"
+        "{:<22} {:>8} {:>9} {:>8} {:>10} {:>8} {:>18} {:>10}",
+        "method",
+        "attempts",
+        "succeeded",
+        "rate",
+        "avoidable",
+        "pins",
+        "polluted pb (non-CMA)",
+        "in CMA"
     );
     for r in results {
         let _ = writeln!(
             out,
-            "{:<22} {:>8} {:>9} {:>7.1}% {:>10}",
+            "{:<22} {:>8} {:>9} {:>7.1}% {:>10} {:>8} {:>12}/{:<8} {:>10}",
             r.label,
             r.attempts,
             r.successes,
             100.0 * r.successes as f64 / r.attempts.max(1) as f64,
-            r.avoidable_failures
+            r.avoidable_failures,
+            r.pins_taken,
+            r.polluted_pageblocks,
+            r.normal_pageblocks,
+            r.polluted_cma_pageblocks
         );
     }
     out

@@ -291,6 +291,29 @@ impl PageCache {
     }
 
     /// `Migrator::migrate` for a page-cache block (dirty, or reclaim declined).
+    /// First half of a batched migration of a dirty page: the window address of `block`
+    /// if it is cached in `src`, after copying `src` to `dst`; [`PageCache::migrated`]
+    /// completes the move once the mapping points at `dst`.
+    pub(crate) fn copy_for_migration(&self, src: Pfn, dst: Pfn, block: u64) -> Option<usize> {
+        let block = block as usize;
+        if self.blocks.get(block).map(|b| b.pfn) != Some(src as u32) {
+            return None;
+        }
+        // Safety: both frames are identity-mapped RAM managed by the zone; `dst` was just
+        // allocated by mm for this migration and `src` is this cache's page, untouched by
+        // anyone else while the memory lock is held.
+        unsafe { window::copy_frame(dst, src) };
+        Some(Self::va(block))
+    }
+
+    /// The mapping of `block` now points at `dst`: update the block's frame.
+    pub(crate) fn migrated(&mut self, block: u64, dst: Pfn) {
+        if let Some(b) = self.blocks.get_mut(block as usize) {
+            b.pfn = dst as u32;
+            self.migrations += 1;
+        }
+    }
+
     pub(crate) fn migrate(&mut self, src: Pfn, dst: Pfn, block: u64) -> Result<(), MigrateError> {
         let block = block as usize;
         if self.blocks.get(block).map(|b| b.pfn) != Some(src as u32) {

@@ -8,8 +8,13 @@
 //! 2. Walk the in-use blocks in the range. Clean page cache is offered to
 //!    [`Migrator::reclaim`] first (dropping is far cheaper than copying); movable blocks get
 //!    a target block outside the range (non-CMA memory first, then other CMA memory) and
-//!    [`Migrator::migrate`] copies them and re-points their mappings; the zone then moves
-//!    the owner record to the target and frees the source into the isolated range.
+//!    are queued; every [`MIGRATE_BATCH`] moves (and at the end of a pass)
+//!    [`Migrator::migrate_batch`] copies them and re-points their mappings in one go, so
+//!    the owners can share TLB maintenance across the batch. The zone then moves each
+//!    owner record to its target and frees the sources into the isolated range as runs of
+//!    adjacent frames (a few buddy merges per run, not one free per page). Order-0 targets
+//!    come from a pool: one larger block taken from the Movable (else Cma) free lists
+//!    without stealing and split into frames, so a batch costs one buddy allocation.
 //!    Transient failures ([`MigrateError::Again`]) are retried; after
 //!    [`MIGRATE_MAX_PASSES_WITHOUT_PROGRESS`] consecutive passes without progress, or on a
 //!    permanent failure, the call gives up.
@@ -22,10 +27,32 @@
 //! separate `&mut` borrow), so it cannot allocate or free behind the zone's back.
 #![forbid(unsafe_code)]
 
+use alloc::vec::Vec;
 use core::fmt;
 
 use super::page_alloc::{AllocError, Gfp, GfpFlags, MmError, Taken, Zone};
 use super::{MigrateType, Owner, PageState, Pfn};
+
+// PROFILE-TEMP
+pub static PROF: [core::sync::atomic::AtomicU64; 16] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; 16];
+#[inline(always)]
+pub fn tick() -> u64 {
+    #[cfg(target_os = "none")]
+    {
+        crate::driver::timer::counter()
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        0
+    }
+}
+#[inline(always)]
+pub fn prof_add(i: usize, t0: u64) -> u64 {
+    let t = tick();
+    PROF[i].fetch_add(t - t0, core::sync::atomic::Ordering::Relaxed);
+    t
+}
 
 /// Linux gives up after this many consecutive passes that migrated nothing.
 pub const MIGRATE_MAX_PASSES_WITHOUT_PROGRESS: usize = 5;
@@ -56,6 +83,27 @@ pub trait Migrator {
     /// Drop a reclaimable block if it is clean (unmap it, forget it). `true`: dropped, the
     /// zone frees it. `false`: dirty or busy, the zone migrates it instead.
     fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool;
+
+    /// Perform several migrations at once; `results[i]` (as long as `moves`, pre-filled
+    /// with `Err(Again)`) receives the outcome of `moves[i]`, with [`Migrator::migrate`]'s
+    /// meaning. Every move stands alone: one failing must not undo or hide the others, and
+    /// a failed move leaves its source mapped and intact. Implementations override this to
+    /// share per-migration costs (TLB maintenance, locks) across the batch; the default
+    /// migrates one block at a time.
+    fn migrate_batch(&mut self, moves: &[Move], results: &mut [Result<(), MigrateError>]) {
+        for (m, result) in moves.iter().zip(results.iter_mut()) {
+            *result = self.migrate(m.src, m.dst, m.order, m.owner);
+        }
+    }
+}
+
+/// One migration in a batch: `owner`'s block of `1 << order` frames from `src` to `dst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Move {
+    pub src: Pfn,
+    pub dst: Pfn,
+    pub order: usize,
+    pub owner: Owner,
 }
 
 /// A migrator for when no owner can move anything yet: every migration is refused.
@@ -108,21 +156,28 @@ pub fn alloc_contig_range<M: Migrator + ?Sized>(
     end_pfn: Pfn,
     migratetype: MigrateType,
 ) -> Result<(), ContigError> {
+    let t = tick();
     validate(zone, start_pfn, end_pfn, migratetype).map_err(ContigError::Invalid)?;
     zone.start_isolate_page_range(start_pfn, end_pfn, migratetype)
         .map_err(|e| match e {
             MmError::Busy { pfn } => ContigError::Busy { pfn },
             other => ContigError::Invalid(other),
         })?;
+    let t = prof_add(0, t);
     let result = migrate_range(zone, migrator, start_pfn, end_pfn).and_then(|()| {
+        let t = tick();
         if zone.test_pages_isolated(start_pfn, end_pfn) {
+            let t = prof_add(4, t);
             zone.take_free_range(start_pfn, end_pfn, Taken::Contig(migratetype));
+            prof_add(5, t);
             Ok(())
         } else {
             Err(ContigError::Busy { pfn: start_pfn })
         }
     });
+    let t = prof_add(1, t);
     zone.undo_isolate_page_range(start_pfn, end_pfn, migratetype);
+    prof_add(6, t);
     result
 }
 
@@ -156,17 +211,41 @@ fn validate(zone: &Zone<'_>, start: Pfn, end: Pfn, mt: MigrateType) -> Result<()
     }
 }
 
-/// Empty the isolated range (`__alloc_contig_migrate_range`).
+/// Moves handed to [`Migrator::migrate_batch`] at once: one pageblock of order-0 pages, so
+/// the per-batch costs (one TLB synchronisation, one bulk free) are amortised over many
+/// pages while the batch buffers stay small.
+pub const MIGRATE_BATCH: usize = 512;
+
+/// Empty the isolated range (`__alloc_contig_migrate_range`). Reclaim happens page by page
+/// (it is cheap and frees immediately); migrations are queued with their targets and run in
+/// batches, after which owners move to the targets and the sources are freed in bulk.
 fn migrate_range<M: Migrator + ?Sized>(
     zone: &mut Zone<'_>,
     migrator: &mut M,
     start: Pfn,
     end: Pfn,
 ) -> Result<(), ContigError> {
+    let mut batch = Batch::new()?;
+    let result = migrate_range_batched(zone, migrator, start, end, &mut batch);
+    // Targets queued but never migrated (an error stopped the walk) and the unused part of
+    // the target pool go back; their sources were never touched.
+    for m in batch.moves.drain(..) {
+        release(zone, m.dst, m.order)?;
+    }
+    batch.pool.drain(zone);
+    result
+}
+
+fn migrate_range_batched<M: Migrator + ?Sized>(
+    zone: &mut Zone<'_>,
+    migrator: &mut M,
+    start: Pfn,
+    end: Pfn,
+    batch: &mut Batch,
+) -> Result<(), ContigError> {
     let mut passes_without_progress = 0;
     loop {
-        let mut progress = false;
-        let mut stuck = None;
+        let mut outcome = Outcome::default();
         let mut pfn = start;
         while pfn < end {
             let b = zone.block_at(pfn);
@@ -180,33 +259,34 @@ fn migrate_range<M: Migrator + ?Sized>(
             let kind = owner.kind();
             if kind.is_reclaimable() && migrator.reclaim(b.head, b.order, owner) {
                 release(zone, b.head, b.order)?;
-                progress = true;
+                outcome.progress = true;
                 continue;
             }
             if !kind.is_movable() {
                 return Err(ContigError::Busy { pfn: b.head });
             }
-            let target = alloc_migration_target(zone, b.order)?;
-            match migrator.migrate(b.head, target, b.order, owner) {
-                Ok(()) => {
-                    zone.set_owner(target, owner)
-                        .map_err(ContigError::Invalid)?;
-                    release(zone, b.head, b.order)?;
-                    progress = true;
-                }
-                Err(err) => {
-                    release(zone, target, b.order)?;
-                    if err == MigrateError::Busy {
-                        return Err(ContigError::Busy { pfn: b.head });
-                    }
-                    stuck.get_or_insert(b.head);
+            let dst = batch.pool.take(zone, b.order, end - b.head)?;
+            batch.moves.push(Move {
+                src: b.head,
+                dst,
+                order: b.order,
+                owner,
+            });
+            if batch.moves.len() == batch.capacity {
+                batch.flush(zone, migrator, &mut outcome)?;
+                if let Some(pfn) = outcome.busy {
+                    return Err(ContigError::Busy { pfn });
                 }
             }
         }
-        let Some(stuck_pfn) = stuck else {
+        batch.flush(zone, migrator, &mut outcome)?;
+        if let Some(pfn) = outcome.busy {
+            return Err(ContigError::Busy { pfn });
+        }
+        let Some(stuck_pfn) = outcome.stuck else {
             return Ok(());
         };
-        if progress {
+        if outcome.progress {
             passes_without_progress = 0;
         } else {
             passes_without_progress += 1;
@@ -214,6 +294,179 @@ fn migrate_range<M: Migrator + ?Sized>(
                 return Err(ContigError::GaveUp { pfn: stuck_pfn });
             }
         }
+    }
+}
+
+/// What one pass over the range achieved.
+#[derive(Default)]
+struct Outcome {
+    progress: bool,
+    /// First block that failed transiently.
+    stuck: Option<Pfn>,
+    /// First block that refused permanently: the call fails once the batch is settled.
+    busy: Option<Pfn>,
+}
+
+/// Queued migrations and their reusable result buffer.
+struct Batch {
+    moves: Vec<Move>,
+    results: Vec<Result<(), MigrateError>>,
+    capacity: usize,
+    pool: TargetPool,
+}
+
+impl Batch {
+    /// Full-size buffers if the heap has room, else batches of one (still correct, just
+    /// without the amortisation).
+    fn new() -> Result<Batch, ContigError> {
+        let mut moves = Vec::new();
+        let mut results = Vec::new();
+        let mut capacity = MIGRATE_BATCH;
+        if moves.try_reserve_exact(capacity).is_err()
+            || results.try_reserve_exact(capacity).is_err()
+        {
+            capacity = 1;
+            moves
+                .try_reserve_exact(capacity)
+                .and_then(|()| results.try_reserve_exact(capacity))
+                .map_err(|_| ContigError::NoMemory)?;
+        }
+        Ok(Batch {
+            moves,
+            results,
+            capacity,
+            pool: TargetPool::EMPTY,
+        })
+    }
+
+    /// Run the queued moves and settle every one of them, whatever the others did: a moved
+    /// block's owner record goes to its target and its source is freed; a failed move's
+    /// target is freed and its source stays as it was. No page is lost or owned twice.
+    fn flush<M: Migrator + ?Sized>(
+        &mut self,
+        zone: &mut Zone<'_>,
+        migrator: &mut M,
+        outcome: &mut Outcome,
+    ) -> Result<(), ContigError> {
+        if self.moves.is_empty() {
+            return Ok(());
+        }
+        let t = tick();
+        self.results.clear();
+        self.results
+            .resize(self.moves.len(), Err(MigrateError::Again));
+        migrator.migrate_batch(&self.moves, &mut self.results);
+        let t = prof_add(2, t);
+        // Sources of successful moves are freed as maximal runs of adjacent order-0
+        // frames: a handful of buddy merges per run instead of one free per page.
+        let mut first_error = None;
+        let mut run: Option<(Pfn, Pfn)> = None;
+        for (m, result) in self.moves.iter().zip(&self.results) {
+            let settled = match result {
+                Ok(()) => {
+                    outcome.progress = true;
+                    let owned = zone.set_owner(m.dst, m.owner).map_err(ContigError::Invalid);
+                    if m.order == 0 {
+                        run = match run {
+                            Some((lo, hi)) if hi == m.src => Some((lo, hi + 1)),
+                            Some((lo, hi)) => {
+                                zone.free_order0_run(lo, hi);
+                                Some((m.src, m.src + 1))
+                            }
+                            None => Some((m.src, m.src + 1)),
+                        };
+                        owned
+                    } else {
+                        owned.and(release(zone, m.src, m.order))
+                    }
+                }
+                Err(err) => {
+                    match err {
+                        MigrateError::Busy => outcome.busy.get_or_insert(m.src),
+                        MigrateError::Again => outcome.stuck.get_or_insert(m.src),
+                    };
+                    release(zone, m.dst, m.order)
+                }
+            };
+            if let Err(e) = settled {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some((lo, hi)) = run {
+            zone.free_order0_run(lo, hi);
+        }
+        self.moves.clear();
+        prof_add(3, t);
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Order-0 migration targets taken from the buddy as one larger block and split
+/// (`[next, end)` are allocated, ownerless, not yet used), so a batch costs one buddy
+/// allocation instead of one per page. Whatever is left is freed when the range is done.
+struct TargetPool {
+    next: Pfn,
+    end: Pfn,
+}
+
+impl TargetPool {
+    const EMPTY: TargetPool = TargetPool { next: 0, end: 0 };
+
+    /// A target for a block of `order`; `pages_left` (pages from the block to the end of
+    /// the range) bounds how much the pool takes at once.
+    fn take(
+        &mut self,
+        zone: &mut Zone<'_>,
+        order: usize,
+        pages_left: usize,
+    ) -> Result<Pfn, ContigError> {
+        if order != 0 {
+            return alloc_migration_target(zone, order);
+        }
+        if self.next == self.end {
+            self.refill(zone, pages_left)?;
+        }
+        if self.next < self.end {
+            let pfn = self.next;
+            self.next += 1;
+            return Ok(pfn);
+        }
+        alloc_migration_target(zone, 0)
+    }
+
+    /// Non-CMA memory first, as [`alloc_migration_target`]: a split block from the Movable
+    /// lists, else a single page the ordinary way (which may steal), and only then CMA.
+    /// Leaves the pool empty when the order-0 path should be used.
+    fn refill(&mut self, zone: &mut Zone<'_>, pages_left: usize) -> Result<(), ContigError> {
+        let max_order = (usize::BITS - 1 - pages_left.max(1).leading_zeros()) as usize;
+        if max_order == 0 {
+            return Ok(());
+        }
+        if let Some((pfn, order)) = zone.alloc_split_block(max_order, MigrateType::Movable) {
+            (self.next, self.end) = (pfn, pfn + (1 << order));
+            return Ok(());
+        }
+        if zone
+            .alloc_pages(0, Gfp::MOVABLE.with(GfpFlags::NO_CMA))
+            .map(|pfn| {
+                (self.next, self.end) = (pfn, pfn + 1);
+            })
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some((pfn, order)) = zone.alloc_split_block(max_order, MigrateType::Cma) {
+            (self.next, self.end) = (pfn, pfn + (1 << order));
+        }
+        Ok(())
+    }
+
+    /// Give the unused targets back.
+    fn drain(&mut self, zone: &mut Zone<'_>) {
+        if self.next < self.end {
+            zone.free_order0_run(self.next, self.end);
+        }
+        *self = TargetPool::EMPTY;
     }
 }
 
@@ -258,4 +511,229 @@ pub fn free_contig_range(zone: &mut Zone<'_>, pfn: Pfn, nr_pages: usize) -> Resu
     }
     zone.free_order0_run(pfn, end);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cma::{cma_activate_area, cma_init_reserved_mem};
+    use super::super::testutil::{FakeOwners, Storage};
+    use super::super::{CmaBalance, OwnerKind, PAGEBLOCK_NR_PAGES};
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::vec;
+
+    const BASE: Pfn = 0x40000;
+
+    /// A batching owner over [`FakeOwners`]: it records every batch and fails chosen
+    /// objects transiently (a number of times) or permanently, wherever they fall in a batch.
+    #[derive(Default)]
+    struct BatchingOwners {
+        fake: FakeOwners,
+        batch_sizes: Vec<usize>,
+        again_left: BTreeMap<u64, usize>,
+        busy: Vec<u64>,
+    }
+
+    impl Migrator for BatchingOwners {
+        fn migrate(&mut self, _: Pfn, _: Pfn, _: usize, _: Owner) -> Result<(), MigrateError> {
+            panic!("the zone must use migrate_batch");
+        }
+
+        fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool {
+            self.fake.reclaim(pfn, order, owner)
+        }
+
+        fn migrate_batch(&mut self, moves: &[Move], results: &mut [Result<(), MigrateError>]) {
+            assert_eq!(moves.len(), results.len());
+            assert!(results.iter().all(|r| *r == Err(MigrateError::Again)));
+            self.batch_sizes.push(moves.len());
+            for (m, result) in moves.iter().zip(results.iter_mut()) {
+                let id = m.owner.id();
+                if self.busy.contains(&id) {
+                    *result = Err(MigrateError::Busy);
+                    continue;
+                }
+                if let Some(left) = self.again_left.get_mut(&id).filter(|l| **l > 0) {
+                    *left -= 1;
+                    *result = Err(MigrateError::Again);
+                    continue;
+                }
+                *result = self.fake.migrate(m.src, m.dst, m.order, m.owner);
+            }
+        }
+    }
+
+    /// Zone of `total` pages whose last `cma` pages are a CMA area filled with order-0
+    /// anonymous objects (ids from 1), plus `outside` objects in ordinary memory.
+    fn full_area(
+        storage: &mut Storage,
+        total: usize,
+        cma: usize,
+        outside: usize,
+    ) -> (Zone<'_>, BatchingOwners) {
+        let mut z = storage.zone();
+        z.free_range(BASE..BASE + total).unwrap();
+        let mut area = cma_init_reserved_mem(BASE + total - cma, cma, 0, "cma").unwrap();
+        cma_activate_area(&mut area, &mut z).unwrap();
+        let mut owners = BatchingOwners::default();
+        let mut id = 0;
+        for (pages, balance) in [(cma, (0, 1)), (outside, (1, 1))] {
+            z.set_cma_balance(CmaBalance::new(balance.0, balance.1).unwrap());
+            for _ in 0..pages {
+                let p = z.alloc_pages(0, Gfp::MOVABLE).unwrap();
+                id += 1;
+                z.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
+                owners.fake.populate(id, p, 0, id * 7 + 1);
+            }
+        }
+        z.set_cma_balance(CmaBalance::LINUX);
+        (z, owners)
+    }
+
+    /// Every object is where its owner thinks, as an allocated block recording it, and no
+    /// frame is lost: free + objects + contig frames account for every managed page.
+    fn accounted(z: &Zone<'_>, owners: &BatchingOwners, contig_pages: usize) {
+        if let Err(e) = z.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+        owners.fake.verify().unwrap();
+        for (&id, &(pfn, order, _)) in &owners.fake.objects {
+            assert_eq!(z.allocated_block(pfn), Some((pfn, order)), "object {id}");
+            assert_eq!(z.owner(pfn).map(|o| o.id()), Some(id), "object {id}");
+        }
+        let c = z.counters();
+        assert_eq!(
+            c.free_pages + owners.fake.objects.len() + contig_pages,
+            c.managed_pages,
+            "pages lost or owned twice"
+        );
+        assert_eq!(
+            z.allocated_pages_of_kind(OwnerKind::Anon),
+            owners.fake.objects.len()
+        );
+    }
+
+    #[test]
+    fn batched_migration_empties_a_full_area_from_split_targets() {
+        let mut s = Storage::new(BASE, 8192);
+        let (mut z, mut owners) = full_area(&mut s, 8192, 2048, 300);
+        let cma_start = BASE + 8192 - 2048;
+        accounted(&z, &owners, 0);
+        alloc_contig_range(
+            &mut z,
+            &mut owners,
+            cma_start,
+            BASE + 8192,
+            MigrateType::Cma,
+        )
+        .unwrap();
+        accounted(&z, &owners, 2048);
+        // Four full batches, no per-page calls, every target outside the area.
+        assert_eq!(owners.batch_sizes, vec![MIGRATE_BATCH; 4]);
+        assert!(owners.fake.objects.values().all(|o| o.0 < cma_start));
+        // Targets came from split blocks: the moved objects sit in long runs.
+        let mut moved: Vec<Pfn> = owners
+            .fake
+            .objects
+            .iter()
+            .filter(|(&id, _)| id <= 2048)
+            .map(|(_, o)| o.0)
+            .collect();
+        moved.sort_unstable();
+        let breaks = moved.windows(2).filter(|w| w[1] != w[0] + 1).count();
+        assert!(breaks < 8, "{breaks} discontinuities among 2048 targets");
+        free_contig_range(&mut z, cma_start, 2048).unwrap();
+        accounted(&z, &owners, 0);
+    }
+
+    #[test]
+    fn transient_failures_inside_a_batch_are_retried_without_losing_pages() {
+        let mut s = Storage::new(BASE, 4096);
+        let (mut z, mut owners) = full_area(&mut s, 4096, 1024, 0);
+        let cma_start = BASE + 4096 - 1024;
+        // Failures at the start, middle and end of batches, some of them twice.
+        for (id, times) in [(1, 1), (300, 2), (512, 1), (513, 1), (1000, 2)] {
+            owners.again_left.insert(id, times);
+        }
+        alloc_contig_range(
+            &mut z,
+            &mut owners,
+            cma_start,
+            BASE + 4096,
+            MigrateType::Cma,
+        )
+        .unwrap();
+        accounted(&z, &owners, 1024);
+        assert_eq!(owners.batch_sizes[..2], [MIGRATE_BATCH, MIGRATE_BATCH]);
+        // Second pass: the five that failed; third pass: the two that failed twice.
+        assert_eq!(owners.batch_sizes[2..], [5, 2]);
+    }
+
+    #[test]
+    fn a_busy_page_mid_batch_fails_the_range_but_settles_the_rest() {
+        let mut s = Storage::new(BASE, 4096);
+        let (mut z, mut owners) = full_area(&mut s, 4096, 1024, 0);
+        let cma_start = BASE + 4096 - 1024;
+        let busy_pfn = owners.fake.objects[&200].0;
+        owners.busy.push(200);
+        owners.again_left.insert(100, 1);
+        let free_before = z.counters().free_pages;
+        assert_eq!(
+            alloc_contig_range(
+                &mut z,
+                &mut owners,
+                cma_start,
+                BASE + 4096,
+                MigrateType::Cma
+            ),
+            Err(ContigError::Busy { pfn: busy_pfn })
+        );
+        accounted(&z, &owners, 0);
+        assert_eq!(z.counters().free_pages, free_before);
+        assert_eq!(z.pageblock_counts()[MigrateType::Isolate.index()], 0);
+        // The batch holding the busy page completed its other moves; the failed ones (busy
+        // and transient) stayed in place; the next batch was never started.
+        assert_eq!(owners.batch_sizes, vec![MIGRATE_BATCH]);
+        assert_eq!(owners.fake.objects[&200].0, busy_pfn);
+        let in_area = |id: u64| owners.fake.objects[&id].0 >= cma_start;
+        assert!(in_area(100) && in_area(200) && !in_area(1) && !in_area(512));
+        assert!(in_area(513));
+        // Once the owner lets go, the same range succeeds.
+        owners.busy.clear();
+        alloc_contig_range(
+            &mut z,
+            &mut owners,
+            cma_start,
+            BASE + 4096,
+            MigrateType::Cma,
+        )
+        .unwrap();
+        accounted(&z, &owners, 1024);
+    }
+
+    #[test]
+    fn default_batch_falls_back_to_single_migrations() {
+        let mut s = Storage::new(BASE, 4096);
+        let mut z = s.zone();
+        z.free_range(BASE..BASE + 4096).unwrap();
+        let mut fake = FakeOwners::default();
+        for id in 1..=40 {
+            let order = (id % 3) as usize;
+            let p = z.alloc_pages(order, Gfp::MOVABLE).unwrap();
+            z.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
+            fake.populate(id, p, order, id);
+        }
+        // The objects came from one max-order block: empty its two pageblocks.
+        let start = fake.objects[&1].0 & !(2 * PAGEBLOCK_NR_PAGES - 1);
+        let end = start + 2 * PAGEBLOCK_NR_PAGES;
+        let inside = |f: &FakeOwners| f.objects.values().all(|o| (start..end).contains(&o.0));
+        assert!(inside(&fake));
+        fake.again = 7;
+        // FakeOwners only implements `migrate`: the trait's default batch drives it.
+        alloc_contig_range(&mut z, &mut fake, start, end, MigrateType::Movable).unwrap();
+        z.check_invariants().unwrap();
+        fake.verify().unwrap();
+        assert!(fake.objects.values().all(|o| !(start..end).contains(&o.0)));
+        assert_eq!(fake.migrations, 40);
+    }
 }

@@ -50,7 +50,8 @@ pub use cma::{
     cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, CmaArea, CmaError, CmaState,
 };
 pub use contig::{
-    alloc_contig_range, free_contig_range, ContigError, MigrateError, Migrator, NoMigrator,
+    alloc_contig_range, free_contig_range, ContigError, MigrateError, Migrator, Move, NoMigrator,
+    MIGRATE_BATCH,
 };
 pub use migratetype::MigrateType;
 pub use page::{Owner, OwnerKind, Page, PageState};

@@ -809,6 +809,47 @@ impl<'a> Zone<'a> {
         Ok(pfn)
     }
 
+    /// Migration targets in bulk: the largest block of at most `max_order` that `from`'s own
+    /// free lists (Movable or Cma) can give without stealing and without crossing the min
+    /// watermark, split into `1 << order` allocated order-0 frames (Linux's `split_page`),
+    /// each typed Movable with no owner. Returns the first frame and the order taken; `None`
+    /// if not even two frames are available that way (the caller then falls back to the
+    /// order-0 path, which may steal like any Movable allocation).
+    pub(crate) fn alloc_split_block(
+        &mut self,
+        max_order: usize,
+        from: MigrateType,
+    ) -> Option<(Pfn, usize)> {
+        if !matches!(from, MigrateType::Movable | MigrateType::Cma) {
+            return None;
+        }
+        let mut usable = self.nr_free_pages();
+        if from != MigrateType::Cma {
+            usable -= self.free_by_type[MigrateType::Cma.index()];
+        }
+        let spare = usable.checked_sub(self.watermarks.min)?;
+        if spare < 2 {
+            return None;
+        }
+        let largest_listed = (1..NR_PAGE_ORDERS)
+            .rev()
+            .find(|&o| self.free_area[o].nr_by_type[from.index()] != 0)?;
+        let order = max_order
+            .min(largest_listed)
+            .min(floor_log2(spare))
+            .min(MAX_ORDER);
+        if order == 0 {
+            return None;
+        }
+        let pfn = self.rmqueue_smallest(order, from)?;
+        for p in pfn..pfn + (1 << order) {
+            let page = self.pg_mut(p);
+            page.set(PageState::Head, 0, MigrateType::Movable);
+            page.set_owner(Owner::NONE);
+        }
+        Some((pfn, order))
+    }
+
     /// Free a block returned by [`Zone::alloc_pages`] with the same order. Anything else
     /// (a tail, a free block, a different order) is refused and nothing changes.
     #[inline]

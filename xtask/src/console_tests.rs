@@ -74,6 +74,11 @@ pub const CONSOLE_TESTS: &[ConsoleTest] = &[
         script: shell::random_lines,
     },
     ConsoleTest {
+        name: "shell_bench",
+        qemu: "",
+        script: shell::bench,
+    },
+    ConsoleTest {
         name: "shell_reboot",
         qemu: "",
         script: shell::reboot,
@@ -231,8 +236,9 @@ devices:
 
     const TWO_BANKS: &str = "
 Monolith 0.1.0 - contiguous memory for devices that cannot scatter-gather
-memory: 1 bank(s), 2 GiB total
-  0x0040000000..0x00c0000000  2 GiB
+memory: 2 bank(s), 2 GiB total
+  0x0040000000..0x0080000000  1 GiB
+  0x0080000000..0x00c0000000  1 GiB
 reserved-memory: 2 region(s)
   video@90000000       0x0090000000..0x00a0000000  256 MiB shared-dma-pool [reusable]
   video@50000000       0x0050000000..0x0060000000  256 MiB shared-dma-pool [reusable]
@@ -257,6 +263,15 @@ devices:
         assert!(error.transcript.contains("reserved-memory: 1 region(s)"));
         let one_region = TWO_BANKS.replace("  video@90000000       0x0090000000..0x00a0000000  256 MiB shared-dma-pool [reusable]\n", "");
         assert!(boot_summary_two_banks(&mut fake_console(&one_region)).is_err());
+        let merged_banks = TWO_BANKS.replace(
+            "memory: 2 bank(s), 2 GiB total\n  0x0040000000..0x0080000000  1 GiB\n  0x0080000000..0x00c0000000  1 GiB\n",
+            "memory: 1 bank(s), 2 GiB total\n  0x0040000000..0x00c0000000  2 GiB\n",
+        );
+        assert_ne!(merged_banks, TWO_BANKS);
+        assert!(
+            boot_summary_two_banks(&mut fake_console(&merged_banks)).is_err(),
+            "two /memory nodes must not be reported as one bank"
+        );
         assert!(
             boot_summary_two_banks(&mut fake_console(SUMMARY)).is_err(),
             "1 GiB is not the 2-bank board"

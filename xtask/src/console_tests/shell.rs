@@ -967,6 +967,39 @@ pub fn random_lines(console: &mut Console) -> Result<()> {
     Ok(())
 }
 
+/// `text` without the kernel log's `[    1.234567] LEVEL ...` lines.
+fn without_log_lines(text: &str) -> String {
+    let log_line = Regex::new(r"^\[\s*\d+\.\d{6}\] ").unwrap();
+    text.lines()
+        .filter(|line| !log_line.is_match(line))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// `bench` runs kmem's in-guest benchmarks: each prints its table, then the shell goes on.
+pub fn bench(console: &mut Console) -> Result<()> {
+    boot(console)?;
+    let slow = Duration::from_secs(120);
+    // Benchmarks may log (kmem's own diagnostics): judge the tables, not the log lines.
+    let output = without_log_lines(&run_with(console, "bench cma-latency", slow)?);
+    let table = Regex::new(
+        r"^cma_alloc latency, area 'linux,cma@50000000', 3 trials per size.*
+ +pages +memcpy +idle .*
+( +\d+ +\d+/\d+/\d+ .*
+){4}$",
+    )
+    .unwrap();
+    check(console, table.is_match(&output), || {
+        format!("bench cma-latency printed:\n{output}")
+    })?;
+    let output = without_log_lines(&run_with(console, "bench", slow)?);
+    let both = Regex::new(r"^== bench cma-latency\n(.*\n)+== bench churn\nsuccess rate of 512-page allocations.*\n(.*\n)*cma_alloc +16 +\d+ ").unwrap();
+    check(console, both.is_match(&output), || {
+        format!("bench printed:\n{output}")
+    })?;
+    expect_exact(console, "echo alive", "alive\n")
+}
+
 /// `reboot` resets the machine: the banner and a fresh prompt come back.
 pub fn reboot(console: &mut Console) -> Result<()> {
     boot(console)?;
@@ -1022,5 +1055,10 @@ mod tests {
         assert!(parse_iomem("9000000-9000fff : short\n").is_err());
         assert!(parse_iomem("40000000-4fffffff : a\n  50000000-50000fff : outside\n").is_err());
         assert!(parse_iomem(" 40000000-4fffffff : odd indent\n").is_err());
+
+        assert_eq!(
+            without_log_lines("[    0.272542] WARN  x: y\ntable\n[12.000001] INFO z\n"),
+            "table\n"
+        );
     }
 }

@@ -7,8 +7,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::layout::{identity_map_plan_excluding, ImageLayout, LayoutError, Region};
 use super::translation_table::{
-    Attributes, MapError, MemoryKind, TranslationTables, WalkerSync, MAIR_EL1_VALUE, PAGE_SIZE,
-    VA_BITS,
+    Attributes, MapError, MemoryKind, PageRemap, TranslationTables, WalkerSync, MAIR_EL1_VALUE,
+    PAGE_SIZE, VA_BITS,
 };
 use super::{check_movable_va, movable_window};
 use crate::cpu::IrqSafeLock;
@@ -99,7 +99,38 @@ impl WalkerSync for LiveTables {
             )
         };
     }
+
+    fn invalidate_vas<I: Iterator<Item = u64>>(&self, vas: I, count: usize) {
+        // Safety: DSB ISHST makes every invalid entry visible to the walkers before any
+        // TLBI; the TLBIs only drop cached translations.
+        unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
+        let t = crate::mm::contig::tick();
+        if count >= TLBI_RANGE_LIMIT {
+            // Safety: drops every EL1&0 TLB entry of the inner-shareable domain; the
+            // walkers refill from the tables.
+            unsafe { core::arch::asm!("tlbi vmalle1is", options(nostack, preserves_flags)) };
+        } else {
+            for va in vas {
+                // Safety: drops the TLB entries of one (global) kernel page on every core.
+                unsafe {
+                    core::arch::asm!(
+                        "tlbi vae1is, {page}",
+                        page = in(reg) va >> 12,
+                        options(nostack, preserves_flags)
+                    )
+                };
+            }
+        }
+        // Safety: barriers only: wait for the invalidations on all cores, then resync.
+        unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
+        crate::mm::contig::prof_add(15, t);
+    }
 }
+
+/// From this many pages on, one TLBI VMALLE1IS replaces per-page TLBIs (Linux's
+/// `MAX_DVM_OPS`: beyond a table's worth of pages, broadcasting page by page costs more
+/// than refilling).
+const TLBI_RANGE_LIMIT: usize = 512;
 
 fn read_id_aa64mmfr0() -> u64 {
     let value: u64;
@@ -121,7 +152,10 @@ pub fn init(platform: &Platform) -> Result<(), MmuError> {
 }
 
 /// [`init`], leaving the `no_map` ranges (reserved-memory carveouts) out of the RAM map.
-pub fn init_excluding(platform: &Platform, no_map: &[core::ops::Range<u64>]) -> Result<(), MmuError> {
+pub fn init_excluding(
+    platform: &Platform,
+    no_map: &[core::ops::Range<u64>],
+) -> Result<(), MmuError> {
     if is_enabled() {
         return Err(MmuError::AlreadyEnabled);
     }
@@ -140,6 +174,9 @@ pub fn init_excluding(platform: &Platform, no_map: &[core::ops::Range<u64>]) -> 
     .map_err(MmuError::Layout)?;
 
     let mut tables = TranslationTables::new().map_err(MmuError::Tables)?;
+    tables
+        .index_window(window.start as u64, (window.end - window.start) as u64)
+        .map_err(MmuError::Tables)?;
     for region in plan {
         let len = region.range.end - region.range.start;
         // The walker is off: no barriers needed between stores.
@@ -205,10 +242,14 @@ pub fn init_excluding(platform: &Platform, no_map: &[core::ops::Range<u64>]) -> 
 }
 
 fn check_ram_page(pa: u64) -> Result<(), MapError> {
+    let platform = crate::runtime::try_platform().ok_or(MapError::MmuOff)?;
+    check_ram_page_in(platform, pa)
+}
+
+fn check_ram_page_in(platform: &Platform, pa: u64) -> Result<(), MapError> {
     if !pa.is_multiple_of(PAGE_SIZE) {
         return Err(MapError::Misaligned);
     }
-    let platform = crate::runtime::try_platform().ok_or(MapError::MmuOff)?;
     let in_ram = platform
         .memory
         .iter()
@@ -243,6 +284,43 @@ pub fn remap_movable(va: usize, new_pa: u64) -> Result<u64, MapError> {
     check_movable_va(va)?;
     check_ram_page(new_pa)?;
     with_live_tables(|tables| tables.remap_page(va as u64, new_pa, &LiveTables))
+}
+
+/// [`remap_movable`] for many pages under one lock and one TLB synchronisation:
+/// `results[i]` (as long as `remaps`) receives the old PA of `remaps[i]` or why that page
+/// was not remapped; one page's failure does not affect the others. Entries whose result
+/// is already `Err` on entry are skipped (the caller refused them). The caller copies the
+/// data first and must not access any of the addresses concurrently.
+pub fn remap_movable_batch(remaps: &[PageRemap], results: &mut [Result<u64, MapError>]) {
+    let t = crate::mm::contig::tick();
+    let platform = crate::runtime::try_platform();
+    let mut any = false;
+    for (remap, result) in remaps.iter().zip(results.iter_mut()) {
+        if result.is_err() {
+            continue;
+        }
+        *result = check_movable_va(remap.va as usize).and_then(|()| match platform {
+            Some(platform) => check_ram_page_in(platform, remap.new_pa).map(|()| 0),
+            None => Err(MapError::MmuOff),
+        });
+        any |= result.is_ok();
+    }
+    if !any {
+        return;
+    }
+    let t = crate::mm::contig::prof_add(12, t);
+    let outcome = with_live_tables(|tables| {
+        let t = crate::mm::contig::tick();
+        tables.remap_pages(remaps, results, &LiveTables);
+        crate::mm::contig::prof_add(14, t);
+        Ok(())
+    });
+    crate::mm::contig::prof_add(13, t);
+    if let Err(e) = outcome {
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            *result = Err(e);
+        }
+    }
 }
 
 /// Unmap the window page `va`; returns the PA it pointed to.

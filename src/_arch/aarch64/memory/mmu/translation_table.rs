@@ -173,6 +173,16 @@ pub trait WalkerSync {
     /// A valid leaf for `va` was just replaced by an invalid descriptor: make that visible
     /// and drop any TLB entry for `va`, on every core, before the caller goes on.
     fn invalidate_va(&self, va: u64);
+    /// [`WalkerSync::invalidate_va`] for many pages at once, all already invalid in the
+    /// tables. Implementations can share the barriers (or flush everything for big sets);
+    /// the default handles one page at a time.
+    /// `count` is the number of addresses `vas` yields.
+    fn invalidate_vas<I: Iterator<Item = u64>>(&self, vas: I, count: usize) {
+        let _ = count;
+        for va in vas {
+            self.invalidate_va(va);
+        }
+    }
 }
 
 /// For tables the walker cannot see yet (built with the MMU off) and for host tests.
@@ -197,6 +207,13 @@ impl PageTable {
     }
 }
 
+/// One page of a batched remap: point the page mapping of `va` at `new_pa`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRemap {
+    pub va: u64,
+    pub new_pa: u64,
+}
+
 /// A leaf mapping found by a software walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leaf {
@@ -209,10 +226,60 @@ pub struct Leaf {
 
 /// A set of stage-1 tables rooted at one L0 table.
 pub struct TranslationTables {
-    /// Every table we own, the root included, sorted by address. A table is a one-element
-    /// boxed slice because that is how a page-aligned allocation can fail without panicking.
+    /// Every table we own, the root included, in creation order: tables are never freed, so
+    /// an index into this list names a table for good. A table is a one-element boxed slice
+    /// because that is how a page-aligned allocation can fail without panicking.
     tables: Vec<Box<[PageTable]>>,
+    /// `(address, index into tables)` sorted by address: how a walk follows a descriptor.
+    by_address: Vec<(u64, u32)>,
     root: u64,
+    /// Direct index of the L3 tables of one virtual range (the movable window), so the
+    /// page-sized remaps of migration find their entry in O(1) instead of walking.
+    window: Option<WindowIndex>,
+}
+
+/// L3 tables of `[start, start + len)` by 2 MiB slot: `gib[(va - start) >> 30]` holds, per
+/// 2 MiB of that GiB, one plus the index of the L3 table in `tables` (0: not known yet).
+/// It is a cache of facts the tables never take back (an L3 table, once linked, stays
+/// linked), filled when a page mapping is made; an address it does not know is walked.
+struct WindowIndex {
+    start: u64,
+    len: u64,
+    gib: Vec<Option<Box<[u32]>>>,
+}
+
+impl WindowIndex {
+    fn position(&self, va: u64) -> Option<(usize, usize)> {
+        let offset = va.checked_sub(self.start).filter(|&o| o < self.len)?;
+        Some(((offset >> 30) as usize, ((offset >> 21) & 0x1ff) as usize))
+    }
+
+    fn l3_table(&self, va: u64) -> Option<usize> {
+        let (gib, slot) = self.position(va)?;
+        let entry = self.gib.get(gib)?.as_ref()?[slot];
+        entry.checked_sub(1).map(|i| i as usize)
+    }
+
+    /// Remember the L3 table of `va`; silently skipped if the heap cannot hold the index.
+    fn record(&mut self, va: u64, table_index: usize) {
+        let Some((gib, slot)) = self.position(va) else {
+            return;
+        };
+        let Some(entry) = self.gib.get_mut(gib) else {
+            return;
+        };
+        if entry.is_none() {
+            let mut slots = Vec::new();
+            if slots.try_reserve_exact(ENTRIES_PER_TABLE).is_err() {
+                return;
+            }
+            slots.resize(ENTRIES_PER_TABLE, 0u32);
+            *entry = Some(slots.into_boxed_slice());
+        }
+        if let Some(slots) = entry.as_mut() {
+            slots[slot] = table_index as u32 + 1;
+        }
+    }
 }
 
 fn table_address(table: &[PageTable]) -> u64 {
@@ -225,8 +292,33 @@ impl TranslationTables {
         let root = table_address(&root_table);
         let mut tables = Vec::new();
         tables.try_reserve(64).map_err(|_| MapError::OutOfMemory)?;
+        let mut by_address = Vec::new();
+        by_address
+            .try_reserve(64)
+            .map_err(|_| MapError::OutOfMemory)?;
         tables.push(root_table);
-        Ok(TranslationTables { tables, root })
+        by_address.push((root, 0));
+        Ok(TranslationTables {
+            tables,
+            by_address,
+            root,
+            window: None,
+        })
+    }
+
+    /// Keep a direct index of the L3 tables of `[start, start + len)` (2 MiB aligned), so
+    /// [`TranslationTables::remap_pages`] and friends reach a page entry there in O(1).
+    pub fn index_window(&mut self, start: u64, len: u64) -> Result<(), MapError> {
+        if !start.is_multiple_of(level_span(2)) || !len.is_multiple_of(level_span(2)) {
+            return Err(MapError::Misaligned);
+        }
+        let gibs = len.div_ceil(level_span(1)) as usize;
+        let mut gib = Vec::new();
+        gib.try_reserve_exact(gibs)
+            .map_err(|_| MapError::OutOfMemory)?;
+        gib.resize_with(gibs, || None);
+        self.window = Some(WindowIndex { start, len, gib });
+        Ok(())
     }
 
     /// Physical address of the L0 table, for TTBR0_EL1.
@@ -234,9 +326,10 @@ impl TranslationTables {
         self.root
     }
 
-    /// Addresses of all table pages (for cache maintenance before the walker reads them).
+    /// Addresses of all table pages, ascending (for cache maintenance before the walker
+    /// reads them).
     pub fn table_addresses(&self) -> impl Iterator<Item = u64> + '_ {
-        self.tables.iter().map(|t| table_address(t))
+        self.by_address.iter().map(|&(address, _)| address)
     }
 
     pub fn table_count(&self) -> usize {
@@ -251,12 +344,16 @@ impl TranslationTables {
         Ok(one.into_boxed_slice())
     }
 
-    fn table(&self, address: u64) -> Option<&PageTable> {
+    fn table_index(&self, address: u64) -> Option<usize> {
         let at = self
-            .tables
-            .binary_search_by_key(&address, |t| table_address(t))
+            .by_address
+            .binary_search_by_key(&address, |&(a, _)| a)
             .ok()?;
-        self.tables[at].first()
+        Some(self.by_address[at].1 as usize)
+    }
+
+    fn table(&self, address: u64) -> Option<&PageTable> {
+        self.tables[self.table_index(address)?].first()
     }
 
     fn entry(&self, table: u64, index: usize) -> Option<&AtomicU64> {
@@ -286,13 +383,18 @@ impl TranslationTables {
         self.tables
             .try_reserve(1)
             .map_err(|_| MapError::OutOfMemory)?;
+        self.by_address
+            .try_reserve(1)
+            .map_err(|_| MapError::OutOfMemory)?;
         let new_table = Self::allocate_table()?;
         let new_address = table_address(&new_table);
         let at = self
-            .tables
-            .binary_search_by_key(&new_address, |t| table_address(t))
+            .by_address
+            .binary_search_by_key(&new_address, |&(a, _)| a)
             .unwrap_or_else(|at| at);
-        self.tables.insert(at, new_table);
+        self.by_address
+            .insert(at, (new_address, self.tables.len() as u32));
+        self.tables.push(new_table);
         // The zeroed table must be visible before the walker can follow a link to it.
         sync.publish();
         if let Some(slot) = self.entry(table, index_at(va, level)) {
@@ -325,7 +427,10 @@ impl TranslationTables {
     }
 
     fn check_addresses(va: u64, pa: u64, len: u64) -> Result<(), MapError> {
-        if !va.is_multiple_of(PAGE_SIZE) || !pa.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+        if !va.is_multiple_of(PAGE_SIZE)
+            || !pa.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
+        {
             return Err(MapError::Misaligned);
         }
         let va_end = va.checked_add(len).ok_or(MapError::AddressOutOfRange)?;
@@ -387,7 +492,25 @@ impl TranslationTables {
             Ordering::Relaxed,
         );
         sync.publish();
+        if leaf_level == 3 {
+            self.remember_l3(va, table);
+        }
         Ok(())
+    }
+
+    fn remember_l3(&mut self, va: u64, table: u64) {
+        let in_window = self
+            .window
+            .as_ref()
+            .is_some_and(|w| w.position(va).is_some() && w.l3_table(va).is_none());
+        if !in_window {
+            return;
+        }
+        if let Some(index) = self.table_index(table) {
+            if let Some(window) = self.window.as_mut() {
+                window.record(va, index);
+            }
+        }
     }
 
     /// Map one 4 KiB page.
@@ -402,7 +525,8 @@ impl TranslationTables {
         self.map_leaf(va, pa, 3, attributes, sync)
     }
 
-    /// The L3 slot holding the page mapping of `va`, if `va` is mapped by a 4 KiB page.
+    /// The L3 slot holding the page mapping of `va`, if `va` is mapped by a 4 KiB page:
+    /// straight from the window index when it knows `va`'s L3 table, else by a walk.
     fn page_slot(&self, va: u64) -> Result<&AtomicU64, MapError> {
         if !va.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Misaligned);
@@ -410,6 +534,15 @@ impl TranslationTables {
         if va >= 1 << VA_BITS {
             return Err(MapError::AddressOutOfRange);
         }
+        if let Some(index) = self.window.as_ref().and_then(|w| w.l3_table(va)) {
+            let slot = &self.tables[index][0].entries[index_at(va, 3)];
+            if slot.load(Ordering::Relaxed) & bits::VALID == 0 {
+                return Err(MapError::NotMapped);
+            }
+            return Ok(slot);
+        }
+        #[cfg(target_os = "none")]
+        crate::mm::contig::PROF[7].fetch_add(16 * 7 * 1024, Ordering::Relaxed);
         let mut table = self.root;
         for level in 0..3 {
             let descriptor = self
@@ -451,6 +584,78 @@ impl TranslationTables {
         );
         sync.publish();
         Ok(old & OUTPUT_ADDRESS_MASK)
+    }
+
+    /// [`TranslationTables::remap_page`] for many pages with one break-before-make: every
+    /// old entry is invalidated, the TLB entries of all of them are dropped in one
+    /// [`WalkerSync::invalidate_vas`], then every new entry is written and published once.
+    /// `results[i]` (as long as `remaps`) must be `Ok(_)` for `remaps[i]` to
+    /// be attempted (callers mark entries they already refused with `Err`); it ends as
+    /// `Ok(old_pa)` or the reason that page was left alone (not page-mapped, misaligned...).
+    pub fn remap_pages(
+        &mut self,
+        remaps: &[PageRemap],
+        results: &mut [Result<u64, MapError>],
+        sync: &impl WalkerSync,
+    ) {
+        // Break: remember each old descriptor (attributes and all) in its result.
+        let mut broken = 0;
+        for (&PageRemap { va, new_pa }, result) in remaps.iter().zip(results.iter_mut()) {
+            if result.is_err() {
+                continue;
+            }
+            *result = Self::check_addresses(va, new_pa, PAGE_SIZE)
+                .and_then(|()| self.page_slot(va))
+                .map(|slot| slot.swap(0, Ordering::Relaxed));
+            broken += usize::from(result.is_ok());
+        }
+        if broken == 0 {
+            return;
+        }
+        let vas = remaps
+            .iter()
+            .zip(results.iter())
+            .filter(|(_, r)| r.is_ok())
+            .map(|(remap, _)| remap.va);
+        sync.invalidate_vas(vas, broken);
+        // Make: the L3 tables are where the break found them (nothing can unlink a table).
+        for (&PageRemap { va, new_pa }, result) in remaps.iter().zip(results.iter_mut()) {
+            let Ok(old) = *result else {
+                continue;
+            };
+            if let Some(slot) = self.leaf_entry(va) {
+                slot.store(
+                    (old & !OUTPUT_ADDRESS_MASK) | (new_pa & OUTPUT_ADDRESS_MASK),
+                    Ordering::Relaxed,
+                );
+            }
+            *result = Ok(old & OUTPUT_ADDRESS_MASK);
+        }
+        sync.publish();
+    }
+
+    /// The L3 entry for `va` whatever it holds (index first, else a walk), if the L3 table
+    /// exists.
+    fn leaf_entry(&self, va: u64) -> Option<&AtomicU64> {
+        if let Some(index) = self.window.as_ref().and_then(|w| w.l3_table(va)) {
+            return Some(&self.tables[index][0].entries[index_at(va, 3)]);
+        }
+        self.leaf_entry_by_walk(va)
+    }
+
+    fn leaf_entry_by_walk(&self, va: u64) -> Option<&AtomicU64> {
+        let mut table = self.root;
+        for level in 0..3 {
+            let descriptor = self
+                .entry(table, index_at(va, level))?
+                .load(Ordering::Relaxed);
+            if descriptor & (bits::VALID | bits::TABLE_OR_PAGE) != bits::VALID | bits::TABLE_OR_PAGE
+            {
+                return None;
+            }
+            table = descriptor & OUTPUT_ADDRESS_MASK;
+        }
+        self.entry(table, index_at(va, 3))
     }
 
     /// Remove the page mapping of `va`; returns the PA it pointed to. Table pages that
@@ -727,6 +932,81 @@ mod tests {
             .map_page(va + PAGE_SIZE, 0x4300_0000, Attributes::RAM, &NotLive)
             .unwrap();
         assert_eq!(tables.table_count(), before);
+    }
+
+    #[test]
+    fn window_index_finds_l3_tables_and_batched_remap_breaks_before_make() {
+        let window = 0x4000_0000_0000u64;
+        let mut tables = TranslationTables::new().unwrap();
+        tables.index_window(window, 1 << 40).unwrap();
+        // Pages in three different 2 MiB slots, two of them in different GiBs.
+        let vas = [
+            window,
+            window + PAGE_SIZE,
+            window + MIB2 + 5 * PAGE_SIZE,
+            window + (3 << 30) + 7 * PAGE_SIZE,
+        ];
+        for (i, &va) in vas.iter().enumerate() {
+            tables
+                .map_page(
+                    va,
+                    0x4100_0000 + i as u64 * PAGE_SIZE,
+                    Attributes::RAM,
+                    &NotLive,
+                )
+                .unwrap();
+        }
+        let index = tables.window.as_ref().unwrap();
+        for &va in &vas {
+            let l3 = index.l3_table(va).expect("indexed at map time");
+            let by_walk = tables.leaf_entry_by_walk(va).unwrap() as *const AtomicU64;
+            assert!(core::ptr::eq(
+                &tables.tables[l3][0].entries[index_at(va, 3)],
+                by_walk
+            ));
+        }
+        assert_eq!(index.l3_table(window + 9 * MIB2), None);
+
+        // One unmapped page and one refused entry in the middle of the batch.
+        let unmapped = window + 2 * MIB2;
+        let remaps: Vec<PageRemap> = [vas[0], unmapped, vas[1], vas[2], vas[3]]
+            .iter()
+            .enumerate()
+            .map(|(i, &va)| PageRemap {
+                va,
+                new_pa: 0x4200_0000 + i as u64 * PAGE_SIZE,
+            })
+            .collect();
+        let mut results = vec![Ok(0), Ok(0), Ok(0), Err(MapError::NotRam), Ok(0)];
+        let recorder = Recorder::default();
+        tables.remap_pages(&remaps, &mut results, &recorder);
+        assert_eq!(
+            results,
+            vec![
+                Ok(0x4100_0000),
+                Err(MapError::NotMapped),
+                Ok(0x4100_1000),
+                Err(MapError::NotRam),
+                Ok(0x4100_3000),
+            ]
+        );
+        // Every broken entry was invalidated once, before the one publish of the batch.
+        assert_eq!(*recorder.invalidated.borrow(), vec![vas[0], vas[1], vas[3]]);
+        assert_eq!(*recorder.publishes.borrow(), 1);
+        assert_eq!(tables.walk(vas[0]).unwrap().pa, 0x4200_0000);
+        assert_eq!(tables.walk(vas[1]).unwrap().pa, 0x4200_2000);
+        assert_eq!(
+            tables.walk(vas[2]).unwrap().pa,
+            0x4100_2000,
+            "refused entry moved"
+        );
+        assert_eq!(tables.walk(vas[3]).unwrap().pa, 0x4200_4000);
+        assert_eq!(tables.walk(vas[3]).unwrap().attributes, Attributes::RAM);
+        assert_eq!(tables.walk(unmapped), None);
+        assert_eq!(
+            tables.index_window(window + 4096, 1 << 21),
+            Err(MapError::Misaligned)
+        );
     }
 
     #[test]
