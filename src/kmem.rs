@@ -138,7 +138,6 @@ impl Migrator for Clients {
             }
             return;
         }
-        let t = mm::contig::tick();
         self.remaps.clear();
         self.remap_results.clear();
         for m in moves {
@@ -150,9 +149,7 @@ impl Migrator for Clients {
             self.remap_results
                 .push(va.map(|_| 0).ok_or(mmu::MapError::NotMapped));
         }
-        let t = mm::contig::prof_add(8, t);
         mmu::remap_movable_batch(&self.remaps, &mut self.remap_results);
-        let t = mm::contig::prof_add(9, t);
         for ((m, remapped), result) in moves.iter().zip(&self.remap_results).zip(results) {
             *result = match remapped {
                 Ok(_) => {
@@ -165,7 +162,6 @@ impl Migrator for Clients {
                 Err(_) => Err(MigrateError::Busy),
             };
         }
-        mm::contig::prof_add(10, t);
     }
 }
 
@@ -498,9 +494,7 @@ pub(crate) fn cma_alloc_locked(
             "cma_alloc from '{name}': alignment order {align_order} too large"
         )));
     }
-    let t = mm::contig::tick();
     make_room(s, count);
-    mm::contig::prof_add(11, t);
     let mut retries = 0;
     loop {
         let result = mm::cma_alloc(

@@ -195,6 +195,28 @@ impl AnonClient {
         freed
     }
 
+    /// Pin a page in place for long-term DMA (`pin_user_pages(FOLL_LONGTERM)`): the `n`-th
+    /// mapped slot from `start` (wrapping) whose frame satisfies `pick` is unmapped and
+    /// forgotten, and its frame returned still allocated; the caller records the new owner
+    /// and frees it when the pin ends.
+    pub(crate) fn pin_in_place(
+        &mut self,
+        zone: &Zone<'_>,
+        start: usize,
+        pick: impl Fn(&Zone<'_>, Pfn) -> bool,
+    ) -> Option<Pfn> {
+        let n = self.slots.len();
+        let slot = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&slot| self.slots[slot] != EMPTY && pick(zone, self.slots[slot] as Pfn))?;
+        let pfn = self.slots[slot] as Pfn;
+        let _ = mmu::unmap_movable(Self::va(slot));
+        self.slots[slot] = EMPTY;
+        self.free_slots.push(slot as u32);
+        self.pages -= 1;
+        Some(pfn)
+    }
+
     /// Read every page through its mapping and check pattern, checksum, and that the
     /// hardware translation agrees with the reverse map.
     pub(crate) fn verify(&self) -> VerifyReport {

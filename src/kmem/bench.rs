@@ -227,9 +227,6 @@ pub fn cma_latency(
             row.idle = Stats::of(&mut samples);
         }
 
-        for p in mm::contig::PROF.iter() {
-            p.store(0, core::sync::atomic::Ordering::Relaxed);
-        }
         // Full of anonymous pages.
         let balance = s.zone.cma_balance();
         s.zone
@@ -263,18 +260,6 @@ pub fn cma_latency(
                     s.clients.anon.shrink_where(&mut s.zone, added, not_cma);
                 }
                 row.full = Stats::of(&mut samples);
-                {
-                    let mut line = format!("PROF pages={} trials={}:", row.pages, trials);
-                    for (i, p) in mm::contig::PROF.iter().enumerate() {
-                        let v = p.swap(0, core::sync::atomic::Ordering::Relaxed);
-                        let _ = write!(
-                            line,
-                            " [{i}]={}",
-                            v * 16 / (trials as u64 * row.pages as u64).max(1)
-                        );
-                    }
-                    log::warn!("{line}");
-                }
                 row.migrated_per_alloc = Stats::of(&mut migrated).median;
             }
             Ok(())
@@ -321,13 +306,15 @@ pub const CHURN_WORKLOAD: &str = "\
 workload per round (same seed, same sequence for every method):
   background: anonymous pages grown back until only 1/8 of memory is free after freeing a
     random 0..2047 of them, 0..511 page-cache reads (1 in 8 a write), occasional writeback;
-  interleaved unmovable memory: 1..8 kernel-data pages (Unmovable, order 0-1) and 0..3
-    long-term DMA pins (Movable without CMA, order 0), each living 8..263 rounds;
+  interleaved unmovable memory: 1..8 kernel-data allocations (Unmovable, order 0-1) and
+    0..15 long-term DMA pins of random existing anonymous pages outside CMA (pinned in
+    place, as pin_user_pages(FOLL_LONGTERM) does), each living 8..263 rounds;
   then one large allocation by the method under test, up to `hold` of them held, a random
     one released when the limit is reached.
   Methods run one after the other in one boot, buddy first, so CMA meets the most aged
-  memory. The unmovable pages land wherever the buddy puts them (fallback stealing from
-  Movable pageblocks when Unmovable ones run dry); nothing steers them.";
+  memory. Kernel data lands wherever the buddy puts it (fallback stealing from Movable
+  pageblocks when Unmovable ones run dry), pins wherever the pinned page was; nothing
+  steers them.";
 
 struct Rng(u64);
 impl Rng {
@@ -481,7 +468,7 @@ pub fn churn_success(
                 }
                 // Kernel data and DMA pins, interleaved with the movable traffic.
                 let kernel = 1 + rng.below(8);
-                let dma = rng.below(4);
+                let dma = rng.below(16);
                 for k in 0..kernel + dma {
                     let (pin_order, gfp, kind) = if k < kernel {
                         (rng.below(2), Gfp::KERNEL, OwnerKind::Kernel)
@@ -492,7 +479,16 @@ pub fn churn_success(
                     if pins.try_reserve(1).is_err() {
                         break;
                     }
-                    if let Ok(pfn) = s.zone.alloc_pages(pin_order, gfp) {
+                    let got = if kind == OwnerKind::Pinned {
+                        // Pinned where the anonymous page already is (outside CMA: a
+                        // long-term pin migrates a CMA page out first; skipping those
+                        // pages is the same placement without the copy).
+                        let start = rng.below(s.clients.anon.pages().max(1) * 2);
+                        s.clients.anon.pin_in_place(&s.zone, start, not_cma)
+                    } else {
+                        s.zone.alloc_pages(pin_order, gfp).ok()
+                    };
+                    if let Some(pfn) = got {
                         if s.zone.set_owner(pfn, Owner::new(kind, 0)).is_ok() {
                             pins.push(Pin {
                                 pfn,

@@ -33,27 +33,6 @@ use core::fmt;
 use super::page_alloc::{AllocError, Gfp, GfpFlags, MmError, Taken, Zone};
 use super::{MigrateType, Owner, PageState, Pfn};
 
-// PROFILE-TEMP
-pub static PROF: [core::sync::atomic::AtomicU64; 16] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; 16];
-#[inline(always)]
-pub fn tick() -> u64 {
-    #[cfg(target_os = "none")]
-    {
-        crate::driver::timer::counter()
-    }
-    #[cfg(not(target_os = "none"))]
-    {
-        0
-    }
-}
-#[inline(always)]
-pub fn prof_add(i: usize, t0: u64) -> u64 {
-    let t = tick();
-    PROF[i].fetch_add(t - t0, core::sync::atomic::Ordering::Relaxed);
-    t
-}
-
 /// Linux gives up after this many consecutive passes that migrated nothing.
 pub const MIGRATE_MAX_PASSES_WITHOUT_PROGRESS: usize = 5;
 
@@ -156,28 +135,21 @@ pub fn alloc_contig_range<M: Migrator + ?Sized>(
     end_pfn: Pfn,
     migratetype: MigrateType,
 ) -> Result<(), ContigError> {
-    let t = tick();
     validate(zone, start_pfn, end_pfn, migratetype).map_err(ContigError::Invalid)?;
     zone.start_isolate_page_range(start_pfn, end_pfn, migratetype)
         .map_err(|e| match e {
             MmError::Busy { pfn } => ContigError::Busy { pfn },
             other => ContigError::Invalid(other),
         })?;
-    let t = prof_add(0, t);
     let result = migrate_range(zone, migrator, start_pfn, end_pfn).and_then(|()| {
-        let t = tick();
         if zone.test_pages_isolated(start_pfn, end_pfn) {
-            let t = prof_add(4, t);
             zone.take_free_range(start_pfn, end_pfn, Taken::Contig(migratetype));
-            prof_add(5, t);
             Ok(())
         } else {
             Err(ContigError::Busy { pfn: start_pfn })
         }
     });
-    let t = prof_add(1, t);
     zone.undo_isolate_page_range(start_pfn, end_pfn, migratetype);
-    prof_add(6, t);
     result
 }
 
@@ -225,7 +197,7 @@ fn migrate_range<M: Migrator + ?Sized>(
     start: Pfn,
     end: Pfn,
 ) -> Result<(), ContigError> {
-    let mut batch = Batch::new()?;
+    let mut batch = Batch::EMPTY;
     let result = migrate_range_batched(zone, migrator, start, end, &mut batch);
     // Targets queued but never migrated (an error stopped the walk) and the unused part of
     // the target pool go back; their sources were never touched.
@@ -264,6 +236,9 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
             }
             if !kind.is_movable() {
                 return Err(ContigError::Busy { pfn: b.head });
+            }
+            if batch.capacity == 0 {
+                batch.reserve()?;
             }
             let dst = batch.pool.take(zone, b.order, end - b.head)?;
             batch.moves.push(Move {
@@ -316,27 +291,28 @@ struct Batch {
 }
 
 impl Batch {
+    /// No buffers yet: a range with nothing to migrate never allocates them.
+    const EMPTY: Batch = Batch {
+        moves: Vec::new(),
+        results: Vec::new(),
+        capacity: 0,
+        pool: TargetPool::EMPTY,
+    };
+
     /// Full-size buffers if the heap has room, else batches of one (still correct, just
-    /// without the amortisation).
-    fn new() -> Result<Batch, ContigError> {
-        let mut moves = Vec::new();
-        let mut results = Vec::new();
-        let mut capacity = MIGRATE_BATCH;
-        if moves.try_reserve_exact(capacity).is_err()
-            || results.try_reserve_exact(capacity).is_err()
+    /// without the amortisation). Called before the first move is queued.
+    fn reserve(&mut self) -> Result<(), ContigError> {
+        self.capacity = MIGRATE_BATCH;
+        if self.moves.try_reserve_exact(MIGRATE_BATCH).is_err()
+            || self.results.try_reserve_exact(MIGRATE_BATCH).is_err()
         {
-            capacity = 1;
-            moves
-                .try_reserve_exact(capacity)
-                .and_then(|()| results.try_reserve_exact(capacity))
+            self.capacity = 1;
+            self.moves
+                .try_reserve_exact(1)
+                .and_then(|()| self.results.try_reserve_exact(1))
                 .map_err(|_| ContigError::NoMemory)?;
         }
-        Ok(Batch {
-            moves,
-            results,
-            capacity,
-            pool: TargetPool::EMPTY,
-        })
+        Ok(())
     }
 
     /// Run the queued moves and settle every one of them, whatever the others did: a moved
@@ -351,12 +327,10 @@ impl Batch {
         if self.moves.is_empty() {
             return Ok(());
         }
-        let t = tick();
         self.results.clear();
         self.results
             .resize(self.moves.len(), Err(MigrateError::Again));
         migrator.migrate_batch(&self.moves, &mut self.results);
-        let t = prof_add(2, t);
         // Sources of successful moves are freed as maximal runs of adjacent order-0
         // frames: a handful of buddy merges per run instead of one free per page.
         let mut first_error = None;
@@ -396,7 +370,6 @@ impl Batch {
             zone.free_order0_run(lo, hi);
         }
         self.moves.clear();
-        prof_add(3, t);
         first_error.map_or(Ok(()), Err)
     }
 }

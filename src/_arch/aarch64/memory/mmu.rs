@@ -104,7 +104,6 @@ impl WalkerSync for LiveTables {
         // Safety: DSB ISHST makes every invalid entry visible to the walkers before any
         // TLBI; the TLBIs only drop cached translations.
         unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
-        let t = crate::mm::contig::tick();
         if count >= TLBI_RANGE_LIMIT {
             // Safety: drops every EL1&0 TLB entry of the inner-shareable domain; the
             // walkers refill from the tables.
@@ -123,7 +122,6 @@ impl WalkerSync for LiveTables {
         }
         // Safety: barriers only: wait for the invalidations on all cores, then resync.
         unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
-        crate::mm::contig::prof_add(15, t);
     }
 }
 
@@ -292,7 +290,6 @@ pub fn remap_movable(va: usize, new_pa: u64) -> Result<u64, MapError> {
 /// is already `Err` on entry are skipped (the caller refused them). The caller copies the
 /// data first and must not access any of the addresses concurrently.
 pub fn remap_movable_batch(remaps: &[PageRemap], results: &mut [Result<u64, MapError>]) {
-    let t = crate::mm::contig::tick();
     let platform = crate::runtime::try_platform();
     let mut any = false;
     for (remap, result) in remaps.iter().zip(results.iter_mut()) {
@@ -308,14 +305,10 @@ pub fn remap_movable_batch(remaps: &[PageRemap], results: &mut [Result<u64, MapE
     if !any {
         return;
     }
-    let t = crate::mm::contig::prof_add(12, t);
     let outcome = with_live_tables(|tables| {
-        let t = crate::mm::contig::tick();
         tables.remap_pages(remaps, results, &LiveTables);
-        crate::mm::contig::prof_add(14, t);
         Ok(())
     });
-    crate::mm::contig::prof_add(13, t);
     if let Err(e) = outcome {
         for result in results.iter_mut().filter(|r| r.is_ok()) {
             *result = Err(e);

@@ -541,8 +541,6 @@ impl TranslationTables {
             }
             return Ok(slot);
         }
-        #[cfg(target_os = "none")]
-        crate::mm::contig::PROF[7].fetch_add(16 * 7 * 1024, Ordering::Relaxed);
         let mut table = self.root;
         for level in 0..3 {
             let descriptor = self
