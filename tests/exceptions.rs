@@ -3,7 +3,7 @@
 //! In-QEMU tests of exception entry and return: expected faults are reported precisely
 //! and resumed with the interrupted registers intact, and IRQs reach the driver layer
 //! and return. (The fatal path, a decoded dump then exit failure, ends the run, so it is
-//! checked by the host tests of `exception::write_report` instead.)
+//! an image of its own: `tests/fatal_fault.rs`.)
 #![no_std]
 #![no_main]
 

@@ -149,7 +149,12 @@ pub fn alloc_contig_range<M: Migrator + ?Sized>(
             Err(ContigError::Busy { pfn: start_pfn })
         }
     });
-    zone.undo_isolate_page_range(start_pfn, end_pfn, migratetype);
+    match result {
+        // Every frame of the range is now allocated: its inner pageblocks have nothing to
+        // move between free lists.
+        Ok(()) => zone.undo_isolate_taken_range(start_pfn, end_pfn, migratetype),
+        Err(_) => zone.undo_isolate_page_range(start_pfn, end_pfn, migratetype),
+    }
     result
 }
 
@@ -220,6 +225,23 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
         let mut outcome = Outcome::default();
         let mut pfn = start;
         while pfn < end {
+            // Fast path: queue the movable blocks from here on, stepping through the memmap,
+            // until the batch is full or a block needs more than queueing.
+            if batch.capacity != 0 {
+                let queued = batch.moves.len();
+                pfn = queue_movable_blocks(zone, pfn, end, batch);
+                batch.take_targets(zone, queued, end)?;
+                if batch.moves.len() == batch.capacity {
+                    batch.flush(zone, migrator, &mut outcome)?;
+                    if let Some(pfn) = outcome.busy {
+                        return Err(ContigError::Busy { pfn });
+                    }
+                    continue;
+                }
+                if pfn >= end {
+                    break;
+                }
+            }
             let b = zone.block_at(pfn);
             pfn = b.end();
             match b.state {
@@ -272,6 +294,43 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
     }
 }
 
+/// Queue (without targets yet) the blocks from `pfn` on that only need migrating, until
+/// `batch` is full or the walk reaches `end` or a block that needs the slow path (free
+/// blocks are skipped; reclaimable, unmovable, hole, reserved and tail frames stop the
+/// walk). Returns where the walk stopped. Reading the memmap as a slice keeps this at a
+/// few loads per block: it runs once per migrated page.
+fn queue_movable_blocks(zone: &Zone<'_>, pfn: Pfn, end: Pfn, batch: &mut Batch) -> Pfn {
+    let pages = zone.memmap(pfn, end);
+    let room = batch.capacity - batch.moves.len();
+    let mut i = 0;
+    let mut queued = 0;
+    while let (Some(page), true) = (pages.get(i), queued < room) {
+        match page.state() {
+            PageState::Buddy => i += 1 << page.order(),
+            PageState::Head => {
+                let owner = page.owner();
+                let kind = owner.kind();
+                if !kind.is_movable() || kind.is_reclaimable() {
+                    break;
+                }
+                batch.moves.push(Move {
+                    src: pfn + i,
+                    dst: UNASSIGNED,
+                    order: page.order(),
+                    owner,
+                });
+                queued += 1;
+                i += 1 << page.order();
+            }
+            _ => break,
+        }
+    }
+    pfn + i
+}
+
+/// `Move::dst` of a move queued by [`queue_movable_blocks`] whose target is not taken yet.
+const UNASSIGNED: Pfn = Pfn::MAX;
+
 /// What one pass over the range achieved.
 #[derive(Default)]
 struct Outcome {
@@ -311,6 +370,28 @@ impl Batch {
                 .try_reserve_exact(1)
                 .and_then(|()| self.results.try_reserve_exact(1))
                 .map_err(|_| ContigError::NoMemory)?;
+        }
+        Ok(())
+    }
+
+    /// Give the moves queued from `moves[first]` on their targets. On failure the moves
+    /// still without one are dropped (their sources were never touched), so every queued
+    /// move holds a target the caller must use or release.
+    fn take_targets(
+        &mut self,
+        zone: &mut Zone<'_>,
+        first: usize,
+        end: Pfn,
+    ) -> Result<(), ContigError> {
+        for i in first..self.moves.len() {
+            let m = self.moves[i];
+            match self.pool.take(zone, m.order, end - m.src) {
+                Ok(dst) => self.moves[i].dst = dst,
+                Err(e) => {
+                    self.moves.truncate(i);
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }

@@ -500,6 +500,16 @@ impl<'a> Zone<'a> {
         &mut self.pages[pfn - self.start_pfn]
     }
 
+    /// The `Page`s of `[start, end)` clamped to the zone (`memmap[i]` is frame
+    /// `start.max(zone start) + i`), for walks that step through many frames: indexing a
+    /// slice costs less than a checked lookup per frame.
+    #[inline]
+    pub(crate) fn memmap(&self, start: Pfn, end: Pfn) -> &[Page] {
+        let lo = start.clamp(self.start_pfn, self.end_pfn) - self.start_pfn;
+        let hi = end.clamp(self.start_pfn, self.end_pfn) - self.start_pfn;
+        self.pages.get(lo..hi).unwrap_or(&[])
+    }
+
     #[inline]
     fn block_index(&self, pfn: Pfn) -> usize {
         (pfn >> PAGEBLOCK_ORDER) - self.first_block
@@ -1154,14 +1164,47 @@ impl<'a> Zone<'a> {
         }
         self.set_pb_type_raw(start, mt);
         let mut pfn = start;
-        while pfn < end {
-            let b = self.block_at(pfn);
-            if b.state == PageState::Buddy {
-                let old = self.pg(b.head).migratetype();
-                self.del_from_free_list(b.head, b.order, old);
-                self.free_one_page(b.head, b.order, mt);
-            }
+        while let Some(b) = self.next_free_block(pfn, end) {
+            let old = self.pg(b.head).migratetype();
+            self.del_from_free_list(b.head, b.order, old);
+            self.free_one_page(b.head, b.order, mt);
             pfn = b.end();
+        }
+    }
+
+    /// The first free block listed at or after `pfn` and starting before `end`, found by
+    /// stepping from block head to block head through the memmap (a few loads per
+    /// allocated block: a full pageblock of order-0 pages is the common case when a range
+    /// is isolated). Tails (of a block that covers `pfn`, or of one that merged behind the
+    /// caller) are resolved by [`Zone::block_at`]; a free block they belong to started
+    /// before `pfn` and is not returned.
+    fn next_free_block(&self, pfn: Pfn, end: Pfn) -> Option<Block> {
+        let pages = self.memmap(pfn, end);
+        let mut i = 0;
+        while let Some(page) = pages.get(i) {
+            match page.state() {
+                PageState::Buddy => {
+                    return Some(Block {
+                        head: pfn + i,
+                        order: page.order(),
+                        state: PageState::Buddy,
+                    })
+                }
+                PageState::Head => i += 1 << page.order(),
+                PageState::Tail => i = self.block_at(pfn + i).end().max(pfn + i + 1) - pfn,
+                PageState::Hole | PageState::Reserved => i += 1,
+            }
+        }
+        None
+    }
+
+    /// Retype a pageblock that the caller knows holds no free frame (every frame in it is
+    /// allocated, reserved or a hole, as right after `alloc_contig_range` took a range
+    /// covering it): with no free block to move between lists, only the type changes.
+    pub(crate) fn retype_full_pageblock(&mut self, block: Pfn, mt: MigrateType) {
+        let first = block.max(self.start_pfn);
+        if self.contains(first) {
+            self.set_pb_type_raw(first, mt);
         }
     }
 

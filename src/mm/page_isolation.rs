@@ -22,21 +22,36 @@ fn blocks(start: Pfn, end: Pfn) -> impl Iterator<Item = Pfn> {
 
 impl Zone<'_> {
     /// First frame in `[start, end)` that isolation could never free (`has_unmovable_pages`).
+    /// Steps from block head to block head through the memmap: isolating a pageblock full of
+    /// order-0 pages must not cost a lookup per frame.
     pub fn has_unmovable_pages(&self, start: Pfn, end: Pfn) -> Option<Pfn> {
         let (start, end) = (start.max(self.start_pfn()), end.min(self.end_pfn()));
-        let mut pfn = start;
-        while pfn < end {
-            let b = self.block_at(pfn);
-            match b.state {
-                PageState::Buddy => {}
+        let pages = self.memmap(start, end);
+        let mut i = 0;
+        while let Some(page) = pages.get(i) {
+            match page.state() {
+                PageState::Buddy => i += 1 << page.order(),
                 PageState::Head => {
-                    if !self.page(b.head)?.owner().kind().is_movable() {
-                        return Some(b.head.max(start));
+                    if !page.owner().kind().is_movable() {
+                        return Some(start + i);
                     }
+                    i += 1 << page.order();
                 }
-                PageState::Hole | PageState::Reserved | PageState::Tail => return Some(pfn),
+                // `start` inside a block: judge the block that covers it.
+                PageState::Tail => {
+                    let b = self.block_at(start + i);
+                    let movable = match b.state {
+                        PageState::Buddy => true,
+                        PageState::Head => self.page(b.head)?.owner().kind().is_movable(),
+                        _ => false,
+                    };
+                    if !movable {
+                        return Some(start + i);
+                    }
+                    i = b.end() - start;
+                }
+                PageState::Hole | PageState::Reserved => return Some(start + i),
             }
-            pfn = b.end();
         }
         None
     }
@@ -85,6 +100,27 @@ impl Zone<'_> {
         for block in blocks(start, end) {
             let first = block.max(self.start_pfn());
             if self.pageblock_migratetype(first) == Some(MigrateType::Isolate) {
+                self.retype_pageblock(block, mt);
+            }
+        }
+    }
+
+    /// [`Zone::undo_isolate_page_range`] right after every frame of `[start, end)` was
+    /// taken (`alloc_contig_range` succeeded): a pageblock lying wholly inside the range
+    /// holds no free block, so only its type changes; the pageblocks at the ends, shared
+    /// with the rest of memory, are retyped in full.
+    pub(crate) fn undo_isolate_taken_range(&mut self, start: Pfn, end: Pfn, mt: MigrateType) {
+        if start >= end {
+            return;
+        }
+        for block in blocks(start, end) {
+            let first = block.max(self.start_pfn());
+            if self.pageblock_migratetype(first) != Some(MigrateType::Isolate) {
+                continue;
+            }
+            if start <= block && block + PAGEBLOCK_NR_PAGES <= end {
+                self.retype_full_pageblock(block, mt);
+            } else {
                 self.retype_pageblock(block, mt);
             }
         }

@@ -241,6 +241,18 @@ pub fn qemu_header_options(source: &str) -> Result<RunOptions> {
     parse_run_options(&words, false).map_err(|e| format!("`//! xtask-qemu:` header: {e}"))
 }
 
+/// An image whose correct outcome is to stop the machine (a fatal fault, a refused device
+/// tree) says so with `//! xtask-expect-stop: REGEX`: it passes when QEMU exits on its own
+/// with a failure status, the output matches REGEX, and the stop was reported only once
+/// (no fault loop).
+pub fn expected_stop(source: &str) -> Option<String> {
+    source
+        .lines()
+        .map_while(|line| line.trim_start().strip_prefix("//!"))
+        .find_map(|doc| doc.trim_start().strip_prefix("xtask-expect-stop:"))
+        .map(|pattern| pattern.trim().to_string())
+}
+
 /// Split like a POSIX shell does for plain words: whitespace separates, single and double
 /// quotes group, backslash escapes one character outside single quotes.
 pub fn split_words(text: &str) -> Result<Vec<String>> {
@@ -297,6 +309,22 @@ pub fn split_words(text: &str) -> Result<Vec<String>> {
         words.push(current);
     }
     Ok(words)
+}
+
+#[cfg(test)]
+mod expected_stop_tests {
+    use super::expected_stop;
+
+    #[test]
+    fn expected_stop_header_is_read_from_the_leading_doc_lines_only() {
+        let source = "//! Fault test.\n//! xtask-expect-stop: Data Abort.*\n#![no_std]\n";
+        assert_eq!(expected_stop(source).as_deref(), Some("Data Abort.*"));
+        assert_eq!(expected_stop("//! plain\n#![no_std]\n"), None);
+        assert_eq!(
+            expected_stop("#![no_std]\n//! xtask-expect-stop: x\n"),
+            None
+        );
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,13 @@ pub const CONSOLE_TESTS: &[ConsoleTest] = &[
         script: boot_summary,
     },
     ConsoleTest {
+        // 1.2 MB of valid tree (QEMU's, padded with `dtc -S`): too big for QEMU to place
+        // below the image, so the firmware finds no device tree at boot.
+        name: "boot_without_device_tree_stops_cleanly",
+        qemu: "--dtb src/dt/testdata/oversized-1200k.dtb",
+        script: boot_without_device_tree_stops_cleanly,
+    },
+    ConsoleTest {
         name: "boot_summary_two_banks",
         qemu: "--board virt-2bank",
         script: boot_summary_two_banks,
@@ -126,6 +133,25 @@ fn expect_block(
 
 fn boot_banner(console: &mut Console) -> Result<(), ExpectError> {
     console.expect(BANNER, BOOT).map(|_| ())
+}
+
+/// No device tree where QEMU puts one: one clear FATAL line naming what was looked at, then
+/// PSCI SYSTEM_OFF (QEMU exits with status 0); no exception dump, no banner, no hang.
+fn boot_without_device_tree_stops_cleanly(console: &mut Console) -> Result<(), ExpectError> {
+    console.expect(r"FATAL: device tree: [^\n]*0x40000000", BOOT)?;
+    match console.expect_exit(BOOT)? {
+        Some(0) => {}
+        other => {
+            return Err(console.error(format!(
+                "QEMU exit status {other:?}, expected 0 (PSCI SYSTEM_OFF)"
+            )))
+        }
+    }
+    let transcript = console.transcript();
+    if transcript.contains("*** Unhandled exception") || transcript.matches("FATAL:").count() != 1 {
+        return Err(console.error("expected exactly one FATAL line and no exception dump".into()));
+    }
+    Ok(())
 }
 
 /// Default board: one 1 GiB bank, the overlay's default CMA area, the PL011.

@@ -25,7 +25,8 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::args::{
-    parse_run_options, qemu_header_options, split_words, Profile, RunOptions, TestOptions,
+    expected_stop, parse_run_options, qemu_header_options, split_words, Profile, RunOptions,
+    TestOptions,
 };
 use crate::build::{self, TestImage};
 use crate::console_tests::{ConsoleTest, CONSOLE_TESTS};
@@ -90,6 +91,24 @@ pub fn image_verdict(output: &str, exit_code: Option<i32>) -> Tally {
         tally.failed = 1;
     }
     tally
+}
+
+/// The verdict on an image that must stop the machine (see [`expected_stop`]): QEMU exited
+/// by itself with a failure status, the output matches `pattern`, and the stop was
+/// announced once (a fault loop would repeat it).
+pub fn stop_verdict(pattern: &str, output: &str, exit_code: Option<i32>) -> Result<Tally> {
+    let regex =
+        regex::Regex::new(pattern).map_err(|e| format!("`//! xtask-expect-stop:` pattern: {e}"))?;
+    let stops =
+        output.matches("*** Unhandled exception").count() + output.matches("FATAL:").count();
+    let stopped_with_failure = matches!(exit_code, Some(code) if code != 0);
+    Ok(
+        if stopped_with_failure && regex.is_match(output) && stops == 1 {
+            Tally::ONE_PASS
+        } else {
+            Tally::ONE_FAILURE
+        },
+    )
 }
 
 fn section(title: &str) {
@@ -187,7 +206,10 @@ fn run_image(tools: &Tools, image: &TestImage) -> (Tally, String) {
         let mut command = boot.command(tools, &image.executable, qemu::Console::Pipes, true)?;
         let captured = qemu::run_captured(&mut command, IMAGE_TIMEOUT)?;
         let code = captured.status.and_then(|status| status.code());
-        let tally = image_verdict(&captured.output, code);
+        let tally = match expected_stop(&source) {
+            Some(pattern) => stop_verdict(&pattern, &captured.output, code)?,
+            None => image_verdict(&captured.output, code),
+        };
         let mut report = String::new();
         let verdict = match (captured.timed_out(), tally.failed) {
             (true, _) => format!("TIMED OUT after {IMAGE_TIMEOUT:?}"),
@@ -392,6 +414,34 @@ test result: ok. 0 passed; 0 failed; 0 ignored
             None
         );
         assert_eq!(parse_image_summary(""), None);
+    }
+
+    #[test]
+    fn stop_verdicts() {
+        let dump = "*** Unhandled exception: Synchronous, from EL1\nESR_EL1  Data Abort\n";
+        assert_eq!(
+            stop_verdict("Data Abort", dump, Some(1)).unwrap(),
+            Tally::ONE_PASS
+        );
+        // Exiting with success, timing out, the wrong text or a repeated dump all fail.
+        assert_eq!(
+            stop_verdict("Data Abort", dump, Some(0)).unwrap(),
+            Tally::ONE_FAILURE
+        );
+        assert_eq!(
+            stop_verdict("Data Abort", dump, None).unwrap(),
+            Tally::ONE_FAILURE
+        );
+        assert_eq!(
+            stop_verdict("SVC64", dump, Some(1)).unwrap(),
+            Tally::ONE_FAILURE
+        );
+        let looping = format!("{dump}{dump}");
+        assert_eq!(
+            stop_verdict("Data Abort", &looping, Some(1)).unwrap(),
+            Tally::ONE_FAILURE
+        );
+        assert!(stop_verdict("(", dump, Some(1)).is_err());
     }
 
     #[test]

@@ -290,19 +290,22 @@ pub fn remap_movable(va: usize, new_pa: u64) -> Result<u64, MapError> {
 /// is already `Err` on entry are skipped (the caller refused them). The caller copies the
 /// data first and must not access any of the addresses concurrently.
 pub fn remap_movable_batch(remaps: &[PageRemap], results: &mut [Result<u64, MapError>]) {
-    let platform = crate::runtime::try_platform();
-    let mut any = false;
-    for (remap, result) in remaps.iter().zip(results.iter_mut()) {
-        if result.is_err() {
-            continue;
+    let Some(platform) = crate::runtime::try_platform() else {
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            *result = Err(MapError::MmuOff);
         }
-        *result = check_movable_va(remap.va as usize).and_then(|()| match platform {
-            Some(platform) => check_ram_page_in(platform, remap.new_pa).map(|()| 0),
-            None => Err(MapError::MmuOff),
-        });
-        any |= result.is_ok();
+        return;
+    };
+    if !batch_in_window_and_ram(platform, remaps, results) {
+        // Somewhere in the batch is a bad address: find it page by page.
+        for (remap, result) in remaps.iter().zip(results.iter_mut()) {
+            if result.is_ok() {
+                *result = check_movable_va(remap.va as usize)
+                    .and_then(|()| check_ram_page_in(platform, remap.new_pa).map(|()| 0));
+            }
+        }
     }
-    if !any {
+    if results.iter().all(|r| r.is_err()) {
         return;
     }
     let outcome = with_live_tables(|tables| {
@@ -314,6 +317,35 @@ pub fn remap_movable_batch(remaps: &[PageRemap], results: &mut [Result<u64, MapE
             *result = Err(e);
         }
     }
+}
+
+/// Whether every entry of the batch not yet refused passes [`remap_movable`]'s checks,
+/// decided from the bounds of the batch's addresses: the window and a RAM bank are
+/// intervals, so if the lowest and highest addresses are inside one, every address
+/// between them is. Migration batches (window pages of one client, targets from one
+/// zone) pass this at a few instructions per page; `false` means "check page by page".
+fn batch_in_window_and_ram(
+    platform: &Platform,
+    remaps: &[PageRemap],
+    results: &[Result<u64, MapError>],
+) -> bool {
+    let (mut va_lo, mut va_hi, mut pa_lo, mut pa_hi, mut low_bits) = (u64::MAX, 0, u64::MAX, 0, 0);
+    for (remap, _) in remaps.iter().zip(results).filter(|(_, r)| r.is_ok()) {
+        va_lo = va_lo.min(remap.va);
+        va_hi = va_hi.max(remap.va);
+        pa_lo = pa_lo.min(remap.new_pa);
+        pa_hi = pa_hi.max(remap.new_pa);
+        low_bits |= remap.va | remap.new_pa;
+    }
+    if va_lo > va_hi || low_bits & (PAGE_SIZE - 1) != 0 {
+        return va_lo > va_hi;
+    }
+    let window = movable_window();
+    let in_window = window.start as u64 <= va_lo && va_hi < window.end as u64;
+    let in_one_bank = platform.memory.iter().any(|bank| {
+        bank.start <= pa_lo && pa_hi.checked_add(PAGE_SIZE).is_some_and(|e| e <= bank.end)
+    });
+    in_window && in_one_bank
 }
 
 /// Unmap the window page `va`; returns the PA it pointed to.

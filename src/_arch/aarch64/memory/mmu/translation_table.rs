@@ -282,6 +282,20 @@ impl WindowIndex {
     }
 }
 
+/// The last L3 table a batched walk used, by 2 MiB slot of the virtual address (`table` is
+/// an index into `TranslationTables::tables`, `usize::MAX` when that slot has none).
+struct L3Cache {
+    key: u64,
+    table: usize,
+}
+
+impl L3Cache {
+    const EMPTY: L3Cache = L3Cache {
+        key: u64::MAX,
+        table: usize::MAX,
+    };
+}
+
 fn table_address(table: &[PageTable]) -> u64 {
     table.as_ptr() as usize as u64
 }
@@ -590,6 +604,9 @@ impl TranslationTables {
     /// `results[i]` (as long as `remaps`) must be `Ok(_)` for `remaps[i]` to
     /// be attempted (callers mark entries they already refused with `Err`); it ends as
     /// `Ok(old_pa)` or the reason that page was left alone (not page-mapped, misaligned...).
+    ///
+    /// Migration remaps runs of neighbouring window pages, so both passes remember the last
+    /// L3 table they used: consecutive pages in one 2 MiB cost no lookup at all.
     pub fn remap_pages(
         &mut self,
         remaps: &[PageRemap],
@@ -598,12 +615,13 @@ impl TranslationTables {
     ) {
         // Break: remember each old descriptor (attributes and all) in its result.
         let mut broken = 0;
+        let mut l3 = L3Cache::EMPTY;
         for (&PageRemap { va, new_pa }, result) in remaps.iter().zip(results.iter_mut()) {
             if result.is_err() {
                 continue;
             }
-            *result = Self::check_addresses(va, new_pa, PAGE_SIZE)
-                .and_then(|()| self.page_slot(va))
+            *result = Self::check_page_addresses(va, new_pa)
+                .and_then(|()| self.cached_page_slot(va, &mut l3))
                 .map(|slot| slot.swap(0, Ordering::Relaxed));
             broken += usize::from(result.is_ok());
         }
@@ -616,12 +634,13 @@ impl TranslationTables {
             .filter(|(_, r)| r.is_ok())
             .map(|(remap, _)| remap.va);
         sync.invalidate_vas(vas, broken);
-        // Make: the L3 tables are where the break found them (nothing can unlink a table).
+        // Make: the L3 tables are where the break found them (nothing can unlink a table),
+        // so the cached lookup cannot miss for an entry the break succeeded on.
         for (&PageRemap { va, new_pa }, result) in remaps.iter().zip(results.iter_mut()) {
             let Ok(old) = *result else {
                 continue;
             };
-            if let Some(slot) = self.leaf_entry(va) {
+            if let Some(slot) = self.cached_leaf_entry(va, &mut l3) {
                 slot.store(
                     (old & !OUTPUT_ADDRESS_MASK) | (new_pa & OUTPUT_ADDRESS_MASK),
                     Ordering::Relaxed,
@@ -632,15 +651,64 @@ impl TranslationTables {
         sync.publish();
     }
 
-    /// The L3 entry for `va` whatever it holds (index first, else a walk), if the L3 table
-    /// exists.
-    fn leaf_entry(&self, va: u64) -> Option<&AtomicU64> {
-        if let Some(index) = self.window.as_ref().and_then(|w| w.l3_table(va)) {
-            return Some(&self.tables[index][0].entries[index_at(va, 3)]);
+    /// [`Self::check_addresses`] for one page, in the few instructions a batch can afford.
+    #[inline]
+    fn check_page_addresses(va: u64, pa: u64) -> Result<(), MapError> {
+        if (va | pa) & (PAGE_SIZE - 1) != 0 {
+            return Err(MapError::Misaligned);
         }
-        self.leaf_entry_by_walk(va)
+        if va >= 1 << VA_BITS || pa > OUTPUT_ADDRESS_MASK {
+            return Err(MapError::AddressOutOfRange);
+        }
+        Ok(())
     }
 
+    /// Index (into `tables`) of the L3 table that holds `va`'s entry, if it exists.
+    fn l3_table_index(&self, va: u64) -> Option<usize> {
+        if let Some(index) = self.window.as_ref().and_then(|w| w.l3_table(va)) {
+            return Some(index);
+        }
+        let mut table = self.root;
+        for level in 0..3 {
+            let descriptor = self
+                .entry(table, index_at(va, level))?
+                .load(Ordering::Relaxed);
+            if descriptor & (bits::VALID | bits::TABLE_OR_PAGE) != bits::VALID | bits::TABLE_OR_PAGE
+            {
+                return None;
+            }
+            table = descriptor & OUTPUT_ADDRESS_MASK;
+        }
+        self.table_index(table)
+    }
+
+    /// The L3 entry for `va` whatever it holds, through `cache`.
+    #[inline]
+    fn cached_leaf_entry(&self, va: u64, cache: &mut L3Cache) -> Option<&AtomicU64> {
+        let key = va >> level_span(2).trailing_zeros();
+        if cache.key != key || cache.table == usize::MAX {
+            cache.table = self.l3_table_index(va).unwrap_or(usize::MAX);
+            cache.key = key;
+        }
+        let table = self.tables.get(cache.table)?.first()?;
+        Some(&table.entries[index_at(va, 3)])
+    }
+
+    /// [`Self::page_slot`] through `cache`: the valid L3 entry mapping `va`.
+    #[inline]
+    fn cached_page_slot(&self, va: u64, cache: &mut L3Cache) -> Result<&AtomicU64, MapError> {
+        let slot = self
+            .cached_leaf_entry(va, cache)
+            .ok_or(MapError::NotMapped)?;
+        if slot.load(Ordering::Relaxed) & bits::VALID == 0 {
+            return Err(MapError::NotMapped);
+        }
+        Ok(slot)
+    }
+
+    /// The L3 entry for `va` by a full walk from the root (the window index ignored), for
+    /// tests that check the index against the tables.
+    #[cfg(test)]
     fn leaf_entry_by_walk(&self, va: u64) -> Option<&AtomicU64> {
         let mut table = self.root;
         for level in 0..3 {
