@@ -150,21 +150,18 @@ impl Migrator for Clients {
                 .push(va.map(|_| 0).ok_or(mmu::MapError::NotMapped));
         }
         mmu::remap_movable_batch(&self.remaps, &mut self.remap_results);
-        let mut anon_moved = 0;
         for ((m, remapped), result) in moves.iter().zip(&self.remap_results).zip(results) {
-            if remapped.is_err() {
-                *result = Err(MigrateError::Busy);
-                continue;
-            }
-            *result = Ok(());
-            if m.owner.kind() == OwnerKind::Anon {
-                self.anon.set_slot(m.owner.id(), m.dst);
-                anon_moved += 1;
-            } else {
-                self.cache.migrated(m.owner.id(), m.dst);
-            }
+            *result = match remapped {
+                Ok(_) => {
+                    match m.owner.kind() {
+                        OwnerKind::Anon => self.anon.migrated(m.owner.id(), m.dst),
+                        _ => self.cache.migrated(m.owner.id(), m.dst),
+                    }
+                    Ok(())
+                }
+                Err(_) => Err(MigrateError::Busy),
+            };
         }
-        self.anon.migrations += anon_moved;
     }
 }
 

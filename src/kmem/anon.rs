@@ -271,12 +271,11 @@ impl AnonClient {
         Some(Self::va(slot))
     }
 
-    /// The mapping of `slot` now points at `dst`: update the reverse map. The caller
-    /// counts the migration (a batch adds its total once).
-    #[inline]
-    pub(crate) fn set_slot(&mut self, slot: u64, dst: Pfn) {
+    /// The mapping of `slot` now points at `dst`: update the reverse map.
+    pub(crate) fn migrated(&mut self, slot: u64, dst: Pfn) {
         if let Some(entry) = self.slots.get_mut(slot as usize) {
             *entry = dst as u32;
+            self.migrations += 1;
         }
     }
 

@@ -1076,6 +1076,60 @@ mod tests {
     }
 
     #[test]
+    fn batched_remap_outside_the_window_index_walks_and_caches_per_2mib() {
+        // No window index: every L3 table is found by a walk, once per 2 MiB run.
+        let mut tables = TranslationTables::new().unwrap();
+        let base = 0x10_0000_0000u64;
+        let vas = [base, base + MIB2, base + PAGE_SIZE, base + MIB2 + PAGE_SIZE];
+        for (i, &va) in vas.iter().enumerate() {
+            tables
+                .map_page(
+                    va,
+                    0x4100_0000 + i as u64 * PAGE_SIZE,
+                    Attributes::RAM,
+                    &NotLive,
+                )
+                .unwrap();
+        }
+        // Alternating 2 MiB slots, a misaligned target and a never-mapped slot in between.
+        let remaps: Vec<PageRemap> = [
+            (vas[0], 0x4200_0000),
+            (vas[1], 0x4200_1000),
+            (vas[2], 0x4200_2001),
+            (base + 4 * MIB2, 0x4200_3000),
+            (vas[3], 0x4200_4000),
+            (vas[2], 0x4200_5000),
+        ]
+        .iter()
+        .map(|&(va, new_pa)| PageRemap { va, new_pa })
+        .collect();
+        let mut results = vec![Ok(0); remaps.len()];
+        let recorder = Recorder::default();
+        tables.remap_pages(&remaps, &mut results, &recorder);
+        assert_eq!(
+            results,
+            vec![
+                Ok(0x4100_0000),
+                Ok(0x4100_1000),
+                Err(MapError::Misaligned),
+                Err(MapError::NotMapped),
+                Ok(0x4100_3000),
+                Ok(0x4100_2000),
+            ]
+        );
+        for (va, pa) in [
+            (vas[0], 0x4200_0000),
+            (vas[1], 0x4200_1000),
+            (vas[2], 0x4200_5000),
+        ] {
+            assert_eq!(tables.walk(va).unwrap().pa, pa);
+        }
+        assert_eq!(tables.walk(vas[3]).unwrap().pa, 0x4200_4000);
+        assert_eq!(tables.walk(base + 4 * MIB2), None);
+        assert_eq!(recorder.invalidated.borrow().len(), 4);
+    }
+
+    #[test]
     fn remap_refuses_block_mappings() {
         let mut tables = TranslationTables::new().unwrap();
         tables
