@@ -11,6 +11,6 @@ mod arch_cpu;
 pub mod cache;
 
 pub use arch_cpu::{
-    boot_exception_level, irqs_enabled, mask_interrupts, restore_interrupts, wait_forever, InterruptState,
-    IrqSafeLock,
+    boot_exception_level, irqs_enabled, mask_interrupts, restore_interrupts, wait_forever,
+    InterruptState, IrqSafeLock,
 };

@@ -33,8 +33,8 @@ use crate::dt::platform::Platform;
 use crate::dt::reserved::{plan_reserved_memory, ReservedMemoryPlan};
 use crate::memory::mmu;
 use crate::mm::{
-    self, vmstat, CmaArea, CmaError, CmaState, GfpFlags, MigrateError, MigrateType, Migrator,
-    Move, Owner, OwnerKind, Page, Pfn, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
+    self, vmstat, CmaArea, CmaError, CmaState, GfpFlags, MigrateError, MigrateType, Migrator, Move,
+    Owner, OwnerKind, Page, Pfn, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
 };
 
 pub mod anon;
@@ -99,9 +99,20 @@ impl Clients {
             _ => None,
         }
     }
+
+    /// The move's mapping now points at `dst`: let its owner update the reverse map.
+    fn migrated(&mut self, m: &Move) {
+        match m.owner.kind() {
+            OwnerKind::Anon => self.anon.migrated(m.owner.id(), m.dst),
+            OwnerKind::PageCache => self.cache.migrated(m.owner.id(), m.dst),
+            _ => {}
+        }
+    }
 }
 
 impl Migrator for Clients {
+    /// One page on its own: the same copy, re-point, update steps as a batch, with a
+    /// break-before-make of its own.
     fn migrate(
         &mut self,
         src: Pfn,
@@ -109,14 +120,16 @@ impl Migrator for Clients {
         order: usize,
         owner: Owner,
     ) -> Result<(), MigrateError> {
-        if order != 0 {
-            return Err(MigrateError::Busy);
-        }
-        match owner.kind() {
-            OwnerKind::Anon => self.anon.migrate(src, dst, owner.id()),
-            OwnerKind::PageCache => self.cache.migrate(src, dst, owner.id()),
-            _ => Err(MigrateError::Busy),
-        }
+        let m = Move {
+            src,
+            dst,
+            order,
+            owner,
+        };
+        let va = self.copy_for_migration(&m).ok_or(MigrateError::Busy)?;
+        mmu::remap_movable(va, (dst << PAGE_SHIFT) as u64).map_err(|_| MigrateError::Busy)?;
+        self.migrated(&m);
+        Ok(())
     }
 
     fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool {
@@ -150,16 +163,12 @@ impl Migrator for Clients {
                 .push(va.map(|_| 0).ok_or(mmu::MapError::NotMapped));
         }
         mmu::remap_movable_batch(&self.remaps, &mut self.remap_results);
-        for ((m, remapped), result) in moves.iter().zip(&self.remap_results).zip(results) {
-            *result = match remapped {
-                Ok(_) => {
-                    match m.owner.kind() {
-                        OwnerKind::Anon => self.anon.migrated(m.owner.id(), m.dst),
-                        _ => self.cache.migrated(m.owner.id(), m.dst),
-                    }
-                    Ok(())
-                }
-                Err(_) => Err(MigrateError::Busy),
+        for (i, (m, result)) in moves.iter().zip(results).enumerate() {
+            *result = if self.remap_results[i].is_ok() {
+                self.migrated(m);
+                Ok(())
+            } else {
+                Err(MigrateError::Busy)
             };
         }
     }

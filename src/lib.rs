@@ -3,9 +3,11 @@
 //! The crate has two halves:
 //! - Safe policy code that builds for the host too and is unit-tested there with `cargo
 //!   test`: [`mm`] (buddy allocator, pageblocks, CMA), [`dt`] (device-tree interpretation),
-//!   [`shell`]. These modules carry `#![forbid(unsafe_code)]`.
+//!   [`shell`], and the data-only parts of [`shell_service`] (trace, iomem, devtree).
+//!   These modules carry `#![forbid(unsafe_code)]`.
 //! - The thin hardware layer, only on the bare-metal target (`target_os = "none"`): boot,
-//!   MMU, exceptions, GIC, timer, UART, PSCI. Every unsafe block there says why it is sound.
+//!   MMU, exceptions, GIC, timer, UART, PSCI, the heap, `kmem` and the shell service's
+//!   firmware glue. Every unsafe block there says why it is sound.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

@@ -1,9 +1,9 @@
 //! The Monolith firmware image.
 //!
 //! Theory of operation: the library's runtime brings the machine up (exceptions, heap,
-//! device tree, MMU, drivers) and then calls [`kernel_init`] here. For now the firmware
-//! prints what it found, so a boot log alone tells which platform and devices it runs on,
-//! and then hands the console to the debug shell ([`monolith::shell_service::run`]).
+//! device tree, MMU, drivers) and then calls [`kernel_init`] here. The firmware prints
+//! what it found, so a boot log alone tells which platform and devices it runs on, and
+//! then hands the console to the debug shell ([`monolith::shell_service::run`]).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 

@@ -15,7 +15,7 @@
 //! A step that cannot complete prints `FATAL: ...` and stops through [`stop_failure`]:
 //! semihosting exit with failure in test builds (QEMU exits 1), PSCI SYSTEM_OFF otherwise.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::dt::platform::Platform;
 
@@ -24,15 +24,10 @@ extern "Rust" {
     fn kernel_init() -> !;
 }
 
-static PLATFORM: AtomicPtr<Platform> = AtomicPtr::new(core::ptr::null_mut());
-
 /// The platform description, once the device tree has been read (always, for anything
-/// running from `kernel_init` on).
+/// running from `kernel_init` on). The boot tree in [`crate::dtb`] is its only home.
 pub fn try_platform() -> Option<&'static Platform> {
-    let platform = PLATFORM.load(Ordering::Acquire);
-    // Safety: the only non-null value ever stored is a `&'static Platform`, never freed
-    // and never mutated again.
-    unsafe { platform.as_ref() }
+    crate::dtb::platform()
 }
 
 /// The platform description. Everything from `kernel_init` on may rely on it; calling it
@@ -57,10 +52,6 @@ pub unsafe fn runtime_init(dtb_from_x0: usize) -> ! {
         Ok(platform) => platform,
         Err(err) => fatal(format_args!("device tree: {err}")),
     };
-    PLATFORM.store(
-        platform as *const Platform as *mut Platform,
-        Ordering::Release,
-    );
 
     // The reserved-memory plan comes before the MMU: `no-map` carveouts stay out of the
     // identity map.

@@ -341,7 +341,7 @@ fn pairs(
         return Err("more than two address or size cells");
     }
     let entry = ((address_cells + size_cells) * 4) as usize;
-    if entry == 0 || value.len() % entry != 0 {
+    if entry == 0 || !value.len().is_multiple_of(entry) {
         return Err("length is not a whole number of entries");
     }
     Ok(value
@@ -499,7 +499,7 @@ impl<'a> Tree<'a> {
             )
         })?;
         let entry = (cells as usize).saturating_mul(4);
-        if entry == 0 || value.len() % entry != 0 {
+        if entry == 0 || !value.len().is_multiple_of(entry) {
             return Err(bad(
                 &node.path,
                 "interrupts",

@@ -18,9 +18,7 @@ use super::pattern::PagePattern;
 use super::window;
 use super::{with_state, KmemError};
 use crate::memory::mmu;
-use crate::mm::{
-    Gfp, MigrateError, MigrateType, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE,
-};
+use crate::mm::{Gfp, MigrateType, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
 
 use alloc::vec::Vec;
 
@@ -227,7 +225,7 @@ impl AnonClient {
             }
             report.pages_checked += 1;
             let va = Self::va(slot);
-            if mmu::translate(va) != Some(((pfn as u64) << PAGE_SHIFT) as u64) {
+            if mmu::translate(va) != Some((pfn as u64) << PAGE_SHIFT) {
                 report.bad_pages += 1;
                 continue;
             }
@@ -256,9 +254,9 @@ impl AnonClient {
         }
     }
 
-    /// First half of a batched migration: the window address of `slot` if the reverse map
-    /// agrees that `src` holds it, after copying `src` to `dst`. Re-pointing the mapping is
-    /// the caller's (batched) business; [`AnonClient::migrated`] completes the move.
+    /// First half of a migration: the window address of `slot` if the reverse map agrees
+    /// that `src` holds it, after copying `src` to `dst`. Re-pointing the mapping is the
+    /// caller's business (one page or a whole batch at once); [`AnonClient::migrated`] completes the move.
     pub(crate) fn copy_for_migration(&self, src: Pfn, dst: Pfn, slot: u64) -> Option<usize> {
         let slot = slot as usize;
         if self.slots.get(slot) != Some(&(src as u32)) {
@@ -276,28 +274,6 @@ impl AnonClient {
         if let Some(entry) = self.slots.get_mut(slot as usize) {
             *entry = dst as u32;
             self.migrations += 1;
-        }
-    }
-
-    /// `Migrator::migrate` for an Anon block: copy, re-point the mapping, update the
-    /// reverse map.
-    pub(crate) fn migrate(&mut self, src: Pfn, dst: Pfn, slot: u64) -> Result<(), MigrateError> {
-        let slot = slot as usize;
-        if self.slots.get(slot) != Some(&(src as u32)) {
-            // Our reverse map disagrees with the owner record: do not touch it.
-            return Err(MigrateError::Busy);
-        }
-        // Safety: both are RAM frames in the identity map (the zone only manages mapped
-        // RAM); `dst` was allocated by mm for this migration a moment ago and `src` is this
-        // client's page, which nobody accesses while the memory lock is held.
-        unsafe { window::copy_frame(dst, src) };
-        match mmu::remap_movable(Self::va(slot), (dst << PAGE_SHIFT) as u64) {
-            Ok(_) => {
-                self.slots[slot] = dst as u32;
-                self.migrations += 1;
-                Ok(())
-            }
-            Err(_) => Err(MigrateError::Busy),
         }
     }
 }

@@ -25,7 +25,7 @@ use super::pattern::PagePattern;
 use super::window;
 use super::{with_state, KmemError};
 use crate::memory::mmu;
-use crate::mm::{Gfp, MigrateError, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
+use crate::mm::{Gfp, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
 
 /// First window address of the page cache (512 GiB into the window).
 pub const CACHE_WINDOW: usize = mmu::MOVABLE_WINDOW_START + (512 << 30);
@@ -290,8 +290,7 @@ impl PageCache {
         }
     }
 
-    /// `Migrator::migrate` for a page-cache block (dirty, or reclaim declined).
-    /// First half of a batched migration of a dirty page: the window address of `block`
+    /// First half of a migration of a dirty page (alone or in a batch): the window address of `block`
     /// if it is cached in `src`, after copying `src` to `dst`; [`PageCache::migrated`]
     /// completes the move once the mapping points at `dst`.
     pub(crate) fn copy_for_migration(&self, src: Pfn, dst: Pfn, block: u64) -> Option<usize> {
@@ -311,25 +310,6 @@ impl PageCache {
         if let Some(b) = self.blocks.get_mut(block as usize) {
             b.pfn = dst as u32;
             self.migrations += 1;
-        }
-    }
-
-    pub(crate) fn migrate(&mut self, src: Pfn, dst: Pfn, block: u64) -> Result<(), MigrateError> {
-        let block = block as usize;
-        if self.blocks.get(block).map(|b| b.pfn) != Some(src as u32) {
-            return Err(MigrateError::Busy);
-        }
-        // Safety: both frames are identity-mapped RAM managed by the zone; `dst` was just
-        // allocated by mm for this migration and `src` is this cache's page, untouched by
-        // anyone else while the memory lock is held.
-        unsafe { window::copy_frame(dst, src) };
-        match mmu::remap_movable(Self::va(block), (dst << PAGE_SHIFT) as u64) {
-            Ok(_) => {
-                self.blocks[block].pfn = dst as u32;
-                self.migrations += 1;
-                Ok(())
-            }
-            Err(_) => Err(MigrateError::Busy),
         }
     }
 }

@@ -30,8 +30,8 @@ mod arch_mmu;
 
 #[cfg(target_os = "none")]
 pub use arch_mmu::{
-    init, init_excluding, is_enabled, kernel_image_layout, map_movable, memory_kind, remap_movable, translate,
-    remap_movable_batch, unmap_movable, MmuError,
+    init, init_excluding, is_enabled, kernel_image_layout, map_movable, memory_kind, remap_movable,
+    remap_movable_batch, translate, unmap_movable, MmuError,
 };
 
 pub use translation_table::{MapError, MemoryKind, PageRemap, PAGE_SIZE};

@@ -16,6 +16,7 @@
 //!   [`vfs::VfsTree`], a registry the glue can serve directory listings from.
 //! - [`linuxfmt`]: Linux's text formats for the procfs/sysfs/debugfs files, so the glue
 //!   only gathers numbers.
+//! - [`number`]: decimal, hex and size-suffixed arguments, overflow as an error.
 //! - [`backend`]: the trait the firmware implements.
 //!
 //! Wire format: every line the shell writes ends in `\r\n` (text is produced with `\n` and

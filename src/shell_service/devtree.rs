@@ -304,7 +304,7 @@ pub fn property_text(value: &[u8]) -> String {
     }
     let mut text = match string_list(value) {
         Some(strings) => strings.join("\n"),
-        None if value.len() % 4 == 0 => cells_text(value),
+        None if value.len().is_multiple_of(4) => cells_text(value),
         None => bytes_text(value),
     };
     text.push('\n');
@@ -321,7 +321,7 @@ pub fn property_dts(name: &str, value: &[u8]) -> String {
             let quoted: Vec<String> = strings.iter().map(|s| format!("\"{}\"", s)).collect();
             quoted.join(", ")
         }
-        None if value.len() % 4 == 0 => cells_text(value),
+        None if value.len().is_multiple_of(4) => cells_text(value),
         None => bytes_text(value),
     };
     format!("{} = {};", name, shown)

@@ -197,6 +197,9 @@ pub fn render(input: &IomemInput) -> String {
 }
 
 #[cfg(test)]
+// One-element lists of address ranges are the data here (a single RAM bank, a single
+// carveout), not a mistaken `collect` of a range.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use alloc::vec;

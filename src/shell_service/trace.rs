@@ -511,11 +511,7 @@ impl fmt::Display for ReplayReport {
             "replayed {} pass(es) of {} events in {} us",
             self.passes, self.events, self.elapsed_us
         )?;
-        let avg = if self.allocs_ok > 0 {
-            self.alloc_us_total / self.allocs_ok
-        } else {
-            0
-        };
+        let avg = self.alloc_us_total.checked_div(self.allocs_ok).unwrap_or(0);
         writeln!(
             f,
             "  cma alloc: {} ok, {} failed (avg {} us, max {} us); cma free: {} ok, {} skipped",

@@ -1,3 +1,4 @@
+// Every image compiles this module on its own and uses only the checks its fixture needs.
 #![allow(dead_code)]
 //! Checks shared by the `reserved_*` test images: each image boots one reserved-memory
 //! fixture and asserts the areas, carveouts and kept ranges the zone was built with.

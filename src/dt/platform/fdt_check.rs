@@ -138,13 +138,13 @@ pub(super) fn check_header(blob: &[u8]) -> Result<Header, DtError> {
     inside("structure", header.off_dt_struct, struct_size)?;
     inside("strings", header.off_dt_strings, header.size_dt_strings)?;
     inside("memory reservation", header.off_mem_rsvmap, 0)?;
-    if header.off_dt_struct % 4 != 0 {
+    if !header.off_dt_struct.is_multiple_of(4) {
         return Err(DtError::Misaligned {
             block: "structure",
             offset: header.off_dt_struct,
         });
     }
-    if header.off_mem_rsvmap % 8 != 0 {
+    if !header.off_mem_rsvmap.is_multiple_of(8) {
         return Err(DtError::Misaligned {
             block: "memory reservation",
             offset: header.off_mem_rsvmap,

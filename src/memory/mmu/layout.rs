@@ -409,14 +409,9 @@ mod tests {
     #[test]
     fn no_map_carveouts_are_left_out_of_ram() {
         let carveouts = [0x6000_0000..0x6020_0000, 0x6100_0800..0x6110_0000];
-        let regions = identity_map_plan_excluding(
-            &qemu_virt(),
-            &image(),
-            0x0900_0000,
-            &WINDOW,
-            &carveouts,
-        )
-        .unwrap();
+        let regions =
+            identity_map_plan_excluding(&qemu_virt(), &image(), 0x0900_0000, &WINDOW, &carveouts)
+                .unwrap();
         let tables = build(&regions);
         assert_eq!(tables.walk(0x6000_0000), None);
         assert_eq!(tables.walk(0x601f_fff8), None);
