@@ -668,6 +668,12 @@ impl TranslationTables {
         if let Some(index) = self.window.as_ref().and_then(|w| w.l3_table(va)) {
             return Some(index);
         }
+        self.table_index(self.l3_table_by_walk(va)?)
+    }
+
+    /// Address of the L3 table covering `va`, by a full walk from the root through table
+    /// descriptors (None where a level holds a block or nothing).
+    fn l3_table_by_walk(&self, va: u64) -> Option<u64> {
         let mut table = self.root;
         for level in 0..3 {
             let descriptor = self
@@ -679,7 +685,7 @@ impl TranslationTables {
             }
             table = descriptor & OUTPUT_ADDRESS_MASK;
         }
-        self.table_index(table)
+        Some(table)
     }
 
     /// The L3 entry for `va` whatever it holds, through `cache`.
@@ -710,18 +716,7 @@ impl TranslationTables {
     /// tests that check the index against the tables.
     #[cfg(test)]
     fn leaf_entry_by_walk(&self, va: u64) -> Option<&AtomicU64> {
-        let mut table = self.root;
-        for level in 0..3 {
-            let descriptor = self
-                .entry(table, index_at(va, level))?
-                .load(Ordering::Relaxed);
-            if descriptor & (bits::VALID | bits::TABLE_OR_PAGE) != bits::VALID | bits::TABLE_OR_PAGE
-            {
-                return None;
-            }
-            table = descriptor & OUTPUT_ADDRESS_MASK;
-        }
-        self.entry(table, index_at(va, 3))
+        self.entry(self.l3_table_by_walk(va)?, index_at(va, 3))
     }
 
     /// Remove the page mapping of `va`; returns the PA it pointed to. Table pages that
