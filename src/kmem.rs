@@ -68,51 +68,92 @@ impl core::fmt::Display for KmemError {
     }
 }
 
-/// The movable clients, lent to mm as one [`Migrator`].
+/// The movable clients: lent to mm as one [`Migrator`] through [`Clients::migrator`].
 pub(crate) struct Clients {
     pub(crate) anon: AnonClient,
     pub(crate) cache: PageCache,
-    /// Reused buffers of [`Migrator::migrate_batch`], so a batch allocates nothing.
-    remaps: Vec<mmu::PageRemap>,
-    remap_results: Vec<Result<u64, mmu::MapError>>,
 }
 
 impl Clients {
     pub(crate) fn new(anon: AnonClient, cache: PageCache) -> Clients {
-        Clients {
-            anon,
-            cache,
-            remaps: Vec::new(),
-            remap_results: Vec::new(),
-        }
+        Clients { anon, cache }
     }
 
-    /// Copy a move's frame if its owner agrees it holds `src`; the window address to
-    /// re-point, or `None` if this move must be refused.
-    fn copy_for_migration(&self, m: &Move) -> Option<usize> {
+    /// Run `f` with the clients as a [`Migrator`]; the page tables are held (and IRQs
+    /// masked) for the whole call, so the migrator can unmap a page as soon as mm queues
+    /// it. `f` must not map or unmap movable pages any other way (that would wait for the
+    /// tables forever).
+    pub(crate) fn migrator<R>(
+        &mut self,
+        f: impl FnOnce(&mut Moving<'_, '_>) -> R,
+    ) -> Result<R, KmemError> {
+        mmu::with_movable_page_mover(|mover| {
+            f(&mut Moving {
+                clients: self,
+                mover,
+            })
+        })
+        .map_err(|e| KmemError::Refused(format!("cannot migrate pages: {e}")))
+    }
+
+    /// The window address of a move's page if its owner agrees the page is at `src`;
+    /// `None` if this move must be refused.
+    #[inline(always)]
+    fn window_address(&self, m: &Move) -> Option<usize> {
         if m.order != 0 {
             return None;
         }
-        match m.owner.kind() {
-            OwnerKind::Anon => self.anon.copy_for_migration(m.src, m.dst, m.owner.id()),
-            OwnerKind::PageCache => self.cache.copy_for_migration(m.src, m.dst, m.owner.id()),
-            _ => None,
+        if m.owner.is(OwnerKind::Anon) {
+            return self.anon.window_address(m.src, m.owner.id());
         }
-    }
-
-    /// The move's mapping now points at `dst`: let its owner update the reverse map.
-    fn migrated(&mut self, m: &Move) {
-        match m.owner.kind() {
-            OwnerKind::Anon => self.anon.migrated(m.owner.id(), m.dst),
-            OwnerKind::PageCache => self.cache.migrated(m.owner.id(), m.dst),
-            _ => {}
+        if m.owner.is(OwnerKind::PageCache) {
+            return self.cache.window_address(m.src, m.owner.id());
         }
+        None
     }
 }
 
-impl Migrator for Clients {
-    /// One page on its own: the same copy, re-point, update steps as a batch, with a
-    /// break-before-make of its own.
+fn frame_address(pfn: Pfn) -> u64 {
+    (pfn << PAGE_SHIFT) as u64
+}
+
+/// Copy every move's frame to its target, runs of neighbouring sources going to
+/// neighbouring targets in one copy (targets come from split blocks and sources from one
+/// range, so a batch is mostly one run).
+fn copy_runs(moves: &[Move]) {
+    let mut i = 0;
+    while let Some(first) = moves.get(i) {
+        let mut run = 1;
+        while moves
+            .get(i + run)
+            .is_some_and(|m| m.src == first.src + run && m.dst == first.dst + run)
+        {
+            run += 1;
+        }
+        // Safety: every frame of both runs is RAM in the identity map (the zone only
+        // manages mapped RAM), and the runs are disjoint (targets lie outside the range
+        // being emptied). The targets were allocated by mm for these moves and nobody else
+        // holds them; the sources belong to their owners, whose only other mappings (the
+        // window pages) are broken, and nobody accesses them while the memory lock is held.
+        unsafe { window::copy_frames(first.dst, first.src, run) };
+        i += run;
+    }
+}
+
+/// The movable clients with the page tables in hand: the [`Migrator`] mm drives.
+///
+/// Linux's order (unmap, copy, remap), a batch at a time: [`Migrator::prepare`] breaks a
+/// page's window mapping as mm queues it (after checking the owner agrees the page is at
+/// `src`, and the mapping too); [`Migrator::migrate_batch`] drops the TLB entries of the
+/// whole batch in one go, then copies each frame, maps its page at the copy and updates
+/// the reverse map.
+pub(crate) struct Moving<'c, 'm> {
+    clients: &'c mut Clients,
+    mover: &'c mut mmu::MovablePageMover<'m>,
+}
+
+impl Migrator for Moving<'_, '_> {
+    /// One page on its own: a batch of one.
     fn migrate(
         &mut self,
         src: Pfn,
@@ -120,56 +161,71 @@ impl Migrator for Clients {
         order: usize,
         owner: Owner,
     ) -> Result<(), MigrateError> {
-        let m = Move {
-            src,
-            dst,
-            order,
-            owner,
-        };
-        let va = self.copy_for_migration(&m).ok_or(MigrateError::Busy)?;
-        mmu::remap_movable(va, (dst << PAGE_SHIFT) as u64).map_err(|_| MigrateError::Busy)?;
-        self.migrated(&m);
-        Ok(())
+        let mut moves = [Move::new(src, dst, order, owner)];
+        self.prepare(&mut moves[0])?;
+        self.migrate_batch(&mut moves);
+        moves[0].result
     }
 
     fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool {
-        order == 0 && owner.kind() == OwnerKind::PageCache && self.cache.reclaim(pfn, owner.id())
+        let mover = &mut *self.mover;
+        order == 0
+            && owner.is(OwnerKind::PageCache)
+            && self.clients.cache.reclaim(pfn, owner.id(), |va| {
+                let _ = mover.unmap_page(va);
+            })
     }
 
-    /// Copy every frame, then re-point all the mappings with one break-before-make (one
-    /// TLB synchronisation for the batch instead of one per page), then update the reverse
-    /// maps of the pages whose mapping moved.
-    fn migrate_batch(&mut self, moves: &[Move], results: &mut [Result<(), MigrateError>]) {
-        let n = moves.len();
-        let room = self.remaps.capacity() >= n && self.remap_results.capacity() >= n
-            || (self.remaps.try_reserve_exact(n).is_ok()
-                && self.remap_results.try_reserve_exact(n).is_ok());
-        if !room {
-            // No heap for the batch buffers: one page at a time still works.
-            for (m, result) in moves.iter().zip(results.iter_mut()) {
-                *result = self.migrate(m.src, m.dst, m.order, m.owner);
+    #[inline(always)]
+    fn prepare(&mut self, m: &mut Move) -> Result<(), MigrateError> {
+        let va = self.clients.window_address(m).ok_or(MigrateError::Busy)?;
+        self.mover
+            .break_page(va, frame_address(m.src))
+            .map_err(|_| MigrateError::Busy)?;
+        m.token = va;
+        Ok(())
+    }
+
+    /// Every move arrives prepared (its page broken, its address in `token`).
+    #[inline(never)]
+    fn migrate_batch(&mut self, moves: &mut [Move]) -> usize {
+        self.mover.invalidate_broken(moves.iter().map(|m| m.token));
+        copy_runs(moves);
+        let (anon, cache) = (&mut self.clients.anon, &mut self.clients.cache);
+        let anon_frames = anon.slot_frames_mut();
+        let mut cache_moved = 0;
+        let made = self.mover.make_pages(
+            moves,
+            |m| Ok((m.token, frame_address(m.dst))),
+            |m, outcome| {
+                m.result = outcome.map_err(|_| MigrateError::Busy);
+                if outcome.is_ok() {
+                    if m.owner.is(OwnerKind::Anon) {
+                        if let Some(frame) = anon_frames.get_mut(m.owner.id() as usize) {
+                            *frame = m.dst as u32;
+                        }
+                    } else {
+                        cache.migrated(m.owner.id(), m.dst);
+                        cache_moved += 1;
+                    }
+                }
+            },
+        );
+        anon.migrations += (made - cache_moved) as u64;
+        cache.migrations += cache_moved as u64;
+        let failed = moves.len() - made;
+        if failed != 0 {
+            // The new mapping was refused: the old one comes back, the copy is dropped.
+            for m in moves.iter().filter(|m| m.result.is_err()) {
+                let _ = self.mover.restore_page(m.token);
             }
-            return;
         }
-        self.remaps.clear();
-        self.remap_results.clear();
+        failed
+    }
+
+    fn cancel(&mut self, moves: &mut [Move]) {
         for m in moves {
-            let va = self.copy_for_migration(m);
-            self.remaps.push(mmu::PageRemap {
-                va: va.unwrap_or(0) as u64,
-                new_pa: (m.dst << PAGE_SHIFT) as u64,
-            });
-            self.remap_results
-                .push(va.map(|_| 0).ok_or(mmu::MapError::NotMapped));
-        }
-        mmu::remap_movable_batch(&self.remaps, &mut self.remap_results);
-        for (i, (m, result)) in moves.iter().zip(results).enumerate() {
-            *result = if self.remap_results[i].is_ok() {
-                self.migrated(m);
-                Ok(())
-            } else {
-                Err(MigrateError::Busy)
-            };
+            let _ = self.mover.restore_page(m.token);
         }
     }
 }
@@ -506,13 +562,10 @@ pub(crate) fn cma_alloc_locked(
     make_room(s, count);
     let mut retries = 0;
     loop {
-        let result = mm::cma_alloc(
-            &mut s.areas[area],
-            &mut s.zone,
-            &mut s.clients,
-            count,
-            align_order as usize,
-        );
+        let (areas, zone) = (&mut s.areas, &mut s.zone);
+        let result = s
+            .clients
+            .migrator(|m| mm::cma_alloc(&mut areas[area], zone, m, count, align_order as usize))?;
         match result {
             Ok(pfn) => return Ok(pfn),
             Err(CmaError::NoMemory) if retries < 4 && s.clients.cache.clean_pages() > 0 => {

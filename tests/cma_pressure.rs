@@ -218,9 +218,15 @@ fn copy_bytes_copies_every_length_exactly() -> Result<(), String> {
         // Safety: `src` holds `len` bytes, `dst` holds `len` bytes after the guard, the two
         // do not overlap, and `len` is a non-zero multiple of 128 as copy_bytes requires.
         unsafe { kmem::copy_bytes(dst.as_mut_ptr().add(GUARD), src.as_ptr(), len) };
-        qemu_ensure!(dst[GUARD..GUARD + len] == src[..], "copy of {len} bytes differs");
         qemu_ensure!(
-            dst[..GUARD].iter().chain(&dst[GUARD + len..]).all(|&b| b == 0xa5),
+            dst[GUARD..GUARD + len] == src[..],
+            "copy of {len} bytes differs"
+        );
+        qemu_ensure!(
+            dst[..GUARD]
+                .iter()
+                .chain(&dst[GUARD + len..])
+                .all(|&b| b == 0xa5),
             "copy of {len} bytes wrote outside its destination"
         );
     }

@@ -254,27 +254,18 @@ impl AnonClient {
         }
     }
 
-    /// First half of a migration: the window address of `slot` if the reverse map agrees
-    /// that `src` holds it, after copying `src` to `dst`. Re-pointing the mapping is the
-    /// caller's business (one page or a whole batch at once); [`AnonClient::migrated`] completes the move.
-    pub(crate) fn copy_for_migration(&self, src: Pfn, dst: Pfn, slot: u64) -> Option<usize> {
+    /// The window address of `slot` if the reverse map agrees that `src` holds it: the
+    /// page migration re-points (and then updates [`AnonClient::slot_frames_mut`]).
+    #[inline(always)]
+    pub(crate) fn window_address(&self, src: Pfn, slot: u64) -> Option<usize> {
         let slot = slot as usize;
-        if self.slots.get(slot) != Some(&(src as u32)) {
-            return None;
-        }
-        // Safety: both are RAM frames in the identity map (the zone only manages mapped
-        // RAM); `dst` was allocated by mm for this migration and `src` is this client's
-        // page, which nobody accesses while the memory lock is held.
-        unsafe { window::copy_frame(dst, src) };
-        Some(Self::va(slot))
+        (self.slots.get(slot) == Some(&(src as u32))).then(|| Self::va(slot))
     }
 
-    /// The mapping of `slot` now points at `dst`: update the reverse map.
-    pub(crate) fn migrated(&mut self, slot: u64, dst: Pfn) {
-        if let Some(entry) = self.slots.get_mut(slot as usize) {
-            *entry = dst as u32;
-            self.migrations += 1;
-        }
+    /// The reverse map itself (frame of each slot, `EMPTY` for none), for the migration
+    /// loop: it updates many slots and keeps the slice in registers.
+    pub(crate) fn slot_frames_mut(&mut self) -> &mut [u32] {
+        &mut self.slots
     }
 }
 

@@ -346,15 +346,11 @@ fn contig_movable(s: &mut KmemState, pages: usize, start_hint: usize) -> Option<
         if !all_movable {
             continue;
         }
-        if mm::alloc_contig_range(
-            &mut s.zone,
-            &mut s.clients,
-            base,
-            base + pages,
-            MigrateType::Movable,
-        )
-        .is_ok()
-        {
+        let zone = &mut s.zone;
+        let taken = s.clients.migrator(|m| {
+            mm::alloc_contig_range(zone, m, base, base + pages, MigrateType::Movable)
+        });
+        if matches!(taken, Ok(Ok(()))) {
             return Some(base);
         }
     }
@@ -604,4 +600,43 @@ pub fn format_churn(pages: usize, results: &[ChurnResult]) -> String {
         );
     }
     out
+}
+
+/// Start of a profiled region: `cargo xtask profile` counts the instructions
+/// executed between a call to this and a call to [`profile_end`], by function.
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn monolith_profile_begin() {
+    core::hint::black_box(1u32);
+}
+
+/// End of a profiled region (see [`monolith_profile_begin`]).
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn monolith_profile_end() {
+    // A different body from `monolith_profile_begin`, so the linker cannot fold the two.
+    core::hint::black_box(2u64);
+}
+
+/// One `cma_alloc` of `pages` from an area full of anonymous pages, between the profile
+/// markers, for an instruction profile by function. The allocation is released after.
+pub fn profile_full_alloc(area: Option<&str>, pages: usize) -> Result<(), KmemError> {
+    with_state(|s| {
+        let a = area_or_default(s, area)?;
+        let balance = s.zone.cma_balance();
+        s.zone
+            .set_cma_balance(CmaBalance::new(0, 1).unwrap_or(CmaBalance::LINUX));
+        s.clients.anon.start();
+        let result = (|| -> Result<(), KmemError> {
+            fill_cma_with_anon(s)?;
+            monolith_profile_begin();
+            let got = cma_alloc_locked(s, a, pages, 0);
+            monolith_profile_end();
+            let pfn = got?;
+            mm::cma_release(&mut s.areas[a], &mut s.zone, pfn, pages);
+            Ok(())
+        })();
+        s.zone.set_cma_balance(balance);
+        result
+    })?
 }

@@ -197,7 +197,15 @@ impl PageCache {
     }
 
     fn forget(&mut self, block: usize) {
-        let _ = mmu::unmap_movable(Self::va(block));
+        self.forget_with(block, |va| {
+            let _ = mmu::unmap_movable(va);
+        });
+    }
+
+    /// [`PageCache::forget`], unmapping through `unmap` (for callers that hold the page
+    /// tables already).
+    fn forget_with(&mut self, block: usize, unmap: impl FnOnce(usize)) {
+        unmap(Self::va(block));
         let b = &mut self.blocks[block];
         b.pfn = NOT_CACHED;
         b.reclaimed = true;
@@ -278,11 +286,11 @@ impl PageCache {
     }
 
     /// `Migrator::reclaim`: drop a clean page; the mm frees the frame.
-    pub(crate) fn reclaim(&mut self, pfn: Pfn, block: u64) -> bool {
+    pub(crate) fn reclaim(&mut self, pfn: Pfn, block: u64, unmap: impl FnOnce(usize)) -> bool {
         let block = block as usize;
         match self.blocks.get(block) {
             Some(b) if b.pfn == pfn as u32 && !b.dirty => {
-                self.forget(block);
+                self.forget_with(block, unmap);
                 self.reclaimed += 1;
                 true
             }
@@ -290,26 +298,19 @@ impl PageCache {
         }
     }
 
-    /// First half of a migration of a dirty page (alone or in a batch): the window address of `block`
-    /// if it is cached in `src`, after copying `src` to `dst`; [`PageCache::migrated`]
-    /// completes the move once the mapping points at `dst`.
-    pub(crate) fn copy_for_migration(&self, src: Pfn, dst: Pfn, block: u64) -> Option<usize> {
+    /// The window address of `block` if the cache agrees that `src` holds it: the page
+    /// migration re-points ([`PageCache::migrated`] completes the move).
+    #[inline(always)]
+    pub(crate) fn window_address(&self, src: Pfn, block: u64) -> Option<usize> {
         let block = block as usize;
-        if self.blocks.get(block).map(|b| b.pfn) != Some(src as u32) {
-            return None;
-        }
-        // Safety: both frames are identity-mapped RAM managed by the zone; `dst` was just
-        // allocated by mm for this migration and `src` is this cache's page, untouched by
-        // anyone else while the memory lock is held.
-        unsafe { window::copy_frame(dst, src) };
-        Some(Self::va(block))
+        (self.blocks.get(block).map(|b| b.pfn) == Some(src as u32)).then(|| Self::va(block))
     }
 
-    /// The mapping of `block` now points at `dst`: update the block's frame.
+    /// The mapping of `block` now points at `dst`: update the block's frame. (The caller
+    /// counts [`PageCache::migrations`].)
     pub(crate) fn migrated(&mut self, block: u64, dst: Pfn) {
         if let Some(b) = self.blocks.get_mut(block as usize) {
             b.pfn = dst as u32;
-            self.migrations += 1;
         }
     }
 }

@@ -77,18 +77,24 @@ pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
-/// Copy frame `src` to frame `dst` through the identity map.
+/// Copy the `count` frames from `src` to the `count` frames from `dst`, through the
+/// identity map, in one copy.
 ///
 /// # Safety
-/// Both frames must be identity-mapped RAM; `dst` must be a frame the caller just
-/// allocated (nobody else reads or writes it) and `src` a frame the caller owns.
-pub unsafe fn copy_frame(dst: Pfn, src: Pfn) {
-    // Safety: forwarded from the caller's guarantee.
+/// Both runs must be identity-mapped RAM and must not overlap; the `dst` frames must be
+/// frames the caller just allocated (nobody else reads or writes them) and the `src` frames
+/// frames the caller owns.
+pub unsafe fn copy_frames(dst: Pfn, src: Pfn, count: usize) {
+    if count == 0 {
+        return;
+    }
+    // Safety: forwarded from the caller's guarantee; `count * PAGE_SIZE` is a non-zero
+    // multiple of 128.
     unsafe {
         copy_bytes(
             (dst << PAGE_SHIFT) as *mut u8,
             (src << PAGE_SHIFT) as *const u8,
-            PAGE_SIZE,
+            count * PAGE_SIZE,
         )
     }
 }

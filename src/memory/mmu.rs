@@ -31,10 +31,10 @@ mod arch_mmu;
 #[cfg(target_os = "none")]
 pub use arch_mmu::{
     init, init_excluding, is_enabled, kernel_image_layout, map_movable, memory_kind, remap_movable,
-    remap_movable_batch, translate, unmap_movable, MmuError,
+    translate, unmap_movable, with_movable_page_mover, MmuError, MovablePageMover,
 };
 
-pub use translation_table::{MapError, MemoryKind, PageRemap, PAGE_SIZE};
+pub use translation_table::{MapError, MemoryKind, PAGE_SIZE};
 
 /// First virtual address of the movable window: 64 TiB, above any physical address a
 /// 44-bit-PA core such as the Cortex-A72 can produce, so it never meets the identity map.

@@ -350,13 +350,21 @@ fn bitmap_test(map: &[u64], bit: usize) -> bool {
     map[bit / 64] & (1 << (bit % 64)) != 0
 }
 
+/// Set (or clear) bits `[start, start + len)`, a word at a time.
 fn bitmap_set(map: &mut [u64], start: usize, len: usize, value: bool) {
-    for bit in start..start + len {
+    let end = start + len;
+    let mut bit = start;
+    while bit < end {
+        let word = bit / 64;
+        let lo = bit % 64;
+        let n = (64 - lo).min(end - bit);
+        let mask = (u64::MAX >> (64 - n)) << lo;
         if value {
-            map[bit / 64] |= 1 << (bit % 64);
+            map[word] |= mask;
         } else {
-            map[bit / 64] &= !(1 << (bit % 64));
+            map[word] &= !mask;
         }
+        bit += n;
     }
 }
 
@@ -403,6 +411,32 @@ fn find_next_zero_area(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bitmap_set_changes_exactly_the_range_across_words() {
+        for (start, len) in [
+            (0, 1),
+            (3, 61),
+            (0, 64),
+            (63, 2),
+            (5, 200),
+            (64, 64),
+            (70, 0),
+        ] {
+            for value in [true, false] {
+                let mut map = vec![if value { 0 } else { u64::MAX }; 5];
+                bitmap_set(&mut map, start, len, value);
+                for bit in 0..320 {
+                    let inside = (start..start + len).contains(&bit);
+                    assert_eq!(
+                        bitmap_test(&map, bit),
+                        inside == value,
+                        "{start}+{len} bit {bit}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn zero_area_search_honours_alignment_and_busy_bits() {

@@ -11,16 +11,19 @@
 //!    are queued; every [`MIGRATE_BATCH`] moves (and at the end of a pass)
 //!    [`Migrator::migrate_batch`] copies them and re-points their mappings in one go, so
 //!    the owners can share TLB maintenance across the batch. The zone then moves each
-//!    owner record to its target and frees the sources into the isolated range as runs of
-//!    adjacent frames (a few buddy merges per run, not one free per page). Order-0 targets
-//!    come from a pool: one larger block taken from the Movable (else Cma) free lists
-//!    without stealing and split into frames, so a batch costs one buddy allocation.
-//!    Transient failures ([`MigrateError::Again`]) are retried; after
-//!    [`MIGRATE_MAX_PASSES_WITHOUT_PROGRESS`] consecutive passes without progress, or on a
-//!    permanent failure, the call gives up.
-//! 3. Check the whole range is free, take it off the (Isolate) free lists, splitting blocks
-//!    that straddle its ends, and mark every frame an order-0 block owned by
-//!    [`Owner::CONTIG`](super::Owner::CONTIG).
+//!    owner record to its target and takes each source straight into the allocation (an
+//!    order-0 frame owned by [`Owner::CONTIG`](super::Owner::CONTIG)) instead of freeing
+//!    it to the buddy and taking it back at the end. Order-0 targets come from a pool:
+//!    one larger block taken from the Movable (else Cma) free lists without stealing and
+//!    split into frames, so a batch costs one buddy allocation. Transient failures
+//!    ([`MigrateError::Again`]) are retried; after [`MIGRATE_MAX_PASSES_WITHOUT_PROGRESS`]
+//!    consecutive passes without progress, or on a permanent failure, the call gives up.
+//!    Contiguous frames met by a later pass are this call's own: isolation refused the
+//!    range if it held any before, and nothing else allocates in isolated pageblocks.
+//! 3. Check every frame of the range is free or already taken, take the free ones off the
+//!    (Isolate) free lists, splitting blocks that straddle its ends, and mark them order-0
+//!    blocks owned by [`Owner::CONTIG`](super::Owner::CONTIG). On failure the frames
+//!    taken along the way are freed again.
 //! 4. Restore the pageblock types (also on failure; migrated pages simply stay migrated).
 //!
 //! The [`Migrator`] is the interface to page owners. It gets no access to the zone (it is a
@@ -30,8 +33,8 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::page_alloc::{AllocError, Gfp, GfpFlags, MmError, Taken, Zone};
-use super::{MigrateType, Owner, PageState, Pfn};
+use super::page_alloc::{AllocError, Gfp, GfpFlags, MmError, Zone};
+use super::{MigrateType, Owner, OwnerKind, PageState, Pfn};
 
 /// Linux gives up after this many consecutive passes that migrated nothing.
 pub const MIGRATE_MAX_PASSES_WITHOUT_PROGRESS: usize = 5;
@@ -47,6 +50,11 @@ pub enum MigrateError {
 
 /// The page owners, as seen by mm. Implementations copy data and fix their own mappings;
 /// they must not allocate or free pages.
+///
+/// A batched migration runs in two steps: [`Migrator::prepare`] for each move as mm queues
+/// it (the owner can unmap the page right away, while mm is at that page anyway), then
+/// [`Migrator::migrate_batch`] for the whole batch (one TLB synchronisation, the copies,
+/// the new mappings). A prepared move mm abandons instead goes to [`Migrator::cancel`].
 pub trait Migrator {
     /// Copy the `1 << order` frames at `src` to `dst` and re-point every mapping of
     /// `owner`'s block from `src` to `dst`. On `Ok` the zone moves the owner record to `dst`
@@ -63,26 +71,69 @@ pub trait Migrator {
     /// zone frees it. `false`: dirty or busy, the zone migrates it instead.
     fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool;
 
-    /// Perform several migrations at once; `results[i]` (as long as `moves`, pre-filled
-    /// with `Err(Again)`) receives the outcome of `moves[i]`, with [`Migrator::migrate`]'s
+    /// First step of a batched move, as mm queues it. `Err` refuses the move (with
+    /// [`Migrator::migrate`]'s meaning) and leaves everything as it was; `Ok` commits the
+    /// migrator to finish it in [`Migrator::migrate_batch`] or undo it in
+    /// [`Migrator::cancel`]. The default does nothing.
+    #[inline]
+    fn prepare(&mut self, m: &mut Move) -> Result<(), MigrateError> {
+        let _ = m;
+        Ok(())
+    }
+
+    /// Perform the prepared moves of a batch: each `moves[i].result` arrives as
+    /// `Err(Again)` and receives the outcome of that move, with [`Migrator::migrate`]'s
     /// meaning. Every move stands alone: one failing must not undo or hide the others, and
-    /// a failed move leaves its source mapped and intact. Implementations override this to
-    /// share per-migration costs (TLB maintenance, locks) across the batch; the default
+    /// a failed move leaves its source mapped and intact. Returns how many moves failed
+    /// (mm skips its bookkeeping of failures when none did). Implementations override this
+    /// to share per-migration costs (TLB maintenance, locks) across the batch; the default
     /// migrates one block at a time.
-    fn migrate_batch(&mut self, moves: &[Move], results: &mut [Result<(), MigrateError>]) {
-        for (m, result) in moves.iter().zip(results.iter_mut()) {
-            *result = self.migrate(m.src, m.dst, m.order, m.owner);
+    fn migrate_batch(&mut self, moves: &mut [Move]) -> usize {
+        let mut failed = 0;
+        for m in moves {
+            m.result = self.migrate(m.src, m.dst, m.order, m.owner);
+            failed += usize::from(m.result.is_err());
         }
+        failed
+    }
+
+    /// Undo [`Migrator::prepare`] for moves mm will not run after all (it stopped early).
+    /// The default does nothing.
+    fn cancel(&mut self, moves: &mut [Move]) {
+        let _ = moves;
     }
 }
 
-/// One migration in a batch: `owner`'s block of `1 << order` frames from `src` to `dst`.
+/// One migration in a batch: `owner`'s block of `1 << order` frames from `src` to `dst`,
+/// and what became of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Move {
     pub src: Pfn,
     pub dst: Pfn,
     pub order: usize,
     pub owner: Owner,
+    pub result: Result<(), MigrateError>,
+    /// The migrator's own word for this move, kept between its passes over a batch (say,
+    /// the address of the mapping it broke). mm sets it to 0 and never reads it.
+    pub token: usize,
+    /// What `src` was allocated as (its raw `Page` byte), restored if the move fails
+    /// (mm's own bookkeeping).
+    pub(crate) src_allocated_as: u8,
+}
+
+impl Move {
+    /// A move not attempted yet.
+    pub const fn new(src: Pfn, dst: Pfn, order: usize, owner: Owner) -> Move {
+        Move {
+            src,
+            dst,
+            order,
+            owner,
+            result: Err(MigrateError::Again),
+            token: 0,
+            src_allocated_as: MigrateType::Movable as u8,
+        }
+    }
 }
 
 /// A migrator for when no owner can move anything yet: every migration is refused.
@@ -141,9 +192,8 @@ pub fn alloc_contig_range<M: Migrator + ?Sized>(
             MmError::Busy { pfn } => ContigError::Busy { pfn },
             other => ContigError::Invalid(other),
         })?;
-    let result = migrate_range(zone, migrator, start_pfn, end_pfn).and_then(|()| {
-        if zone.test_pages_isolated(start_pfn, end_pfn) {
-            zone.take_free_range(start_pfn, end_pfn, Taken::Contig(migratetype));
+    let result = migrate_range(zone, migrator, start_pfn, end_pfn, migratetype).and_then(|taken| {
+        if zone.take_isolated_range(start_pfn, end_pfn, migratetype, taken) {
             Ok(())
         } else {
             Err(ContigError::Busy { pfn: start_pfn })
@@ -153,7 +203,10 @@ pub fn alloc_contig_range<M: Migrator + ?Sized>(
         // Every frame of the range is now allocated: its inner pageblocks have nothing to
         // move between free lists.
         Ok(()) => zone.undo_isolate_taken_range(start_pfn, end_pfn, migratetype),
-        Err(_) => zone.undo_isolate_page_range(start_pfn, end_pfn, migratetype),
+        Err(_) => {
+            zone.free_taken_in_range(start_pfn, end_pfn);
+            zone.undo_isolate_page_range(start_pfn, end_pfn, migratetype);
+        }
     }
     result
 }
@@ -195,22 +248,32 @@ pub const MIGRATE_BATCH: usize = 512;
 
 /// Empty the isolated range (`__alloc_contig_migrate_range`). Reclaim happens page by page
 /// (it is cheap and frees immediately); migrations are queued with their targets and run in
-/// batches, after which owners move to the targets and the sources are freed in bulk.
+/// batches; order-0 sources are taken as frames of the allocation (allocated as
+/// `taken_as`) when queued, and given back if their move fails. Returns how many frames of
+/// the range were taken that way.
 fn migrate_range<M: Migrator + ?Sized>(
     zone: &mut Zone<'_>,
     migrator: &mut M,
     start: Pfn,
     end: Pfn,
-) -> Result<(), ContigError> {
-    let mut batch = Batch::EMPTY;
+    taken_as: MigrateType,
+) -> Result<usize, ContigError> {
+    let mut batch = Batch::new(taken_as);
     let result = migrate_range_batched(zone, migrator, start, end, &mut batch);
-    // Targets queued but never migrated (an error stopped the walk) and the unused part of
-    // the target pool go back; their sources were never touched.
-    for m in batch.moves.drain(..) {
-        release(zone, m.dst, m.order)?;
+    // Moves queued but never run (an error stopped the walk) are undone and the unused
+    // part of the target pool goes back; their data was never touched.
+    migrator.cancel(batch.moves.queued_mut());
+    for m in batch.moves.take_all() {
+        let undone = if m.order == 0 {
+            batch.taken -= 1;
+            zone.undo_queued_migration(&m)
+        } else {
+            zone.free_pages(m.dst, m.order)
+        };
+        undone.map_err(ContigError::Invalid)?;
     }
     batch.pool.drain(zone);
-    result
+    result.map(|()| batch.taken)
 }
 
 fn migrate_range_batched<M: Migrator + ?Sized>(
@@ -225,13 +288,24 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
         let mut outcome = Outcome::default();
         let mut pfn = start;
         while pfn < end {
-            // Fast path: queue the movable blocks from here on, stepping through the memmap,
-            // until the batch is full or a block needs more than queueing.
-            if batch.capacity != 0 {
-                let queued = batch.moves.len();
-                pfn = queue_movable_blocks(zone, pfn, end, batch);
-                batch.take_targets(zone, queued, end)?;
-                if batch.moves.len() == batch.capacity {
+            // Fast path: queue the movable order-0 pages from here on, with targets from
+            // the pool, until the batch is full, the pool is empty, or a block needs more
+            // than queueing.
+            if batch.moves.capacity() != 0 {
+                let mut targets = batch.pool.next..batch.pool.end;
+                let (stopped, queued) = zone.queue_order0_migrations(
+                    pfn,
+                    end,
+                    &mut targets,
+                    batch.moves.free_mut(),
+                    batch.taken_as,
+                    migrator,
+                );
+                pfn = stopped;
+                batch.moves.commit(queued);
+                batch.pool.next = targets.start;
+                batch.taken += queued;
+                if batch.moves.is_full() {
                     batch.flush(zone, migrator, &mut outcome)?;
                     if let Some(pfn) = outcome.busy {
                         return Err(ContigError::Busy { pfn });
@@ -251,6 +325,10 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
             }
             let owner = zone.owner(b.head).unwrap_or(Owner::NONE);
             let kind = owner.kind();
+            if kind == OwnerKind::Contig {
+                // Taken by an earlier batch of this call.
+                continue;
+            }
             if kind.is_reclaimable() && migrator.reclaim(b.head, b.order, owner) {
                 release(zone, b.head, b.order)?;
                 outcome.progress = true;
@@ -259,17 +337,40 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
             if !kind.is_movable() {
                 return Err(ContigError::Busy { pfn: b.head });
             }
-            if batch.capacity == 0 {
-                batch.reserve()?;
+            if batch.moves.capacity() == 0 {
+                // A range never needs more moves than it has frames.
+                batch.moves.reserve(end - start)?;
             }
             let dst = batch.pool.take(zone, b.order, end - b.head)?;
-            batch.moves.push(Move {
-                src: b.head,
-                dst,
-                order: b.order,
-                owner,
-            });
-            if batch.moves.len() == batch.capacity {
+            let mut m = Move::new(b.head, dst, b.order, owner);
+            if let Err(err) = migrator.prepare(&mut m) {
+                match err {
+                    MigrateError::Busy => outcome.busy.get_or_insert(m.src),
+                    MigrateError::Again => outcome.stuck.get_or_insert(m.src),
+                };
+                release(zone, dst, b.order)?;
+                if outcome.busy.is_some() {
+                    // Finish the batch (its moves are prepared), then fail.
+                    batch.flush(zone, migrator, &mut outcome)?;
+                    return Err(ContigError::Busy { pfn: m.src });
+                }
+                continue;
+            }
+            if b.order == 0 {
+                match zone.record_order0_migration(b.head, dst, owner, batch.taken_as) {
+                    Ok(allocated_as) => m.src_allocated_as = allocated_as,
+                    Err(e) => {
+                        migrator.cancel(core::slice::from_mut(&mut m));
+                        release(zone, dst, 0)?;
+                        return Err(ContigError::Invalid(e));
+                    }
+                }
+                batch.taken += 1;
+            } else {
+                batch.has_blocks = true;
+            }
+            batch.moves.push(m);
+            if batch.moves.is_full() {
                 batch.flush(zone, migrator, &mut outcome)?;
                 if let Some(pfn) = outcome.busy {
                     return Err(ContigError::Busy { pfn });
@@ -294,43 +395,6 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
     }
 }
 
-/// Queue (without targets yet) the blocks from `pfn` on that only need migrating, until
-/// `batch` is full or the walk reaches `end` or a block that needs the slow path (free
-/// blocks are skipped; reclaimable, unmovable, hole, reserved and tail frames stop the
-/// walk). Returns where the walk stopped. Reading the memmap as a slice keeps this at a
-/// few loads per block: it runs once per migrated page.
-fn queue_movable_blocks(zone: &Zone<'_>, pfn: Pfn, end: Pfn, batch: &mut Batch) -> Pfn {
-    let pages = zone.memmap(pfn, end);
-    let room = batch.capacity - batch.moves.len();
-    let mut i = 0;
-    let mut queued = 0;
-    while let (Some(page), true) = (pages.get(i), queued < room) {
-        match page.state() {
-            PageState::Buddy => i += 1 << page.order(),
-            PageState::Head => {
-                let owner = page.owner();
-                let kind = owner.kind();
-                if !kind.is_movable() || kind.is_reclaimable() {
-                    break;
-                }
-                batch.moves.push(Move {
-                    src: pfn + i,
-                    dst: UNASSIGNED,
-                    order: page.order(),
-                    owner,
-                });
-                queued += 1;
-                i += 1 << page.order();
-            }
-            _ => break,
-        }
-    }
-    pfn + i
-}
-
-/// `Move::dst` of a move queued by [`queue_movable_blocks`] whose target is not taken yet.
-const UNASSIGNED: Pfn = Pfn::MAX;
-
 /// What one pass over the range achieved.
 #[derive(Default)]
 struct Outcome {
@@ -341,64 +405,33 @@ struct Outcome {
     busy: Option<Pfn>,
 }
 
-/// Queued migrations and their reusable result buffer.
+/// Queued migrations and their targets; how many frames of the range were taken so far,
+/// and as what type.
 struct Batch {
-    moves: Vec<Move>,
-    results: Vec<Result<(), MigrateError>>,
-    capacity: usize,
+    moves: MoveQueue,
     pool: TargetPool,
+    taken: usize,
+    taken_as: MigrateType,
+    /// A move of order > 0 is queued (it needs settling even when it succeeds).
+    has_blocks: bool,
 }
 
 impl Batch {
-    /// No buffers yet: a range with nothing to migrate never allocates them.
-    const EMPTY: Batch = Batch {
-        moves: Vec::new(),
-        results: Vec::new(),
-        capacity: 0,
-        pool: TargetPool::EMPTY,
-    };
-
-    /// Full-size buffers if the heap has room, else batches of one (still correct, just
-    /// without the amortisation). Called before the first move is queued.
-    fn reserve(&mut self) -> Result<(), ContigError> {
-        self.capacity = MIGRATE_BATCH;
-        if self.moves.try_reserve_exact(MIGRATE_BATCH).is_err()
-            || self.results.try_reserve_exact(MIGRATE_BATCH).is_err()
-        {
-            self.capacity = 1;
-            self.moves
-                .try_reserve_exact(1)
-                .and_then(|()| self.results.try_reserve_exact(1))
-                .map_err(|_| ContigError::NoMemory)?;
+    /// No buffer yet: a range with nothing to migrate never allocates one.
+    fn new(taken_as: MigrateType) -> Batch {
+        Batch {
+            moves: MoveQueue::EMPTY,
+            pool: TargetPool::EMPTY,
+            taken: 0,
+            taken_as,
+            has_blocks: false,
         }
-        Ok(())
-    }
-
-    /// Give the moves queued from `moves[first]` on their targets. On failure the moves
-    /// still without one are dropped (their sources were never touched), so every queued
-    /// move holds a target the caller must use or release.
-    fn take_targets(
-        &mut self,
-        zone: &mut Zone<'_>,
-        first: usize,
-        end: Pfn,
-    ) -> Result<(), ContigError> {
-        for i in first..self.moves.len() {
-            let m = self.moves[i];
-            match self.pool.take(zone, m.order, end - m.src) {
-                Ok(dst) => self.moves[i].dst = dst,
-                Err(e) => {
-                    self.moves.truncate(i);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Run the queued moves and settle every one of them, whatever the others did: a moved
-    /// block's owner record goes to its target and its source is freed; a failed move's
-    /// target is freed and its source stays as it was. No page is lost or owned twice.
+    /// block's owner record goes to its target and its source is taken for the allocation;
+    /// a failed move's target is freed and its source stays as it was. No page is lost or
+    /// owned twice.
     fn flush<M: Migrator + ?Sized>(
         &mut self,
         zone: &mut Zone<'_>,
@@ -408,50 +441,134 @@ impl Batch {
         if self.moves.is_empty() {
             return Ok(());
         }
-        self.results.clear();
-        self.results
-            .resize(self.moves.len(), Err(MigrateError::Again));
-        migrator.migrate_batch(&self.moves, &mut self.results);
-        // Sources of successful moves are freed as maximal runs of adjacent order-0
-        // frames: a handful of buddy merges per run instead of one free per page.
+        let failed = migrator.migrate_batch(self.moves.queued_mut());
+        outcome.progress |= failed < self.moves.len();
+        let settled = if failed == 0 && !self.has_blocks {
+            // Every move was order 0 and succeeded: recorded as done when queued.
+            Ok(())
+        } else {
+            self.settle(zone, outcome)
+        };
+        self.moves.clear();
+        self.has_blocks = false;
+        settled
+    }
+
+    /// The zone's side of a batch that ran: see [`Batch::flush`]. Order-0 moves were
+    /// recorded as done when they were queued, so only failures and larger blocks cost
+    /// anything here.
+    #[inline(never)]
+    fn settle(&mut self, zone: &mut Zone<'_>, outcome: &mut Outcome) -> Result<(), ContigError> {
         let mut first_error = None;
-        let mut run: Option<(Pfn, Pfn)> = None;
-        for (m, result) in self.moves.iter().zip(&self.results) {
-            let settled = match result {
-                Ok(()) => {
+        for m in self.moves.queued() {
+            let settled = match (m.result, m.order) {
+                (Ok(()), 0) => {
                     outcome.progress = true;
-                    let owned = zone.set_owner(m.dst, m.owner).map_err(ContigError::Invalid);
-                    if m.order == 0 {
-                        run = match run {
-                            Some((lo, hi)) if hi == m.src => Some((lo, hi + 1)),
-                            Some((lo, hi)) => {
-                                zone.free_order0_run(lo, hi);
-                                Some((m.src, m.src + 1))
-                            }
-                            None => Some((m.src, m.src + 1)),
-                        };
-                        owned
-                    } else {
-                        owned.and(release(zone, m.src, m.order))
-                    }
+                    continue;
                 }
-                Err(err) => {
+                (Ok(()), order) => {
+                    outcome.progress = true;
+                    zone.settle_migrated_block(m.src, m.dst, order, m.owner)
+                }
+                (Err(err), order) => {
                     match err {
                         MigrateError::Busy => outcome.busy.get_or_insert(m.src),
                         MigrateError::Again => outcome.stuck.get_or_insert(m.src),
                     };
-                    release(zone, m.dst, m.order)
+                    if order == 0 {
+                        self.taken -= 1;
+                        zone.undo_queued_migration(m)
+                    } else {
+                        zone.free_pages(m.dst, order)
+                    }
                 }
             };
             if let Err(e) = settled {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(ContigError::Invalid(e));
             }
         }
-        if let Some((lo, hi)) = run {
-            zone.free_order0_run(lo, hi);
-        }
-        self.moves.clear();
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The moves of a batch, in a buffer allocated once per call: the fast path writes each
+/// record straight into its slot (`free_mut`, then `commit`).
+struct MoveQueue {
+    /// `buf.len()` is the capacity; `buf[..len]` are queued.
+    buf: Vec<Move>,
+    len: usize,
+}
+
+impl MoveQueue {
+    /// No buffer yet: a range with nothing to migrate never allocates one.
+    const EMPTY: MoveQueue = MoveQueue {
+        buf: Vec::new(),
+        len: 0,
+    };
+
+    /// A buffer for `want` moves (at most [`MIGRATE_BATCH`]) if the heap has room, else
+    /// batches of one (still correct, just without the amortisation). Called before the
+    /// first move is queued.
+    fn reserve(&mut self, want: usize) -> Result<(), ContigError> {
+        let placeholder = Move::new(0, 0, 0, Owner::NONE);
+        for size in [want.clamp(1, MIGRATE_BATCH), 1] {
+            if self.buf.try_reserve_exact(size).is_ok() {
+                self.buf.resize(size, placeholder);
+                return Ok(());
+            }
+        }
+        Err(ContigError::NoMemory)
+    }
+
+    fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == self.buf.len()
+    }
+
+    fn queued(&self) -> &[Move] {
+        &self.buf[..self.len]
+    }
+
+    fn queued_mut(&mut self) -> &mut [Move] {
+        &mut self.buf[..self.len]
+    }
+
+    /// The free slots, to be filled in order and then [`MoveQueue::commit`]ted.
+    fn free_mut(&mut self) -> &mut [Move] {
+        &mut self.buf[self.len..]
+    }
+
+    fn commit(&mut self, filled: usize) {
+        self.len = (self.len + filled).min(self.buf.len());
+    }
+
+    /// Queue `m`; the caller checks [`MoveQueue::is_full`] first.
+    fn push(&mut self, m: Move) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = m;
+            self.len += 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The queued moves, leaving the queue empty.
+    fn take_all(&mut self) -> impl Iterator<Item = Move> + '_ {
+        let len = core::mem::take(&mut self.len);
+        self.buf[..len].iter().copied()
     }
 }
 
@@ -597,23 +714,23 @@ mod tests {
             self.fake.reclaim(pfn, order, owner)
         }
 
-        fn migrate_batch(&mut self, moves: &[Move], results: &mut [Result<(), MigrateError>]) {
-            assert_eq!(moves.len(), results.len());
-            assert!(results.iter().all(|r| *r == Err(MigrateError::Again)));
+        fn migrate_batch(&mut self, moves: &mut [Move]) -> usize {
+            assert!(moves.iter().all(|m| m.result == Err(MigrateError::Again)));
             self.batch_sizes.push(moves.len());
-            for (m, result) in moves.iter().zip(results.iter_mut()) {
+            for m in moves.iter_mut() {
                 let id = m.owner.id();
                 if self.busy.contains(&id) {
-                    *result = Err(MigrateError::Busy);
+                    m.result = Err(MigrateError::Busy);
                     continue;
                 }
                 if let Some(left) = self.again_left.get_mut(&id).filter(|l| **l > 0) {
                     *left -= 1;
-                    *result = Err(MigrateError::Again);
+                    m.result = Err(MigrateError::Again);
                     continue;
                 }
-                *result = self.fake.migrate(m.src, m.dst, m.order, m.owner);
+                m.result = self.fake.migrate(m.src, m.dst, m.order, m.owner);
             }
+            moves.iter().filter(|m| m.result.is_err()).count()
         }
     }
 

@@ -121,6 +121,18 @@ impl Owner {
         OwnerKind::from_u8((self.0 >> 56) as u8)
     }
 
+    /// `self.kind().is_movable()` without decoding the kind.
+    #[inline]
+    pub const fn is_movable(self) -> bool {
+        self.is(OwnerKind::Anon) || self.is(OwnerKind::PageCache)
+    }
+
+    /// `self.kind() == kind`, without decoding: one compare for hot loops.
+    #[inline]
+    pub const fn is(self, kind: OwnerKind) -> bool {
+        (self.0 >> 56) as u8 == kind as u8
+    }
+
     #[inline]
     pub const fn id(self) -> u64 {
         self.0 & Self::ID_MAX
@@ -169,6 +181,19 @@ impl Page {
         PageState::from_u8(self.state)
     }
 
+    /// `state() == Buddy`, in one compare (for walks over many frames).
+    #[inline]
+    pub fn is_buddy(&self) -> bool {
+        self.state == PageState::Buddy as u8
+    }
+
+    /// The head of an allocated order-0 block, in one compare of the two bytes.
+    #[inline]
+    pub fn is_order0_head(&self) -> bool {
+        // The two adjacent bytes compared as one halfword.
+        u16::from_le_bytes([self.state, self.order]) == PageState::Head as u16
+    }
+
     /// Order of a `Buddy` or `Head` frame (0 for others).
     #[inline]
     pub fn order(&self) -> usize {
@@ -192,6 +217,22 @@ impl Page {
         self.state = state as u8;
         self.order = order as u8;
         self.migratetype = mt as u8;
+    }
+
+    #[inline]
+    pub(crate) fn set_migratetype(&mut self, mt: MigrateType) {
+        self.migratetype = mt as u8;
+    }
+
+    /// The migrate-type byte as stored, for saving and restoring it unchanged.
+    #[inline]
+    pub(crate) fn migratetype_raw(&self) -> u8 {
+        self.migratetype
+    }
+
+    #[inline]
+    pub(crate) fn set_migratetype_raw(&mut self, raw: u8) {
+        self.migratetype = raw;
     }
 
     #[inline]

@@ -12,8 +12,8 @@
 //! isolation restores the given type and re-merges the blocks' free memory with neighbours.
 #![forbid(unsafe_code)]
 
-use super::page_alloc::{MmError, Zone};
-use super::{pageblock_start_pfn, MigrateType, PageState, Pfn, PAGEBLOCK_NR_PAGES};
+use super::page_alloc::{MmError, Taken, Zone};
+use super::{pageblock_start_pfn, MigrateType, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES};
 
 /// Pageblock starts covering `[start, end)`.
 fn blocks(start: Pfn, end: Pfn) -> impl Iterator<Item = Pfn> {
@@ -25,15 +25,34 @@ impl Zone<'_> {
     /// Steps from block head to block head through the memmap: isolating a pageblock full of
     /// order-0 pages must not cost a lookup per frame.
     pub fn has_unmovable_pages(&self, start: Pfn, end: Pfn) -> Option<Pfn> {
+        self.scan_for_isolation(start, end).err()
+    }
+
+    /// [`Zone::has_unmovable_pages`] and, in the same walk, whether `[start, end)` holds a
+    /// free frame at all: `Ok(has_free)`, or `Err(first unmovable frame)`.
+    fn scan_for_isolation(&self, start: Pfn, end: Pfn) -> Result<bool, Pfn> {
         let (start, end) = (start.max(self.start_pfn()), end.min(self.end_pfn()));
         let pages = self.memmap(start, end);
         let mut i = 0;
+        let mut has_free = false;
         while let Some(page) = pages.get(i) {
+            // Allocated order-0 pages are the common case: one compare of the state and
+            // order bytes, one of the owner kind.
+            if page.is_order0_head() {
+                if !page.owner().is_movable() {
+                    return Err(start + i);
+                }
+                i += 1;
+                continue;
+            }
             match page.state() {
-                PageState::Buddy => i += 1 << page.order(),
+                PageState::Buddy => {
+                    has_free = true;
+                    i += 1 << page.order();
+                }
                 PageState::Head => {
-                    if !page.owner().kind().is_movable() {
-                        return Some(start + i);
+                    if !page.owner().is_movable() {
+                        return Err(start + i);
                     }
                     i += 1 << page.order();
                 }
@@ -41,19 +60,24 @@ impl Zone<'_> {
                 PageState::Tail => {
                     let b = self.block_at(start + i);
                     let movable = match b.state {
-                        PageState::Buddy => true,
-                        PageState::Head => self.page(b.head)?.owner().kind().is_movable(),
+                        PageState::Buddy => {
+                            has_free = true;
+                            true
+                        }
+                        PageState::Head => self
+                            .page(b.head)
+                            .is_some_and(|head| head.owner().is_movable()),
                         _ => false,
                     };
                     if !movable {
-                        return Some(start + i);
+                        return Err(start + i);
                     }
                     i = b.end() - start;
                 }
-                PageState::Hole | PageState::Reserved => return Some(start + i),
+                PageState::Hole | PageState::Reserved => return Err(start + i),
             }
         }
-        None
+        Ok(has_free)
     }
 
     /// Isolate every pageblock covering `[start, end)`. Fails, leaving every pageblock as it
@@ -75,18 +99,27 @@ impl Zone<'_> {
             });
         }
         for block in blocks(start, end) {
-            let failure = if self.pageblock_migratetype(block.max(self.start_pfn()))
+            let (lo, hi) = (block.max(start), (block + PAGEBLOCK_NR_PAGES).min(end));
+            let scan = if self.pageblock_migratetype(block.max(self.start_pfn()))
                 == Some(MigrateType::Isolate)
             {
-                Some(block.max(start))
+                Err(lo)
             } else {
-                self.has_unmovable_pages(block.max(start), (block + PAGEBLOCK_NR_PAGES).min(end))
+                self.scan_for_isolation(lo, hi)
             };
-            if let Some(pfn) = failure {
-                self.undo_isolate_page_range(start, block, restore_to);
-                return Err(MmError::Busy { pfn });
+            match scan {
+                Err(pfn) => {
+                    self.undo_isolate_page_range(start, block, restore_to);
+                    return Err(MmError::Busy { pfn });
+                }
+                // The range covers the whole pageblock and the walk met no free frame (a
+                // full pageblock, the usual case for CMA under pressure): no free block to
+                // move, only the type changes.
+                Ok(false) if lo == block && hi == block + PAGEBLOCK_NR_PAGES => {
+                    self.retype_full_pageblock(block, MigrateType::Isolate)
+                }
+                Ok(_) => self.retype_pageblock(block, MigrateType::Isolate),
             }
-            self.retype_pageblock(block, MigrateType::Isolate);
         }
         Ok(())
     }
@@ -123,6 +156,76 @@ impl Zone<'_> {
             } else {
                 self.retype_pageblock(block, mt);
             }
+        }
+    }
+
+    /// The last step of `alloc_contig_range`: if every pageblock covering `[start, end)` is
+    /// isolated and every frame of it is either free or already taken (an order-0 block
+    /// owned by [`Owner::CONTIG`], see [`Zone::queue_order0_migrations`]), take the free
+    /// ones as such blocks allocated as `mt` and return `true`; otherwise take nothing and
+    /// return `false` (the caller frees what was taken). `taken` is how many frames of the
+    /// range the caller took during migration: when that is all of them (each frame is
+    /// taken once, and an undone take is uncounted), there is nothing left to check.
+    #[inline(never)]
+    pub(crate) fn take_isolated_range(
+        &mut self,
+        start: Pfn,
+        end: Pfn,
+        mt: MigrateType,
+        taken: usize,
+    ) -> bool {
+        if start >= end || !self.contains(start) || end > self.end_pfn() {
+            return false;
+        }
+        if blocks(start, end)
+            .any(|b| self.pageblock_migratetype(b.max(start)) != Some(MigrateType::Isolate))
+        {
+            return false;
+        }
+        if taken == end - start {
+            return true;
+        }
+        let mut pfn = start;
+        while pfn < end {
+            if self
+                .page(pfn)
+                .is_some_and(|p| p.is_order0_head() && p.owner() == Owner::CONTIG)
+            {
+                pfn += 1;
+                continue;
+            }
+            // A free block, or the tail of one straddling `start`.
+            let b = self.block_at(pfn);
+            if b.state != PageState::Buddy {
+                return false;
+            }
+            pfn = b.end();
+        }
+        self.take_free_range(start, end, Taken::Contig(mt));
+        true
+    }
+
+    /// Undo the takes of a failed `alloc_contig_range`: free every order-0 block owned by
+    /// [`Owner::CONTIG`] in `[start, end)`. Only the failing call's own frames can be there:
+    /// isolation refused the range if it held contiguous frames before.
+    pub(crate) fn free_taken_in_range(&mut self, start: Pfn, end: Pfn) {
+        let (start, end) = (start.max(self.start_pfn()), end.min(self.end_pfn()));
+        let mut pfn = start;
+        while pfn < end {
+            let taken = |zone: &Zone<'_>, p: Pfn| {
+                zone.page(p)
+                    .is_some_and(|pg| pg.is_order0_head() && pg.owner() == Owner::CONTIG)
+            };
+            if !taken(self, pfn) {
+                pfn += 1;
+                continue;
+            }
+            let mut run_end = pfn + 1;
+            while run_end < end && taken(self, run_end) {
+                run_end += 1;
+            }
+            self.free_order0_run(pfn, run_end);
+            pfn = run_end;
         }
     }
 

@@ -31,6 +31,8 @@ verbs:
   test [--host-only | --qemu-only] [FILTER]
                              host unit tests, in-QEMU test images, console tests
   bench                      host benchmarks and (later) in-guest benchmarks
+  profile [FILTER] [--top N] instructions by function between the profile markers of the
+                             tests/profile_*.rs images (QEMU execution log; default top 30)
   help                       this text";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +77,17 @@ pub struct TestOptions {
     pub filter: Option<String>,
 }
 
+/// How many rows each of `profile`'s tables shows unless `--top` says otherwise.
+pub const DEFAULT_PROFILE_TOP: usize = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileOptions {
+    /// Substring that the names of the `profile_*` images to run must contain.
+    pub filter: Option<String>,
+    /// Rows per table.
+    pub top: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
@@ -83,6 +96,7 @@ pub enum Command {
     Run(RunOptions),
     Test(TestOptions),
     Bench,
+    Profile(ProfileOptions),
 }
 
 pub fn parse_command(argv: &[String]) -> Result<Command> {
@@ -96,6 +110,7 @@ pub fn parse_command(argv: &[String]) -> Result<Command> {
         "build" => parse_build(rest).map(Command::Build),
         "run" => parse_run_options(rest, true).map(Command::Run),
         "test" => parse_test(rest).map(Command::Test),
+        "profile" => parse_profile(rest).map(Command::Profile),
         other => Err(format!("unknown verb `{other}`")),
     }
 }
@@ -145,6 +160,41 @@ fn parse_test(rest: &[String]) -> Result<TestOptions> {
         qemu: !host_only,
         filter,
     })
+}
+
+fn parse_profile(rest: &[String]) -> Result<ProfileOptions> {
+    let mut filter = None;
+    let mut top = DEFAULT_PROFILE_TOP;
+    let mut words = rest.iter();
+    while let Some(word) = words.next() {
+        let top_value = match word.as_str() {
+            "--top" => Some(
+                words
+                    .next()
+                    .ok_or_else(|| "`profile`: `--top` needs a value".to_string())?
+                    .as_str(),
+            ),
+            other => other.strip_prefix("--top="),
+        };
+        if let Some(value) = top_value {
+            top = match value.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(format!(
+                    "`profile`: bad `--top` value `{value}`: expected a number of rows, 1 or more"
+                ))
+                }
+            };
+            continue;
+        }
+        if word.starts_with('-') {
+            return Err(format!("`profile`: unknown option `{word}`"));
+        }
+        if filter.replace(word.clone()).is_some() {
+            return Err("`profile`: give at most one image-name filter".to_string());
+        }
+    }
+    Ok(ProfileOptions { filter, top })
 }
 
 /// Parse `run`'s options. `allow_debug` is false for test headers, where the build profile
@@ -418,6 +468,36 @@ mod tests {
         );
         assert!(parse_command(&argv("test --host-only --qemu-only")).is_err());
         assert!(parse_command(&argv("test a b")).is_err());
+    }
+
+    #[test]
+    fn profile_verb_filter_and_top() {
+        assert_eq!(
+            parse_command(&argv("profile")).unwrap(),
+            Command::Profile(ProfileOptions {
+                filter: None,
+                top: DEFAULT_PROFILE_TOP
+            })
+        );
+        let expected = Command::Profile(ProfileOptions {
+            filter: Some("cma".into()),
+            top: 10,
+        });
+        assert_eq!(
+            parse_command(&argv("profile cma --top 10")).unwrap(),
+            expected
+        );
+        assert_eq!(
+            parse_command(&argv("profile --top=10 cma")).unwrap(),
+            expected
+        );
+        assert!(parse_command(&argv("profile --top"))
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse_command(&argv("profile --top 0")).is_err());
+        assert!(parse_command(&argv("profile --top=many")).is_err());
+        assert!(parse_command(&argv("profile --fast")).is_err());
+        assert!(parse_command(&argv("profile a b")).is_err());
     }
 
     #[test]

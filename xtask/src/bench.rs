@@ -84,7 +84,11 @@ pub fn bench() -> Result<ExitCode> {
         let captured = qemu::run_captured(&mut command, GUEST_BENCH_TIMEOUT)?;
         println!("{}", captured.output.trim_end());
         if !captured.status.is_some_and(|status| status.success()) {
-            println!("({} did not finish cleanly: $ {})", image.name, qemu::describe(&command));
+            println!(
+                "({} did not finish cleanly: $ {})",
+                image.name,
+                qemu::describe(&command)
+            );
             failures.push(image.name.as_str());
         }
     }

@@ -141,10 +141,18 @@ pub struct TestImage {
 /// Images named `bench_*` print figures instead of verdicts: `cargo xtask bench` runs them
 /// under `-icount`, `cargo xtask test` leaves them out.
 pub const BENCH_IMAGE_PREFIX: &str = "bench_";
+/// Images named `profile_*` exist to be traced: `cargo xtask profile` runs them under
+/// QEMU's execution log; `test` and `bench` leave them out (their verdict is incidental and
+/// their figures would only repeat a benchmark's).
+pub const PROFILE_IMAGE_PREFIX: &str = "profile_";
 
 impl TestImage {
     pub fn is_benchmark(&self) -> bool {
         self.name.starts_with(BENCH_IMAGE_PREFIX)
+    }
+
+    pub fn is_profile(&self) -> bool {
+        self.name.starts_with(PROFILE_IMAGE_PREFIX)
     }
 }
 

@@ -13,7 +13,8 @@
 //! Modules: [`args`] parses the command line (and the `//! xtask-qemu:` headers of in-QEMU
 //! tests, which use the same syntax); [`board`] turns a `boards/NAME.toml` into QEMU options
 //! and a device tree; [`qemu`] assembles and runs QEMU command lines; [`expect`] drives a
-//! serial console for [`console_tests`]; [`image`] turns the ELF into a raw binary.
+//! serial console for [`console_tests`]; [`image`] turns the ELF into a raw binary;
+//! [`profile`] counts a marked guest region's instructions by function from QEMU's log.
 
 mod args;
 mod bench;
@@ -23,6 +24,7 @@ mod console_tests;
 mod expect;
 mod image;
 mod paths;
+mod profile;
 mod qemu;
 mod run;
 mod setup;
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Run(options) => setup::ensure().and_then(|tools| run::run(&tools, &options)),
         Command::Test(options) => test::test(&options),
         Command::Bench => bench::bench(),
+        Command::Profile(options) => profile::profile(&options),
     };
     match outcome {
         Ok(code) => code,

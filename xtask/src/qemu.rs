@@ -280,7 +280,9 @@ mod tests {
         assert!(error.contains("over the 1 MiB"), "{error}");
         let other = dir.join("other.bin");
         std::fs::write(&other, b"\x7fELF").unwrap();
-        assert!(check_trace_file(&other).unwrap_err().contains("not a Monolith trace"));
+        assert!(check_trace_file(&other)
+            .unwrap_err()
+            .contains("not a Monolith trace"));
         assert!(check_trace_file(&dir.join("missing")).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

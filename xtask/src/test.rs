@@ -267,7 +267,7 @@ fn qemu_images(tools: &Tools, filter: Option<&str>) -> Tally {
     }
     let selected: Vec<TestImage> = images
         .into_iter()
-        .filter(|image| !image.is_benchmark())
+        .filter(|image| !image.is_benchmark() && !image.is_profile())
         .filter(|image| filter.is_none_or(|f| image.name.contains(f)))
         .collect();
     println!(

@@ -680,9 +680,15 @@ fn broken_reserved_node_is_listed_with_its_problem_and_the_boot_goes_on() {
         .find(|r| r.name == "shortreg@54000000")
         .expect("the broken node is listed");
     assert!(
-        short.malformed.as_deref().is_some_and(|m| m.contains("reg")),
+        short
+            .malformed
+            .as_deref()
+            .is_some_and(|m| m.contains("reg")),
         "{short:?}"
     );
     assert!(short.reg.is_empty());
-    assert!(p.reserved.iter().any(|r| r.malformed.is_none() && !r.reg.is_empty()));
+    assert!(p
+        .reserved
+        .iter()
+        .any(|r| r.malformed.is_none() && !r.reg.is_empty()));
 }

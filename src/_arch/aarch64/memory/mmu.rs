@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::layout::{identity_map_plan_excluding, ImageLayout, LayoutError, Region};
 use super::translation_table::{
-    Attributes, MapError, MemoryKind, PageRemap, TranslationTables, WalkerSync, MAIR_EL1_VALUE,
+    Attributes, MapError, MemoryKind, PageMover, TranslationTables, WalkerSync, MAIR_EL1_VALUE,
     PAGE_SIZE, VA_BITS,
 };
 use super::{check_movable_va, movable_window};
@@ -284,68 +284,126 @@ pub fn remap_movable(va: usize, new_pa: u64) -> Result<u64, MapError> {
     with_live_tables(|tables| tables.remap_page(va as u64, new_pa, &LiveTables))
 }
 
-/// [`remap_movable`] for many pages under one lock and one TLB synchronisation:
-/// `results[i]` (as long as `remaps`) receives the old PA of `remaps[i]` or why that page
-/// was not remapped; one page's failure does not affect the others. Entries whose result
-/// is already `Err` on entry are skipped (the caller refused them). The caller copies the
-/// data first and must not access any of the addresses concurrently.
-pub fn remap_movable_batch(remaps: &[PageRemap], results: &mut [Result<u64, MapError>]) {
-    let Some(platform) = crate::runtime::try_platform() else {
-        for result in results.iter_mut().filter(|r| r.is_ok()) {
-            *result = Err(MapError::MmuOff);
+/// Break-before-make for many movable-window pages under one lock and one TLB
+/// synchronisation (see [`PageMover`] for the steps). `f` gets a [`MovablePageMover`]; when
+/// it returns, the new entries are published. Pages `f` leaves broken are reported as an
+/// error in the log (they would fault on access). `Err(MmuOff)` if there are no live
+/// tables (then `f` did not run).
+pub fn with_movable_page_mover<R>(
+    f: impl FnOnce(&mut MovablePageMover<'_>) -> R,
+) -> Result<R, MapError> {
+    let platform = crate::runtime::try_platform().ok_or(MapError::MmuOff)?;
+    with_live_tables(|tables| {
+        let mut mover = MovablePageMover {
+            inner: tables.page_mover(&LiveTables),
+            platform,
+            bank: 0..0,
+        };
+        let result = f(&mut mover);
+        let left_broken = mover.inner.finish();
+        if left_broken != 0 {
+            log::error!("mmu: {left_broken} movable-window pages left unmapped by a page move");
         }
-        return;
-    };
-    if !batch_in_window_and_ram(platform, remaps, results) {
-        // Somewhere in the batch is a bad address: find it page by page.
-        for (remap, result) in remaps.iter().zip(results.iter_mut()) {
-            if result.is_ok() {
-                *result = check_movable_va(remap.va as usize)
-                    .and_then(|()| check_ram_page_in(platform, remap.new_pa).map(|()| 0));
-            }
-        }
-    }
-    if results.iter().all(|r| r.is_err()) {
-        return;
-    }
-    let outcome = with_live_tables(|tables| {
-        tables.remap_pages(remaps, results, &LiveTables);
-        Ok(())
-    });
-    if let Err(e) = outcome {
-        for result in results.iter_mut().filter(|r| r.is_ok()) {
-            *result = Err(e);
-        }
-    }
+        Ok(result)
+    })
 }
 
-/// Whether every entry of the batch not yet refused passes [`remap_movable`]'s checks,
-/// decided from the bounds of the batch's addresses: the window and a RAM bank are
-/// intervals, so if the lowest and highest addresses are inside one, every address
-/// between them is. Migration batches (window pages of one client, targets from one
-/// zone) pass this at a few instructions per page; `false` means "check page by page".
-fn batch_in_window_and_ram(
-    platform: &Platform,
-    remaps: &[PageRemap],
-    results: &[Result<u64, MapError>],
-) -> bool {
-    let (mut va_lo, mut va_hi, mut pa_lo, mut pa_hi, mut low_bits) = (u64::MAX, 0, u64::MAX, 0, 0);
-    for (remap, _) in remaps.iter().zip(results).filter(|(_, r)| r.is_ok()) {
-        va_lo = va_lo.min(remap.va);
-        va_hi = va_hi.max(remap.va);
-        pa_lo = pa_lo.min(remap.new_pa);
-        pa_hi = pa_hi.max(remap.new_pa);
-        low_bits |= remap.va | remap.new_pa;
+/// A [`PageMover`] restricted to the movable window and to RAM frames: what migration
+/// uses to re-point many window pages at once.
+pub struct MovablePageMover<'t> {
+    inner: PageMover<'t, LiveTables>,
+    platform: &'static Platform,
+    /// The RAM bank of the last frame checked: targets of one batch share a bank.
+    bank: core::ops::Range<u64>,
+}
+
+impl MovablePageMover<'_> {
+    /// Break the window page of every item (see [`PageMover::break_pages`]): `page(item)`
+    /// gives the window address and the frame it must map, or why the item is refused;
+    /// a page that does not map that frame is refused and left alone.
+    #[inline]
+    pub fn break_pages<T>(
+        &mut self,
+        items: &mut [T],
+        mut page: impl FnMut(&mut T) -> Result<(usize, u64), MapError>,
+        done: impl FnMut(&mut T, Result<(), MapError>),
+    ) {
+        self.inner.break_pages(
+            items,
+            |item| {
+                let (va, pa) = page(item)?;
+                if !movable_window().contains(&va) {
+                    return Err(MapError::NotInWindow);
+                }
+                Ok((va as u64, pa))
+            },
+            done,
+        );
     }
-    if va_lo > va_hi || low_bits & (PAGE_SIZE - 1) != 0 {
-        return va_lo > va_hi;
+
+    /// Drop the TLB entries of the pages broken since the last call (`vas` yields them;
+    /// from 512 pages on the whole TLB is flushed instead of iterating).
+    pub fn invalidate_broken<I: Iterator<Item = usize>>(&mut self, vas: I) {
+        let count = self.inner.broken();
+        self.inner.invalidate_broken(vas.map(|va| va as u64), count);
     }
-    let window = movable_window();
-    let in_window = window.start as u64 <= va_lo && va_hi < window.end as u64;
-    let in_one_bank = platform.memory.iter().any(|bank| {
-        bank.start <= pa_lo && pa_hi.checked_add(PAGE_SIZE).is_some_and(|e| e <= bank.end)
-    });
-    in_window && in_one_bank
+
+    /// Map the broken page of every item at its new frame, which must be a RAM page, after
+    /// [`Self::invalidate_broken`] (see [`PageMover::make_pages`]): `page(item)` gives the
+    /// window address and the new frame, or why the item is skipped. A page whose make
+    /// failed stays broken: restore it. Returns how many were made.
+    #[inline]
+    pub fn make_pages<T>(
+        &mut self,
+        items: &mut [T],
+        mut page: impl FnMut(&mut T) -> Result<(usize, u64), MapError>,
+        done: impl FnMut(&mut T, Result<(), MapError>),
+    ) -> usize {
+        // The bank is copied out so the loop keeps it in registers; a frame outside it
+        // takes the full check.
+        let mut bank = self.bank.clone();
+        let platform = self.platform;
+        let made = self.inner.make_pages(
+            items,
+            |item| {
+                let (va, pa) = page(item)?;
+                if !(bank.start <= pa && pa < bank.end) {
+                    check_ram_page_in(platform, pa)?;
+                    if let Some(b) = platform.memory.iter().find(|b| b.contains(&pa)) {
+                        bank = b.start..b.end & !(PAGE_SIZE - 1);
+                    }
+                }
+                Ok((va as u64, pa))
+            },
+            done,
+        );
+        self.bank = bank;
+        made
+    }
+
+    /// Map the broken page `va` at its old frame again.
+    pub fn restore_page(&mut self, va: usize) -> Result<(), MapError> {
+        self.inner.restore_page(va as u64)
+    }
+
+    /// Break the window page `va`, which must map `old_pa`: refused, changing nothing,
+    /// otherwise. (Where the page goes is checked when it is made again.)
+    #[inline(always)]
+    pub fn break_page(&mut self, va: usize, old_pa: u64) -> Result<(), MapError> {
+        if !movable_window().contains(&va) {
+            return Err(MapError::NotInWindow);
+        }
+        self.inner.break_page(va as u64, old_pa)
+    }
+
+    /// [`unmap_movable`] while the mover holds the tables: the window page `va` goes for
+    /// good (with its own TLB invalidation). Returns the PA it mapped.
+    pub fn unmap_page(&mut self, va: usize) -> Result<u64, MapError> {
+        if !movable_window().contains(&va) {
+            return Err(MapError::NotInWindow);
+        }
+        self.inner.unmap_page(va as u64)
+    }
 }
 
 /// Unmap the window page `va`; returns the PA it pointed to.

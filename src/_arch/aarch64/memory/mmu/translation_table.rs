@@ -147,6 +147,11 @@ pub enum MapError {
     OutOfMemory,
     /// The MMU is not on yet, so there are no tables to change.
     MmuOff,
+    /// The page is mapped, but to another frame than the caller expected.
+    WrongFrame,
+    /// A page mover was asked to make an entry it has not broken, or before the TLB
+    /// entries of its broken pages were invalidated.
+    NotBroken,
 }
 
 impl core::fmt::Display for MapError {
@@ -160,6 +165,8 @@ impl core::fmt::Display for MapError {
             MapError::NotRam => "physical page is not RAM",
             MapError::OutOfMemory => "kernel heap exhausted while allocating a page table",
             MapError::MmuOff => "the MMU is not enabled yet",
+            MapError::WrongFrame => "page is mapped to another frame than expected",
+            MapError::NotBroken => "entry not broken (or its TLB entries not invalidated yet)",
         };
         f.write_str(text)
     }
@@ -205,13 +212,6 @@ impl PageTable {
             entries: [const { AtomicU64::new(0) }; ENTRIES_PER_TABLE],
         }
     }
-}
-
-/// One page of a batched remap: point the page mapping of `va` at `new_pa`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageRemap {
-    pub va: u64,
-    pub new_pa: u64,
 }
 
 /// A leaf mapping found by a software walk.
@@ -280,20 +280,6 @@ impl WindowIndex {
             slots[slot] = table_index as u32 + 1;
         }
     }
-}
-
-/// The last L3 table a batched walk used, by 2 MiB slot of the virtual address (`table` is
-/// an index into `TranslationTables::tables`, `usize::MAX` when that slot has none).
-struct L3Cache {
-    key: u64,
-    table: usize,
-}
-
-impl L3Cache {
-    const EMPTY: L3Cache = L3Cache {
-        key: u64::MAX,
-        table: usize::MAX,
-    };
 }
 
 fn table_address(table: &[PageTable]) -> u64 {
@@ -598,69 +584,19 @@ impl TranslationTables {
         Ok(old & OUTPUT_ADDRESS_MASK)
     }
 
-    /// [`TranslationTables::remap_page`] for many pages with one break-before-make: every
-    /// old entry is invalidated, the TLB entries of all of them are dropped in one
-    /// [`WalkerSync::invalidate_vas`], then every new entry is written and published once.
-    /// `results[i]` (as long as `remaps`) must be `Ok(_)` for `remaps[i]` to
-    /// be attempted (callers mark entries they already refused with `Err`); it ends as
-    /// `Ok(old_pa)` or the reason that page was left alone (not page-mapped, misaligned...).
-    ///
-    /// Migration remaps runs of neighbouring window pages, so both passes remember the last
-    /// L3 table they used: consecutive pages in one 2 MiB cost no lookup at all.
-    pub fn remap_pages(
-        &mut self,
-        remaps: &[PageRemap],
-        results: &mut [Result<u64, MapError>],
-        sync: &impl WalkerSync,
-    ) {
-        // Break: remember each old descriptor (attributes and all) in its result.
-        let mut broken = 0;
-        let mut l3 = L3Cache::EMPTY;
-        for (&PageRemap { va, new_pa }, result) in remaps.iter().zip(results.iter_mut()) {
-            if result.is_err() {
-                continue;
-            }
-            *result = Self::check_page_addresses(va, new_pa)
-                .and_then(|()| self.cached_page_slot(va, &mut l3))
-                .map(|slot| slot.swap(0, Ordering::Relaxed));
-            broken += usize::from(result.is_ok());
+    /// A [`PageMover`] over these tables: break-before-make for many pages, one TLB
+    /// synchronisation for all of them.
+    pub fn page_mover<'t, S: WalkerSync>(&'t self, sync: &'t S) -> PageMover<'t, S> {
+        PageMover {
+            sync,
+            cursor: L3Cursor {
+                tables: self,
+                key: u64::MAX,
+                l3: None,
+            },
+            broken: 0,
+            synced: true,
         }
-        if broken == 0 {
-            return;
-        }
-        let vas = remaps
-            .iter()
-            .zip(results.iter())
-            .filter(|(_, r)| r.is_ok())
-            .map(|(remap, _)| remap.va);
-        sync.invalidate_vas(vas, broken);
-        // Make: the L3 tables are where the break found them (nothing can unlink a table),
-        // so the cached lookup cannot miss for an entry the break succeeded on.
-        for (&PageRemap { va, new_pa }, result) in remaps.iter().zip(results.iter_mut()) {
-            let Ok(old) = *result else {
-                continue;
-            };
-            if let Some(slot) = self.cached_leaf_entry(va, &mut l3) {
-                slot.store(
-                    (old & !OUTPUT_ADDRESS_MASK) | (new_pa & OUTPUT_ADDRESS_MASK),
-                    Ordering::Relaxed,
-                );
-            }
-            *result = Ok(old & OUTPUT_ADDRESS_MASK);
-        }
-        sync.publish();
-    }
-
-    /// [`Self::check_addresses`] for one page, in the few instructions a batch can afford.
-    #[inline]
-    fn check_page_addresses(va: u64, pa: u64) -> Result<(), MapError> {
-        if (va | pa) & (PAGE_SIZE - 1) != 0 {
-            return Err(MapError::Misaligned);
-        }
-        if va >= 1 << VA_BITS || pa > OUTPUT_ADDRESS_MASK {
-            return Err(MapError::AddressOutOfRange);
-        }
-        Ok(())
     }
 
     /// Index (into `tables`) of the L3 table that holds `va`'s entry, if it exists.
@@ -686,30 +622,6 @@ impl TranslationTables {
             table = descriptor & OUTPUT_ADDRESS_MASK;
         }
         Some(table)
-    }
-
-    /// The L3 entry for `va` whatever it holds, through `cache`.
-    #[inline]
-    fn cached_leaf_entry(&self, va: u64, cache: &mut L3Cache) -> Option<&AtomicU64> {
-        let key = va >> level_span(2).trailing_zeros();
-        if cache.key != key || cache.table == usize::MAX {
-            cache.table = self.l3_table_index(va).unwrap_or(usize::MAX);
-            cache.key = key;
-        }
-        let table = self.tables.get(cache.table)?.first()?;
-        Some(&table.entries[index_at(va, 3)])
-    }
-
-    /// [`Self::page_slot`] through `cache`: the valid L3 entry mapping `va`.
-    #[inline]
-    fn cached_page_slot(&self, va: u64, cache: &mut L3Cache) -> Result<&AtomicU64, MapError> {
-        let slot = self
-            .cached_leaf_entry(va, cache)
-            .ok_or(MapError::NotMapped)?;
-        if slot.load(Ordering::Relaxed) & bits::VALID == 0 {
-            return Err(MapError::NotMapped);
-        }
-        Ok(slot)
     }
 
     /// The L3 entry for `va` by a full walk from the root (the window index ignored), for
@@ -768,6 +680,226 @@ impl TranslationTables {
             });
         }
         None
+    }
+}
+
+/// Break-before-make for many page mappings, driven page by page by the caller, with one
+/// TLB synchronisation for all of them (how migration re-points a batch of window pages).
+///
+/// 1. [`PageMover::break_page`] each page: its descriptor loses only its valid bit, so the
+///    attributes stay in the (ignored) rest of the invalid entry for the make step.
+/// 2. [`PageMover::invalidate_broken`] once: the invalid entries become visible to the
+///    walkers and every TLB entry of the broken pages is dropped.
+/// 3. Copy the data, then [`PageMover::make_page`] each page at its new frame (or
+///    [`PageMover::restore_page`] it at its old one).
+/// 4. [`PageMover::finish`]: publishes the new entries; returns how many pages are still
+///    broken (a caller bug: those pages fault on access).
+///
+/// Consecutive pages in one 2 MiB share their L3 table lookup.
+pub struct PageMover<'t, S: WalkerSync> {
+    sync: &'t S,
+    cursor: L3Cursor<'t>,
+    broken: usize,
+    /// Every break so far has had its TLB entries invalidated.
+    synced: bool,
+}
+
+/// Finds L3 entries, remembering the last 2 MiB's table. Small and `Copy`, so the bulk
+/// operations keep it in registers for the length of their loop.
+#[derive(Clone, Copy)]
+struct L3Cursor<'t> {
+    tables: &'t TranslationTables,
+    /// `va >> 21` of the last lookup, and that 2 MiB's L3 table.
+    key: u64,
+    l3: Option<&'t PageTable>,
+}
+
+impl<'t> L3Cursor<'t> {
+    /// The L3 entry for `va`, whatever it holds.
+    #[inline(always)]
+    fn entry(&mut self, va: u64) -> Option<&'t AtomicU64> {
+        let key = va >> level_span(2).trailing_zeros();
+        if key != self.key {
+            let tables = self.tables;
+            self.l3 = tables
+                .l3_table_index(va)
+                .and_then(|index| tables.tables.get(index))
+                .and_then(|table| table.first());
+            self.key = key;
+        }
+        self.l3.map(|table| &table.entries[index_at(va, 3)])
+    }
+
+    /// See [`PageMover::break_page`].
+    #[inline(always)]
+    fn break_page(&mut self, va: u64, expected_pa: u64) -> Result<(), MapError> {
+        if (va | expected_pa) & (PAGE_SIZE - 1) != 0 {
+            return Err(MapError::Misaligned);
+        }
+        if va >= 1 << VA_BITS {
+            return Err(MapError::AddressOutOfRange);
+        }
+        let entry = self.entry(va).ok_or(MapError::NotMapped)?;
+        let old = entry.load(Ordering::Relaxed);
+        if old & (bits::VALID | bits::TABLE_OR_PAGE) != bits::VALID | bits::TABLE_OR_PAGE {
+            return Err(MapError::NotMapped);
+        }
+        if old & OUTPUT_ADDRESS_MASK != expected_pa {
+            return Err(MapError::WrongFrame);
+        }
+        entry.store(old & !bits::VALID, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A broken entry for `va`: invalid but still holding a page descriptor's bits.
+    #[inline]
+    fn broken_entry(&mut self, va: u64) -> Result<(&'t AtomicU64, u64), MapError> {
+        if !va.is_multiple_of(PAGE_SIZE) || va >= 1 << VA_BITS {
+            return Err(MapError::NotBroken);
+        }
+        let entry = self.entry(va).ok_or(MapError::NotBroken)?;
+        let old = entry.load(Ordering::Relaxed);
+        if old & (bits::VALID | bits::TABLE_OR_PAGE) != bits::TABLE_OR_PAGE {
+            return Err(MapError::NotBroken);
+        }
+        Ok((entry, old))
+    }
+
+    /// See [`PageMover::make_page`] (the caller checks the invalidation happened).
+    #[inline]
+    fn make_page(&mut self, va: u64, new_pa: u64) -> Result<(), MapError> {
+        if !new_pa.is_multiple_of(PAGE_SIZE) {
+            return Err(MapError::Misaligned);
+        }
+        if new_pa > OUTPUT_ADDRESS_MASK {
+            return Err(MapError::AddressOutOfRange);
+        }
+        let (entry, old) = self.broken_entry(va)?;
+        entry.store(
+            (old & !OUTPUT_ADDRESS_MASK) | new_pa | bits::VALID,
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+}
+
+impl<'t, S: WalkerSync> PageMover<'t, S> {
+    /// Break the page mapping of `va`, which must map `expected_pa` (else nothing changes:
+    /// [`MapError::WrongFrame`], or [`MapError::NotMapped`] if `va` has no valid page).
+    #[inline(always)]
+    pub fn break_page(&mut self, va: u64, expected_pa: u64) -> Result<(), MapError> {
+        self.cursor.break_page(va, expected_pa)?;
+        self.broken += 1;
+        self.synced = false;
+        Ok(())
+    }
+
+    /// [`PageMover::break_page`] for every item: `page(item)` says which page (address and
+    /// expected frame) or why the item is refused; `done(item, outcome)` hears the result.
+    /// One loop with the lookup state in registers: this runs once per migrated page.
+    #[inline]
+    pub fn break_pages<T>(
+        &mut self,
+        items: &mut [T],
+        mut page: impl FnMut(&mut T) -> Result<(u64, u64), MapError>,
+        mut done: impl FnMut(&mut T, Result<(), MapError>),
+    ) {
+        let mut cursor = self.cursor;
+        let mut broken = 0;
+        for item in items {
+            let outcome = page(item).and_then(|(va, pa)| cursor.break_page(va, pa));
+            broken += usize::from(outcome.is_ok());
+            done(item, outcome);
+        }
+        self.cursor = cursor;
+        self.broken += broken;
+        if broken != 0 {
+            self.synced = false;
+        }
+    }
+
+    /// Pages broken and not yet made or restored.
+    pub fn broken(&self) -> usize {
+        self.broken
+    }
+
+    /// Make the breaks so far visible and drop the TLB entries of every broken page. `vas`
+    /// must yield the addresses broken since the last call (implementations may flush the
+    /// whole TLB instead of iterating them).
+    pub fn invalidate_broken<I: Iterator<Item = u64>>(&mut self, vas: I, count: usize) {
+        if !self.synced {
+            self.sync.invalidate_vas(vas, count);
+            self.synced = true;
+        }
+    }
+
+    /// Map the broken page `va` again, at `new_pa`, with the attributes it had. Refused
+    /// ([`MapError::NotBroken`]) before [`PageMover::invalidate_broken`].
+    #[inline]
+    pub fn make_page(&mut self, va: u64, new_pa: u64) -> Result<(), MapError> {
+        if !self.synced {
+            return Err(MapError::NotBroken);
+        }
+        self.cursor.make_page(va, new_pa)?;
+        self.broken -= 1;
+        Ok(())
+    }
+
+    /// [`PageMover::make_page`] for every item: `page(item)` says which page and its new
+    /// frame, or why the item is skipped; `done(item, outcome)` hears the result (an item
+    /// whose make failed keeps its page broken: restore it). Returns how many were made.
+    #[inline]
+    pub fn make_pages<T>(
+        &mut self,
+        items: &mut [T],
+        mut page: impl FnMut(&mut T) -> Result<(u64, u64), MapError>,
+        mut done: impl FnMut(&mut T, Result<(), MapError>),
+    ) -> usize {
+        let mut cursor = self.cursor;
+        let mut made = 0;
+        for item in items {
+            let outcome = if self.synced {
+                page(item).and_then(|(va, pa)| cursor.make_page(va, pa))
+            } else {
+                Err(MapError::NotBroken)
+            };
+            made += usize::from(outcome.is_ok());
+            done(item, outcome);
+        }
+        self.cursor = cursor;
+        self.broken -= made;
+        made
+    }
+
+    /// Map the broken page `va` again at the frame it had (the move was abandoned). Needs
+    /// no invalidation first: any TLB entry left for `va` translates to that same frame.
+    pub fn restore_page(&mut self, va: u64) -> Result<(), MapError> {
+        let (entry, old) = self.cursor.broken_entry(va)?;
+        entry.store(old | bits::VALID, Ordering::Relaxed);
+        self.broken -= 1;
+        Ok(())
+    }
+
+    /// Remove the page mapping of `va` for good, TLB entries included, on its own (not part
+    /// of the batch): for a page dropped rather than moved. Returns the PA it mapped.
+    pub fn unmap_page(&mut self, va: u64) -> Result<u64, MapError> {
+        if !va.is_multiple_of(PAGE_SIZE) || va >= 1 << VA_BITS {
+            return Err(MapError::Misaligned);
+        }
+        let entry = self.cursor.entry(va).ok_or(MapError::NotMapped)?;
+        let old = entry.load(Ordering::Relaxed);
+        if old & (bits::VALID | bits::TABLE_OR_PAGE) != bits::VALID | bits::TABLE_OR_PAGE {
+            return Err(MapError::NotMapped);
+        }
+        entry.store(0, Ordering::Relaxed);
+        self.sync.invalidate_va(va);
+        Ok(old & OUTPUT_ADDRESS_MASK)
+    }
+
+    /// Publish the new entries. Returns the number of pages left broken (should be 0).
+    pub fn finish(self) -> usize {
+        self.sync.publish();
+        self.broken
     }
 }
 
@@ -996,7 +1128,7 @@ mod tests {
     }
 
     #[test]
-    fn window_index_finds_l3_tables_and_batched_remap_breaks_before_make() {
+    fn window_index_finds_l3_tables_and_the_page_mover_breaks_before_make() {
         let window = 0x4000_0000_0000u64;
         let mut tables = TranslationTables::new().unwrap();
         tables.index_window(window, 1 << 40).unwrap();
@@ -1007,14 +1139,16 @@ mod tests {
             window + MIB2 + 5 * PAGE_SIZE,
             window + (3 << 30) + 7 * PAGE_SIZE,
         ];
+        let old_pa = |i: usize| 0x4100_0000 + i as u64 * PAGE_SIZE;
+        let new_pa = |i: usize| 0x4200_0000 + i as u64 * PAGE_SIZE;
         for (i, &va) in vas.iter().enumerate() {
+            let attributes = if i == 3 {
+                Attributes::KERNEL_RODATA
+            } else {
+                Attributes::RAM
+            };
             tables
-                .map_page(
-                    va,
-                    0x4100_0000 + i as u64 * PAGE_SIZE,
-                    Attributes::RAM,
-                    &NotLive,
-                )
+                .map_page(va, old_pa(i), attributes, &NotLive)
                 .unwrap();
         }
         let index = tables.window.as_ref().unwrap();
@@ -1028,41 +1162,64 @@ mod tests {
         }
         assert_eq!(index.l3_table(window + 9 * MIB2), None);
 
-        // One unmapped page and one refused entry in the middle of the batch.
-        let unmapped = window + 2 * MIB2;
-        let remaps: Vec<PageRemap> = [vas[0], unmapped, vas[1], vas[2], vas[3]]
-            .iter()
-            .enumerate()
-            .map(|(i, &va)| PageRemap {
-                va,
-                new_pa: 0x4200_0000 + i as u64 * PAGE_SIZE,
-            })
-            .collect();
-        let mut results = vec![Ok(0), Ok(0), Ok(0), Err(MapError::NotRam), Ok(0)];
         let recorder = Recorder::default();
-        tables.remap_pages(&remaps, &mut results, &recorder);
+        let mut mover = tables.page_mover(&recorder);
+        // Refusals change nothing: unmapped, wrong frame, misaligned.
+        let unmapped = window + 2 * MIB2;
         assert_eq!(
-            results,
-            vec![
-                Ok(0x4100_0000),
-                Err(MapError::NotMapped),
-                Ok(0x4100_1000),
-                Err(MapError::NotRam),
-                Ok(0x4100_3000),
-            ]
+            mover.break_page(unmapped, old_pa(0)),
+            Err(MapError::NotMapped)
         );
-        // Every broken entry was invalidated once, before the one publish of the batch.
-        assert_eq!(*recorder.invalidated.borrow(), vec![vas[0], vas[1], vas[3]]);
+        assert_eq!(
+            mover.break_page(vas[2], old_pa(1)),
+            Err(MapError::WrongFrame)
+        );
+        assert_eq!(
+            mover.break_page(vas[2] + 8, old_pa(2)),
+            Err(MapError::Misaligned)
+        );
+        for i in [0, 1, 2, 3] {
+            mover.break_page(vas[i], old_pa(i)).unwrap();
+        }
+        assert_eq!(mover.broken(), 4);
+        // Broken pages translate to nothing; a second break of one is refused.
+        assert_eq!(tables.walk(vas[0]), None);
+        assert_eq!(
+            mover.break_page(vas[0], old_pa(0)),
+            Err(MapError::NotMapped)
+        );
+        // No make before the invalidation.
+        assert_eq!(mover.make_page(vas[0], new_pa(0)), Err(MapError::NotBroken));
+        mover.invalidate_broken(vas.iter().copied(), vas.len());
+        mover.make_page(vas[0], new_pa(0)).unwrap();
+        mover.make_page(vas[1], new_pa(1)).unwrap();
+        mover.restore_page(vas[2]).unwrap();
+        assert_eq!(mover.make_page(vas[2], new_pa(2)), Err(MapError::NotBroken));
+        assert_eq!(
+            mover.make_page(unmapped, new_pa(2)),
+            Err(MapError::NotBroken)
+        );
+        mover.make_page(vas[3], new_pa(3)).unwrap();
+        // Unmapping for good: a broken or absent page is refused, a mapped one goes.
+        assert_eq!(mover.unmap_page(unmapped), Err(MapError::NotMapped));
+        assert_eq!(mover.unmap_page(vas[1]), Ok(new_pa(1)));
+        assert_eq!(mover.unmap_page(vas[1]), Err(MapError::NotMapped));
+        assert_eq!(mover.finish(), 0);
+        // Every break was invalidated once, before the one publish; the unmap on its own.
+        let mut invalidated = vas.to_vec();
+        invalidated.push(vas[1]);
+        assert_eq!(*recorder.invalidated.borrow(), invalidated);
         assert_eq!(*recorder.publishes.borrow(), 1);
-        assert_eq!(tables.walk(vas[0]).unwrap().pa, 0x4200_0000);
-        assert_eq!(tables.walk(vas[1]).unwrap().pa, 0x4200_2000);
+        assert_eq!(tables.walk(vas[0]).unwrap().pa, new_pa(0));
+        assert_eq!(tables.walk(vas[1]), None);
+        assert_eq!(tables.walk(vas[2]).unwrap().pa, old_pa(2), "restored");
+        assert_eq!(tables.walk(vas[3]).unwrap().pa, new_pa(3));
+        // Attributes survive the move.
+        assert_eq!(tables.walk(vas[0]).unwrap().attributes, Attributes::RAM);
         assert_eq!(
-            tables.walk(vas[2]).unwrap().pa,
-            0x4100_2000,
-            "refused entry moved"
+            tables.walk(vas[3]).unwrap().attributes,
+            Attributes::KERNEL_RODATA
         );
-        assert_eq!(tables.walk(vas[3]).unwrap().pa, 0x4200_4000);
-        assert_eq!(tables.walk(vas[3]).unwrap().attributes, Attributes::RAM);
         assert_eq!(tables.walk(unmapped), None);
         assert_eq!(
             tables.index_window(window + 4096, 1 << 21),
@@ -1071,7 +1228,7 @@ mod tests {
     }
 
     #[test]
-    fn batched_remap_outside_the_window_index_walks_and_caches_per_2mib() {
+    fn page_mover_outside_the_window_index_walks_and_reports_pages_left_broken() {
         // No window index: every L3 table is found by a walk, once per 2 MiB run.
         let mut tables = TranslationTables::new().unwrap();
         let base = 0x10_0000_0000u64;
@@ -1086,42 +1243,29 @@ mod tests {
                 )
                 .unwrap();
         }
-        // Alternating 2 MiB slots, a misaligned target and a never-mapped slot in between.
-        let remaps: Vec<PageRemap> = [
-            (vas[0], 0x4200_0000),
-            (vas[1], 0x4200_1000),
-            (vas[2], 0x4200_2001),
-            (base + 4 * MIB2, 0x4200_3000),
-            (vas[3], 0x4200_4000),
-            (vas[2], 0x4200_5000),
-        ]
-        .iter()
-        .map(|&(va, new_pa)| PageRemap { va, new_pa })
-        .collect();
-        let mut results = vec![Ok(0); remaps.len()];
         let recorder = Recorder::default();
-        tables.remap_pages(&remaps, &mut results, &recorder);
-        assert_eq!(
-            results,
-            vec![
-                Ok(0x4100_0000),
-                Ok(0x4100_1000),
-                Err(MapError::Misaligned),
-                Err(MapError::NotMapped),
-                Ok(0x4100_3000),
-                Ok(0x4100_2000),
-            ]
-        );
-        for (va, pa) in [
-            (vas[0], 0x4200_0000),
-            (vas[1], 0x4200_1000),
-            (vas[2], 0x4200_5000),
-        ] {
-            assert_eq!(tables.walk(va).unwrap().pa, pa);
+        let mut mover = tables.page_mover(&recorder);
+        for (i, &va) in vas.iter().enumerate() {
+            mover
+                .break_page(va, 0x4100_0000 + i as u64 * PAGE_SIZE)
+                .unwrap();
         }
-        assert_eq!(tables.walk(vas[3]).unwrap().pa, 0x4200_4000);
-        assert_eq!(tables.walk(base + 4 * MIB2), None);
+        mover.invalidate_broken(vas.iter().copied(), vas.len());
+        // A second invalidation with nothing newly broken does nothing.
+        mover.invalidate_broken(vas.iter().copied(), vas.len());
+        assert_eq!(
+            mover.make_page(vas[0], 0x4200_0001),
+            Err(MapError::Misaligned)
+        );
+        mover.make_page(vas[0], 0x4200_0000).unwrap();
+        mover.make_page(vas[1], 0x4200_1000).unwrap();
+        mover.restore_page(vas[2]).unwrap();
+        assert_eq!(mover.finish(), 1, "vas[3] left broken");
         assert_eq!(recorder.invalidated.borrow().len(), 4);
+        assert_eq!(tables.walk(vas[0]).unwrap().pa, 0x4200_0000);
+        assert_eq!(tables.walk(vas[1]).unwrap().pa, 0x4200_1000);
+        assert_eq!(tables.walk(vas[2]).unwrap().pa, 0x4100_2000);
+        assert_eq!(tables.walk(vas[3]), None);
     }
 
     #[test]
