@@ -13,8 +13,9 @@
 //! All memory state lives in [`KmemState`] under one [`IrqSafeLock`] (IRQ handlers never
 //! allocate, so masking them makes the lock safe on this core; the spin makes it safe
 //! across cores). The state's fields are disjoint borrows: `mm::cma_alloc(&mut areas[i],
-//! &mut zone, &mut clients, ..)` lends the zone to mm and the movable clients to mm as its
-//! [`Migrator`], which copies and re-points pages but never calls into the zone.
+//! &mut zone, migrator, ..)` lends the zone to mm, and [`Clients::migrator`] lends the
+//! movable clients, together with the page tables, as its [`Migrator`] ([`Moving`]), which
+//! unmaps, copies and re-maps pages but never calls into the zone.
 //!
 //! Direct reclaim: before a CMA allocation, if free memory outside CMA could not hold the
 //! pages that may need to move out of the area, clean page-cache pages are dropped first
@@ -121,23 +122,28 @@ fn frame_address(pfn: Pfn) -> u64 {
 /// neighbouring targets in one copy (targets come from split blocks and sources from one
 /// range, so a batch is mostly one run).
 fn copy_runs(moves: &[Move]) {
-    let mut i = 0;
-    while let Some(first) = moves.get(i) {
-        let mut run = 1;
-        while moves
-            .get(i + run)
-            .is_some_and(|m| m.src == first.src + run && m.dst == first.dst + run)
-        {
-            run += 1;
-        }
+    let copy = |src: Pfn, dst: Pfn, run: usize| {
         // Safety: every frame of both runs is RAM in the identity map (the zone only
         // manages mapped RAM), and the runs are disjoint (targets lie outside the range
         // being emptied). The targets were allocated by mm for these moves and nobody else
         // holds them; the sources belong to their owners, whose only other mappings (the
         // window pages) are broken, and nobody accesses them while the memory lock is held.
-        unsafe { window::copy_frames(first.dst, first.src, run) };
-        i += run;
+        unsafe { window::copy_frames(dst, src, run) }
+    };
+    let mut moves = moves.iter();
+    let Some(first) = moves.next() else {
+        return;
+    };
+    let (mut src, mut dst, mut run) = (first.src, first.dst, 1);
+    for m in moves {
+        if m.src == src + run && m.dst == dst + run {
+            run += 1;
+            continue;
+        }
+        copy(src, dst, run);
+        (src, dst, run) = (m.src, m.dst, 1);
     }
+    copy(src, dst, run);
 }
 
 /// The movable clients with the page tables in hand: the [`Migrator`] mm drives.
@@ -193,27 +199,30 @@ impl Migrator for Moving<'_, '_> {
         copy_runs(moves);
         let (anon, cache) = (&mut self.clients.anon, &mut self.clients.cache);
         let anon_frames = anon.slot_frames_mut();
-        let mut cache_moved = 0;
-        let made = self.mover.make_pages(
+        let (mut cache_moved, mut failed) = (0, 0);
+        self.mover.make_pages(
             moves,
             |m| Ok((m.token, frame_address(m.dst))),
-            |m, outcome| {
-                m.result = outcome.map_err(|_| MigrateError::Busy);
-                if outcome.is_ok() {
-                    if m.owner.is(OwnerKind::Anon) {
-                        if let Some(frame) = anon_frames.get_mut(m.owner.id() as usize) {
-                            *frame = m.dst as u32;
-                        }
-                    } else {
-                        cache.migrated(m.owner.id(), m.dst);
-                        cache_moved += 1;
+            |m, outcome| match outcome {
+                Ok(()) if m.owner.is(OwnerKind::Anon) => {
+                    m.result = Ok(());
+                    if let Some(frame) = anon_frames.get_mut(m.owner.id() as usize) {
+                        *frame = m.dst as u32;
                     }
+                }
+                Ok(()) => {
+                    m.result = Ok(());
+                    cache.migrated(m.owner.id(), m.dst);
+                    cache_moved += 1;
+                }
+                Err(_) => {
+                    m.result = Err(MigrateError::Busy);
+                    failed += 1;
                 }
             },
         );
-        anon.migrations += (made - cache_moved) as u64;
+        anon.migrations += (moves.len() - failed - cache_moved) as u64;
         cache.migrations += cache_moved as u64;
-        let failed = moves.len() - made;
         if failed != 0 {
             // The new mapping was refused: the old one comes back, the copy is dropped.
             for m in moves.iter().filter(|m| m.result.is_err()) {

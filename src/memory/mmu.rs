@@ -11,9 +11,11 @@
 //! Above everything physical sits the **movable window** ([`movable_window`]): a virtual
 //! range the identity map never touches, mapped one 4 KiB page at a time on demand. Clients
 //! whose pages may move (the movable and CMA pageblocks of [`crate::mm`]) reach their data
-//! only through these mappings, so migrating a page is: copy it, then
-//! [`remap_movable`] (break-before-make: invalidate the entry, TLBI VAE1IS, DSB, write the
-//! new one). Table pages for the window come from the kernel heap as needed.
+//! only through these mappings, so migrating a page is break-before-make around a copy:
+//! invalidate the entry, drop its TLB entries, copy, write the new entry. One page at a
+//! time that is `remap_movable`; migration does a batch under one lock and one TLB
+//! synchronisation with `with_movable_page_mover`. Table pages for the window come from
+//! the kernel heap as needed.
 //!
 //! The architecture half (register programming, TLB maintenance, the global tables) is in
 //! `_arch/aarch64/memory/mmu.rs` and exists only on the bare-metal target; the table format

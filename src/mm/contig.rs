@@ -3,27 +3,37 @@
 //!
 //! # Theory of operation
 //!
-//! 1. Isolate the pageblocks covering the range (refused if they hold unmovable frames), so
-//!    nothing new is allocated there and freed frames stay there.
-//! 2. Walk the in-use blocks in the range. Clean page cache is offered to
-//!    [`Migrator::reclaim`] first (dropping is far cheaper than copying); movable blocks get
-//!    a target block outside the range (non-CMA memory first, then other CMA memory) and
-//!    are queued; every [`MIGRATE_BATCH`] moves (and at the end of a pass)
-//!    [`Migrator::migrate_batch`] copies them and re-points their mappings in one go, so
-//!    the owners can share TLB maintenance across the batch. The zone then moves each
-//!    owner record to its target and takes each source straight into the allocation (an
-//!    order-0 frame owned by [`Owner::CONTIG`](super::Owner::CONTIG)) instead of freeing
-//!    it to the buddy and taking it back at the end. Order-0 targets come from a pool:
-//!    one larger block taken from the Movable (else Cma) free lists without stealing and
-//!    split into frames, so a batch costs one buddy allocation. Transient failures
-//!    ([`MigrateError::Again`]) are retried; after [`MIGRATE_MAX_PASSES_WITHOUT_PROGRESS`]
-//!    consecutive passes without progress, or on a permanent failure, the call gives up.
-//!    Contiguous frames met by a later pass are this call's own: isolation refused the
-//!    range if it held any before, and nothing else allocates in isolated pageblocks.
-//! 3. Check every frame of the range is free or already taken, take the free ones off the
-//!    (Isolate) free lists, splitting blocks that straddle its ends, and mark them order-0
-//!    blocks owned by [`Owner::CONTIG`](super::Owner::CONTIG). On failure the frames
-//!    taken along the way are freed again.
+//! Each call gets its own owner value, `Zone::new_contig_owner` (an
+//! [`Owner::contig`](super::Owner::contig) with a fresh id): every frame it takes carries
+//! it, so the call can tell its own frames from those of other contiguous allocations,
+//! which it never takes.
+//!
+//! 1. Isolate the pageblocks covering the range, so nothing new is allocated there and
+//!    freed frames stay there. A Movable request is refused up front if the range holds
+//!    an unmovable frame; a CMA request is not scanned (Cma pageblocks only ever hold
+//!    movable pages and contiguous allocations, as Linux reasons), the walk below refuses
+//!    whatever will not move.
+//! 2. Walk the range. The fast path (`Zone::queue_order0_migrations`) takes each
+//!    order-0 anonymous page: it gets a target frame outside the range from a pool (one
+//!    larger block taken from the Movable, else Cma, free lists without stealing and split
+//!    into frames, so a batch costs one buddy allocation), the owner is asked to
+//!    [`Migrator::prepare`] it (unmap it, while the walk is at that page anyway), and the
+//!    zone records the move as done right away: the owner record goes to the target, the
+//!    source becomes a frame of the allocation. Everything else takes the slow path:
+//!    clean page cache is offered to [`Migrator::reclaim`] first (dropping is far cheaper
+//!    than copying), other movable blocks are queued the same way one at a time,
+//!    unmovable frames (and other calls' contiguous frames) fail the call. Every
+//!    [`MIGRATE_BATCH`] moves (and at the end of a pass) [`Migrator::migrate_batch`]
+//!    copies and re-maps the batch in one go (one TLB synchronisation); only its failures
+//!    cost the zone anything afterwards (the record is undone, the target freed).
+//!    Transient failures ([`MigrateError::Again`]) are retried; after
+//!    [`MIGRATE_MAX_PASSES_WITHOUT_PROGRESS`] consecutive passes without progress, or on a
+//!    permanent failure, the call gives up. Moves prepared but never run go to
+//!    [`Migrator::cancel`].
+//! 3. Take the rest: when every frame of the range was taken during migration (the
+//!    count says so), nothing is left to check; otherwise check every frame is free or the
+//!    call's own, take the free ones off the (Isolate) free lists, splitting blocks that
+//!    straddle the ends. On failure the frames the call took are freed again.
 //! 4. Restore the pageblock types (also on failure; migrated pages simply stay migrated).
 //!
 //! The [`Migrator`] is the interface to page owners. It gets no access to the zone (it is a
@@ -34,7 +44,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::page_alloc::{AllocError, Gfp, GfpFlags, MmError, Zone};
-use super::{MigrateType, Owner, OwnerKind, PageState, Pfn};
+use super::{MigrateType, Owner, PageState, Pfn};
 
 /// Linux gives up after this many consecutive passes that migrated nothing.
 pub const MIGRATE_MAX_PASSES_WITHOUT_PROGRESS: usize = 5;
@@ -176,7 +186,8 @@ impl fmt::Display for ContigError {
 }
 
 /// Allocate exactly the frames `[start_pfn, end_pfn)`, emptying them first. On success every
-/// frame is an allocated order-0 block owned by [`Owner::CONTIG`]; give them back with
+/// frame is an allocated order-0 block owned by the same [`Owner::contig`] (one id per call,
+/// so frames of different allocations can be told apart); give them back with
 /// [`free_contig_range`]. On failure the zone is as before, except that blocks already
 /// migrated stay at their new place.
 pub fn alloc_contig_range<M: Migrator + ?Sized>(
@@ -192,19 +203,21 @@ pub fn alloc_contig_range<M: Migrator + ?Sized>(
             MmError::Busy { pfn } => ContigError::Busy { pfn },
             other => ContigError::Invalid(other),
         })?;
-    let result = migrate_range(zone, migrator, start_pfn, end_pfn, migratetype).and_then(|taken| {
-        if zone.take_isolated_range(start_pfn, end_pfn, migratetype, taken) {
-            Ok(())
-        } else {
-            Err(ContigError::Busy { pfn: start_pfn })
-        }
-    });
+    let ours = zone.new_contig_owner();
+    let result =
+        migrate_range(zone, migrator, start_pfn, end_pfn, (migratetype, ours)).and_then(|taken| {
+            if zone.take_isolated_range(start_pfn, end_pfn, (migratetype, ours), taken) {
+                Ok(())
+            } else {
+                Err(ContigError::Busy { pfn: start_pfn })
+            }
+        });
     match result {
         // Every frame of the range is now allocated: its inner pageblocks have nothing to
         // move between free lists.
         Ok(()) => zone.undo_isolate_taken_range(start_pfn, end_pfn, migratetype),
         Err(_) => {
-            zone.free_taken_in_range(start_pfn, end_pfn);
+            zone.free_taken_in_range(start_pfn, end_pfn, ours);
             zone.undo_isolate_page_range(start_pfn, end_pfn, migratetype);
         }
     }
@@ -256,7 +269,7 @@ fn migrate_range<M: Migrator + ?Sized>(
     migrator: &mut M,
     start: Pfn,
     end: Pfn,
-    taken_as: MigrateType,
+    taken_as: (MigrateType, Owner),
 ) -> Result<usize, ContigError> {
     let mut batch = Batch::new(taken_as);
     let result = migrate_range_batched(zone, migrator, start, end, &mut batch);
@@ -325,7 +338,7 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
             }
             let owner = zone.owner(b.head).unwrap_or(Owner::NONE);
             let kind = owner.kind();
-            if kind == OwnerKind::Contig {
+            if owner == batch.taken_as.1 {
                 // Taken by an earlier batch of this call.
                 continue;
             }
@@ -411,14 +424,15 @@ struct Batch {
     moves: MoveQueue,
     pool: TargetPool,
     taken: usize,
-    taken_as: MigrateType,
+    /// What the taken frames are allocated as, and their owner.
+    taken_as: (MigrateType, Owner),
     /// A move of order > 0 is queued (it needs settling even when it succeeds).
     has_blocks: bool,
 }
 
 impl Batch {
     /// No buffer yet: a range with nothing to migrate never allocates one.
-    fn new(taken_as: MigrateType) -> Batch {
+    fn new(taken_as: (MigrateType, Owner)) -> Batch {
         Batch {
             moves: MoveQueue::EMPTY,
             pool: TargetPool::EMPTY,

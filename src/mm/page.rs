@@ -106,8 +106,13 @@ impl Owner {
     pub const ID_MAX: u64 = (1 << 56) - 1;
     /// No owner recorded.
     pub const NONE: Owner = Owner(0);
-    /// What `alloc_contig_range` records on the frames it hands out.
-    pub const CONTIG: Owner = Owner::new(OwnerKind::Contig, 0);
+    /// What `alloc_contig_range` records on the frames it hands out: kind `Contig`, and
+    /// an id of the call (see `Zone::new_contig_owner`), so that frames the call took
+    /// itself can be told from those of other contiguous allocations.
+    #[inline]
+    pub const fn contig(call: u64) -> Owner {
+        Owner::new(OwnerKind::Contig, call)
+    }
 
     /// Build an owner; ids above [`Owner::ID_MAX`] are truncated to 56 bits, so keep ids
     /// small (indices, not pointers).

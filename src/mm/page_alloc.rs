@@ -403,7 +403,13 @@ pub struct Zone<'a> {
     cma_pages: usize,
     watermarks: Watermarks,
     cma_balance: CmaBalance,
+    /// Id of the last `alloc_contig_range` call ([`Zone::new_contig_owner`]).
+    contig_calls: u64,
 }
+
+/// Most free blocks a pageblock retype looks up through the free lists rather than by
+/// walking the pageblock's 512 frames (a list step costs about what a frame step does).
+const LISTED_BLOCKS_SCAN_LIMIT: usize = 64;
 
 impl<'a> Zone<'a> {
     /// A zone over `pages.len()` frames from `start_pfn`. Every frame starts as a hole and
@@ -445,6 +451,7 @@ impl<'a> Zone<'a> {
             cma_pages: 0,
             watermarks: Watermarks::default(),
             cma_balance: CmaBalance::LINUX,
+            contig_calls: 0,
         })
     }
 
@@ -1010,14 +1017,22 @@ impl<'a> Zone<'a> {
         Ok(())
     }
 
+    /// The owner a new `alloc_contig_range` call records on the frames it takes:
+    /// [`Owner::contig`] of a number no call still running has, so the frames the call took
+    /// can be told from those of earlier contiguous allocations (which it must never take).
+    pub(crate) fn new_contig_owner(&mut self) -> Owner {
+        self.contig_calls = self.contig_calls % Owner::ID_MAX + 1;
+        Owner::contig(self.contig_calls)
+    }
+
     /// `alloc_contig_range`'s fast path (see `contig.rs`): walk the frames from `pfn`
     /// towards `end` and queue a move (into `slots`, in order) for every allocated order-0
     /// anonymous page, to the next frame of `targets` (allocated, ownerless order-0 frames
     /// outside the range),
     /// once [`Migrator::prepare`] accepted it, recording it as done right away: the owner
-    /// goes to the target, and the source becomes an order-0 block owned by
-    /// [`Owner::CONTIG`] allocated as `taken_as` (taken for the allocation). Free blocks and
-    /// frames already taken are skipped; anything else stops the walk, as do a refused
+    /// goes to the target, and the source becomes an order-0 block owned by `ours` (the
+    /// call's [`Zone::new_contig_owner`]) allocated as `taken_as`. Free blocks and frames
+    /// the call already took are skipped; anything else stops the walk, as do a refused
     /// `prepare`, full `slots`, or running out of targets. Returns where the walk stopped
     /// and how many moves it queued. A queued move that then fails must be undone with
     /// [`Zone::undo_queued_migration`].
@@ -1031,7 +1046,7 @@ impl<'a> Zone<'a> {
         end: Pfn,
         targets: &mut Range<Pfn>,
         slots: &mut [Move],
-        taken_as: MigrateType,
+        (taken_as, ours): (MigrateType, Owner),
         migrator: &mut M,
     ) -> (Pfn, usize) {
         let start = self.start_pfn;
@@ -1063,12 +1078,12 @@ impl<'a> Zone<'a> {
                     break;
                 }
                 page.set_migratetype(taken_as);
-                page.set_owner(Owner::CONTIG);
+                page.set_owner(ours);
                 queued += 1;
                 if let Some(target) = self.pages.get_mut(dst.wrapping_sub(start)) {
                     target.set_owner(owner);
                 }
-            } else if !owner.is(OwnerKind::Contig) {
+            } else if owner != ours {
                 break;
             }
             i += 1;
@@ -1086,7 +1101,7 @@ impl<'a> Zone<'a> {
         src: Pfn,
         dst: Pfn,
         owner: Owner,
-        taken_as: MigrateType,
+        (taken_as, ours): (MigrateType, Owner),
     ) -> Result<u8, MmError> {
         let start = self.start_pfn;
         for pfn in [src, dst] {
@@ -1104,7 +1119,7 @@ impl<'a> Zone<'a> {
         let source = &mut self.pages[src - start];
         let allocated_as = source.migratetype_raw();
         source.set_migratetype(taken_as);
-        source.set_owner(Owner::CONTIG);
+        source.set_owner(ours);
         self.pages[dst - start].set_owner(owner);
         Ok(allocated_as)
     }
@@ -1255,9 +1270,9 @@ impl<'a> Zone<'a> {
                     let page = self.pg_mut(p);
                     match how {
                         Taken::Reserved => page.set_state(PageState::Reserved),
-                        Taken::Contig(alloc_mt) => {
+                        Taken::Contig(alloc_mt, owner) => {
                             page.set(PageState::Head, 0, alloc_mt);
-                            page.set_owner(Owner::CONTIG);
+                            page.set_owner(owner);
                         }
                     }
                 }
@@ -1304,7 +1319,11 @@ impl<'a> Zone<'a> {
                 self.add_to_free_list(piece, PAGEBLOCK_ORDER, old);
             }
         }
+        let from = self.pb_type(start);
         self.set_pb_type_raw(start, mt);
+        if self.move_listed_blocks(start..end, from, mt) {
+            return;
+        }
         let mut pfn = start;
         while let Some(b) = self.next_free_block(pfn, end) {
             let old = self.pg(b.head).migratetype();
@@ -1312,6 +1331,54 @@ impl<'a> Zone<'a> {
             self.free_one_page(b.head, b.order, mt);
             pfn = b.end();
         }
+    }
+
+    /// [`Zone::retype_pageblock`]'s move of the free blocks of `range` (one pageblock, no
+    /// free block larger than it) from `from`'s lists to `to`'s, finding them through
+    /// `from`'s lists instead of walking the pageblock's frames: cheaper whenever those
+    /// lists are short, as they are for a full CMA area (nothing free) and an idle one
+    /// (a few large blocks). Returns `false`, having done nothing, when the lists hold more
+    /// than [`LISTED_BLOCKS_SCAN_LIMIT`] blocks; the caller walks the frames then.
+    fn move_listed_blocks(
+        &mut self,
+        range: Range<Pfn>,
+        from: MigrateType,
+        to: MigrateType,
+    ) -> bool {
+        let listed: usize = self.free_area[..=PAGEBLOCK_ORDER]
+            .iter()
+            .map(|area| area.nr_by_type[from.index()])
+            .sum();
+        if listed > LISTED_BLOCKS_SCAN_LIMIT {
+            return false;
+        }
+        let mut found = [(0, 0); LISTED_BLOCKS_SCAN_LIMIT];
+        let mut n = 0;
+        for order in 0..=PAGEBLOCK_ORDER {
+            let mut i = self.free_area[order].head[from.index()];
+            while i != NIL && n < found.len() {
+                let pfn = self.start_pfn + i as usize;
+                if range.contains(&pfn) {
+                    found[n] = (pfn, order);
+                    n += 1;
+                }
+                i = self.pages[i as usize].next();
+            }
+        }
+        for &(pfn, order) in &found[..n] {
+            // A block an earlier move merged into a bigger one is no longer listed as
+            // found; the bigger one was moved with it.
+            let page = self.pg(pfn);
+            if page.state() != PageState::Buddy
+                || page.order() != order
+                || page.migratetype() != from
+            {
+                continue;
+            }
+            self.del_from_free_list(pfn, order, from);
+            self.free_one_page(pfn, order, to);
+        }
+        true
     }
 
     /// The first free block listed at or after `pfn` and starting before `end`, found by
@@ -1603,8 +1670,9 @@ impl<'a> Zone<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Taken {
     Reserved,
-    /// Order-0 allocated frames owned by [`Owner::CONTIG`], allocated as this type.
-    Contig(MigrateType),
+    /// Order-0 allocated frames with this owner (an [`Owner::contig`]), allocated as this
+    /// type.
+    Contig(MigrateType, Owner),
 }
 
 impl Zone<'_> {

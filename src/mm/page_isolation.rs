@@ -8,8 +8,12 @@
 //! lets `alloc_contig_range` converge. Isolation refuses ranges that hold frames that could
 //! never be emptied (`has_unmovable_pages`): holes, reserved frames, and allocations whose
 //! owner kind is not movable. Only the part of each pageblock inside the requested range is
-//! inspected, so a CMA allocation next to the requested range does not block it. Undoing the
-//! isolation restores the given type and re-merges the blocks' free memory with neighbours.
+//! inspected, so a CMA allocation next to the requested range does not block it. As in
+//! Linux, a CMA request over Cma pageblocks skips that scan (nothing unmovable is ever
+//! allocated there; migration refuses whatever will not move). The scan also tells whether
+//! a fully covered pageblock holds any free frame; when it holds none, only its type
+//! changes. Undoing the isolation restores the given type and re-merges the blocks' free
+//! memory with neighbours.
 #![forbid(unsafe_code)]
 
 use super::page_alloc::{MmError, Taken, Zone};
@@ -100,10 +104,14 @@ impl Zone<'_> {
         }
         for block in blocks(start, end) {
             let (lo, hi) = (block.max(start), (block + PAGEBLOCK_NR_PAGES).min(end));
-            let scan = if self.pageblock_migratetype(block.max(self.start_pfn()))
-                == Some(MigrateType::Isolate)
-            {
+            let current = self.pageblock_migratetype(block.max(self.start_pfn()));
+            let scan = if current == Some(MigrateType::Isolate) {
                 Err(lo)
+            } else if restore_to == MigrateType::Cma && current == Some(MigrateType::Cma) {
+                // As Linux's `has_unmovable_pages`: a Cma pageblock holds only movable pages
+                // and contiguous allocations (nothing else is ever allocated from it), so a
+                // CMA request skips the scan; migration refuses what will not move.
+                Ok(true)
             } else {
                 self.scan_for_isolation(lo, hi)
             };
@@ -112,9 +120,8 @@ impl Zone<'_> {
                     self.undo_isolate_page_range(start, block, restore_to);
                     return Err(MmError::Busy { pfn });
                 }
-                // The range covers the whole pageblock and the walk met no free frame (a
-                // full pageblock, the usual case for CMA under pressure): no free block to
-                // move, only the type changes.
+                // The range covers the whole pageblock and the scan met no free frame (a
+                // full pageblock): no free block to move, only the type changes.
                 Ok(false) if lo == block && hi == block + PAGEBLOCK_NR_PAGES => {
                     self.retype_full_pageblock(block, MigrateType::Isolate)
                 }
@@ -161,8 +168,8 @@ impl Zone<'_> {
 
     /// The last step of `alloc_contig_range`: if every pageblock covering `[start, end)` is
     /// isolated and every frame of it is either free or already taken (an order-0 block
-    /// owned by [`Owner::CONTIG`], see [`Zone::queue_order0_migrations`]), take the free
-    /// ones as such blocks allocated as `mt` and return `true`; otherwise take nothing and
+    /// owned by `ours`, see [`Zone::queue_order0_migrations`]), take the free ones as such
+    /// blocks allocated as `mt` and return `true`; otherwise take nothing and
     /// return `false` (the caller frees what was taken). `taken` is how many frames of the
     /// range the caller took during migration: when that is all of them (each frame is
     /// taken once, and an undone take is uncounted), there is nothing left to check.
@@ -171,7 +178,7 @@ impl Zone<'_> {
         &mut self,
         start: Pfn,
         end: Pfn,
-        mt: MigrateType,
+        (mt, ours): (MigrateType, Owner),
         taken: usize,
     ) -> bool {
         if start >= end || !self.contains(start) || end > self.end_pfn() {
@@ -189,7 +196,7 @@ impl Zone<'_> {
         while pfn < end {
             if self
                 .page(pfn)
-                .is_some_and(|p| p.is_order0_head() && p.owner() == Owner::CONTIG)
+                .is_some_and(|p| p.is_order0_head() && p.owner() == ours)
             {
                 pfn += 1;
                 continue;
@@ -201,20 +208,19 @@ impl Zone<'_> {
             }
             pfn = b.end();
         }
-        self.take_free_range(start, end, Taken::Contig(mt));
+        self.take_free_range(start, end, Taken::Contig(mt, ours));
         true
     }
 
-    /// Undo the takes of a failed `alloc_contig_range`: free every order-0 block owned by
-    /// [`Owner::CONTIG`] in `[start, end)`. Only the failing call's own frames can be there:
-    /// isolation refused the range if it held contiguous frames before.
-    pub(crate) fn free_taken_in_range(&mut self, start: Pfn, end: Pfn) {
+    /// Undo the takes of a failed `alloc_contig_range`: free every order-0 block of
+    /// `[start, end)` owned by `ours`, the call's own [`Owner::contig`].
+    pub(crate) fn free_taken_in_range(&mut self, start: Pfn, end: Pfn, ours: Owner) {
         let (start, end) = (start.max(self.start_pfn()), end.min(self.end_pfn()));
         let mut pfn = start;
         while pfn < end {
             let taken = |zone: &Zone<'_>, p: Pfn| {
                 zone.page(p)
-                    .is_some_and(|pg| pg.is_order0_head() && pg.owner() == Owner::CONTIG)
+                    .is_some_and(|pg| pg.is_order0_head() && pg.owner() == ours)
             };
             if !taken(self, pfn) {
                 pfn += 1;

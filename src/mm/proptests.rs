@@ -129,15 +129,17 @@ fn check(
         (pfn..pfn + (1 << order)).try_for_each(|p| claim(p, "movable"))?;
     }
     for &(area, pfn, count) in &model.cma {
-        if !(pfn..pfn + count)
-            .all(|p| areas[area].contains(p) && zone.owner(p) == Some(Owner::CONTIG))
+        let call = zone.owner(pfn).filter(|o| o.kind() == OwnerKind::Contig);
+        if call.is_none()
+            || !(pfn..pfn + count).all(|p| areas[area].contains(p) && zone.owner(p) == call)
         {
             return Err(format!("cma allocation {pfn:#x}+{count} not held"));
         }
         (pfn..pfn + count).try_for_each(|p| claim(p, "cma"))?;
     }
     for &(pfn, count) in &model.contig {
-        if !(pfn..pfn + count).all(|p| zone.owner(p) == Some(Owner::CONTIG)) {
+        let call = zone.owner(pfn).filter(|o| o.kind() == OwnerKind::Contig);
+        if call.is_none() || !(pfn..pfn + count).all(|p| zone.owner(p) == call) {
             return Err(format!("contig range {pfn:#x}+{count} not held"));
         }
         (pfn..pfn + count).try_for_each(|p| claim(p, "contig"))?;

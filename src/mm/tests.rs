@@ -381,8 +381,10 @@ fn alloc_contig_range_migrates_reclaims_and_preserves_data() {
     ok(&z);
     owners.verify().unwrap();
     assert!(owners.reclaims > 0 && owners.migrations > 0);
+    let call = z.owner(BASE + 2048).unwrap();
+    assert_eq!(call.kind(), OwnerKind::Contig);
     for p in BASE + 2048..BASE + 4096 {
-        assert_eq!(z.owner(p), Some(Owner::CONTIG));
+        assert_eq!(z.owner(p), Some(call), "one owner for the whole range");
         assert!(
             !owners.memory.contains_key(&p),
             "an object still lives in the range at {p:#x}"

@@ -307,7 +307,7 @@ impl TranslationTables {
     }
 
     /// Keep a direct index of the L3 tables of `[start, start + len)` (2 MiB aligned), so
-    /// [`TranslationTables::remap_pages`] and friends reach a page entry there in O(1).
+    /// [`PageMover`] and the page lookups reach a page entry there in O(1).
     pub fn index_window(&mut self, start: u64, len: u64) -> Result<(), MapError> {
         if !start.is_multiple_of(level_span(2)) || !len.is_multiple_of(level_span(2)) {
             return Err(MapError::Misaligned);
@@ -855,20 +855,25 @@ impl<'t, S: WalkerSync> PageMover<'t, S> {
         mut page: impl FnMut(&mut T) -> Result<(u64, u64), MapError>,
         mut done: impl FnMut(&mut T, Result<(), MapError>),
     ) -> usize {
+        if !self.synced {
+            for item in items {
+                done(item, Err(MapError::NotBroken));
+            }
+            return 0;
+        }
         let mut cursor = self.cursor;
-        let mut made = 0;
+        let mut failed = 0;
+        let count = items.len();
         for item in items {
-            let outcome = if self.synced {
-                page(item).and_then(|(va, pa)| cursor.make_page(va, pa))
-            } else {
-                Err(MapError::NotBroken)
-            };
-            made += usize::from(outcome.is_ok());
+            let outcome = page(item).and_then(|(va, pa)| cursor.make_page(va, pa));
+            if outcome.is_err() {
+                failed += 1;
+            }
             done(item, outcome);
         }
         self.cursor = cursor;
-        self.broken -= made;
-        made
+        self.broken -= count - failed;
+        count - failed
     }
 
     /// Map the broken page `va` again at the frame it had (the move was abandoned). Needs
