@@ -551,21 +551,25 @@ pub(crate) fn cma_alloc_locked(
     count: usize,
     align_order: u32,
 ) -> Result<Pfn, KmemError> {
-    let name = String::from(s.areas[area].name());
+    // Named only when something goes wrong: the success path allocates nothing here.
+    let name = |s: &KmemState| String::from(s.areas[area].name());
     if count == 0 {
         return Err(KmemError::Refused(format!(
-            "cma_alloc from '{name}': zero pages requested"
+            "cma_alloc from '{}': zero pages requested",
+            name(s)
         )));
     }
     if count > s.areas[area].count() {
         return Err(KmemError::Refused(format!(
-            "cma_alloc from '{name}': {count} pages requested, the area has only {}",
+            "cma_alloc from '{}': {count} pages requested, the area has only {}",
+            name(s),
             s.areas[area].count()
         )));
     }
     if align_order as usize > mm::MAX_ORDER + 8 {
         return Err(KmemError::Refused(format!(
-            "cma_alloc from '{name}': alignment order {align_order} too large"
+            "cma_alloc from '{}': alignment order {align_order} too large",
+            name(s)
         )));
     }
     make_room(s, count);
@@ -585,7 +589,8 @@ pub(crate) fn cma_alloc_locked(
             }
             Err(e) => {
                 return Err(KmemError::Refused(format!(
-                    "cma_alloc of {count} pages from '{name}' failed: {e}"
+                    "cma_alloc of {count} pages from '{}' failed: {e}",
+                    name(s)
                 )))
             }
         }

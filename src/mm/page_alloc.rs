@@ -1333,6 +1333,19 @@ impl<'a> Zone<'a> {
         }
     }
 
+    /// The first block on `mt`'s order-`order` free list whose head lies in `range`.
+    fn first_listed_in(&self, range: &Range<Pfn>, order: usize, mt: MigrateType) -> Option<Pfn> {
+        let mut i = self.free_area[order].head[mt.index()];
+        while i != NIL {
+            let pfn = self.start_pfn + i as usize;
+            if range.contains(&pfn) {
+                return Some(pfn);
+            }
+            i = self.pages[i as usize].next();
+        }
+        None
+    }
+
     /// [`Zone::retype_pageblock`]'s move of the free blocks of `range` (one pageblock, no
     /// free block larger than it) from `from`'s lists to `to`'s, finding them through
     /// `from`'s lists instead of walking the pageblock's frames: cheaper whenever those
@@ -1352,31 +1365,13 @@ impl<'a> Zone<'a> {
         if listed > LISTED_BLOCKS_SCAN_LIMIT {
             return false;
         }
-        let mut found = [(0, 0); LISTED_BLOCKS_SCAN_LIMIT];
-        let mut n = 0;
         for order in 0..=PAGEBLOCK_ORDER {
-            let mut i = self.free_area[order].head[from.index()];
-            while i != NIL && n < found.len() {
-                let pfn = self.start_pfn + i as usize;
-                if range.contains(&pfn) {
-                    found[n] = (pfn, order);
-                    n += 1;
-                }
-                i = self.pages[i as usize].next();
+            // Moving a block changes the list under the scan: look again from the head
+            // after each move (few blocks are listed, fewer still lie in the range).
+            while let Some(pfn) = self.first_listed_in(&range, order, from) {
+                self.del_from_free_list(pfn, order, from);
+                self.free_one_page(pfn, order, to);
             }
-        }
-        for &(pfn, order) in &found[..n] {
-            // A block an earlier move merged into a bigger one is no longer listed as
-            // found; the bigger one was moved with it.
-            let page = self.pg(pfn);
-            if page.state() != PageState::Buddy
-                || page.order() != order
-                || page.migratetype() != from
-            {
-                continue;
-            }
-            self.del_from_free_list(pfn, order, from);
-            self.free_one_page(pfn, order, to);
         }
         true
     }
