@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::contig::{MigrateError, Migrator};
-use super::{zone_metadata_size, Owner, Page, Pfn, Zone};
+use super::{zone_metadata_size, MigrateType, Owner, Page, PageState, Pfn, Zone};
 
 /// Metadata storage for a zone; build the zone with [`Storage::zone`].
 pub struct Storage {
@@ -28,6 +28,29 @@ impl Storage {
         Zone::new(self.start_pfn, &mut self.pages, &mut self.blocks)
             .expect("metadata sized by zone_metadata_size")
     }
+}
+
+/// What one frame is, as far as the zone's users can tell: its state, for block heads (free
+/// or allocated) their order and migrate type, and for allocated ones their owner. Tails,
+/// holes and the owner field of free blocks carry only what matters (the rest is stale by
+/// design).
+pub type FrameView = (PageState, usize, MigrateType, Owner);
+
+/// [`FrameView`] of every frame of the zone, to check that an operation which must change
+/// nothing (a failed, rolled-back call) left every frame as it found it. Free-list link
+/// order is not compared: it is not observable through the buddy's answers.
+pub fn frames(zone: &Zone<'_>) -> Vec<(Pfn, FrameView)> {
+    (zone.start_pfn()..zone.end_pfn())
+        .map(|pfn| {
+            let page = zone.page(pfn).expect("pfn inside the zone");
+            let view = match page.state() {
+                PageState::Head => (page.state(), page.order(), page.migratetype(), page.owner()),
+                PageState::Buddy => (page.state(), page.order(), page.migratetype(), Owner::NONE),
+                state => (state, 0, MigrateType::Unmovable, Owner::NONE),
+            };
+            (pfn, view)
+        })
+        .collect()
 }
 
 /// A fake population of movable objects (anonymous memory and page cache). Each object owns
