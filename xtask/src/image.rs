@@ -6,71 +6,53 @@
 //! address (`p_paddr`) relative to the lowest such address, gaps filled with zeros. Memory
 //! beyond a segment's file size (`.bss`, the stack) is not stored: the boot code clears it.
 //! Segments with no file bytes do not move the start, so a NOLOAD region below the image
-//! cannot inflate the file. Only what the firmware is (ELF64, little-endian) is accepted;
-//! anything else is an error naming the problem, never a panic on a short read.
+//! cannot inflate the file. The `object` crate reads the headers and bounds-checks every
+//! table and segment against the file; only what the firmware is (ELF64, little-endian) is
+//! accepted, and anything else is an error naming the problem, never a panic.
+
+use object::elf::{self, FileHeader64};
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::LittleEndian;
 
 use crate::Result;
 
-const PT_LOAD: u32 = 1;
+/// The ELF header, read by the `object` crate, of the only kind of ELF the firmware is.
+/// Also used for the symbol table by `profile.rs`.
+pub fn elf64_header(elf: &[u8]) -> Result<&FileHeader64<LittleEndian>> {
+    if elf.get(0..4) != Some(elf::ELFMAG.as_slice()) {
+        return Err("not an ELF file (bad magic)".to_string());
+    }
+    if elf.get(4..6) != Some([elf::ELFCLASS64.0, elf::ELFDATA2LSB.0].as_slice()) {
+        return Err("not a 64-bit little-endian ELF".to_string());
+    }
+    FileHeader64::<LittleEndian>::parse(elf).map_err(|e| format!("bad ELF header: {e}"))
+}
 
+/// A `PT_LOAD` segment's physical address and its bytes in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadSegment {
+pub struct LoadSegment<'elf> {
     pub paddr: u64,
-    pub offset: u64,
-    pub file_size: u64,
-}
-
-fn read_u16(bytes: &[u8], at: usize) -> Result<u16> {
-    bytes
-        .get(at..at + 2)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        .ok_or_else(|| format!("ELF truncated at byte {at}"))
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> Result<u32> {
-    bytes
-        .get(at..at + 4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
-        .ok_or_else(|| format!("ELF truncated at byte {at}"))
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> Result<u64> {
-    bytes
-        .get(at..at + 8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-        .ok_or_else(|| format!("ELF truncated at byte {at}"))
+    pub data: &'elf [u8],
 }
 
 /// The `PT_LOAD` segments that carry file bytes.
-pub fn load_segments(elf: &[u8]) -> Result<Vec<LoadSegment>> {
-    if elf.get(0..4) != Some(b"\x7fELF".as_slice()) {
-        return Err("not an ELF file (bad magic)".to_string());
-    }
-    if elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        return Err("not a 64-bit little-endian ELF".to_string());
-    }
-    let phoff = usize::try_from(read_u64(elf, 0x20)?).map_err(|_| "bad e_phoff".to_string())?;
-    let phentsize = usize::from(read_u16(elf, 0x36)?);
-    let phnum = usize::from(read_u16(elf, 0x38)?);
-    if phentsize < 0x38 {
-        return Err(format!(
-            "program header entries of {phentsize} bytes are too small"
-        ));
-    }
+pub fn load_segments(elf: &[u8]) -> Result<Vec<LoadSegment<'_>>> {
+    let header = elf64_header(elf)?;
+    let headers = header
+        .program_headers(LittleEndian, elf)
+        .map_err(|e| format!("reading the program headers: {e}"))?;
     let mut segments = Vec::new();
-    for index in 0..phnum {
-        let header = phoff + index * phentsize;
-        if read_u32(elf, header)? != PT_LOAD {
+    for program_header in headers {
+        if program_header.p_type(LittleEndian) != elf::PT_LOAD
+            || program_header.p_filesz(LittleEndian) == 0
+        {
             continue;
         }
-        let segment = LoadSegment {
-            offset: read_u64(elf, header + 0x08)?,
-            paddr: read_u64(elf, header + 0x18)?,
-            file_size: read_u64(elf, header + 0x20)?,
-        };
-        if segment.file_size > 0 {
-            segments.push(segment);
-        }
+        let paddr = program_header.p_paddr(LittleEndian);
+        let data = program_header
+            .data(LittleEndian, elf)
+            .map_err(|()| format!("segment at {paddr:#x} reads past the end of the file"))?;
+        segments.push(LoadSegment { paddr, data });
     }
     Ok(segments)
 }
@@ -82,11 +64,19 @@ pub fn raw_binary(elf: &[u8]) -> Result<(u64, Vec<u8>)> {
     let Some(base) = segments.first().map(|s| s.paddr) else {
         return Err("ELF has no loadable segment with contents".to_string());
     };
-    let end = segments
-        .iter()
-        .map(|s| s.paddr.saturating_add(s.file_size))
-        .max()
-        .unwrap_or(base);
+    let mut end = base;
+    for segment in &segments {
+        let segment_end = segment
+            .paddr
+            .checked_add(segment.data.len() as u64)
+            .ok_or_else(|| {
+                format!(
+                    "segment at {:#x} runs past the end of the address space",
+                    segment.paddr
+                )
+            })?;
+        end = end.max(segment_end);
+    }
     // A sane firmware is a few MiB; refuse to allocate gigabytes for a stray segment.
     const LIMIT: u64 = 256 << 20;
     if end - base > LIMIT {
@@ -97,18 +87,8 @@ pub fn raw_binary(elf: &[u8]) -> Result<(u64, Vec<u8>)> {
     }
     let mut image = vec![0u8; (end - base) as usize];
     for segment in &segments {
-        let source_start = usize::try_from(segment.offset).map_err(|_| "bad p_offset")?;
-        let length = segment.file_size as usize;
-        let source = elf
-            .get(source_start..source_start + length)
-            .ok_or_else(|| {
-                format!(
-                    "segment at {:#x} reads past the end of the file",
-                    segment.paddr
-                )
-            })?;
         let destination = (segment.paddr - base) as usize;
-        image[destination..destination + length].copy_from_slice(source);
+        image[destination..destination + segment.data.len()].copy_from_slice(segment.data);
     }
     Ok((base, image))
 }
@@ -127,6 +107,7 @@ mod tests {
         elf[0..4].copy_from_slice(b"\x7fELF");
         elf[4] = 2;
         elf[5] = 1;
+        elf[6] = 1; // EI_VERSION
         elf[0x20..0x28].copy_from_slice(&phoff.to_le_bytes());
         elf[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
         elf[0x38..0x3a].copy_from_slice(&(phnum as u16).to_le_bytes());
@@ -134,7 +115,7 @@ mod tests {
         for (paddr, bytes, memsz) in segments {
             let offset = elf.len() as u64;
             elf.extend_from_slice(bytes);
-            headers.push((PT_LOAD, offset, *paddr, bytes.len() as u64, *memsz));
+            headers.push((elf::PT_LOAD.0, offset, *paddr, bytes.len() as u64, *memsz));
         }
         headers.push((4, 0, 0x1000, 16, 16));
         for (index, (kind, offset, paddr, filesz, memsz)) in headers.into_iter().enumerate() {
@@ -142,7 +123,7 @@ mod tests {
             elf[at..at + 4].copy_from_slice(&kind.to_le_bytes());
             elf[at + 0x08..at + 0x10].copy_from_slice(&offset.to_le_bytes());
             elf[at + 0x10..at + 0x18]
-                .copy_from_slice(&(paddr + 0xffff_0000_0000_0000).to_le_bytes());
+                .copy_from_slice(&paddr.wrapping_add(0xffff_0000_0000_0000).to_le_bytes());
             elf[at + 0x18..at + 0x20].copy_from_slice(&paddr.to_le_bytes());
             elf[at + 0x20..at + 0x28].copy_from_slice(&filesz.to_le_bytes());
             elf[at + 0x28..at + 0x30].copy_from_slice(&memsz.to_le_bytes());
@@ -180,5 +161,7 @@ mod tests {
             .contains("no loadable"));
         let huge = elf_with(&[(0x4000_0000, b"A", 1), (0x8000_0000, b"B", 1)]);
         assert!(raw_binary(&huge).unwrap_err().contains("256 MiB"));
+        let wraps = elf_with(&[(u64::MAX - 1, b"TEXT", 4)]);
+        assert!(raw_binary(&wraps).unwrap_err().contains("address space"));
     }
 }

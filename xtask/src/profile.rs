@@ -40,6 +40,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use object::elf;
+use object::read::elf::{FileHeader, SectionHeader, Sym};
+use object::{LittleEndian, SectionIndex};
+
 use crate::args::{qemu_header_options, Profile, ProfileOptions};
 use crate::build::{self, TestImage, PROFILE_IMAGE_PREFIX};
 use crate::qemu::{self, Boot};
@@ -561,12 +565,6 @@ fn parse_trace(rest: &[u8]) -> Option<(u64, u64)> {
 // ---------------------------------------------------------------------------------------
 // The ELF symbol table.
 
-const SHT_SYMTAB: u32 = 2;
-const SHF_EXECINSTR: u64 = 0x4;
-const STT_NOTYPE: u8 = 0;
-const STT_FUNC: u8 = 2;
-const SHN_LORESERVE: u16 = 0xff00;
-
 /// A symbol defined in an executable section (what `nm` marks `t`/`T`/`W`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElfSymbol {
@@ -577,103 +575,50 @@ pub struct ElfSymbol {
     pub name: String,
 }
 
-fn read_le(bytes: &[u8], at: u64, width: usize) -> Result<u64> {
-    let start = usize::try_from(at).map_err(|_| format!("ELF offset {at:#x} out of range"))?;
-    let field = start
-        .checked_add(width)
-        .and_then(|end| bytes.get(start..end))
-        .ok_or_else(|| format!("ELF truncated at byte {start:#x}"))?;
-    Ok(field
-        .iter()
-        .rev()
-        .fold(0u64, |value, &byte| (value << 8) | u64::from(byte)))
-}
-
 /// The code symbols of a 64-bit little-endian ELF's `.symtab`. AArch64 mapping symbols
 /// (`$x`, `$d`) mark code and data inside functions, not functions, so they are skipped.
 pub fn elf_code_symbols(elf: &[u8]) -> Result<Vec<ElfSymbol>> {
-    if elf.get(0..4) != Some(b"\x7fELF".as_slice()) {
-        return Err("not an ELF file (bad magic)".to_string());
-    }
-    if elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        return Err("not a 64-bit little-endian ELF".to_string());
-    }
-    let shoff = read_le(elf, 0x28, 8)?;
-    let shentsize = read_le(elf, 0x3a, 2)?;
-    let shnum = read_le(elf, 0x3c, 2)?;
-    if shentsize < 0x40 {
-        return Err(format!(
-            "section header entries of {shentsize} bytes are too small"
-        ));
-    }
-    // Tables are checked to lie inside the file first, so the offsets computed below
-    // cannot overflow.
-    let inside = |offset: u64, size: u64| {
-        offset
-            .checked_add(size)
-            .is_some_and(|end| end <= elf.len() as u64)
-    };
-    if !inside(shoff, shnum * shentsize) {
-        return Err("the section headers lie outside the file".to_string());
-    }
-    let section = |index: u64| -> Result<(u32, u64, u64, u64, u32)> {
-        if index >= shnum {
-            return Err(format!("section index {index} out of range"));
-        }
-        let at = shoff + index * shentsize;
-        Ok((
-            read_le(elf, at + 0x04, 4)? as u32, // sh_type
-            read_le(elf, at + 0x08, 8)?,        // sh_flags
-            read_le(elf, at + 0x18, 8)?,        // sh_offset
-            read_le(elf, at + 0x20, 8)?,        // sh_size
-            read_le(elf, at + 0x28, 4)? as u32, // sh_link
-        ))
-    };
-    let mut symtab = None;
-    for index in 0..shnum {
-        let header = section(index)?;
-        if header.0 == SHT_SYMTAB {
-            symtab = Some(header);
-            break;
-        }
-    }
-    let Some((_, _, sym_offset, sym_size, strtab_index)) = symtab else {
+    let header = crate::image::elf64_header(elf)?;
+    let sections = header
+        .sections(LittleEndian, elf)
+        .map_err(|e| format!("reading the section headers: {e}"))?;
+    let table = sections
+        .symbols(LittleEndian, elf, elf::SHT_SYMTAB)
+        .map_err(|e| format!("reading the symbol table: {e}"))?;
+    if table.section() == SectionIndex(0) {
         return Err("the ELF has no symbol table (was it stripped?)".to_string());
-    };
-    let (_, _, str_offset, str_size, _) = section(u64::from(strtab_index))?;
-    if !inside(sym_offset, sym_size) || !inside(str_offset, str_size) {
-        return Err("the symbol table lies outside the file".to_string());
     }
-    let strings = &elf[str_offset as usize..(str_offset + str_size) as usize];
     let mut symbols = Vec::new();
-    for index in 0..sym_size / 24 {
-        let at = sym_offset + index * 24;
-        let name_offset = read_le(elf, at, 4)? as usize;
-        let info = read_le(elf, at + 4, 1)? as u8;
-        let section_index = read_le(elf, at + 6, 2)? as u16;
-        let kind = info & 0xf;
-        if !(kind == STT_NOTYPE || kind == STT_FUNC)
-            || section_index == 0
-            || section_index >= SHN_LORESERVE
-        {
+    // Index 0 is the null symbol.
+    for (index, symbol) in table.enumerate().skip(1) {
+        let kind = symbol.st_type();
+        if kind != elf::STT_NOTYPE && kind != elf::STT_FUNC {
             continue;
         }
-        let (_, flags, _, _, _) = section(u64::from(section_index))?;
-        if flags & SHF_EXECINSTR == 0 {
+        // `None` for undefined, absolute and common symbols.
+        let Some(section_index) = table
+            .symbol_section(LittleEndian, symbol, index)
+            .map_err(|e| format!("symbol {}: {e}", index.0))?
+        else {
+            continue;
+        };
+        let section = sections
+            .section(section_index)
+            .map_err(|e| format!("symbol {}: section {}: {e}", index.0, section_index.0))?;
+        if !section.sh_flags(LittleEndian).contains(elf::SHF_EXECINSTR) {
             continue;
         }
-        let raw = strings
-            .get(name_offset..)
-            .and_then(|tail| tail.split(|&b| b == 0).next())
+        let raw = symbol
+            .name(LittleEndian, table.strings())
             .map(String::from_utf8_lossy)
             .unwrap_or_default();
         if raw.is_empty() || raw.starts_with('$') {
             continue;
         }
         symbols.push(ElfSymbol {
-            address: read_le(elf, at + 8, 8)?,
-            size: read_le(elf, at + 16, 8)?,
-            is_function: kind == STT_FUNC,
+            address: symbol.st_value(LittleEndian),
+            size: symbol.st_size(LittleEndian),
+            is_function: kind == elf::STT_FUNC,
             name: format!("{:#}", rustc_demangle::demangle(&raw)),
         });
     }
@@ -1038,8 +983,12 @@ mod tests {
         assert_eq!(hex_prefix(b"11112222333344445"), None, "more than 64 bits");
     }
 
-    /// A minimal ELF64 with `.text` (executable), `.data`, `.symtab` and `.strtab`;
-    /// symbols are (name, value, size, type, section index).
+    const STT_NOTYPE: u8 = elf::STT_NOTYPE.0;
+    const STT_FUNC: u8 = elf::STT_FUNC.0;
+
+    /// A minimal ELF64 with `.text` (executable), `.data`, `.symtab` and `.strtab` (which
+    /// also serves as the section name table: every name is empty); symbols are (name,
+    /// value, size, type, section index).
     fn elf_with_symbols(symbols: &[(&str, u64, u64, u8, u16)]) -> Vec<u8> {
         let mut strtab = vec![0u8];
         let mut symtab = vec![0u8; 24]; // the null symbol
@@ -1058,6 +1007,7 @@ mod tests {
         elf[0..4].copy_from_slice(b"\x7fELF");
         elf[4] = 2;
         elf[5] = 1;
+        elf[6] = 1; // EI_VERSION
         let symtab_offset = elf.len() as u64;
         elf.extend_from_slice(&symtab);
         let strtab_offset = elf.len() as u64;
@@ -1068,7 +1018,7 @@ mod tests {
             (0, 0, 0, 0, 0),
             (1, 0x6, 0, 0, 0),
             (1, 0x3, 0, 0, 0),
-            (SHT_SYMTAB, 0, symtab_offset, symtab.len() as u64, 4),
+            (elf::SHT_SYMTAB.0, 0, symtab_offset, symtab.len() as u64, 4),
             (3, 0, strtab_offset, strtab.len() as u64, 0),
         ];
         for (kind, flags, offset, size, link) in sections {
@@ -1083,6 +1033,7 @@ mod tests {
         elf[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
         elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
         elf[0x3c..0x3e].copy_from_slice(&5u16.to_le_bytes());
+        elf[0x3e..0x40].copy_from_slice(&4u16.to_le_bytes()); // e_shstrndx
         elf
     }
 
@@ -1136,7 +1087,7 @@ mod tests {
         truncated.truncate(120);
         assert!(elf_code_symbols(&truncated).is_err());
         let mut stripped = elf_with_symbols(&[]);
-        let shoff = read_le(&stripped, 0x28, 8).unwrap() as usize;
+        let shoff = u64::from_le_bytes(stripped[0x28..0x30].try_into().unwrap()) as usize;
         stripped[shoff + 3 * 64 + 4] = 1; // .symtab becomes PROGBITS
         assert!(elf_code_symbols(&stripped)
             .unwrap_err()
