@@ -872,6 +872,16 @@ mod tests {
         }
     }
 
+    /// `alloc_contig_range` of `[start, end)` as a CMA request, the owners migrating.
+    fn take_cma(
+        z: &mut Zone<'_>,
+        owners: &mut BatchingOwners,
+        start: Pfn,
+        end: Pfn,
+    ) -> Result<(), ContigError> {
+        alloc_contig_range(z, owners, start, end, MigrateType::Cma)
+    }
+
     /// Zone of `total` pages whose last `cma` pages are a CMA area filled with order-0
     /// anonymous objects (ids from 1), plus `outside` objects in ordinary memory.
     fn full_area(
@@ -933,14 +943,7 @@ mod tests {
         let (mut z, mut owners) = full_area(&mut s, 8192, 2048, 300);
         let cma_start = BASE + 8192 - 2048;
         accounted(&z, &owners, 0);
-        alloc_contig_range(
-            &mut z,
-            &mut owners,
-            cma_start,
-            BASE + 8192,
-            MigrateType::Cma,
-        )
-        .unwrap();
+        take_cma(&mut z, &mut owners, cma_start, BASE + 8192).unwrap();
         accounted(&z, &owners, 2048);
         // Four full batches, no per-page calls, every target outside the area.
         assert_eq!(owners.batch_sizes, vec![MIGRATE_BATCH; 4]);
@@ -969,14 +972,7 @@ mod tests {
         for (id, times) in [(1, 1), (300, 2), (512, 1), (513, 1), (1000, 2)] {
             owners.again_left.insert(id, times);
         }
-        alloc_contig_range(
-            &mut z,
-            &mut owners,
-            cma_start,
-            BASE + 4096,
-            MigrateType::Cma,
-        )
-        .unwrap();
+        take_cma(&mut z, &mut owners, cma_start, BASE + 4096).unwrap();
         accounted(&z, &owners, 1024);
         assert_eq!(owners.batch_sizes[..2], [MIGRATE_BATCH, MIGRATE_BATCH]);
         // Second pass: the five that failed; third pass: the two that failed twice.
@@ -993,13 +989,7 @@ mod tests {
         owners.again_left.insert(100, 1);
         let free_before = z.counters().free_pages;
         assert_eq!(
-            alloc_contig_range(
-                &mut z,
-                &mut owners,
-                cma_start,
-                BASE + 4096,
-                MigrateType::Cma
-            ),
+            take_cma(&mut z, &mut owners, cma_start, BASE + 4096),
             Err(ContigError::Busy { pfn: busy_pfn })
         );
         accounted(&z, &owners, 0);
@@ -1014,14 +1004,7 @@ mod tests {
         assert!(in_area(513));
         // Once the owner lets go, the same range succeeds.
         owners.busy.clear();
-        alloc_contig_range(
-            &mut z,
-            &mut owners,
-            cma_start,
-            BASE + 4096,
-            MigrateType::Cma,
-        )
-        .unwrap();
+        take_cma(&mut z, &mut owners, cma_start, BASE + 4096).unwrap();
         accounted(&z, &owners, 1024);
     }
 
@@ -1104,14 +1087,7 @@ mod tests {
             owners.again_left.insert(id, 1);
         }
         let clean = owners.fake.clean.len();
-        alloc_contig_range(
-            &mut z,
-            &mut owners,
-            cma_start,
-            BASE + 4096,
-            MigrateType::Cma,
-        )
-        .unwrap();
+        take_cma(&mut z, &mut owners, cma_start, BASE + 4096).unwrap();
         accounted(&z, &owners, 1024);
         assert!(owners.fake.objects.values().all(|o| o.0 < cma_start));
         assert!(owners.prepare_again_left.values().all(|&l| l == 0));
@@ -1146,13 +1122,7 @@ mod tests {
         owners.prepare_busy.push(busy);
         let free_before = z.counters().free_pages;
         assert_eq!(
-            alloc_contig_range(
-                &mut z,
-                &mut owners,
-                cma_start,
-                BASE + 4096,
-                MigrateType::Cma
-            ),
+            take_cma(&mut z, &mut owners, cma_start, BASE + 4096),
             Err(ContigError::Busy { pfn: busy_pfn })
         );
         accounted(&z, &owners, 0);
@@ -1178,14 +1148,7 @@ mod tests {
         );
         // Once the owner lets go, the same range succeeds.
         owners.prepare_busy.clear();
-        alloc_contig_range(
-            &mut z,
-            &mut owners,
-            cma_start,
-            BASE + 4096,
-            MigrateType::Cma,
-        )
-        .unwrap();
+        take_cma(&mut z, &mut owners, cma_start, BASE + 4096).unwrap();
         accounted(&z, &owners, 1024);
     }
 
@@ -1198,14 +1161,7 @@ mod tests {
         for (i, times) in [(0, 3), (300, 1), (700, 4)] {
             owners.prepare_again_left.insert(in_order[i], times);
         }
-        alloc_contig_range(
-            &mut z,
-            &mut owners,
-            cma_start,
-            BASE + 4096,
-            MigrateType::Cma,
-        )
-        .unwrap();
+        take_cma(&mut z, &mut owners, cma_start, BASE + 4096).unwrap();
         accounted(&z, &owners, 1024);
         assert!(owners.prepare_again_left.values().all(|&l| l == 0));
         assert_eq!(owners.prepare_refusals, 3 + 1 + 4);
@@ -1228,13 +1184,7 @@ mod tests {
         owners.prepare_again_left.insert(stuck, usize::MAX);
         let free_before = z.counters().free_pages;
         assert_eq!(
-            alloc_contig_range(
-                &mut z,
-                &mut owners,
-                cma_start,
-                BASE + 4096,
-                MigrateType::Cma
-            ),
+            take_cma(&mut z, &mut owners, cma_start, BASE + 4096),
             Err(ContigError::GaveUp { pfn: stuck_pfn })
         );
         accounted(&z, &owners, 0);
@@ -1270,13 +1220,7 @@ mod tests {
         let objects = owners.fake.objects.clone();
         let in_order = owners.ids_in(cma_start..BASE + 2048);
         assert_eq!(
-            alloc_contig_range(
-                &mut z,
-                &mut owners,
-                cma_start,
-                BASE + 2048,
-                MigrateType::Cma
-            ),
+            take_cma(&mut z, &mut owners, cma_start, BASE + 2048),
             Err(ContigError::NoMemory)
         );
         accounted(&z, &owners, 0);
@@ -1304,13 +1248,7 @@ mod tests {
         let free_before = z.counters().free_pages;
         let in_order = owners.ids_in(cma_start..BASE + 2048);
         assert_eq!(
-            alloc_contig_range(
-                &mut z,
-                &mut owners,
-                cma_start,
-                BASE + 2048,
-                MigrateType::Cma
-            ),
+            take_cma(&mut z, &mut owners, cma_start, BASE + 2048),
             Err(ContigError::NoMemory)
         );
         accounted(&z, &owners, 0);
@@ -1336,7 +1274,7 @@ mod tests {
         let (mut z, mut owners) = full_area(&mut s, 4096, 2048, 0);
         let c = BASE + 2048;
         let a = c + 600..c + 700;
-        alloc_contig_range(&mut z, &mut owners, a.start, a.end, MigrateType::Cma).unwrap();
+        take_cma(&mut z, &mut owners, a.start, a.end).unwrap();
         accounted(&z, &owners, 100);
         let owner_a = z.owner(a.start).unwrap();
         assert_eq!(owner_a.kind(), OwnerKind::Contig);
@@ -1358,7 +1296,7 @@ mod tests {
         // queued is cancelled.
         let calls = owners.prepare_calls;
         assert_eq!(
-            alloc_contig_range(&mut z, &mut owners, c + 512, c + 1024, MigrateType::Cma),
+            take_cma(&mut z, &mut owners, c + 512, c + 1024),
             Err(ContigError::Busy { pfn: a.start })
         );
         accounted(&z, &owners, 100);
@@ -1370,7 +1308,7 @@ mod tests {
         // Starting inside it, and covering it whole.
         for (lo, hi) in [(c + 650, c + 800), (a.start, a.end), (c + 699, c + 701)] {
             assert_eq!(
-                alloc_contig_range(&mut z, &mut owners, lo, hi, MigrateType::Cma),
+                take_cma(&mut z, &mut owners, lo, hi),
                 Err(ContigError::Busy { pfn: lo })
             );
             accounted(&z, &owners, 100);
@@ -1381,7 +1319,7 @@ mod tests {
         // The first allocation can still be given back, and its range taken again.
         free_contig_range(&mut z, a.start, 100).unwrap();
         accounted(&z, &owners, 0);
-        alloc_contig_range(&mut z, &mut owners, c + 512, c + 1024, MigrateType::Cma).unwrap();
+        take_cma(&mut z, &mut owners, c + 512, c + 1024).unwrap();
         accounted(&z, &owners, 512);
         assert_ne!(z.owner(c + 512), Some(owner_a));
     }
@@ -1395,7 +1333,7 @@ mod tests {
         let ranges = [c + 1024..c + 1100, c + 1100..c + 1200, c + 100..c + 101];
         let mut seen = Vec::new();
         for r in &ranges {
-            alloc_contig_range(&mut z, &mut owners, r.start, r.end, MigrateType::Cma).unwrap();
+            take_cma(&mut z, &mut owners, r.start, r.end).unwrap();
             let o = z.owner(r.start).unwrap();
             assert_eq!(o.kind(), OwnerKind::Contig);
             assert!(r.clone().all(|p| z.owner(p) == Some(o)));
@@ -1546,13 +1484,7 @@ mod tests {
         owners.again_left.insert(again, 1);
         let free_before = z.counters().free_pages;
         assert_eq!(
-            alloc_contig_range(
-                &mut z,
-                &mut owners,
-                cma_start,
-                BASE + 4096,
-                MigrateType::Cma
-            ),
+            take_cma(&mut z, &mut owners, cma_start, BASE + 4096),
             Err(ContigError::Busy { pfn: busy_pfn })
         );
         accounted(&z, &owners, 0);
@@ -1568,7 +1500,7 @@ mod tests {
         let (mut z, mut owners) = full_area(&mut s, 4096, 2048, 0);
         let c = BASE + 2048;
         let a = c + 600..c + 700;
-        alloc_contig_range(&mut z, &mut owners, a.start, a.end, MigrateType::Cma).unwrap();
+        take_cma(&mut z, &mut owners, a.start, a.end).unwrap();
         let owner_a = z.owner(a.start).unwrap();
         // The scan itself still sees the allocation as unmovable...
         assert_eq!(z.has_unmovable_pages(c + 512, c + 1024), Some(a.start));
@@ -1587,7 +1519,7 @@ mod tests {
         // So the refusal comes from the walk, after it prepared what lies in front.
         let calls = owners.prepare_calls;
         assert_eq!(
-            alloc_contig_range(&mut z, &mut owners, c + 512, c + 1024, MigrateType::Cma),
+            take_cma(&mut z, &mut owners, c + 512, c + 1024),
             Err(ContigError::Busy { pfn: a.start })
         );
         assert!(owners.prepare_calls > calls, "the walk never ran");
@@ -1742,7 +1674,7 @@ mod tests {
             let mut s = Storage::new(BASE, 4096);
             let (mut z, mut owners) = full_area(&mut s, 4096, 1024, 0);
             let start = BASE + 3072 + 17;
-            alloc_contig_range(&mut z, &mut owners, start, start + len, MigrateType::Cma).unwrap();
+            take_cma(&mut z, &mut owners, start, start + len).unwrap();
             accounted(&z, &owners, len);
             assert_eq!(owners.batch_sizes, vec![len]);
         }
