@@ -271,8 +271,12 @@ fn migrate_range<M: Migrator + ?Sized>(
     end: Pfn,
     taken_as: (MigrateType, Owner),
 ) -> Result<usize, ContigError> {
-    let mut batch = Batch::new(taken_as);
-    let result = migrate_range_batched(zone, migrator, start, end, &mut batch);
+    // The move buffer is the zone's, kept from call to call: a call pays for it (and for
+    // filling it) only when it needs a bigger one than any call before.
+    let mut batch = Batch::new(taken_as, MoveQueue::with_buffer(zone.take_move_buffer()));
+    // Failing here is fine: the slow path asks again before the first move.
+    let _ = batch.moves.reserve(end - start);
+    let mut result = migrate_range_batched(zone, migrator, start, end, &mut batch);
     // Moves queued but never run (an error stopped the walk) are undone and the unused
     // part of the target pool goes back; their data was never touched.
     migrator.cancel(batch.moves.queued_mut());
@@ -283,9 +287,12 @@ fn migrate_range<M: Migrator + ?Sized>(
         } else {
             zone.free_pages(m.dst, m.order)
         };
-        undone.map_err(ContigError::Invalid)?;
+        if let (Err(e), Ok(())) = (undone, &result) {
+            result = Err(ContigError::Invalid(e));
+        }
     }
     batch.pool.drain(zone);
+    zone.keep_move_buffer(batch.moves.into_buffer());
     result.map(|()| batch.taken)
 }
 
@@ -432,9 +439,9 @@ struct Batch {
 
 impl Batch {
     /// No buffer yet: a range with nothing to migrate never allocates one.
-    fn new(taken_as: (MigrateType, Owner)) -> Batch {
+    fn new(taken_as: (MigrateType, Owner), moves: MoveQueue) -> Batch {
         Batch {
-            moves: MoveQueue::EMPTY,
+            moves,
             pool: TargetPool::EMPTY,
             taken: 0,
             taken_as,
@@ -514,22 +521,37 @@ struct MoveQueue {
 }
 
 impl MoveQueue {
-    /// No buffer yet: a range with nothing to migrate never allocates one.
-    const EMPTY: MoveQueue = MoveQueue {
-        buf: Vec::new(),
-        len: 0,
-    };
+    /// A queue over a buffer kept from earlier calls (its length is the capacity).
+    fn with_buffer(buf: Vec<Move>) -> MoveQueue {
+        MoveQueue { buf, len: 0 }
+    }
 
-    /// A buffer for `want` moves (at most [`MIGRATE_BATCH`]) if the heap has room, else
-    /// batches of one (still correct, just without the amortisation). Called before the
-    /// first move is queued.
+    /// The buffer, for the next call.
+    fn into_buffer(self) -> Vec<Move> {
+        self.buf
+    }
+
+    /// Room for `want` moves (at most [`MIGRATE_BATCH`]): the buffer grows if the heap has
+    /// room; otherwise it stays as it is if it has any slot at all, else gets one slot
+    /// (batches of one are still correct, just without the amortisation). Called before
+    /// the first move is queued.
     fn reserve(&mut self, want: usize) -> Result<(), ContigError> {
         let placeholder = Move::new(0, 0, 0, Owner::NONE);
-        for size in [want.clamp(1, MIGRATE_BATCH), 1] {
-            if self.buf.try_reserve_exact(size).is_ok() {
-                self.buf.resize(size, placeholder);
-                return Ok(());
-            }
+        let target = want.clamp(1, MIGRATE_BATCH);
+        if self.buf.len() >= target {
+            return Ok(());
+        }
+        let have = self.buf.len();
+        if self.buf.try_reserve_exact(target - have).is_ok() {
+            self.buf.resize(target, placeholder);
+            return Ok(());
+        }
+        if have != 0 {
+            return Ok(());
+        }
+        if self.buf.try_reserve_exact(1).is_ok() {
+            self.buf.push(placeholder);
+            return Ok(());
         }
         Err(ContigError::NoMemory)
     }
@@ -961,6 +983,29 @@ mod tests {
         assert!(breaks < 8, "{breaks} discontinuities among 2048 targets");
         free_contig_range(&mut z, cma_start, 2048).unwrap();
         accounted(&z, &owners, 0);
+    }
+
+    #[test]
+    fn the_move_buffer_is_kept_between_calls_and_grows_only_when_needed() {
+        let mut s = Storage::new(BASE, 4096);
+        let (mut z, mut owners) = full_area(&mut s, 4096, 1024, 0);
+        let cma_start = BASE + 4096 - 1024;
+        let kept = |z: &mut Zone<'_>| {
+            let buffer = z.take_move_buffer();
+            let len = buffer.len();
+            z.keep_move_buffer(buffer);
+            len
+        };
+        assert_eq!(kept(&mut z), 0, "nothing before the first call");
+        take_cma(&mut z, &mut owners, cma_start, cma_start + 64).unwrap();
+        assert_eq!(kept(&mut z), 64, "sized by the range");
+        take_cma(&mut z, &mut owners, cma_start + 64, cma_start + 1024).unwrap();
+        assert_eq!(kept(&mut z), MIGRATE_BATCH, "grown, capped at a batch");
+        accounted(&z, &owners, 1024);
+        free_contig_range(&mut z, cma_start, 1024).unwrap();
+        take_cma(&mut z, &mut owners, cma_start, cma_start + 8).unwrap();
+        assert_eq!(kept(&mut z), MIGRATE_BATCH, "never shrunk");
+        accounted(&z, &owners, 8);
     }
 
     #[test]
@@ -1600,7 +1645,7 @@ mod tests {
 
     #[test]
     fn move_queue_reserves_a_batch_capped_by_the_range() {
-        let q = MoveQueue::EMPTY;
+        let q = MoveQueue::with_buffer(Vec::new());
         assert_eq!((q.capacity(), q.len()), (0, 0));
         // No buffer yet: empty and, with no free slot, full (callers check the capacity).
         assert!(q.is_empty() && q.is_full());
@@ -1613,7 +1658,7 @@ mod tests {
             (MIGRATE_BATCH + 1, MIGRATE_BATCH),
             (usize::MAX, MIGRATE_BATCH),
         ] {
-            let mut q = MoveQueue::EMPTY;
+            let mut q = MoveQueue::with_buffer(Vec::new());
             q.reserve(want).unwrap();
             assert_eq!(q.capacity(), got, "reserve({want})");
             assert!(q.is_empty() && !q.is_full());
@@ -1624,7 +1669,7 @@ mod tests {
 
     #[test]
     fn move_queue_commit_push_take_all_and_clear() {
-        let mut q = MoveQueue::EMPTY;
+        let mut q = MoveQueue::with_buffer(Vec::new());
         q.reserve(8).unwrap();
         // Fill three slots in place, commit them.
         for (i, slot) in q.free_mut()[..3].iter_mut().enumerate() {

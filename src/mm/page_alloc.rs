@@ -34,6 +34,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 
@@ -405,6 +406,8 @@ pub struct Zone<'a> {
     cma_balance: CmaBalance,
     /// Id of the last `alloc_contig_range` call ([`Zone::new_contig_owner`]).
     contig_calls: u64,
+    /// `alloc_contig_range`'s move buffer, kept between calls.
+    move_buffer: Vec<Move>,
 }
 
 /// Most free blocks a pageblock retype looks up through the free lists rather than by
@@ -452,6 +455,7 @@ impl<'a> Zone<'a> {
             watermarks: Watermarks::default(),
             cma_balance: CmaBalance::LINUX,
             contig_calls: 0,
+            move_buffer: Vec::new(),
         })
     }
 
@@ -1015,6 +1019,16 @@ impl<'a> Zone<'a> {
         }
         self.pg_mut(pfn).set_owner(owner);
         Ok(())
+    }
+
+    /// `alloc_contig_range`'s move buffer from the last call (empty the first time).
+    pub(crate) fn take_move_buffer(&mut self) -> Vec<Move> {
+        core::mem::take(&mut self.move_buffer)
+    }
+
+    /// Keep `buffer` for the next `alloc_contig_range` call.
+    pub(crate) fn keep_move_buffer(&mut self, buffer: Vec<Move>) {
+        self.move_buffer = buffer;
     }
 
     /// The owner a new `alloc_contig_range` call records on the frames it takes:
