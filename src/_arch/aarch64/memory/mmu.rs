@@ -318,29 +318,6 @@ pub struct MovablePageMover<'t> {
 }
 
 impl MovablePageMover<'_> {
-    /// Break the window page of every item (see [`PageMover::break_pages`]): `page(item)`
-    /// gives the window address and the frame it must map, or why the item is refused;
-    /// a page that does not map that frame is refused and left alone.
-    #[inline]
-    pub fn break_pages<T>(
-        &mut self,
-        items: &mut [T],
-        mut page: impl FnMut(&mut T) -> Result<(usize, u64), MapError>,
-        done: impl FnMut(&mut T, Result<(), MapError>),
-    ) {
-        self.inner.break_pages(
-            items,
-            |item| {
-                let (va, pa) = page(item)?;
-                if !movable_window().contains(&va) {
-                    return Err(MapError::NotInWindow);
-                }
-                Ok((va as u64, pa))
-            },
-            done,
-        );
-    }
-
     /// Drop the TLB entries of the pages broken since the last call (`vas` yields them;
     /// from 512 pages on the whole TLB is flushed instead of iterating).
     pub fn invalidate_broken<I: Iterator<Item = usize>>(&mut self, vas: I) {

@@ -794,30 +794,6 @@ impl<'t, S: WalkerSync> PageMover<'t, S> {
         Ok(())
     }
 
-    /// [`PageMover::break_page`] for every item: `page(item)` says which page (address and
-    /// expected frame) or why the item is refused; `done(item, outcome)` hears the result.
-    /// One loop with the lookup state in registers: this runs once per migrated page.
-    #[inline]
-    pub fn break_pages<T>(
-        &mut self,
-        items: &mut [T],
-        mut page: impl FnMut(&mut T) -> Result<(u64, u64), MapError>,
-        mut done: impl FnMut(&mut T, Result<(), MapError>),
-    ) {
-        let mut cursor = self.cursor;
-        let mut broken = 0;
-        for item in items {
-            let outcome = page(item).and_then(|(va, pa)| cursor.break_page(va, pa));
-            broken += usize::from(outcome.is_ok());
-            done(item, outcome);
-        }
-        self.cursor = cursor;
-        self.broken += broken;
-        if broken != 0 {
-            self.synced = false;
-        }
-    }
-
     /// Pages broken and not yet made or restored.
     pub fn broken(&self) -> usize {
         self.broken
