@@ -16,6 +16,7 @@ pub mod dt;
 pub mod mm;
 pub mod shell;
 pub mod shell_service;
+pub mod util;
 // Boot core: the table format, identity-map policy and fault decoding build on the host
 // too; their hardware halves are bare-metal only.
 pub mod exception;

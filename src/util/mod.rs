@@ -1,0 +1,10 @@
+//! Small helpers every layer shares: address-range algebra and size arithmetic.
+//!
+//! One copy of each, so the device-tree planner, the memory map, the MMU layout and
+//! `/proc/iomem` agree on what "overlaps", "merged" and "page-aligned" mean.
+#![forbid(unsafe_code)]
+
+pub mod ranges;
+pub mod size;
+
+pub use size::{PAGE_SHIFT, PAGE_SIZE};
