@@ -5,14 +5,16 @@
 //! below the image, see shared/reference/qemu-virt.md). So: x0 if it is non-zero, aligned
 //! and holds the FDT magic, else the start of RAM if that does. The blob's length is its
 //! header's `totalsize`, capped at [`MAX_DTB_SIZE`] so a corrupted header cannot make us
-//! read (or hand the parser) an arbitrary span of memory; the safe parser
-//! ([`Platform::parse`]) validates everything else. The parsed [`Platform`] is leaked to
-//! `'static` and published once in [`platform`].
+//! read (or hand the parser) an arbitrary span of memory; the safe validator
+//! ([`DeviceTree::from_blob`]) checks everything else. The one validated tree and the
+//! [`Platform`] read from it are leaked to `'static` and published once: [`tree`] for
+//! every later reader (reserved memory, the shell's views), [`platform`] for the boot code.
 
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::dt::platform::{DtError, Platform};
+use crate::dt::tree::DeviceTree;
 
 /// Largest blob we accept. QEMU's unpacked tree is 1 MiB; real ones are far smaller.
 pub const MAX_DTB_SIZE: usize = 2 << 20;
@@ -20,9 +22,10 @@ pub const MAX_DTB_SIZE: usize = 2 << 20;
 const FDT_HEADER_LEN: usize = 40;
 const FDT_MAGIC: u32 = 0xd00d_feed;
 
-/// What boot found: the parsed description and the blob it came from.
+/// What boot found: the validated tree and the platform read from it.
 struct BootTree {
     platform: Platform,
+    tree: DeviceTree<'static>,
     blob: &'static [u8],
 }
 
@@ -76,8 +79,9 @@ pub fn boot_platform(dtb_from_x0: usize) -> Result<&'static Platform, DtError> {
     // parser sees a mismatch and refuses: `len` never exceeds MAX_DTB_SIZE, which stays
     // inside the 1 GiB minimum of RAM on `virt`.
     let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(address as *const u8, len) };
-    let parsed = Platform::parse(blob, address as u64);
-    let parsed = match parsed {
+    let parsed = DeviceTree::from_blob(blob)
+        .and_then(|tree| Ok((Platform::from_tree(&tree, address as u64)?, tree)));
+    let (platform, tree) = match parsed {
         // A `totalsize` above the cap reads as truncation at the cap: say so plainly.
         Err(DtError::Truncated { header, .. }) if totalsize > MAX_DTB_SIZE => {
             return Err(DtError::Truncated {
@@ -87,9 +91,10 @@ pub fn boot_platform(dtb_from_x0: usize) -> Result<&'static Platform, DtError> {
         }
         other => other?,
     };
-    let blob = &blob[..totalsize.min(len)];
+    let blob = &blob[..tree.totalsize() as usize];
     let leaked: &'static mut BootTree = Box::leak(Box::new(BootTree {
-        platform: parsed,
+        platform,
+        tree,
         blob,
     }));
     BOOT_TREE.store(leaked, Ordering::Release);
@@ -108,8 +113,14 @@ pub fn platform() -> Option<&'static Platform> {
     boot_tree().map(|tree| &tree.platform)
 }
 
-/// The boot device-tree blob (`totalsize` bytes), once [`boot_platform`] has succeeded:
-/// for tools that re-read it (a `dt` shell command, tests).
+/// The validated boot device tree, once [`boot_platform`] has succeeded: what every reader
+/// after the platform uses (reserved memory, `dt`, `/proc/device-tree`).
+pub fn tree() -> Option<&'static DeviceTree<'static>> {
+    boot_tree().map(|boot| &boot.tree)
+}
+
+/// The raw boot blob (`totalsize` bytes), once [`boot_platform`] has succeeded: only for
+/// tests that validate damaged copies of it. Readers use [`tree`].
 pub fn blob() -> Option<&'static [u8]> {
-    boot_tree().map(|tree| tree.blob)
+    boot_tree().map(|boot| boot.blob)
 }

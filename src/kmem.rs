@@ -291,19 +291,15 @@ pub fn prepare(platform: &Platform) -> &'static ReservedMemoryPlan {
         return plan;
     }
     let occupied = occupied_ranges(platform);
-    let plan = match crate::dtb::blob().map(fdt::Fdt::new) {
-        Some(Ok(fdt)) => plan_reserved_memory(
-            &fdt,
+    let plan = match crate::dtb::tree() {
+        Some(tree) => plan_reserved_memory(
+            tree,
             &platform.memory,
             &occupied,
             platform.bootargs.as_deref(),
         ),
-        Some(Err(e)) => ReservedMemoryPlan {
-            messages: alloc::vec![format!("device tree unreadable for reserved memory: {e:?}")],
-            ..ReservedMemoryPlan::default()
-        },
         None => ReservedMemoryPlan {
-            messages: alloc::vec![String::from("no device tree blob: nothing reserved")],
+            messages: alloc::vec![String::from("no device tree: nothing reserved")],
             ..ReservedMemoryPlan::default()
         },
     };

@@ -38,6 +38,76 @@ mod summary {
         }
     }
 
+    /// One line per `/reserved-memory` child, as the planner left it: placed regions with
+    /// their range, the rest with why they were skipped.
+    fn reserved_memory() {
+        use monolith::dt::reserved::{NodeOutcome, RegionKind};
+        let Some(plan) = monolith::kmem::plan() else {
+            println!("reserved-memory: not planned");
+            return;
+        };
+        if plan.nodes.is_empty() {
+            println!("reserved-memory: none");
+        } else {
+            println!("reserved-memory: {} region(s)", plan.nodes.len());
+        }
+        for node in &plan.nodes {
+            let region = match &node.outcome {
+                NodeOutcome::Accepted(index) => &plan.regions[*index],
+                NodeOutcome::Disabled => {
+                    println!("  {:<20} [disabled]", node.name);
+                    continue;
+                }
+                NodeOutcome::BypassedForCmdline => {
+                    println!("  {:<20} skipped: bypassed for the cma= boot argument", node.name);
+                    continue;
+                }
+                NodeOutcome::Skipped(problem) => {
+                    println!("  {:<20} skipped: {problem}", node.name);
+                    continue;
+                }
+            };
+            let mut flags = alloc::vec::Vec::new();
+            if region.kind == RegionKind::NoMap {
+                flags.push("no-map");
+            }
+            if region.reusable {
+                flags.push("reusable");
+            }
+            if region.linux_cma_default {
+                flags.push("linux,cma-default");
+            }
+            if region.dynamic {
+                flags.push("dynamic");
+            }
+            let compatible = region.compatible.first().map_or("-", |c| c.as_str());
+            for range in &region.ranges {
+                println!(
+                    "  {:<20} {:#012x}..{:#012x}  {:<8} {compatible} [{}]",
+                    node.name,
+                    range.start,
+                    range.end,
+                    Size(range.end - range.start),
+                    flags.join(" ")
+                );
+            }
+        }
+        if let Some(area) = plan
+            .regions
+            .iter()
+            .find(|r| r.source == monolith::dt::reserved::RegionSource::CommandLine)
+        {
+            let range = area.primary();
+            println!(
+                "  {:<20} {:#012x}..{:#012x}  {:<8} cma= [reusable]",
+                area.name,
+                range.start,
+                range.end,
+                Size(range.end - range.start)
+            );
+        }
+    }
+
     pub fn print(platform: &Platform) {
         println!();
         println!(
@@ -82,53 +152,7 @@ mod summary {
             );
         }
 
-        if platform.reserved.is_empty() {
-            println!("reserved-memory: none");
-        } else {
-            println!("reserved-memory: {} region(s)", platform.reserved.len());
-        }
-        for node in &platform.reserved {
-            if let Some(problem) = &node.malformed {
-                println!("  {:<20} skipped: {problem}", node.name);
-                continue;
-            }
-            let mut flags = alloc::vec::Vec::new();
-            if node.no_map {
-                flags.push("no-map");
-            }
-            if node.reusable {
-                flags.push("reusable");
-            }
-            if node.cma_default {
-                flags.push("linux,cma-default");
-            }
-            if !node.enabled {
-                flags.push("disabled");
-            }
-            let compatible = node.compatible.as_deref().unwrap_or("-");
-            match (node.reg.first(), node.size) {
-                (Some(reg), _) => println!(
-                    "  {:<20} {:#012x}..{:#012x}  {:<8} {compatible} [{}]",
-                    node.name,
-                    reg.start,
-                    reg.end,
-                    Size(reg.end - reg.start),
-                    flags.join(" ")
-                ),
-                (None, Some(size)) => println!(
-                    "  {:<20} dynamic, {} align {}  {compatible} [{}]",
-                    node.name,
-                    Size(size),
-                    Size(node.alignment.unwrap_or(0)),
-                    flags.join(" ")
-                ),
-                (None, None) => println!(
-                    "  {:<20} (no reg, no size) [{}]",
-                    node.name,
-                    flags.join(" ")
-                ),
-            }
-        }
+        reserved_memory();
 
         println!("devices:");
         match &platform.uart {

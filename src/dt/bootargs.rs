@@ -301,6 +301,14 @@ pub fn cma_request(line: &CommandLine<'_>, messages: &mut Vec<String>) -> Option
             ));
             continue;
         };
+        if text.is_empty() {
+            // early_cma(): memparse("") reads 0, so `cma=` asks for no default area at
+            // all and bypasses the tree's linux,cma-default pool too (the planner says so).
+            let mut next = request.unwrap_or(CmaRequest { size: 0, base: 0, limit: 0 });
+            next.size = 0;
+            request = Some(next);
+            continue;
+        }
         match parse_cma_value(text) {
             Ok(parsed) => {
                 if parsed.has_trailing_text {
@@ -471,6 +479,26 @@ mod tests {
     }
 
     #[test]
+    /// `early_cma()` hands `memparse` the empty string, which reads as 0: `cma=` asks for
+    /// no default CMA area, exactly as `cma=0` does (and the tree's default is dropped).
+    fn cma_with_an_empty_value_is_size_zero() {
+        let mut messages = Vec::new();
+        let empty = cma_request(&parse_command_line("cma="), &mut messages);
+        assert_eq!(
+            empty,
+            Some(CmaRequest {
+                size: 0,
+                base: 0,
+                limit: 0
+            })
+        );
+        assert!(messages.is_empty(), "{messages:?}");
+        // A later `cma=` overrides an earlier size, as repeated early_cma() calls do.
+        let later = cma_request(&parse_command_line("cma=64M cma="), &mut Vec::new());
+        assert_eq!(later.map(|r| r.size), Some(0));
+    }
+
+    #[test]
     fn cma_request_fixed_and_window() {
         let mut messages = Vec::new();
         let fixed = cma_request(&parse_command_line("cma=64M@0x50000000"), &mut messages).unwrap();
@@ -510,7 +538,6 @@ mod tests {
 
         for bad in [
             "cma=banana",
-            "cma=",
             "cma",
             "cma=@0x40000000",
             "cma=99999999999999999999",

@@ -2,10 +2,9 @@
 //!
 //! # Theory of operation
 //!
-//! The blob is walked once into an owned tree ([`DeviceTree::parse`]); after that every
-//! listing and read is a lookup, and the boot blob is not touched again. The blob was
-//! already validated by the platform parser (`dt::platform::fdt_check`) before it got
-//! here; this walk still never indexes past a property's bytes.
+//! [`DtView`] reads the one validated boot tree ([`crate::dt::tree::DeviceTree`], the
+//! same tree the platform and reserved-memory readers use); every listing and read is a
+//! lookup in it, and the raw blob is never touched here.
 //!
 //! `/proc/device-tree` has a directory per node (named with its unit address, as Linux
 //! does) and a file per property, plus the `name` file Linux synthesises for every node
@@ -28,42 +27,8 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use core::ops::Range;
 
-/// Nesting deeper than this is not walked (a guard for our recursion, far above real trees).
-const MAX_DEPTH: usize = 32;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DtNode {
-    /// With unit address (`pl011@9000000`); empty for the root.
-    pub name: String,
-    pub properties: Vec<(String, Vec<u8>)>,
-    pub children: Vec<DtNode>,
-}
-
-impl DtNode {
-    pub fn property(&self, name: &str) -> Option<&[u8]> {
-        self.properties
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_slice())
-    }
-
-    fn child(&self, name: &str) -> Option<&DtNode> {
-        self.children.iter().find(|child| child.name == name)
-    }
-
-    fn u32_property(&self, name: &str) -> Option<u32> {
-        let value = self.property(name)?;
-        let bytes: [u8; 4] = value.try_into().ok()?;
-        Some(u32::from_be_bytes(bytes))
-    }
-
-    fn enabled(&self) -> bool {
-        match self.property("status") {
-            None => true,
-            Some(value) => matches!(c_string(value), Some("okay" | "ok")),
-        }
-    }
-}
+use crate::dt::cells::{self, printable_string_list as string_list};
+use crate::dt::tree::{DeviceTree, Node, NodeId, MAX_DEPTH};
 
 /// One entry of a `/proc/device-tree` directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,37 +37,32 @@ pub enum DtEntry {
     Property(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceTree {
-    root: DtNode,
+/// The shell's view of the boot tree: paths as the shell writes them, Linux's synthesised
+/// `name` files, dts rendering.
+#[derive(Clone, Copy, Debug)]
+pub struct DtView<'t, 'a> {
+    tree: &'t DeviceTree<'a>,
 }
 
-impl DeviceTree {
-    /// Walks a (validated) blob into an owned tree.
-    pub fn parse(blob: &[u8]) -> Result<DeviceTree, String> {
-        let fdt = fdt::Fdt::new(blob).map_err(|e| format!("device tree: {:?}", e))?;
-        let root = fdt
-            .find_node("/")
-            .ok_or_else(|| String::from("device tree: no root node"))?;
-        Ok(DeviceTree {
-            root: copy_node(root, 0),
-        })
-    }
-
-    pub fn root(&self) -> &DtNode {
-        &self.root
+impl<'t, 'a> DtView<'t, 'a> {
+    pub fn new(tree: &'t DeviceTree<'a>) -> Self {
+        DtView { tree }
     }
 
     /// The node at `path` (`/`, `/pl011@9000000`, ...; `.`/`..`/repeated slashes allowed).
-    pub fn node(&self, path: &str) -> Option<&DtNode> {
-        let mut node = &self.root;
+    pub fn node(&self, path: &str) -> Option<&'t Node<'a>> {
+        self.node_id(path).map(|id| self.tree.node(id))
+    }
+
+    fn node_id(&self, path: &str) -> Option<NodeId> {
+        let mut id = 0;
         for part in crate::shell::vfs::normalize(path)
             .split('/')
             .filter(|p| !p.is_empty())
         {
-            node = node.child(part)?;
+            id = self.tree.child(id, part)?;
         }
-        Some(node)
+        Some(id)
     }
 
     /// Directory entries of the node at `path`: its properties (and `name`), then its
@@ -110,14 +70,18 @@ impl DeviceTree {
     pub fn list(&self, path: &str) -> Option<Vec<DtEntry>> {
         let node = self.node(path)?;
         let mut entries: Vec<DtEntry> = node
-            .properties
+            .properties()
             .iter()
-            .map(|(name, _)| DtEntry::Property(name.clone()))
+            .map(|p| DtEntry::Property(String::from(p.name)))
             .collect();
-        if !node.name.is_empty() && node.property("name").is_none() {
+        if !node.name().is_empty() && !node.has("name") {
             entries.push(DtEntry::Property(String::from("name")));
         }
-        entries.extend(node.children.iter().map(|c| DtEntry::Node(c.name.clone())));
+        entries.extend(
+            node.children()
+                .iter()
+                .map(|&c| DtEntry::Node(String::from(self.tree.node(c).name()))),
+        );
         Some(entries)
     }
 
@@ -130,9 +94,8 @@ impl DeviceTree {
         if let Some(value) = node.property(name) {
             return Some(value.to_vec());
         }
-        if name == "name" && !node.name.is_empty() {
-            let base = node.name.split('@').next().unwrap_or("");
-            let mut value = Vec::from(base.as_bytes());
+        if name == "name" && !node.name().is_empty() {
+            let mut value = Vec::from(node.base_name().as_bytes());
             value.push(0);
             return Some(value);
         }
@@ -141,70 +104,66 @@ impl DeviceTree {
 
     /// `dt [PATH]`: the node (all of it for `/`) in dts syntax.
     pub fn render(&self, path: &str) -> Option<String> {
-        let node = self.node(path)?;
+        let id = self.node_id(path)?;
         let mut text = String::new();
         let normalized = crate::shell::vfs::normalize(path);
-        render_node(node, &normalized, 0, &mut text);
+        self.render_node(id, &normalized, 0, &mut text);
         Some(text)
     }
 
     /// Register windows Linux would list in `/proc/iomem` for the tree's platform devices.
     pub fn device_windows(&self) -> Vec<(String, Range<u64>)> {
         let mut windows = Vec::new();
-        collect_windows(&self.root, 0, &mut windows);
+        collect_windows(self.tree, 0, &mut windows);
         windows
     }
-}
 
-fn copy_node(node: fdt::node::FdtNode<'_, '_>, depth: usize) -> DtNode {
-    let name = if depth == 0 {
-        String::new()
-    } else {
-        String::from(node.name)
-    };
-    let properties = node
-        .properties()
-        .map(|p| (String::from(p.name), p.value.to_vec()))
-        .collect();
-    let children = if depth >= MAX_DEPTH {
-        Vec::new()
-    } else {
-        node.children().map(|c| copy_node(c, depth + 1)).collect()
-    };
-    DtNode {
-        name,
-        properties,
-        children,
+    fn render_node(&self, id: NodeId, path: &str, depth: usize, out: &mut String) {
+        let node = self.tree.node(id);
+        let indent = depth * 4;
+        let title = if depth == 0 { path } else { node.name() };
+        let _ = writeln!(out, "{:indent$}{} {{", "", title, indent = indent);
+        for p in node.properties() {
+            let _ = writeln!(
+                out,
+                "{:indent$}{}",
+                "",
+                property_dts(p.name, p.value),
+                indent = indent + 4
+            );
+        }
+        for &child in node.children() {
+            self.render_node(child, path, depth + 1, out);
+        }
+        let _ = writeln!(out, "{:indent$}}};", "", indent = indent);
     }
 }
 
-fn collect_windows(bus: &DtNode, depth: usize, out: &mut Vec<(String, Range<u64>)>) {
-    let address_cells = bus.u32_property("#address-cells").unwrap_or(2) as usize;
-    let size_cells = bus.u32_property("#size-cells").unwrap_or(1) as usize;
-    for child in &bus.children {
-        if !child.enabled()
-            || child.property("interrupt-controller").is_some()
-            || child.name == "memory"
-            || child.name.starts_with("memory@")
-            || child.name == "reserved-memory"
+fn collect_windows(tree: &DeviceTree<'_>, bus: NodeId, out: &mut Vec<(String, Range<u64>)>) {
+    let bus_node = tree.node(bus);
+    let (address_cells, size_cells) = bus_node.child_cells();
+    for &id in bus_node.children() {
+        let child = tree.node(id);
+        if !child.is_available()
+            || child.has("interrupt-controller")
+            || child.base_name() == "memory"
+            || child.name() == "reserved-memory"
         {
             continue;
         }
-        let is_identity_bus = child
-            .property("compatible")
-            .is_some_and(|c| string_list(c).is_some_and(|l| l.contains(&"simple-bus")))
+        let is_identity_bus = child.is_compatible(&["simple-bus"])
             && child.property("ranges").is_some_and(|r| r.is_empty());
-        if is_identity_bus && depth < MAX_DEPTH {
-            collect_windows(child, depth + 1, out);
+        if is_identity_bus && child.depth() < MAX_DEPTH {
+            collect_windows(tree, id, out);
         }
         let Some(reg) = child.property("reg") else {
             continue;
         };
+        let Ok(entries) = cells::pairs(reg, address_cells, size_cells) else {
+            continue;
+        };
         let names = child.property("reg-names").and_then(string_list);
-        for (index, (start, size)) in reg_entries(reg, address_cells, size_cells)
-            .into_iter()
-            .enumerate()
-        {
+        for (index, (start, size)) in entries.into_iter().enumerate() {
             if size == 0 {
                 continue;
             }
@@ -214,61 +173,10 @@ fn collect_windows(bus: &DtNode, depth: usize, out: &mut Vec<(String, Range<u64>
             let name = names
                 .as_ref()
                 .and_then(|names| names.get(index))
-                .map_or_else(|| child.name.clone(), |name| String::from(*name));
+                .map_or_else(|| String::from(child.name()), |name| String::from(*name));
             out.push((name, start..end));
         }
     }
-}
-
-/// `reg` as (address, size) pairs; cells beyond 64 bits or a ragged tail are skipped.
-fn reg_entries(reg: &[u8], address_cells: usize, size_cells: usize) -> Vec<(u64, u64)> {
-    let entry_cells = address_cells + size_cells;
-    if entry_cells == 0 || address_cells > 2 || size_cells > 2 {
-        return Vec::new();
-    }
-    let cells: Vec<u32> = reg
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let value = |cells: &[u32]| {
-        cells
-            .iter()
-            .fold(0u64, |acc, &c| (acc << 32) | u64::from(c))
-    };
-    cells
-        .chunks_exact(entry_cells)
-        .map(|entry| {
-            (
-                value(&entry[..address_cells]),
-                value(&entry[address_cells..]),
-            )
-        })
-        .collect()
-}
-
-fn c_string(value: &[u8]) -> Option<&str> {
-    let text = value.strip_suffix(&[0])?;
-    if text.contains(&0) {
-        return None;
-    }
-    core::str::from_utf8(text).ok()
-}
-
-/// The strings of a NUL-terminated string list, if the value is one (every string
-/// non-empty and printable), as `dtc` decides.
-pub fn string_list(value: &[u8]) -> Option<Vec<&str>> {
-    let text = value.strip_suffix(&[0])?;
-    if text.is_empty() {
-        return None;
-    }
-    let mut strings = Vec::new();
-    for part in text.split(|&b| b == 0) {
-        if part.is_empty() || !part.iter().all(|&b| (0x20..0x7f).contains(&b)) {
-            return None;
-        }
-        strings.push(core::str::from_utf8(part).ok()?);
-    }
-    Some(strings)
 }
 
 fn cells_text(value: &[u8]) -> String {
@@ -327,25 +235,6 @@ pub fn property_dts(name: &str, value: &[u8]) -> String {
     format!("{} = {};", name, shown)
 }
 
-fn render_node(node: &DtNode, path: &str, depth: usize, out: &mut String) {
-    let indent = depth * 4;
-    let title = if depth == 0 { path } else { node.name.as_str() };
-    let _ = writeln!(out, "{:indent$}{} {{", "", title, indent = indent);
-    for (name, value) in &node.properties {
-        let _ = writeln!(
-            out,
-            "{:indent$}{}",
-            "",
-            property_dts(name, value),
-            indent = indent + 4
-        );
-    }
-    for child in &node.children {
-        render_node(child, path, depth + 1, out);
-    }
-    let _ = writeln!(out, "{:indent$}}};", "", indent = indent);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,7 +244,8 @@ mod tests {
 
     #[test]
     fn walks_the_qemu_tree() {
-        let tree = DeviceTree::parse(QEMU_VIRT).unwrap();
+        let parsed = DeviceTree::from_blob(QEMU_VIRT).unwrap();
+        let tree = DtView::new(&parsed);
         let root = tree.list("/").unwrap();
         assert!(root.contains(&DtEntry::Property(String::from("compatible"))));
         assert!(root.contains(&DtEntry::Node(String::from("pl011@9000000"))));
@@ -389,7 +279,8 @@ mod tests {
 
     #[test]
     fn device_windows_are_named_like_linux() {
-        let tree = DeviceTree::parse(QEMU_VIRT).unwrap();
+        let parsed = DeviceTree::from_blob(QEMU_VIRT).unwrap();
+        let tree = DtView::new(&parsed);
         let windows = tree.device_windows();
         assert!(windows.contains(&(String::from("pl011@9000000"), 0x900_0000..0x900_1000)));
         assert!(windows
@@ -407,7 +298,8 @@ mod tests {
 
     #[test]
     fn render_is_dts_like() {
-        let tree = DeviceTree::parse(QEMU_VIRT).unwrap();
+        let parsed = DeviceTree::from_blob(QEMU_VIRT).unwrap();
+        let tree = DtView::new(&parsed);
         let text = tree.render("/pl011@9000000").unwrap();
         assert!(text.starts_with("/pl011@9000000 {\n"), "{text}");
         assert!(text.contains("    compatible = \"arm,pl011\", \"arm,primecell\";\n"));
@@ -432,11 +324,4 @@ mod tests {
         assert_eq!(string_list(b"\0"), None);
     }
 
-    #[test]
-    fn reg_entries_follow_cell_counts() {
-        let reg = [0u8, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
-        assert_eq!(reg_entries(&reg, 2, 1), vec![((1 << 32) | 2, 3)]);
-        assert_eq!(reg_entries(&reg, 1, 1), vec![(1, 2)], "ragged tail skipped");
-        assert_eq!(reg_entries(&reg, 3, 1), vec![]);
-    }
 }

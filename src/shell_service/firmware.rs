@@ -36,7 +36,7 @@ use crate::shell::{
     Access, Action, Backend, CmaOp, DirEntry, FsError, LevelFilter, MemOp, Shell, TraceOp,
 };
 
-use super::devtree::{self, DeviceTree, DtEntry};
+use super::devtree::{self, DtEntry, DtView};
 use super::iomem::{self, IomemInput};
 use super::trace::{self, ReplayTarget, TraceEvent, TraceRecorder};
 
@@ -76,7 +76,7 @@ enum TraceSource {
 
 pub struct FirmwareBackend {
     tree: VfsTree,
-    devtree: Option<DeviceTree>,
+    devtree: Option<DtView<'static, 'static>>,
     areas: Vec<String>,
     handles: BTreeMap<u64, Allocation>,
     next_handle: u64,
@@ -136,14 +136,7 @@ impl FirmwareBackend {
                 CmaDebugAllocations::new(FreeOrder::NewestFirst),
             );
         }
-        let devtree = match crate::dtb::blob().map(DeviceTree::parse) {
-            Some(Ok(tree)) => Some(tree),
-            Some(Err(error)) => {
-                crate::println!("shell: /proc/device-tree unavailable: {}", error);
-                None
-            }
-            None => None,
-        };
+        let devtree = crate::dtb::tree().map(DtView::new);
         let platform = crate::runtime::platform();
         let ram_bytes: u64 = platform.memory.iter().map(|b| b.end - b.start).sum();
         let trace = match loaded_trace() {
@@ -211,7 +204,7 @@ impl FirmwareBackend {
             devices: self
                 .devtree
                 .as_ref()
-                .map(DeviceTree::device_windows)
+                .map(DtView::device_windows)
                 .unwrap_or_default(),
         };
         iomem::render(&input)

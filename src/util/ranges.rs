@@ -9,7 +9,7 @@ use core::ops::Range;
 
 /// Do `a` and `b` share at least one address?
 pub fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
-    a.start < b.end && b.start < a.end
+    a.start < b.end && b.start < a.end && a.start < a.end && b.start < b.end
 }
 
 /// Does `outer` contain all of `inner`? (An empty `inner` is contained anywhere inside.)

@@ -3,6 +3,7 @@
 //! panic).
 
 use super::*;
+use crate::dt::reserved::{plan_reserved_memory, NodeOutcome, RegionKind};
 use alloc::vec;
 use proptest::prelude::*;
 
@@ -26,7 +27,6 @@ fn qemu_virt_memory_and_blob_range() {
     assert_eq!(p.dtb, 0x4000_0000..0x4000_0000 + QEMU_VIRT.len() as u64);
     assert_eq!(p.model.as_deref(), Some("linux,dummy-virt"));
     assert!(p.mem_reserve.is_empty());
-    assert!(p.reserved.is_empty());
     assert_eq!(p.bootargs, None);
     assert_eq!(p.stdout_path.as_deref(), Some("/pl011@9000000"));
 }
@@ -147,20 +147,27 @@ fn touching_memory_nodes_stay_separate_banks_but_overlaps_merge() {
 
 #[test]
 fn two_banks_reserved_memory_listing() {
-    let p = Platform::parse(TWO_BANKS, 0).unwrap();
-    assert_eq!(p.reserved.len(), 2);
-    let cma = &p.reserved[0];
-    assert_eq!(cma.name, "linux,cma");
-    assert!(cma.reg.is_empty());
-    assert_eq!(cma.size, Some(64 << 20));
-    assert_eq!(cma.alignment, Some(4 << 20));
-    assert_eq!(cma.alloc_ranges, vec![0x4000_0000..0x6000_0000]);
-    assert_eq!(cma.compatible.as_deref(), Some("shared-dma-pool"));
-    assert!(cma.reusable && cma.cma_default && !cma.no_map && cma.enabled);
-    let secure = &p.reserved[1];
-    assert_eq!(secure.name, "secure@5f000000");
-    assert_eq!(secure.reg, vec![0x5f00_0000..0x5f10_0000]);
-    assert!(secure.no_map && !secure.reusable && secure.size.is_none());
+    // The planner reads the same validated tree the platform came from.
+    let tree = DeviceTree::from_blob(TWO_BANKS).unwrap();
+    let p = Platform::from_tree(&tree, 0).unwrap();
+    // The fixture's bootargs carry a cma=; without them the tree's own pool stands.
+    let plan = plan_reserved_memory(&tree, &p.memory, &[], None);
+    let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["linux,cma", "secure@5f000000"]);
+    let region = |i: usize| match plan.nodes[i].outcome {
+        NodeOutcome::Accepted(index) => &plan.regions[index],
+        ref other => panic!("{}: {other:?}", plan.nodes[i].name),
+    };
+    let cma = region(0);
+    assert!(cma.dynamic && cma.kind == RegionKind::Cma && cma.linux_cma_default);
+    let placed = cma.primary();
+    assert_eq!(placed.end - placed.start, 64 << 20);
+    assert_eq!(placed.start % (4 << 20), 0, "alignment = 4 MiB");
+    assert!(0x4000_0000 <= placed.start && placed.end <= 0x6000_0000, "alloc-ranges");
+    assert_eq!(cma.compatible, ["shared-dma-pool"]);
+    let secure = region(1);
+    assert_eq!(secure.ranges, vec![0x5f00_0000..0x5f10_0000]);
+    assert!(secure.kind == RegionKind::NoMap && !secure.reusable && !secure.dynamic);
     // Reserved memory is RAM: never in the device windows.
     assert!(!p.mmio.iter().any(|w| w.contains(&0x5f00_0000)));
 }
@@ -516,7 +523,7 @@ fn deep_nesting_is_refused_not_overflowed() {
 
 #[test]
 fn short_cell_count_property_is_refused() {
-    // The fdt crate `expect`s four bytes of #address-cells.
+    // Every address is written in the root's cells: two bytes of them is no tree at all.
     let blob = Builder::new()
         .begin("")
         .prop("#address-cells", &[0, 1])
@@ -524,7 +531,10 @@ fn short_cell_count_property_is_refused() {
         .finish(17);
     assert!(matches!(
         Platform::parse(&blob, 0),
-        Err(DtError::Malformed { .. })
+        Err(DtError::BadProperty {
+            property: "#address-cells",
+            ..
+        })
     ));
 }
 
@@ -673,22 +683,20 @@ proptest! {
 #[test]
 fn broken_reserved_node_is_listed_with_its_problem_and_the_boot_goes_on() {
     let blob = include_bytes!("../testdata/reserved/broken.virt.dtb");
-    let p = Platform::parse(blob, 0x4000_0000).expect("a bad reserved-memory child is not fatal");
-    let short = p
-        .reserved
+    let tree = DeviceTree::from_blob(blob).unwrap();
+    let p = Platform::from_tree(&tree, 0x4000_0000).expect("a bad reserved-memory child is not fatal");
+    let plan = plan_reserved_memory(&tree, &p.memory, &[], None);
+    let short = plan
+        .nodes
         .iter()
         .find(|r| r.name == "shortreg@54000000")
         .expect("the broken node is listed");
     assert!(
-        short
-            .malformed
-            .as_deref()
-            .is_some_and(|m| m.contains("reg")),
+        matches!(&short.outcome, NodeOutcome::Skipped(problem) if problem.contains("reg")),
         "{short:?}"
     );
-    assert!(short.reg.is_empty());
-    assert!(p
-        .reserved
+    assert!(plan
+        .nodes
         .iter()
-        .any(|r| r.malformed.is_none() && !r.reg.is_empty()));
+        .any(|r| matches!(r.outcome, NodeOutcome::Accepted(_))));
 }
