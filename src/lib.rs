@@ -17,6 +17,10 @@ pub mod mm;
 pub mod shell;
 pub mod shell_service;
 pub mod util;
+
+// The device-tree fuzz target's one entry point (host only; see `fuzz/`).
+#[cfg(not(target_os = "none"))]
+pub mod fuzz;
 // Boot core: the table format, identity-map policy and fault decoding build on the host
 // too; their hardware halves are bare-metal only.
 pub mod exception;

@@ -20,7 +20,6 @@
 #[cfg(test)]
 mod tests;
 
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -403,9 +402,12 @@ fn device_windows(reader: &Reader, memory: &[Range<u64>]) -> Vec<Range<u64>> {
     let not_devices = ["/chosen", "/aliases", "/cpus", "/reserved-memory"];
     let mut windows = Vec::new();
     for (id, node) in reader.tree.nodes() {
-        let top = node.path().split('/').nth(1).unwrap_or("");
-        let top_path = format!("/{top}");
-        if id == 0 || node.is_memory() || not_devices.contains(&top_path.as_str()) {
+        let under = |top: &&str| {
+            node.path()
+                .strip_prefix(top)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if id == 0 || node.is_memory() || not_devices.iter().any(under) {
             continue;
         }
         // A device whose `reg` cannot be decoded is skipped here; the nodes the firmware

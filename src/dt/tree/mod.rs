@@ -151,6 +151,10 @@ impl<'a> Node<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceTree<'a> {
     nodes: Vec<Node<'a>>,
+    /// `(phandle, node)` sorted by phandle, first node of a duplicated phandle first: a
+    /// hostile tree with many `memory-region` or `interrupt-parent` references must not
+    /// cost a scan of every node per reference.
+    phandles: Vec<(u32, NodeId)>,
     mem_reserve: Vec<Range<u64>>,
     totalsize: u32,
     version: u32,
@@ -217,8 +221,16 @@ impl<'a> DeviceTree<'a> {
             open: Vec::new(),
         };
         blob::walk(blob, &header, &mut builder)?;
+        let mut phandles: Vec<(u32, NodeId)> = builder
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, n)| Some((n.phandle()?, id)))
+            .collect();
+        phandles.sort_unstable();
         Ok(DeviceTree {
             nodes: builder.nodes,
+            phandles,
             mem_reserve,
             totalsize: header.totalsize,
             version: header.version,
@@ -264,7 +276,11 @@ impl<'a> DeviceTree<'a> {
 
     /// The node whose `phandle` (or `linux,phandle`) is `phandle`.
     pub fn by_phandle(&self, phandle: u32) -> Option<NodeId> {
-        self.nodes.iter().position(|n| n.phandle() == Some(phandle))
+        let first = self.phandles.partition_point(|&(p, _)| p < phandle);
+        self.phandles
+            .get(first)
+            .filter(|&&(p, _)| p == phandle)
+            .map(|&(_, id)| id)
     }
 
     /// The cells `node`'s own `reg` is written in: its parent's child cells.
