@@ -27,6 +27,7 @@ use crate::setup::{self, Tools};
 
 /// `cargo xtask build [--debug]`.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(args_override_self = true)]
 pub struct Args {
     /// Build the debug profile instead of release
     #[arg(long, overrides_with = "release")]

@@ -179,6 +179,23 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_option_takes_its_last_value() {
+        match verb("run --smp 1 --smp 2 --debug --debug") {
+            Verb::Run(args) => assert_eq!((args.options.smp, args.debug), (Some(2), true)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(verb("build --debug --debug"), Verb::Build(_)));
+        assert!(matches!(
+            verb("test --host-only --host-only"),
+            Verb::Test(_)
+        ));
+        match verb("profile --top 5 --top 7") {
+            Verb::Profile(args) => assert_eq!(args.top, 7),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn run_option_missing_value() {
         let missing = parse("run --board").unwrap_err();
         assert_eq!(missing.kind(), ErrorKind::InvalidValue);
