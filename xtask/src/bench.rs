@@ -13,13 +13,13 @@
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use crate::args::{qemu_header_options, Profile};
-use crate::build::{self, TestImage, BENCH_IMAGE_PREFIX};
-use crate::qemu::{self, Boot};
+use anyhow::{bail, Context, Result};
 
+use crate::build::{self, Profile, TestImage, BENCH_IMAGE_PREFIX};
 use crate::paths;
+use crate::qemu::{self, Boot};
 use crate::setup;
-use crate::Result;
+use crate::test_header::qemu_header_options;
 
 pub struct Bench {
     pub name: &'static str,
@@ -46,7 +46,8 @@ fn present(benches: &[Bench]) -> Vec<&Bench> {
         .collect()
 }
 
-pub fn bench() -> Result<ExitCode> {
+/// `cargo xtask bench`: every benchmark section; fails if any benchmark failed.
+pub fn verb() -> Result<ExitCode> {
     let mut failures: Vec<&str> = Vec::new();
     println!("== host benchmarks");
     let host = present(HOST_BENCHES);
@@ -60,7 +61,7 @@ pub fn bench() -> Result<ExitCode> {
             .current_dir(paths::repo_root())
             .stdin(Stdio::null())
             .status()
-            .map_err(|e| format!("cannot start cargo: {e}"))?;
+            .context("cannot start cargo")?;
         if !status.success() {
             failures.push(bench.name);
         }
@@ -77,7 +78,7 @@ pub fn bench() -> Result<ExitCode> {
     for image in &images {
         println!("-- {}", image.name);
         let source = std::fs::read_to_string(&image.source)
-            .map_err(|e| format!("reading {}: {e}", image.source.display()))?;
+            .with_context(|| format!("reading {}", image.source.display()))?;
         let boot = Boot::resolve(&qemu_header_options(&source)?, &tools)?;
         let mut command = boot.command(&tools, &image.executable, qemu::Console::Pipes, true)?;
         command.args(ICOUNT);
@@ -95,6 +96,6 @@ pub fn bench() -> Result<ExitCode> {
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(format!("benchmarks failed: {}", failures.join(", ")))
+        bail!("benchmarks failed: {}", failures.join(", "))
     }
 }

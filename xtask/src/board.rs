@@ -28,10 +28,11 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
-use crate::args::{parse_size, size_for_qemu, RunOptions};
+use anyhow::{bail, Context, Result};
+
 use crate::paths;
 use crate::setup::Tools;
-use crate::Result;
+use crate::size::{parse_size, size_for_qemu};
 
 pub const DEFAULT_BOARD: &str = "virt";
 
@@ -72,29 +73,24 @@ pub fn check_board_name(name: &str) -> Result<()> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "bad board name `{name}`: use letters, digits, `-` and `_`"
-        ))
+    if !valid {
+        bail!("bad board name `{name}`: use letters, digits, `-` and `_`");
     }
+    Ok(())
 }
 
 pub fn parse_board(name: &str, text: &str) -> Result<Board> {
-    let file: BoardFile = toml::from_str(text).map_err(|e| format!("boards/{name}.toml: {e}"))?;
+    let file: BoardFile = toml::from_str(text).with_context(|| format!("boards/{name}.toml"))?;
     let memory_bytes =
-        parse_size(&file.memory).map_err(|e| format!("boards/{name}.toml: memory: {e}"))?;
+        parse_size(&file.memory).with_context(|| format!("boards/{name}.toml: memory"))?;
     if file.smp == 0 {
-        return Err(format!("boards/{name}.toml: smp must be at least 1"));
+        bail!("boards/{name}.toml: smp must be at least 1");
     }
     if file.numa_nodes == Some(0) {
-        return Err(format!("boards/{name}.toml: numa_nodes must be at least 1"));
+        bail!("boards/{name}.toml: numa_nodes must be at least 1");
     }
     if file.machine.contains("dumpdtb") {
-        return Err(format!(
-            "boards/{name}.toml: machine must not set dumpdtb (xtask does)"
-        ));
+        bail!("boards/{name}.toml: machine must not set dumpdtb (xtask does)");
     }
     Ok(Board {
         name: name.to_string(),
@@ -124,7 +120,7 @@ pub fn load_board(name: &str) -> Result<Board> {
     check_board_name(name)?;
     let path = paths::boards_dir().join(format!("{name}.toml"));
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
+        anyhow::anyhow!(
             "board `{name}` ({}): {e}; boards: {}",
             path.display(),
             available_boards().join(", ")
@@ -133,7 +129,7 @@ pub fn load_board(name: &str) -> Result<Board> {
     parse_board(name, &text)
 }
 
-/// A board with the run's overrides applied.
+/// A board with the run's overrides (`--mem`, `--smp`) applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineConfig {
     pub board: Board,
@@ -142,10 +138,10 @@ pub struct MachineConfig {
 }
 
 impl MachineConfig {
-    pub fn new(board: Board, options: &RunOptions) -> Result<MachineConfig> {
+    pub fn new(board: Board, mem_bytes: Option<u64>, smp: Option<u32>) -> Result<MachineConfig> {
         let config = MachineConfig {
-            mem_bytes: options.mem_bytes.unwrap_or(board.memory_bytes),
-            smp: options.smp.unwrap_or(board.file.smp),
+            mem_bytes: mem_bytes.unwrap_or(board.memory_bytes),
+            smp: smp.unwrap_or(board.file.smp),
             board,
         };
         config.qemu_args()?;
@@ -184,9 +180,9 @@ impl MachineConfig {
             return Ok(None);
         };
         let overlay_path = paths::boards_dir().join(overlay_name);
-        let overlay = std::fs::read(&overlay_path).map_err(|e| {
+        let overlay = std::fs::read(&overlay_path).with_context(|| {
             format!(
-                "board `{}`: overlay {}: {e}",
+                "board `{}`: overlay {}",
                 self.board.name,
                 overlay_path.display()
             )
@@ -208,7 +204,7 @@ impl MachineConfig {
         static MAKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let maker = MAKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let work = cache_dir.join(format!("tmp-{}-{maker}-{key:016x}", std::process::id()));
-        std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let outcome = self.make_device_tree(tools, &overlay_path, &work, &dtb);
         let _ = std::fs::remove_dir_all(&work);
         outcome.map(|_| Some(dtb))
@@ -240,7 +236,7 @@ impl MachineConfig {
         let mut apply = Command::new(&tools.fdtoverlay);
         apply.arg("-i").arg(&base).arg("-o").arg(&merged).arg(&dtbo);
         run_tool(&mut apply, "applying the board overlay")?;
-        std::fs::rename(&merged, dtb).map_err(|e| format!("moving DTB into {}: {e}", dtb.display()))
+        std::fs::rename(&merged, dtb).with_context(|| format!("moving DTB into {}", dtb.display()))
     }
 }
 
@@ -248,18 +244,17 @@ fn run_tool(command: &mut Command, what: &str) -> Result<()> {
     let output = command
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("{what}: cannot start {:?}: {e}", command.get_program()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
+        .with_context(|| format!("{what}: cannot start {:?}", command.get_program()))?;
+    if !output.status.success() {
+        bail!(
             "{what} failed ({}): {:?}\n{}{}",
             output.status,
             command,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
-        ))
+        );
     }
+    Ok(())
 }
 
 /// Equal memory backends, one per node; every core on node 0. The point is memory
@@ -271,10 +266,10 @@ pub fn numa_args(nodes: u32, mem_bytes: u64, smp: u32) -> Result<Vec<String>> {
         || !per_node.is_multiple_of(1 << 20)
         || per_node * u64::from(nodes) != mem_bytes
     {
-        return Err(format!(
+        bail!(
             "{} of RAM does not split into {nodes} equal whole-MiB NUMA nodes",
             size_for_qemu(mem_bytes)
-        ));
+        );
     }
     let mut args = Vec::new();
     for node in 0..nodes {
@@ -330,7 +325,7 @@ smp = 2
         assert_eq!(board.memory_bytes, 1 << 30);
         assert_eq!(board.file.numa_nodes, None);
         assert!(board.file.extra_args.is_empty());
-        let config = MachineConfig::new(board, &RunOptions::default()).unwrap();
+        let config = MachineConfig::new(board, None, None).unwrap();
         assert_eq!(
             config.qemu_args().unwrap(),
             [
@@ -351,12 +346,9 @@ smp = 2
     #[test]
     fn bad_board_files_are_errors() {
         let unknown_field = format!("{MINIMAL}colour = \"red\"\n");
-        assert!(parse_board("t", &unknown_field)
-            .unwrap_err()
-            .contains("colour"));
-        assert!(parse_board("t", &MINIMAL.replace("1G", "lots"))
-            .unwrap_err()
-            .contains("memory"));
+        let error = |text: &str| format!("{:#}", parse_board("t", text).unwrap_err());
+        assert!(error(&unknown_field).contains("colour"));
+        assert!(error(&MINIMAL.replace("1G", "lots")).contains("memory"));
         assert!(parse_board("t", &MINIMAL.replace("smp = 2", "smp = 0")).is_err());
         assert!(parse_board("t", "machine = ").is_err());
         assert!(parse_board("t", &MINIMAL.replace("gic-version=3", "dumpdtb=x")).is_err());
@@ -367,12 +359,7 @@ smp = 2
     fn overrides_and_numa_split() {
         let text = format!("{MINIMAL}numa_nodes = 2\n");
         let board = parse_board("t", &text).unwrap();
-        let options = RunOptions {
-            mem_bytes: Some(2 << 30),
-            smp: Some(4),
-            ..Default::default()
-        };
-        let args = MachineConfig::new(board.clone(), &options)
+        let args = MachineConfig::new(board.clone(), Some(2 << 30), Some(4))
             .unwrap()
             .qemu_args()
             .unwrap();
@@ -394,11 +381,7 @@ smp = 2
         assert!(one.contains("nodeid=0,memdev=ram0,cpus=0 "), "{one}");
         assert!(one.ends_with("nodeid=1,memdev=ram1"), "{one}");
         // 3 MiB cannot split into 2 whole MiB.
-        let odd = RunOptions {
-            mem_bytes: Some(3 << 20),
-            ..Default::default()
-        };
-        assert!(MachineConfig::new(board, &odd).is_err());
+        assert!(MachineConfig::new(board, Some(3 << 20), None).is_err());
     }
 
     #[test]
@@ -443,7 +426,7 @@ smp = 2
         assert!(names.contains(&"virt-2bank".to_string()), "{names:?}");
         for name in names {
             let board = load_board(&name).unwrap();
-            let config = MachineConfig::new(board.clone(), &RunOptions::default()).unwrap();
+            let config = MachineConfig::new(board.clone(), None, None).unwrap();
             let Some(overlay) = &board.file.overlay else {
                 continue;
             };

@@ -20,10 +20,54 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-use crate::args::Profile;
+use anyhow::{bail, Context, Result};
+
 use crate::paths;
-use crate::setup::Tools;
-use crate::Result;
+use crate::setup::{self, Tools};
+
+/// `cargo xtask build [--debug]`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(args_override_self = true)]
+pub struct Args {
+    /// Build the debug profile instead of release
+    #[arg(long, overrides_with = "release")]
+    debug: bool,
+    /// Build the release profile (the default)
+    #[arg(long, overrides_with = "debug", hide = true)]
+    release: bool,
+}
+
+impl Args {
+    pub fn profile(&self) -> Profile {
+        if self.debug {
+            Profile::Debug
+        } else {
+            Profile::Release
+        }
+    }
+}
+
+/// `cargo xtask build`: check the tools, build the firmware.
+pub fn verb(args: &Args) -> Result<ExitCode> {
+    let tools = setup::ensure()?;
+    firmware(&tools, args.profile()).map(|_| ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Release,
+    Debug,
+}
+
+impl Profile {
+    /// The directory cargo puts this profile's output in.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Debug => "debug",
+        }
+    }
+}
 
 pub const TARGET: &str = "aarch64-unknown-none";
 const BUILD_STD: [&str; 2] = [
@@ -107,16 +151,16 @@ pub fn firmware(tools: &Tools, profile: Profile) -> Result<Firmware> {
     let status = command
         .stdin(Stdio::null())
         .status()
-        .map_err(|e| format!("cannot start {}: {e}", tools.firmware.cargo.display()))?;
+        .with_context(|| format!("cannot start {}", tools.firmware.cargo.display()))?;
     if !status.success() {
-        return Err(format!("firmware build failed ({status})"));
+        bail!("firmware build failed ({status})");
     }
     let elf = output_dir(profile).join("monolith");
     let bin = elf.with_extension("bin");
-    let elf_bytes = std::fs::read(&elf).map_err(|e| format!("reading {}: {e}", elf.display()))?;
+    let elf_bytes = std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
     let (base, raw) =
-        crate::image::raw_binary(&elf_bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
-    std::fs::write(&bin, &raw).map_err(|e| format!("writing {}: {e}", bin.display()))?;
+        crate::image::raw_binary(&elf_bytes).with_context(|| elf.display().to_string())?;
+    std::fs::write(&bin, &raw).with_context(|| format!("writing {}", bin.display()))?;
     println!("build: {} ({} bytes)", elf.display(), elf_bytes.len());
     println!(
         "build: {} ({} bytes, loads at {base:#x})",
@@ -124,10 +168,6 @@ pub fn firmware(tools: &Tools, profile: Profile) -> Result<Firmware> {
         raw.len()
     );
     Ok(Firmware { elf })
-}
-
-pub fn build_verb(tools: &Tools, profile: Profile) -> Result<ExitCode> {
-    firmware(tools, profile).map(|_| ExitCode::SUCCESS)
 }
 
 /// One `tests/<name>.rs` image.
@@ -211,12 +251,12 @@ pub fn test_images(tools: &Tools, profile: Profile) -> Result<Vec<TestImage>> {
         return Ok(Vec::new());
     }
     if !manifest_has_feature("qemu-test")? {
-        return Err(format!(
+        bail!(
             "tests/ holds {} file(s) but Cargo.toml has no `qemu-test` feature: add \
              `[features] qemu-test = []` and a `[[test]]` entry (harness = false, \
              required-features = [\"qemu-test\"]) per image",
             sources.len()
-        ));
+        );
     }
     let mut command = firmware_cargo(tools);
     common_build_args(&mut command, profile);
@@ -231,7 +271,7 @@ pub fn test_images(tools: &Tools, profile: Profile) -> Result<Vec<TestImage>> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", tools.firmware.cargo.display()))?;
+        .with_context(|| format!("cannot start {}", tools.firmware.cargo.display()))?;
     let mut messages = String::new();
     if let Some(stdout) = child.stdout.take() {
         for line in std::io::BufReader::new(stdout)
@@ -242,13 +282,9 @@ pub fn test_images(tools: &Tools, profile: Profile) -> Result<Vec<TestImage>> {
             messages.push('\n');
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for cargo: {e}"))?;
+    let status = child.wait().context("waiting for cargo")?;
     if !status.success() {
-        return Err(format!(
-            "building the in-QEMU test images failed ({status})"
-        ));
+        bail!("building the in-QEMU test images failed ({status})");
     }
     Ok(test_images_from_messages(&messages))
 }
@@ -256,9 +292,9 @@ pub fn test_images(tools: &Tools, profile: Profile) -> Result<Vec<TestImage>> {
 fn manifest_has_feature(feature: &str) -> Result<bool> {
     let path = paths::repo_root().join("Cargo.toml");
     let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let manifest: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     Ok(manifest
         .get("features")
         .and_then(|features| features.as_table())

@@ -193,7 +193,7 @@ fn boot_summary_two_banks(console: &mut Console) -> Result<(), ExpectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::{parse_run_options, split_words};
+    use crate::run_options::{split_words, RunOptions};
 
     #[test]
     fn names_are_unique_and_options_parse() {
@@ -202,7 +202,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), CONSOLE_TESTS.len());
         for test in CONSOLE_TESTS {
-            parse_run_options(&split_words(test.qemu).unwrap(), false).unwrap();
+            RunOptions::from_words(&split_words(test.qemu).unwrap()).unwrap();
         }
     }
 

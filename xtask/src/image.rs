@@ -14,18 +14,18 @@ use object::elf::{self, FileHeader64};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::LittleEndian;
 
-use crate::Result;
+use anyhow::{anyhow, bail, Context, Result};
 
 /// The ELF header, read by the `object` crate, of the only kind of ELF the firmware is.
 /// Also used for the symbol table by `profile.rs`.
 pub fn elf64_header(elf: &[u8]) -> Result<&FileHeader64<LittleEndian>> {
     if elf.get(0..4) != Some(elf::ELFMAG.as_slice()) {
-        return Err("not an ELF file (bad magic)".to_string());
+        bail!("not an ELF file (bad magic)");
     }
     if elf.get(4..6) != Some([elf::ELFCLASS64.0, elf::ELFDATA2LSB.0].as_slice()) {
-        return Err("not a 64-bit little-endian ELF".to_string());
+        bail!("not a 64-bit little-endian ELF");
     }
-    FileHeader64::<LittleEndian>::parse(elf).map_err(|e| format!("bad ELF header: {e}"))
+    FileHeader64::<LittleEndian>::parse(elf).context("bad ELF header")
 }
 
 /// A `PT_LOAD` segment's physical address and its bytes in the file.
@@ -40,7 +40,7 @@ pub fn load_segments(elf: &[u8]) -> Result<Vec<LoadSegment<'_>>> {
     let header = elf64_header(elf)?;
     let headers = header
         .program_headers(LittleEndian, elf)
-        .map_err(|e| format!("reading the program headers: {e}"))?;
+        .context("reading the program headers")?;
     let mut segments = Vec::new();
     for program_header in headers {
         if program_header.p_type(LittleEndian) != elf::PT_LOAD
@@ -51,7 +51,7 @@ pub fn load_segments(elf: &[u8]) -> Result<Vec<LoadSegment<'_>>> {
         let paddr = program_header.p_paddr(LittleEndian);
         let data = program_header
             .data(LittleEndian, elf)
-            .map_err(|()| format!("segment at {paddr:#x} reads past the end of the file"))?;
+            .map_err(|()| anyhow!("segment at {paddr:#x} reads past the end of the file"))?;
         segments.push(LoadSegment { paddr, data });
     }
     Ok(segments)
@@ -62,14 +62,14 @@ pub fn raw_binary(elf: &[u8]) -> Result<(u64, Vec<u8>)> {
     let mut segments = load_segments(elf)?;
     segments.sort_by_key(|s| s.paddr);
     let Some(base) = segments.first().map(|s| s.paddr) else {
-        return Err("ELF has no loadable segment with contents".to_string());
+        bail!("ELF has no loadable segment with contents");
     };
     let mut end = base;
     for segment in &segments {
         let segment_end = segment
             .paddr
             .checked_add(segment.data.len() as u64)
-            .ok_or_else(|| {
+            .with_context(|| {
                 format!(
                     "segment at {:#x} runs past the end of the address space",
                     segment.paddr
@@ -80,10 +80,10 @@ pub fn raw_binary(elf: &[u8]) -> Result<(u64, Vec<u8>)> {
     // A sane firmware is a few MiB; refuse to allocate gigabytes for a stray segment.
     const LIMIT: u64 = 256 << 20;
     if end - base > LIMIT {
-        return Err(format!(
+        bail!(
             "loadable segments span {:#x}..{end:#x}, more than 256 MiB: check the linker script",
             base
-        ));
+        );
     }
     let mut image = vec![0u8; (end - base) as usize];
     for segment in &segments {
@@ -149,19 +149,16 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
+        let error = |elf: &[u8]| format!("{:#}", raw_binary(elf).unwrap_err());
         assert!(raw_binary(b"").is_err());
-        assert!(raw_binary(b"\x7fELF\x01\x01")
-            .unwrap_err()
-            .contains("64-bit"));
+        assert!(error(b"\x7fELF\x01\x01").contains("64-bit"));
         let mut truncated = elf_with(&[(0x4020_0000, b"TEXT", 4)]);
         truncated.truncate(100);
         assert!(raw_binary(&truncated).is_err());
-        assert!(raw_binary(&elf_with(&[]))
-            .unwrap_err()
-            .contains("no loadable"));
+        assert!(error(&elf_with(&[])).contains("no loadable"));
         let huge = elf_with(&[(0x4000_0000, b"A", 1), (0x8000_0000, b"B", 1)]);
-        assert!(raw_binary(&huge).unwrap_err().contains("256 MiB"));
+        assert!(error(&huge).contains("256 MiB"));
         let wraps = elf_with(&[(u64::MAX - 1, b"TEXT", 4)]);
-        assert!(raw_binary(&wraps).unwrap_err().contains("address space"));
+        assert!(error(&wraps).contains("address space"));
     }
 }

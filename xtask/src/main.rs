@@ -10,13 +10,18 @@
 //! with `-Zbuild-std`, into a target directory of its own so the host and bare-metal builds
 //! never invalidate each other.
 //!
-//! Modules: [`args`] parses the command line (and the `//! xtask-qemu:` headers of in-QEMU
-//! tests, which use the same syntax); [`board`] turns a `boards/NAME.toml` into QEMU options
-//! and a device tree; [`qemu`] assembles and runs QEMU command lines; [`expect`] drives a
-//! serial console for [`console_tests`]; [`image`] turns the ELF into a raw binary;
-//! [`profile`] counts a marked guest region's instructions by function from QEMU's log.
+//! This file only parses the command line (`clap`: [`Cli`], one [`Verb`] per subcommand)
+//! and hands the verb to its module: `setup`, `build`, `run`, `test`, `bench`, `profile`,
+//! each with its options (`Args`) and its entry point (`verb`). Adding a verb is one
+//! variant here plus one module. Errors are `anyhow` chains; the one that reaches `main`
+//! is printed once, whole (`{:#}`), and the exit code is non-zero.
+//!
+//! Other modules: [`run_options`] is the boot option language of `run` and of the
+//! `//! xtask-qemu:` headers ([`test_header`]) of in-QEMU tests; [`board`] turns a
+//! `boards/NAME.toml` into QEMU options and a device tree; [`qemu`] assembles and runs QEMU
+//! command lines; [`expect`] drives a serial console for [`console_tests`]; [`image`] turns
+//! the ELF into a raw binary; [`size`] reads and writes RAM sizes.
 
-mod args;
 mod bench;
 mod board;
 mod build;
@@ -27,44 +32,221 @@ mod paths;
 mod profile;
 mod qemu;
 mod run;
+mod run_options;
 mod setup;
+mod size;
 mod test;
+mod test_header;
 
 use std::process::ExitCode;
 
-use args::Command;
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// Errors are messages for a person: each says what failed and, where it can, what to do.
-pub type Result<T> = std::result::Result<T, String>;
+/// Every developer verb for Monolith.
+#[derive(Parser, Debug, PartialEq, Eq)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    after_help = "`cargo xtask help VERB` shows a verb's options."
+)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Option<Verb>,
+}
+
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+enum Verb {
+    /// Check the tools, install what is missing (Debian 12, as root)
+    Setup,
+    /// Build the firmware ELF and raw binary (release by default)
+    Build(build::Args),
+    /// Build, then boot the firmware in QEMU on this terminal
+    Run(run::Args),
+    /// Host unit tests, in-QEMU test images, console tests
+    Test(test::Args),
+    /// Host benchmarks and in-guest benchmarks
+    Bench,
+    /// Instructions by function between the profile markers of the tests/profile_*.rs
+    /// images (QEMU execution log)
+    Profile(profile::Args),
+}
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let command = match args::parse_command(&argv) {
-        Ok(command) => command,
-        Err(message) => {
-            eprintln!("xtask: {message}\n\n{}", args::USAGE);
-            return ExitCode::from(2);
-        }
-    };
-    let outcome = match command {
-        Command::Help => {
-            println!("{}", args::USAGE);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Setup => setup::ensure().map(|_| ExitCode::SUCCESS),
-        Command::Build(options) => {
-            setup::ensure().and_then(|tools| build::build_verb(&tools, options.profile))
-        }
-        Command::Run(options) => setup::ensure().and_then(|tools| run::run(&tools, &options)),
-        Command::Test(options) => test::test(&options),
-        Command::Bench => bench::bench(),
-        Command::Profile(options) => profile::profile(&options),
+    // Bad arguments: clap prints the error and the verb's usage, and exits with status 2.
+    let cli = Cli::parse();
+    let outcome = match cli.verb {
+        None => Cli::command()
+            .print_help()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
+        Some(Verb::Setup) => setup::verb(),
+        Some(Verb::Build(args)) => build::verb(&args),
+        Some(Verb::Run(args)) => run::verb(&args),
+        Some(Verb::Test(args)) => test::verb(&args),
+        Some(Verb::Bench) => bench::verb(),
+        Some(Verb::Profile(args)) => profile::verb(&args),
     };
     match outcome {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("xtask: error: {message}");
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use clap::error::ErrorKind;
+
+    use super::*;
+    use crate::build::Profile;
+    use crate::run_options::{split_words, RunOptions};
+
+    fn parse(text: &str) -> Result<Option<Verb>, clap::Error> {
+        let words = std::iter::once("cargo-xtask".to_string()).chain(split_words(text).unwrap());
+        Cli::try_parse_from(words).map(|cli| cli.verb)
+    }
+
+    fn verb(text: &str) -> Verb {
+        parse(text).unwrap().unwrap()
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_verb_means_help() {
+        assert_eq!(parse("").unwrap(), None);
+        let help = parse("help").unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        let text = help.to_string();
+        for name in ["setup", "build", "run", "test", "bench", "profile", "help"] {
+            assert!(
+                text.contains(&format!("  {name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_verb_and_option_are_errors() {
+        assert!(parse("frobnicate")
+            .unwrap_err()
+            .to_string()
+            .contains("frobnicate"));
+        assert!(parse("run --bogus")
+            .unwrap_err()
+            .to_string()
+            .contains("--bogus"));
+        assert!(parse("setup now").is_err());
+        assert!(parse("bench now").is_err());
+        assert!(parse("build --fast").is_err());
+    }
+
+    #[test]
+    fn build_defaults_to_release() {
+        let profile = |text: &str| match verb(text) {
+            Verb::Build(args) => args.profile(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(profile("build"), Profile::Release);
+        assert_eq!(profile("build --debug"), Profile::Debug);
+        assert_eq!(profile("build --debug --release"), Profile::Release);
+        assert_eq!(profile("build --release --debug"), Profile::Debug);
+    }
+
+    #[test]
+    fn run_options_both_spellings() {
+        assert_eq!(
+            verb("run --board virt-2bank --append 'cma=64M loglevel=7' --mem=2G --smp 4 --debug --dtb x.dtb --trace t.bin"),
+            Verb::Run(run::Args {
+                options: RunOptions {
+                    board: Some("virt-2bank".into()),
+                    dtb: Some(PathBuf::from("x.dtb")),
+                    append: Some("cma=64M loglevel=7".into()),
+                    mem_bytes: Some(2 << 30),
+                    smp: Some(4),
+                    trace: Some(PathBuf::from("t.bin")),
+                },
+                debug: true,
+            })
+        );
+    }
+
+    #[test]
+    fn a_repeated_option_takes_its_last_value() {
+        match verb("run --smp 1 --smp 2 --debug --debug") {
+            Verb::Run(args) => assert_eq!((args.options.smp, args.debug), (Some(2), true)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(verb("build --debug --debug"), Verb::Build(_)));
+        assert!(matches!(
+            verb("test --host-only --host-only"),
+            Verb::Test(_)
+        ));
+        match verb("profile --top 5 --top 7") {
+            Verb::Profile(args) => assert_eq!(args.top, 7),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_option_missing_value() {
+        let missing = parse("run --board").unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::InvalidValue);
+        assert!(missing
+            .to_string()
+            .contains("a value is required for '--board"));
+        assert!(parse("run --smp 0").is_err());
+        assert!(parse("run --smp many").is_err());
+        assert!(parse("run --board ../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn test_verb_modes_and_filter() {
+        let modes = |text: &str| match verb(text) {
+            Verb::Test(args) => (args.host(), args.qemu(), args.filter),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(modes("test"), (true, true, None));
+        assert_eq!(
+            modes("test --qemu-only boot"),
+            (false, true, Some("boot".into()))
+        );
+        assert_eq!(modes("test --host-only"), (true, false, None));
+        assert!(parse("test --host-only --qemu-only").is_err());
+        assert!(parse("test a b").is_err());
+        assert!(parse("test --fast").is_err());
+    }
+
+    #[test]
+    fn profile_verb_filter_and_top() {
+        assert_eq!(
+            verb("profile"),
+            Verb::Profile(profile::Args {
+                filter: None,
+                top: profile::DEFAULT_TOP
+            })
+        );
+        let expected = Verb::Profile(profile::Args {
+            filter: Some("cma".into()),
+            top: 10,
+        });
+        assert_eq!(verb("profile cma --top 10"), expected);
+        assert_eq!(verb("profile --top=10 cma"), expected);
+        let missing = parse("profile --top").unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::InvalidValue);
+        assert!(missing
+            .to_string()
+            .contains("a value is required for '--top"));
+        assert!(parse("profile --top 0").is_err());
+        assert!(parse("profile --top=many").is_err());
+        assert!(parse("profile --fast").is_err());
+        assert!(parse("profile a b").is_err());
     }
 }

@@ -44,11 +44,33 @@ use object::elf;
 use object::read::elf::{FileHeader, SectionHeader, Sym};
 use object::{LittleEndian, SectionIndex};
 
-use crate::args::{qemu_header_options, Profile, ProfileOptions};
-use crate::build::{self, TestImage, PROFILE_IMAGE_PREFIX};
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::build::{self, Profile, TestImage, PROFILE_IMAGE_PREFIX};
 use crate::qemu::{self, Boot};
 use crate::setup::{self, Tools};
-use crate::Result;
+use crate::test_header::qemu_header_options;
+
+/// How many rows each table shows unless `--top` says otherwise.
+pub const DEFAULT_TOP: usize = 30;
+
+/// `cargo xtask profile [FILTER] [--top N]`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(args_override_self = true)]
+pub struct Args {
+    /// Substring that the names of the `profile_*` images to run must contain
+    pub filter: Option<String>,
+    /// Rows per table
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOP, value_parser = parse_top)]
+    pub top: usize,
+}
+
+fn parse_top(value: &str) -> Result<usize> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("bad `--top` value `{value}`: expected a number of rows, 1 or more"),
+    }
+}
 
 /// The marker functions an image calls around the profiled work.
 pub const BEGIN_SYMBOL: &str = "monolith_profile_begin";
@@ -64,7 +86,7 @@ const PROFILE_TIMEOUT: Duration = Duration::from_secs(1800);
 /// hundreds of characters).
 const NAME_WIDTH: usize = 160;
 
-pub fn profile(options: &ProfileOptions) -> Result<ExitCode> {
+pub fn verb(options: &Args) -> Result<ExitCode> {
     let tools = setup::ensure()?;
     let images: Vec<TestImage> = build::test_images(&tools, Profile::Release)?
         .into_iter()
@@ -81,31 +103,31 @@ pub fn profile(options: &ProfileOptions) -> Result<ExitCode> {
         })
         .collect();
     if names.is_empty() {
-        return Err(format!(
+        bail!(
             "no profile image: add tests/{PROFILE_IMAGE_PREFIX}<name>.rs and its [[test]] entry \
              in Cargo.toml"
-        ));
+        );
     }
     if selected.is_empty() {
-        return Err(format!(
+        bail!(
             "no profile image name contains `{}` (there are: {})",
             options.filter.as_deref().unwrap_or_default(),
             names.join(", ")
-        ));
+        );
     }
     let symbolizer = find_symbolizer();
     let mut failures = Vec::new();
     for image in selected {
         println!("\n== profile: {}", image.name);
         if let Err(message) = profile_image(&tools, image, options.top, symbolizer.as_deref()) {
-            println!("FAILED: {message}");
+            println!("FAILED: {message:#}");
             failures.push(image.name.as_str());
         }
     }
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(format!("profiles failed: {}", failures.join(", ")))
+        bail!("profiles failed: {}", failures.join(", "))
     }
 }
 
@@ -125,15 +147,15 @@ fn profile_image(
     symbolizer: Option<&Path>,
 ) -> Result<()> {
     let elf = std::fs::read(&image.executable)
-        .map_err(|e| format!("reading {}: {e}", image.executable.display()))?;
-    let symbols = elf_code_symbols(&elf).map_err(|e| format!("{}: {e}", image.name))?;
+        .with_context(|| format!("reading {}", image.executable.display()))?;
+    let symbols = elf_code_symbols(&elf).with_context(|| image.name.clone())?;
     let marker = |name: &str| {
         symbols
             .iter()
             .find(|symbol| symbol.name == name)
             .map(|symbol| symbol.address)
             .ok_or_else(|| {
-                format!(
+                anyhow!(
                     "{} has no symbol `{name}`: the profile markers come from the monolith \
                      library (src/kmem/bench.rs) and must be called by the image",
                     image.name
@@ -146,11 +168,10 @@ fn profile_image(
     };
 
     let source = std::fs::read_to_string(&image.source)
-        .map_err(|e| format!("reading {}: {e}", image.source.display()))?;
+        .with_context(|| format!("reading {}", image.source.display()))?;
     let boot = Boot::resolve(&qemu_header_options(&source)?, tools)?;
     let log_dir = crate::paths::host_target_dir().join("profile");
-    std::fs::create_dir_all(&log_dir)
-        .map_err(|e| format!("creating {}: {e}", log_dir.display()))?;
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let log = TemporaryFile(log_dir.join(format!("{}.log", image.name)));
     // QEMU appends to nothing, but a stale log from a killed run must not be read instead.
     let _ = std::fs::remove_file(&log.0);
@@ -167,11 +188,11 @@ fn profile_image(
         } else {
             format!("failed (QEMU exit {code:?})")
         };
-        return Err(format!(
+        bail!(
             "{} {why}; its serial log:\n{}\n----- end of log -----",
             image.name,
             captured.output.trim_end()
-        ));
+        );
     }
     let log_bytes = std::fs::metadata(&log.0).map(|m| m.len()).unwrap_or(0);
     println!(
@@ -185,23 +206,25 @@ fn profile_image(
 
     let parsing = Instant::now();
     let file =
-        std::fs::File::open(&log.0).map_err(|e| format!("opening {}: {e}", log.0.display()))?;
+        std::fs::File::open(&log.0).with_context(|| format!("opening {}", log.0.display()))?;
     let region = parse_log(BufReader::with_capacity(1 << 20, file), markers)
-        .map_err(|e| format!("reading {}: {e}", log.0.display()))?;
+        .with_context(|| format!("reading {}", log.0.display()))?;
     drop(log);
     if !region.began {
-        return Err(format!(
+        bail!(
             "{} never entered `{BEGIN_SYMBOL}` ({:#x}): nothing to profile (does the image \
              call the markers on this path?)",
-            image.name, markers.begin
-        ));
+            image.name,
+            markers.begin
+        );
     }
     if !region.ended {
-        return Err(format!(
+        bail!(
             "{} entered `{BEGIN_SYMBOL}` but never `{END_SYMBOL}` ({:#x}): the region did not \
              finish",
-            image.name, markers.end
-        ));
+            image.name,
+            markers.end
+        );
     }
     println!(
         "log parsed in {:.1} s: {} distinct instruction addresses",
@@ -247,7 +270,7 @@ fn report(
     let places = match symbolize(symbolizer, elf, &pcs) {
         Ok(places) => places,
         Err(message) => {
-            println!("\n({message}; only the symbol table is shown)");
+            println!("\n({message:#}; only the symbol table is shown)");
             return;
         }
     };
@@ -581,12 +604,12 @@ pub fn elf_code_symbols(elf: &[u8]) -> Result<Vec<ElfSymbol>> {
     let header = crate::image::elf64_header(elf)?;
     let sections = header
         .sections(LittleEndian, elf)
-        .map_err(|e| format!("reading the section headers: {e}"))?;
+        .context("reading the section headers")?;
     let table = sections
         .symbols(LittleEndian, elf, elf::SHT_SYMTAB)
-        .map_err(|e| format!("reading the symbol table: {e}"))?;
+        .context("reading the symbol table")?;
     if table.section() == SectionIndex(0) {
-        return Err("the ELF has no symbol table (was it stripped?)".to_string());
+        bail!("the ELF has no symbol table (was it stripped?)");
     }
     let mut symbols = Vec::new();
     // Index 0 is the null symbol.
@@ -598,13 +621,13 @@ pub fn elf_code_symbols(elf: &[u8]) -> Result<Vec<ElfSymbol>> {
         // `None` for undefined, absolute and common symbols.
         let Some(section_index) = table
             .symbol_section(LittleEndian, symbol, index)
-            .map_err(|e| format!("symbol {}: {e}", index.0))?
+            .with_context(|| format!("symbol {}", index.0))?
         else {
             continue;
         };
         let section = sections
             .section(section_index)
-            .map_err(|e| format!("symbol {}: section {}: {e}", index.0, section_index.0))?;
+            .with_context(|| format!("symbol {}: section {}", index.0, section_index.0))?;
         if !section.sh_flags(LittleEndian).contains(elf::SHF_EXECINSTR) {
             continue;
         }
@@ -748,7 +771,7 @@ fn symbolize(symbolizer: &Path, elf: &Path, pcs: &[u64]) -> Result<HashMap<u64, 
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", symbolizer.display()))?;
+        .with_context(|| format!("cannot start {}", symbolizer.display()))?;
     let input: String = pcs.iter().map(|pc| format!("{pc:#x}\n")).collect();
     let mut stdin = child.stdin.take();
     // Written from a thread: the answers come back while we write, and a full pipe in
@@ -772,12 +795,9 @@ fn symbolize(symbolizer: &Path, elf: &Path, pcs: &[u64]) -> Result<HashMap<u64, 
     let _ = writer.join();
     let status = child
         .wait()
-        .map_err(|e| format!("waiting for {}: {e}", symbolizer.display()))?;
+        .with_context(|| format!("waiting for {}", symbolizer.display()))?;
     if !status.success() || places.is_empty() {
-        return Err(format!(
-            "{} gave no answer ({status})",
-            symbolizer.display()
-        ));
+        bail!("{} gave no answer ({status})", symbolizer.display());
     }
     Ok(places)
 }
@@ -1080,18 +1100,15 @@ mod tests {
     #[test]
     fn bad_elves_are_errors_not_panics() {
         assert!(elf_code_symbols(b"").is_err());
-        assert!(elf_code_symbols(b"\x7fELF\x01\x01")
-            .unwrap_err()
-            .contains("64-bit"));
+        let error = |elf: &[u8]| format!("{:#}", elf_code_symbols(elf).unwrap_err());
+        assert!(error(b"\x7fELF\x01\x01").contains("64-bit"));
         let mut truncated = elf_with_symbols(&[("f", 1, 1, STT_FUNC, 1)]);
         truncated.truncate(120);
         assert!(elf_code_symbols(&truncated).is_err());
         let mut stripped = elf_with_symbols(&[]);
         let shoff = u64::from_le_bytes(stripped[0x28..0x30].try_into().unwrap()) as usize;
         stripped[shoff + 3 * 64 + 4] = 1; // .symtab becomes PROGBITS
-        assert!(elf_code_symbols(&stripped)
-            .unwrap_err()
-            .contains("stripped"));
+        assert!(error(&stripped).contains("stripped"));
     }
 
     #[test]

@@ -20,11 +20,12 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::args::RunOptions;
+use anyhow::{bail, Context, Result};
+
 use crate::board::{load_board, MachineConfig, DEFAULT_BOARD};
 use crate::build::repo_relative;
+use crate::run_options::RunOptions;
 use crate::setup::Tools;
-use crate::Result;
 
 /// A `-dtb` needs room for about twice its size (+10 kB) below the image at 0x4020_0000
 /// (shared/reference/qemu-virt.md): larger files are silently dropped by QEMU.
@@ -42,21 +43,21 @@ const TRACE_MAGIC: &[u8] = b"MNLTRACE";
 /// Checks a `--trace` file before QEMU sees it: QEMU's loader would silently overwrite the
 /// image if the file ran past the gap, and a file without the magic is certainly a mistake.
 pub fn check_trace_file(path: &std::path::Path) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| format!("--trace {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("--trace {}", path.display()))?;
     if bytes.len() as u64 > TRACE_MAX_BYTES {
-        return Err(format!(
+        bail!(
             "--trace {}: {} bytes is over the 1 MiB ({TRACE_MAX_BYTES} bytes) that fit between \
              the DTB and the image at {TRACE_ADDR:#x}",
             path.display(),
             bytes.len()
-        ));
+        );
     }
     if !bytes.starts_with(TRACE_MAGIC) {
-        return Err(format!(
+        bail!(
             "--trace {}: not a Monolith trace (it does not start with \"MNLTRACE\"); \
              save one from the shell's `trace show` hex dump",
             path.display()
-        ));
+        );
     }
     Ok(())
 }
@@ -79,12 +80,12 @@ impl Boot {
     pub fn resolve(options: &RunOptions, tools: &Tools) -> Result<Boot> {
         let board = load_board(options.board.as_deref().unwrap_or(DEFAULT_BOARD))?;
         let append = options.append.clone().or_else(|| board.file.append.clone());
-        let machine = MachineConfig::new(board, options)?;
+        let machine = MachineConfig::new(board, options.mem_bytes, options.smp)?;
         let dtb = match &options.dtb {
             Some(user_dtb) => {
                 let path = repo_relative(user_dtb);
                 let size = std::fs::metadata(&path)
-                    .map_err(|e| format!("--dtb {}: {e}", path.display()))?
+                    .with_context(|| format!("--dtb {}", path.display()))?
                     .len();
                 if size * 2 + 10 * 1024 > DTB_ROOM {
                     eprintln!(
@@ -192,7 +193,7 @@ pub fn run_captured(command: &mut Command, timeout: Duration) -> Result<Captured
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
+        .with_context(|| format!("cannot start {:?}", command.get_program()))?;
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&buffer);
@@ -225,10 +226,7 @@ pub fn run_captured(command: &mut Command, timeout: Duration) -> Result<Captured
     );
     let deadline = Instant::now() + timeout;
     let status = loop {
-        match child
-            .try_wait()
-            .map_err(|e| format!("waiting for QEMU: {e}"))?
-        {
+        match child.try_wait().context("waiting for QEMU")? {
             Some(status) => break Some(status),
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
@@ -276,13 +274,13 @@ mod tests {
         let mut bytes = TRACE_MAGIC.to_vec();
         bytes.resize((TRACE_MAX_BYTES + 1) as usize, 0);
         std::fs::write(&big, &bytes).unwrap();
-        let error = check_trace_file(&big).unwrap_err();
+        let error = format!("{:#}", check_trace_file(&big).unwrap_err());
         assert!(error.contains("over the 1 MiB"), "{error}");
         let other = dir.join("other.bin");
         std::fs::write(&other, b"\x7fELF").unwrap();
-        assert!(check_trace_file(&other)
-            .unwrap_err()
-            .contains("not a Monolith trace"));
+        assert!(
+            format!("{:#}", check_trace_file(&other).unwrap_err()).contains("not a Monolith trace")
+        );
         assert!(check_trace_file(&dir.join("missing")).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -9,28 +9,39 @@
 
 use std::process::ExitCode;
 
-use crate::args::{Profile, RunOptions};
-use crate::build;
-use crate::qemu::{self, Boot, Console};
-use crate::setup::Tools;
-use crate::Result;
+use anyhow::{Context, Result};
 
-pub fn run(tools: &Tools, options: &RunOptions) -> Result<ExitCode> {
-    let profile = if options.debug {
+use crate::build::{self, Profile};
+use crate::qemu::{self, Boot, Console};
+use crate::run_options::RunOptions;
+use crate::setup;
+
+/// `cargo xtask run [options]`: the boot options, plus which build to boot.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+#[command(args_override_self = true)]
+pub struct Args {
+    #[command(flatten)]
+    pub options: RunOptions,
+    /// Boot the debug build
+    #[arg(long)]
+    pub debug: bool,
+}
+
+pub fn verb(args: &Args) -> Result<ExitCode> {
+    let tools = setup::ensure()?;
+    let profile = if args.debug {
         Profile::Debug
     } else {
         Profile::Release
     };
     // The board first: a typo in --board should not cost a firmware build.
-    let boot = Boot::resolve(options, tools)?;
-    let firmware = build::firmware(tools, profile)?;
-    let mut command = boot.command(tools, &firmware.elf, Console::Terminal, false)?;
+    let boot = Boot::resolve(&args.options, &tools)?;
+    let firmware = build::firmware(&tools, profile)?;
+    let mut command = boot.command(&tools, &firmware.elf, Console::Terminal, false)?;
     println!("== run: board {}", boot.machine.board.name);
     println!("{}", qemu::describe(&command));
     println!("(QEMU owns this terminal now: press Ctrl-A then X to quit, Ctrl-A H for help)");
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot start QEMU: {e}"))?;
+    let status = command.status().context("cannot start QEMU")?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -22,9 +22,9 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 
-use crate::Result;
+use anyhow::{anyhow, bail, Context, Result};
 
 pub const BACKPORTS_SOURCE_PATH: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 pub const BACKPORTS_SOURCE: &str = "\
@@ -422,7 +422,7 @@ fn run_step(step: &Step) -> Result<()> {
         Step::AddBackportsSource => {
             println!("setup: writing {BACKPORTS_SOURCE_PATH}");
             return std::fs::write(BACKPORTS_SOURCE_PATH, BACKPORTS_SOURCE)
-                .map_err(|e| format!("writing {BACKPORTS_SOURCE_PATH}: {e}"));
+                .with_context(|| format!("writing {BACKPORTS_SOURCE_PATH}"));
         }
         Step::AptUpdate => vec!["apt-get".into(), "update".into()],
         Step::AptInstall {
@@ -436,12 +436,17 @@ fn run_step(step: &Step) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
         .status()
-        .map_err(|e| format!("cannot start {}: {e}", words[0]))?;
+        .with_context(|| format!("cannot start {}", words[0]))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("`{}` failed ({status})", words.join(" ")))
+        bail!("`{}` failed ({status})", words.join(" "))
     }
+}
+
+/// `cargo xtask setup`: check the tools, install what is missing.
+pub fn verb() -> Result<ExitCode> {
+    ensure().map(|_| ExitCode::SUCCESS)
 }
 
 /// Check the tools; install what is missing where that is allowed. Idempotent.
@@ -457,7 +462,7 @@ pub fn ensure() -> Result<Tools> {
     let plan = install_plan(&first.missing, backports_configured());
     let os_release = std::fs::read_to_string("/etc/os-release").ok();
     if let Some(reason) = refusal_reason(effective_uid(), os_release.as_deref()) {
-        return Err(manual_instructions(&reason, &plan));
+        bail!(manual_instructions(&reason, &plan));
     }
     for step in &plan {
         run_step(step)?;
@@ -467,7 +472,7 @@ pub fn ensure() -> Result<Tools> {
         println!("setup: {line}");
     }
     second.tools.ok_or_else(|| {
-        format!(
+        anyhow!(
             "tools still missing after installing: {:?}; see README.md, Troubleshooting",
             second.missing
         )

@@ -24,16 +24,41 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::args::{
-    expected_stop, parse_run_options, qemu_header_options, split_words, Profile, RunOptions,
-    TestOptions,
-};
-use crate::build::{self, TestImage};
+use anyhow::{anyhow, Context, Result};
+
+use crate::build::{self, Profile, TestImage};
 use crate::console_tests::{ConsoleTest, CONSOLE_TESTS};
 use crate::expect::Console;
 use crate::qemu::{self, Boot};
+use crate::run_options::{split_words, RunOptions};
 use crate::setup::{self, Tools};
-use crate::Result;
+use crate::test_header::{expected_stop, qemu_header_options};
+
+/// `cargo xtask test [--host-only | --qemu-only] [FILTER]`.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+#[command(args_override_self = true)]
+pub struct Args {
+    /// Only the host unit tests
+    #[arg(long, conflicts_with = "qemu_only")]
+    pub host_only: bool,
+    /// Only the in-QEMU test images and the console tests
+    #[arg(long)]
+    pub qemu_only: bool,
+    /// Substring that test names must contain (host tests get it as cargo's filter)
+    pub filter: Option<String>,
+}
+
+impl Args {
+    /// Whether the host unit tests run.
+    pub fn host(&self) -> bool {
+        !self.qemu_only
+    }
+
+    /// Whether the in-QEMU images and console tests run.
+    pub fn qemu(&self) -> bool {
+        !self.host_only
+    }
+}
 
 const IMAGE_TIMEOUT: Duration = Duration::from_secs(120);
 const PARALLEL_QEMUS: usize = 2;
@@ -97,8 +122,7 @@ pub fn image_verdict(output: &str, exit_code: Option<i32>) -> Tally {
 /// by itself with a failure status, the output matches `pattern`, and the stop was
 /// announced once (a fault loop would repeat it).
 pub fn stop_verdict(pattern: &str, output: &str, exit_code: Option<i32>) -> Result<Tally> {
-    let regex =
-        regex::Regex::new(pattern).map_err(|e| format!("`//! xtask-expect-stop:` pattern: {e}"))?;
+    let regex = regex::Regex::new(pattern).context("`//! xtask-expect-stop:` pattern")?;
     let stops =
         output.matches("*** Unhandled exception").count() + output.matches("FATAL:").count();
     let stopped_with_failure = matches!(exit_code, Some(code) if code != 0);
@@ -200,7 +224,7 @@ fn host_tests(filter: Option<&str>) -> Tally {
 fn run_image(tools: &Tools, image: &TestImage) -> (Tally, String) {
     let attempt = || -> Result<(Tally, String)> {
         let source = std::fs::read_to_string(&image.source)
-            .map_err(|e| format!("reading {}: {e}", image.source.display()))?;
+            .with_context(|| format!("reading {}", image.source.display()))?;
         let options = qemu_header_options(&source)?;
         let boot = Boot::resolve(&options, tools)?;
         let mut command = boot.command(tools, &image.executable, qemu::Console::Pipes, true)?;
@@ -238,7 +262,7 @@ fn run_image(tools: &Tools, image: &TestImage) -> (Tally, String) {
     attempt().unwrap_or_else(|message| {
         (
             Tally::ONE_FAILURE,
-            format!("image {} ... FAILED: {message}\n", image.name),
+            format!("image {} ... FAILED: {message:#}\n", image.name),
         )
     })
 }
@@ -248,7 +272,7 @@ fn qemu_images(tools: &Tools, filter: Option<&str>) -> Tally {
     let images = match build::test_images(tools, Profile::Release) {
         Ok(images) => images,
         Err(message) => {
-            println!("FAILED: {message}");
+            println!("FAILED: {message:#}");
             return Tally::ONE_FAILURE;
         }
     };
@@ -287,19 +311,18 @@ fn qemu_images(tools: &Tools, filter: Option<&str>) -> Tally {
 
 fn run_console_test(tools: &Tools, kernel: &Path, test: &ConsoleTest) -> (Tally, String) {
     let attempt = || -> Result<()> {
-        let words = split_words(test.qemu)?;
-        let options: RunOptions = parse_run_options(&words, false)?;
+        let options = RunOptions::from_words(&split_words(test.qemu)?)?;
         let boot = Boot::resolve(&options, tools)?;
         let command = boot.command(tools, kernel, qemu::Console::Pipes, false)?;
         let shown = qemu::describe(&command);
-        let mut console = Console::spawn(command).map_err(|e| e.to_string())?;
-        (test.script)(&mut console).map_err(|e| format!("{e}\n(QEMU: {shown})"))
+        let mut console = Console::spawn(command).map_err(|e| anyhow!("{e}"))?;
+        (test.script)(&mut console).map_err(|e| anyhow!("{e}\n(QEMU: {shown})"))
     };
     match attempt() {
         Ok(()) => (Tally::ONE_PASS, format!("console {} ... ok\n", test.name)),
         Err(message) => (
             Tally::ONE_FAILURE,
-            format!("console {} ... FAILED: {message}\n", test.name),
+            format!("console {} ... FAILED: {message:#}\n", test.name),
         ),
     }
 }
@@ -317,7 +340,7 @@ fn console_tests(tools: &Tools, filter: Option<&str>) -> Tally {
     let firmware = match build::firmware(tools, Profile::Release) {
         Ok(firmware) => firmware,
         Err(message) => {
-            println!("FAILED: {message}");
+            println!("FAILED: {message:#}");
             return Tally::ONE_FAILURE;
         }
     };
@@ -332,21 +355,22 @@ fn console_tests(tools: &Tools, filter: Option<&str>) -> Tally {
     tally
 }
 
-pub fn test(options: &TestOptions) -> Result<ExitCode> {
+/// `cargo xtask test`: the sections the options select, one `N passed, N failed` total.
+pub fn verb(options: &Args) -> Result<ExitCode> {
     let filter = options.filter.as_deref();
     let mut total = Tally::default();
     let tools = match setup::ensure() {
         Ok(tools) => Some(tools),
         Err(message) => {
-            println!("FAILED: setup: {message}");
+            println!("FAILED: setup: {message:#}");
             total.add(Tally::ONE_FAILURE);
             None
         }
     };
-    if options.host {
+    if options.host() {
         total.add(host_tests(filter));
     }
-    if options.qemu {
+    if options.qemu() {
         match &tools {
             Some(tools) => {
                 total.add(qemu_images(tools, filter));
