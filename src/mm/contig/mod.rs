@@ -17,7 +17,7 @@
 //!    order-0 anonymous page: it gets a target frame outside the range from a pool (one
 //!    larger block taken from the Movable, else Cma, free lists without stealing and split
 //!    into frames, so a batch costs one buddy allocation), the owner is asked to
-//!    [`Migrator::prepare`](crate::mm::Migrator::prepare) it (unmap it, while the walk is at that page anyway), and the
+//!    [`Migrator::prepare`] it (unmap it, while the walk is at that page anyway), and the
 //!    zone records the move as done right away: the owner record goes to the target, the
 //!    source becomes a frame of the allocation. Everything else takes the slow path:
 //!    clean page cache is offered to [`Migrator::reclaim`] first (dropping is far cheaper
@@ -42,6 +42,14 @@
 //! The work is split by job: `driver` runs the steps above and undoes them on failure,
 //! `migrate_range` walks the range and retries, `batch` runs and settles a batch of moves,
 //! `move_queue` holds the batch's records and `target_pool` hands out migration targets.
+//!
+//! [`Migrator`]: crate::mm::Migrator
+//! [`Migrator::prepare`]: crate::mm::Migrator::prepare
+//! [`Migrator::reclaim`]: crate::mm::Migrator::reclaim
+//! [`Migrator::migrate_batch`]: crate::mm::Migrator::migrate_batch
+//! [`Migrator::cancel`]: crate::mm::Migrator::cancel
+//! [`MigrateError::Again`]: crate::mm::MigrateError::Again
+//! [`MIGRATE_BATCH`]: crate::mm::MIGRATE_BATCH
 #![forbid(unsafe_code)]
 
 mod batch;

@@ -55,7 +55,7 @@ pub enum MmError {
     },
     /// A non-movable owner was about to be recorded on a Movable allocation in a Cma
     /// pageblock: long-term pins must be placed outside CMA (allocate with
-    /// [`GfpFlags::NO_CMA`]).
+    /// [`GfpFlags::NO_CMA`](crate::mm::GfpFlags::NO_CMA)).
     PinInCma {
         pfn: Pfn,
     },

@@ -61,7 +61,6 @@ use super::{MAX_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 
 pub use self::error::{AllocError, MmError};
 pub use self::gfp::{Gfp, GfpFlags};
-pub(in crate::mm) use self::range::Taken;
 
 /// Zone watermarks in pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -224,6 +223,15 @@ impl Block {
     pub fn end(&self) -> Pfn {
         self.head + (1 << self.order)
     }
+}
+
+/// What [`Zone::take_free_range`] turns free frames into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::mm) enum Taken {
+    Reserved,
+    /// Order-0 allocated frames with this owner (an [`Owner::contig`]), allocated as this
+    /// type.
+    Contig(MigrateType, Owner),
 }
 
 /// A physically contiguous span of frames managed by one buddy allocator. See the module

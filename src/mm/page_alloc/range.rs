@@ -13,17 +13,8 @@
 
 use core::ops::Range;
 
-use super::{max_aligned_order, Zone};
+use super::{max_aligned_order, Taken, Zone};
 use crate::mm::{MigrateType, MmError, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES};
-
-/// What [`Zone::take_free_range`] turns free frames into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(in crate::mm) enum Taken {
-    Reserved,
-    /// Order-0 allocated frames with this owner (an [`Owner::contig`]), allocated as this
-    /// type.
-    Contig(MigrateType, Owner),
-}
 
 impl Zone<'_> {
     fn check_range(&self, range: &Range<Pfn>) -> Result<(), MmError> {
