@@ -131,7 +131,7 @@ impl Zone<'_> {
             ));
         }
         let mut by_type = [0usize; MIGRATE_TYPES];
-        for (order, area) in self.free.area.iter().enumerate() {
+        for (order, area) in self.free_area.iter().enumerate() {
             let mut total = 0;
             for mt in MigrateType::ALL {
                 let mut n = 0usize;
@@ -176,10 +176,10 @@ impl Zone<'_> {
                 ));
             }
         }
-        if by_type != self.free.by_type {
+        if by_type != self.free_by_type {
             return Err(format!(
                 "free pages per type {:?} but lists hold {by_type:?}",
-                self.free.by_type
+                self.free_by_type
             ));
         }
         Ok(())

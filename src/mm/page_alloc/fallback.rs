@@ -34,7 +34,7 @@ impl Zone<'_> {
         order: usize,
         start_mt: MigrateType,
     ) -> Option<(MigrateType, bool)> {
-        let area = &self.free.area[order];
+        let area = &self.free_area[order];
         if area.nr_free == 0 {
             return None;
         }
@@ -63,7 +63,7 @@ impl Zone<'_> {
             }
         }
         let (current, fb, can_steal) = found?;
-        let head = self.free.area[current].head[fb.index()];
+        let head = self.free_area[current].head[fb.index()];
         let pfn = self.start_pfn + head as usize;
         Some(self.steal_suitable_fallback(pfn, current, order, start_mt, can_steal))
     }

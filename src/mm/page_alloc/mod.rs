@@ -52,7 +52,6 @@ mod tests;
 
 use alloc::vec::Vec;
 
-use self::free_area::FreeLists;
 use super::migrate::Move;
 use super::migratetype::MIGRATE_TYPES;
 use super::page::NIL;
@@ -209,6 +208,23 @@ fn max_aligned_order(pfn: Pfn, remaining: usize) -> usize {
     align.min(floor_log2(remaining)).min(MAX_ORDER)
 }
 
+/// `free_area[order]`: the heads of one order's free lists, one per migrate type (frame
+/// indices, `NIL` when empty), and how many blocks they hold. See `free_area.rs`.
+#[derive(Clone, Copy, Debug)]
+struct FreeArea {
+    head: [u32; MIGRATE_TYPES],
+    nr_by_type: [usize; MIGRATE_TYPES],
+    nr_free: usize,
+}
+
+impl FreeArea {
+    const EMPTY: FreeArea = FreeArea {
+        head: [NIL; MIGRATE_TYPES],
+        nr_by_type: [0; MIGRATE_TYPES],
+        nr_free: 0,
+    };
+}
+
 /// The block a frame belongs to: `head` and `order` of the free or allocated block, or the
 /// frame itself (order 0) for holes, reserved frames and (corrupt) orphan tails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,7 +258,8 @@ pub struct Zone<'a> {
     first_block: usize,
     pages: &'a mut [Page],
     pageblock_types: &'a mut [u8],
-    free: FreeLists,
+    free_area: [FreeArea; NR_PAGE_ORDERS],
+    free_by_type: [usize; MIGRATE_TYPES],
     present_pages: usize,
     managed_pages: usize,
     cma_pages: usize,
@@ -287,7 +304,8 @@ impl<'a> Zone<'a> {
             first_block: start_pfn >> PAGEBLOCK_ORDER,
             pages,
             pageblock_types,
-            free: FreeLists::EMPTY,
+            free_area: [FreeArea::EMPTY; NR_PAGE_ORDERS],
+            free_by_type: [0; MIGRATE_TYPES],
             present_pages: 0,
             managed_pages: 0,
             cma_pages: 0,
@@ -365,19 +383,6 @@ impl<'a> Zone<'a> {
 /// The buddy core: free lists, allocation (`__rmqueue`), freeing with merging
 /// (`__free_one_page`), and block lookup.
 impl Zone<'_> {
-    #[inline]
-    fn add_to_free_list(&mut self, pfn: Pfn, order: usize, mt: MigrateType) {
-        let i = (pfn - self.start_pfn) as u32;
-        self.free.add(self.pages, i, order, mt);
-    }
-
-    /// Unlink a free block; its state is left for the caller to overwrite.
-    #[inline]
-    fn del_from_free_list(&mut self, pfn: Pfn, order: usize, mt: MigrateType) {
-        let i = pfn - self.start_pfn;
-        self.free.del(self.pages, i, order, mt);
-    }
-
     /// Give back the upper halves of a block of order `high` until order `low` remains.
     #[inline]
     fn expand(&mut self, pfn: Pfn, low: usize, mut high: usize, mt: MigrateType) {
@@ -391,7 +396,7 @@ impl Zone<'_> {
     #[inline]
     fn rmqueue_smallest(&mut self, order: usize, mt: MigrateType) -> Option<Pfn> {
         for current in order..NR_PAGE_ORDERS {
-            let head = self.free.area[current].head[mt.index()];
+            let head = self.free_area[current].head[mt.index()];
             if head != NIL {
                 let pfn = self.start_pfn + head as usize;
                 self.del_from_free_list(pfn, current, mt);
@@ -407,7 +412,7 @@ impl Zone<'_> {
     fn rmqueue(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
         if alloc_cma
             && self.cma_balance.prefers_cma(
-                self.free.by_type[MigrateType::Cma.index()],
+                self.free_by_type[MigrateType::Cma.index()],
                 self.nr_free_pages(),
             )
         {
@@ -429,7 +434,7 @@ impl Zone<'_> {
     /// `NR_FREE_PAGES`.
     #[inline]
     fn nr_free_pages(&self) -> usize {
-        self.free.by_type.iter().sum::<usize>() - self.free.by_type[MigrateType::Isolate.index()]
+        self.free_by_type.iter().sum::<usize>() - self.free_by_type[MigrateType::Isolate.index()]
     }
 
     /// `__zone_watermark_ok`, simplified to the `min` mark. Running out entirely is
@@ -446,7 +451,7 @@ impl Zone<'_> {
         }
         let mut usable = self.nr_free_pages();
         if !alloc_cma {
-            usable -= self.free.by_type[MigrateType::Cma.index()];
+            usable -= self.free_by_type[MigrateType::Cma.index()];
         }
         if usable < 1 << order {
             Err(AllocError::NoMemory)
@@ -511,7 +516,7 @@ impl Zone<'_> {
         }
         let mut usable = self.nr_free_pages();
         if from != MigrateType::Cma {
-            usable -= self.free.by_type[MigrateType::Cma.index()];
+            usable -= self.free_by_type[MigrateType::Cma.index()];
         }
         let spare = usable.checked_sub(self.watermarks.min)?;
         if spare < 2 {
@@ -519,7 +524,7 @@ impl Zone<'_> {
         }
         let largest_listed = (1..NR_PAGE_ORDERS)
             .rev()
-            .find(|&o| self.free.area[o].nr_by_type[from.index()] != 0)?;
+            .find(|&o| self.free_area[o].nr_by_type[from.index()] != 0)?;
         let order = max_order
             .min(largest_listed)
             .min(floor_log2(spare))
@@ -696,7 +701,7 @@ impl Zone<'_> {
 impl Zone<'_> {
     pub fn counters(&self) -> ZoneCounters {
         let mut nr_free = [0; NR_PAGE_ORDERS];
-        for (o, area) in self.free.area.iter().enumerate() {
+        for (o, area) in self.free_area.iter().enumerate() {
             nr_free[o] = area.nr_free;
         }
         ZoneCounters {
@@ -705,8 +710,8 @@ impl Zone<'_> {
             managed_pages: self.managed_pages,
             cma_pages: self.cma_pages,
             free_pages: self.nr_free_pages(),
-            free_cma_pages: self.free.by_type[MigrateType::Cma.index()],
-            free_by_migratetype: self.free.by_type,
+            free_cma_pages: self.free_by_type[MigrateType::Cma.index()],
+            free_by_migratetype: self.free_by_type,
             nr_free,
             watermarks: self.watermarks,
         }
@@ -714,8 +719,7 @@ impl Zone<'_> {
 
     /// Free blocks of one order on one type's list.
     pub fn nr_free_blocks(&self, order: usize, mt: MigrateType) -> usize {
-        self.free
-            .area
+        self.free_area
             .get(order)
             .map_or(0, |a| a.nr_by_type[mt.index()])
     }

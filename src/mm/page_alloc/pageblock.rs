@@ -125,7 +125,7 @@ impl Zone<'_> {
 
     /// The first block on `mt`'s order-`order` free list whose head lies in `range`.
     fn first_listed_in(&self, range: &Range<Pfn>, order: usize, mt: MigrateType) -> Option<Pfn> {
-        let mut i = self.free.area[order].head[mt.index()];
+        let mut i = self.free_area[order].head[mt.index()];
         while i != NIL {
             let pfn = self.start_pfn + i as usize;
             if range.contains(&pfn) {
@@ -148,7 +148,7 @@ impl Zone<'_> {
         from: MigrateType,
         to: MigrateType,
     ) -> bool {
-        let listed: usize = self.free.area[..=PAGEBLOCK_ORDER]
+        let listed: usize = self.free_area[..=PAGEBLOCK_ORDER]
             .iter()
             .map(|area| area.nr_by_type[from.index()])
             .sum();
