@@ -10,10 +10,12 @@ use crate::mm::{
 };
 
 /// Allocate exactly the frames `[start_pfn, end_pfn)`, emptying them first. On success every
-/// frame is an allocated order-0 block owned by the same [`Owner::contig`](crate::mm::Owner::contig) (one id per call,
+/// frame is an allocated order-0 block owned by the same [`Owner::contig`] (one id per call,
 /// so frames of different allocations can be told apart); give them back with
 /// [`free_contig_range`]. On failure the zone is as before, except that blocks already
 /// migrated stay at their new place.
+///
+/// [`Owner::contig`]: crate::mm::Owner::contig
 pub fn alloc_contig_range<M: Migrator + ?Sized>(
     zone: &mut Zone<'_>,
     migrator: &mut M,

@@ -39,7 +39,7 @@ impl Zone<'_> {
         Owner::contig(self.contig_calls)
     }
 
-    /// `alloc_contig_range`'s fast path (see `contig.rs`): walk the frames from `pfn`
+    /// `alloc_contig_range`'s fast path (see `mm/contig`): walk the frames from `pfn`
     /// towards `end` and queue a move (into `slots`, in order) for every allocated order-0
     /// anonymous page, to the next frame of `targets` (allocated, ownerless order-0 frames
     /// outside the range),
