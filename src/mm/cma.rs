@@ -18,7 +18,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::contig::{alloc_contig_range, free_contig_range, ContigError, Migrator};
+use super::contig::{alloc_contig_range, free_contig_range, ContigError};
+use super::migrate::Migrator;
 use super::page_alloc::{MmError, Zone};
 use super::{MigrateType, PageState, Pfn, PAGEBLOCK_NR_PAGES};
 
@@ -57,6 +58,15 @@ impl fmt::Display for CmaError {
             CmaError::NoSpace => f.write_str("no free range in CMA area"),
             CmaError::Busy => f.write_str("CMA ranges busy"),
             CmaError::NoMemory => f.write_str("no memory to migrate into"),
+        }
+    }
+}
+
+impl core::error::Error for CmaError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            CmaError::Zone(e) => Some(e),
+            _ => None,
         }
     }
 }

@@ -33,6 +33,7 @@
 
 pub mod cma;
 pub mod contig;
+pub mod migrate;
 pub mod migratetype;
 pub mod page;
 pub mod page_alloc;
@@ -49,10 +50,8 @@ mod testutil;
 pub use cma::{
     cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, CmaArea, CmaError, CmaState,
 };
-pub use contig::{
-    alloc_contig_range, free_contig_range, ContigError, MigrateError, Migrator, Move, NoMigrator,
-    MIGRATE_BATCH,
-};
+pub use contig::{alloc_contig_range, free_contig_range, ContigError};
+pub use migrate::{MigrateError, Migrator, Move, NoMigrator, MIGRATE_BATCH};
 pub use migratetype::MigrateType;
 pub use page::{Owner, OwnerKind, Page, PageState};
 pub use page_alloc::{

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::contig::{MigrateError, Migrator};
+use super::migrate::{MigrateError, Migrator};
 use super::{zone_metadata_size, MigrateType, Owner, Page, PageState, Pfn, Zone};
 
 /// Metadata storage for a zone; build the zone with [`Storage::zone`].

@@ -1,0 +1,102 @@
+//! `alloc_contig_range`: empty a physical range by migrating or reclaiming what is in it,
+//! then take it out of the buddy as order-0 frames.
+//!
+//! # Theory of operation
+//!
+//! Each call gets its own owner value, `Zone::new_contig_owner` (an
+//! [`Owner::contig`](super::Owner::contig) with a fresh id): every frame it takes carries
+//! it, so the call can tell its own frames from those of other contiguous allocations,
+//! which it never takes.
+//!
+//! 1. Isolate the pageblocks covering the range, so nothing new is allocated there and
+//!    freed frames stay there. A Movable request is refused up front if the range holds
+//!    an unmovable frame; a CMA request is not scanned (Cma pageblocks only ever hold
+//!    movable pages and contiguous allocations, as Linux reasons), the walk below refuses
+//!    whatever will not move.
+//! 2. Walk the range. The fast path (`Zone::queue_order0_migrations`) takes each
+//!    order-0 anonymous page: it gets a target frame outside the range from a pool (one
+//!    larger block taken from the Movable, else Cma, free lists without stealing and split
+//!    into frames, so a batch costs one buddy allocation), the owner is asked to
+//!    [`Migrator::prepare`] it (unmap it, while the walk is at that page anyway), and the
+//!    zone records the move as done right away: the owner record goes to the target, the
+//!    source becomes a frame of the allocation. Everything else takes the slow path:
+//!    clean page cache is offered to [`Migrator::reclaim`] first (dropping is far cheaper
+//!    than copying), other movable blocks are queued the same way one at a time,
+//!    unmovable frames (and other calls' contiguous frames) fail the call. Every
+//!    [`MIGRATE_BATCH`] moves (and at the end of a pass) [`Migrator::migrate_batch`]
+//!    copies and re-maps the batch in one go (one TLB synchronisation); only its failures
+//!    cost the zone anything afterwards (the record is undone, the target freed).
+//!    Transient failures ([`MigrateError::Again`]) are retried; after
+//!    [`MIGRATE_MAX_PASSES_WITHOUT_PROGRESS`] consecutive passes without progress, or on a
+//!    permanent failure, the call gives up. Moves prepared but never run go to
+//!    [`Migrator::cancel`].
+//! 3. Take the rest: when every frame of the range was taken during migration (the
+//!    count says so), nothing is left to check; otherwise check every frame is free or the
+//!    call's own, take the free ones off the (Isolate) free lists, splitting blocks that
+//!    straddle the ends. On failure the frames the call took are freed again.
+//! 4. Restore the pageblock types (also on failure; migrated pages simply stay migrated).
+//!
+//! The [`Migrator`] is the interface to page owners. It gets no access to the zone (it is a
+//! separate `&mut` borrow), so it cannot allocate or free behind the zone's back.
+//!
+//! The work is split by job: `driver` runs the steps above and undoes them on failure,
+//! `migrate_range` walks the range and retries, `batch` runs and settles a batch of moves,
+//! `move_queue` holds the batch's records and `target_pool` hands out migration targets.
+//!
+//! [`Migrator`]: crate::mm::Migrator
+//! [`Migrator::prepare`]: crate::mm::Migrator::prepare
+//! [`Migrator::reclaim`]: crate::mm::Migrator::reclaim
+//! [`Migrator::migrate_batch`]: crate::mm::Migrator::migrate_batch
+//! [`Migrator::cancel`]: crate::mm::Migrator::cancel
+//! [`MigrateError::Again`]: crate::mm::MigrateError::Again
+//! [`MIGRATE_BATCH`]: crate::mm::MIGRATE_BATCH
+#![forbid(unsafe_code)]
+
+mod batch;
+mod driver;
+mod migrate_range;
+mod move_queue;
+mod target_pool;
+#[cfg(test)]
+mod tests;
+
+use core::fmt;
+
+use super::{MmError, Pfn};
+
+pub use self::driver::{alloc_contig_range, free_contig_range};
+pub use self::migrate_range::MIGRATE_MAX_PASSES_WITHOUT_PROGRESS;
+
+/// Why `alloc_contig_range` failed. `Busy` and `GaveUp` are worth retrying elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContigError {
+    /// Bad range or migrate type (only Movable and Cma ranges can be emptied; a Cma request
+    /// must cover only Cma pageblocks, a Movable one no Cma pageblock).
+    Invalid(MmError),
+    /// A frame that cannot be moved (pinned, kernel, hole, already isolated...).
+    Busy { pfn: Pfn },
+    /// Transient migration failures persisted.
+    GaveUp { pfn: Pfn },
+    /// No memory outside the range to migrate into.
+    NoMemory,
+}
+
+impl fmt::Display for ContigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContigError::Invalid(e) => write!(f, "invalid request: {e}"),
+            ContigError::Busy { pfn } => write!(f, "pfn {pfn:#x} cannot be moved"),
+            ContigError::GaveUp { pfn } => write!(f, "pfn {pfn:#x} still busy after retries"),
+            ContigError::NoMemory => write!(f, "no memory to migrate into"),
+        }
+    }
+}
+
+impl core::error::Error for ContigError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ContigError::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,757 @@
+//! The zone and its buddy allocator (`mm/page_alloc.c`).
+//!
+//! # Theory of operation
+//!
+//! A [`Zone`] covers `[start_pfn, start_pfn + pages.len())`. Free memory is kept as naturally
+//! aligned power-of-two blocks on `free_area[order].free_list[migratetype]`. The buddy of a
+//! block is `pfn ^ (1 << order)`; freeing merges with a free buddy of the same order until
+//! the buddy is busy, absent, or of an incompatible pageblock type (`__free_one_page`).
+//! Below pageblock order a block and its buddy share a pageblock, so they always merge; at
+//! pageblock order and above, Unmovable/Movable/Reclaimable merge freely (the buddy's
+//! pageblock takes the freeing side's type) while Cma and Isolate merge only with their own.
+//!
+//! Invariant kept at all times: a free block sits on the list of the type of every
+//! pageblock it covers. Stealing therefore either claims whole pageblocks (retyping them and
+//! moving their free blocks) or takes a block without claiming, leaving the remainder on its
+//! original list (Linux 6.10 semantics).
+//!
+//! Allocation (`__rmqueue`): a Movable request first takes from Cma when free CMA pages
+//! exceed the [`CmaBalance`] share of free pages; then its own type (`__rmqueue_smallest`:
+//! smallest sufficient order, `expand` gives back the upper halves), then Cma (Movable only),
+//! then stealing (`__rmqueue_fallback`): the largest block of the first type in
+//! [`FALLBACKS`](super::migratetype::FALLBACKS) that has one; the whole pageblock is claimed
+//! when at least half of it is free or holds alike allocations. Cma blocks are never stolen
+//! or retyped by the allocator.
+//!
+//! Watermarks: a request fails with [`AllocError::Watermark`] if it would leave fewer than
+//! `min` free pages it may use (CMA pages do not count for non-Movable requests), unless it
+//! carries [`GfpFlags::MEMALLOC`]. `low`/`high` are recorded for reporting and MemAvailable;
+//! there is no background reclaim.
+//!
+//! Counting: `NR_FREE_PAGES` excludes pages on Isolate lists, as in Linux, since those are
+//! about to be taken.
+//!
+//! This file holds the [`Zone`] type, its construction and the buddy core (allocation,
+//! freeing and merging, watermarks, counters). The rest is split by job: `free_area` (the
+//! free lists), `fallback` (stealing from other types), `pageblock` (pageblock types and
+//! retyping), `range` (handing over, reserving and taking ranges of frames),
+//! `move_record` (`alloc_contig_range`'s record of its moves), `debug`
+//! ([`Zone::check_invariants`]), each adding an `impl Zone` block.
+#![forbid(unsafe_code)]
+
+mod debug;
+mod error;
+mod fallback;
+mod free_area;
+mod gfp;
+mod move_record;
+mod pageblock;
+mod range;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+
+use super::migrate::Move;
+use super::migratetype::MIGRATE_TYPES;
+use super::page::NIL;
+use super::{pageblock_start_pfn, MigrateType, Owner, OwnerKind, Page, PageState, Pfn};
+use super::{MAX_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
+
+pub use self::error::{AllocError, MmError};
+pub use self::gfp::{Gfp, GfpFlags};
+
+/// Zone watermarks in pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Watermarks {
+    pub min: usize,
+    pub low: usize,
+    pub high: usize,
+}
+
+impl Watermarks {
+    /// Linux's spacing: low = min * 5/4, high = min * 3/2.
+    pub const fn from_min(min: usize) -> Watermarks {
+        Watermarks {
+            min,
+            low: min + min / 4,
+            high: min + min / 2,
+        }
+    }
+}
+
+/// When a Movable request takes from CMA before its own lists: when free CMA pages exceed
+/// `numerator / denominator` of all free pages. Linux 5.7+ uses 1/2; Raspberry Pi kernels use
+/// 12/16 to keep more CMA free for devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmaBalance {
+    numerator: u32,
+    denominator: u32,
+}
+
+impl CmaBalance {
+    pub const LINUX: CmaBalance = CmaBalance {
+        numerator: 1,
+        denominator: 2,
+    };
+    pub const RASPBERRY_PI: CmaBalance = CmaBalance {
+        numerator: 12,
+        denominator: 16,
+    };
+    /// Never prefer CMA; it is only used once the request's own lists are empty.
+    pub const NEVER: CmaBalance = CmaBalance {
+        numerator: 1,
+        denominator: 1,
+    };
+
+    /// `None` if the denominator is zero or the fraction exceeds 1.
+    pub const fn new(numerator: u32, denominator: u32) -> Option<CmaBalance> {
+        if denominator == 0 || numerator > denominator {
+            None
+        } else {
+            Some(CmaBalance {
+                numerator,
+                denominator,
+            })
+        }
+    }
+
+    pub const fn numerator(self) -> u32 {
+        self.numerator
+    }
+
+    pub const fn denominator(self) -> u32 {
+        self.denominator
+    }
+
+    #[inline]
+    fn prefers_cma(self, free_cma: usize, free: usize) -> bool {
+        (free_cma as u128) * (self.denominator as u128) > (free as u128) * (self.numerator as u128)
+    }
+}
+
+impl Default for CmaBalance {
+    fn default() -> Self {
+        CmaBalance::LINUX
+    }
+}
+
+/// Snapshot of the zone's counters (`zone_page_state` and friends), all in pages except
+/// `nr_free` (blocks per order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZoneCounters {
+    pub spanned_pages: usize,
+    /// Frames that are RAM (not holes).
+    pub present_pages: usize,
+    /// Frames handed to the buddy (free or allocated).
+    pub managed_pages: usize,
+    /// Frames activated as CMA (`totalcma_pages`).
+    pub cma_pages: usize,
+    /// `NR_FREE_PAGES`: free pages outside Isolate blocks.
+    pub free_pages: usize,
+    /// `NR_FREE_CMA_PAGES`.
+    pub free_cma_pages: usize,
+    /// Free pages on each migrate type's lists.
+    pub free_by_migratetype: [usize; MIGRATE_TYPES],
+    /// `free_area[order].nr_free`: free blocks per order, all types.
+    pub nr_free: [usize; NR_PAGE_ORDERS],
+    pub watermarks: Watermarks,
+}
+
+/// How much metadata a span needs: one [`Page`] per frame, one byte per pageblock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetadataSize {
+    pub pages: usize,
+    pub page_bytes: usize,
+    pub pageblocks: usize,
+    pub pageblock_bytes: usize,
+}
+
+impl MetadataSize {
+    pub const fn total_bytes(&self) -> usize {
+        self.page_bytes + self.pageblock_bytes
+    }
+}
+
+/// Metadata needed for a zone of `nr_pages` frames starting at `start_pfn`.
+pub const fn zone_metadata_size(start_pfn: Pfn, nr_pages: usize) -> MetadataSize {
+    let pageblocks = nr_pageblocks(start_pfn, nr_pages);
+    MetadataSize {
+        pages: nr_pages,
+        page_bytes: nr_pages * core::mem::size_of::<Page>(),
+        pageblocks,
+        pageblock_bytes: pageblocks,
+    }
+}
+
+const fn nr_pageblocks(start_pfn: Pfn, nr_pages: usize) -> usize {
+    if nr_pages == 0 {
+        0
+    } else {
+        ((start_pfn + nr_pages - 1) >> PAGEBLOCK_ORDER) - (start_pfn >> PAGEBLOCK_ORDER) + 1
+    }
+}
+
+#[inline]
+const fn floor_log2(n: usize) -> usize {
+    (usize::BITS - 1 - n.leading_zeros()) as usize
+}
+
+/// Largest naturally aligned block order starting at `pfn` that fits in `remaining` pages.
+#[inline]
+fn max_aligned_order(pfn: Pfn, remaining: usize) -> usize {
+    let align = if pfn == 0 {
+        MAX_ORDER
+    } else {
+        pfn.trailing_zeros() as usize
+    };
+    align.min(floor_log2(remaining)).min(MAX_ORDER)
+}
+
+/// `free_area[order]`: the heads of one order's free lists, one per migrate type (frame
+/// indices, `NIL` when empty), and how many blocks they hold. See `free_area.rs`.
+#[derive(Clone, Copy, Debug)]
+struct FreeArea {
+    head: [u32; MIGRATE_TYPES],
+    nr_by_type: [usize; MIGRATE_TYPES],
+    nr_free: usize,
+}
+
+impl FreeArea {
+    const EMPTY: FreeArea = FreeArea {
+        head: [NIL; MIGRATE_TYPES],
+        nr_by_type: [0; MIGRATE_TYPES],
+        nr_free: 0,
+    };
+}
+
+/// The block a frame belongs to: `head` and `order` of the free or allocated block, or the
+/// frame itself (order 0) for holes, reserved frames and (corrupt) orphan tails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::mm) struct Block {
+    pub head: Pfn,
+    pub order: usize,
+    pub state: PageState,
+}
+
+impl Block {
+    #[inline]
+    pub fn end(&self) -> Pfn {
+        self.head + (1 << self.order)
+    }
+}
+
+/// What [`Zone::take_free_range`] turns free frames into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::mm) enum Taken {
+    Reserved,
+    /// Order-0 allocated frames with this owner (an [`Owner::contig`]), allocated as this
+    /// type.
+    Contig(MigrateType, Owner),
+}
+
+/// A physically contiguous span of frames managed by one buddy allocator. See the module
+/// docs for the rules it follows.
+pub struct Zone<'a> {
+    start_pfn: Pfn,
+    end_pfn: Pfn,
+    first_block: usize,
+    pages: &'a mut [Page],
+    pageblock_types: &'a mut [u8],
+    free_area: [FreeArea; NR_PAGE_ORDERS],
+    free_by_type: [usize; MIGRATE_TYPES],
+    present_pages: usize,
+    managed_pages: usize,
+    cma_pages: usize,
+    watermarks: Watermarks,
+    cma_balance: CmaBalance,
+    /// Id of the last `alloc_contig_range` call ([`Zone::new_contig_owner`]).
+    contig_calls: u64,
+    /// `alloc_contig_range`'s move buffer, kept between calls.
+    move_buffer: Vec<Move>,
+}
+
+impl<'a> Zone<'a> {
+    /// A zone over `pages.len()` frames from `start_pfn`. Every frame starts as a hole and
+    /// every pageblock as Movable (as Linux's `memmap_init`); hand RAM over with
+    /// [`Zone::free_range`]. `pageblock_types` needs [`zone_metadata_size`]`.pageblocks`
+    /// bytes; its previous contents do not matter.
+    pub fn new(
+        start_pfn: Pfn,
+        pages: &'a mut [Page],
+        pageblock_types: &'a mut [u8],
+    ) -> Result<Zone<'a>, MmError> {
+        let nr = pages.len();
+        if nr >= NIL as usize {
+            return Err(MmError::SpanTooLarge { pages: nr });
+        }
+        let end_pfn = start_pfn.checked_add(nr).ok_or(MmError::InvalidRange {
+            start: start_pfn,
+            end: usize::MAX,
+        })?;
+        let blocks = nr_pageblocks(start_pfn, nr);
+        if pageblock_types.len() < blocks {
+            return Err(MmError::MetadataTooSmall {
+                needed: blocks,
+                got: pageblock_types.len(),
+            });
+        }
+        pages.fill(Page::HOLE);
+        pageblock_types[..blocks].fill(MigrateType::Movable as u8);
+        Ok(Zone {
+            start_pfn,
+            end_pfn,
+            first_block: start_pfn >> PAGEBLOCK_ORDER,
+            pages,
+            pageblock_types,
+            free_area: [FreeArea::EMPTY; NR_PAGE_ORDERS],
+            free_by_type: [0; MIGRATE_TYPES],
+            present_pages: 0,
+            managed_pages: 0,
+            cma_pages: 0,
+            watermarks: Watermarks::default(),
+            cma_balance: CmaBalance::LINUX,
+            contig_calls: 0,
+            move_buffer: Vec::new(),
+        })
+    }
+
+    pub fn start_pfn(&self) -> Pfn {
+        self.start_pfn
+    }
+
+    pub fn end_pfn(&self) -> Pfn {
+        self.end_pfn
+    }
+
+    /// Linux's zone name, for reports.
+    pub fn name(&self) -> &'static str {
+        "Normal"
+    }
+
+    #[inline]
+    pub fn contains(&self, pfn: Pfn) -> bool {
+        pfn >= self.start_pfn && pfn < self.end_pfn
+    }
+
+    pub fn set_watermarks(&mut self, watermarks: Watermarks) {
+        self.watermarks = watermarks;
+    }
+
+    pub fn watermarks(&self) -> Watermarks {
+        self.watermarks
+    }
+
+    pub fn set_cma_balance(&mut self, balance: CmaBalance) {
+        self.cma_balance = balance;
+    }
+
+    pub fn cma_balance(&self) -> CmaBalance {
+        self.cma_balance
+    }
+
+    /// Read-only view of one frame's metadata.
+    pub fn page(&self, pfn: Pfn) -> Option<&Page> {
+        if self.contains(pfn) {
+            Some(&self.pages[pfn - self.start_pfn])
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    fn pg(&self, pfn: Pfn) -> &Page {
+        &self.pages[pfn - self.start_pfn]
+    }
+
+    #[inline]
+    fn pg_mut(&mut self, pfn: Pfn) -> &mut Page {
+        &mut self.pages[pfn - self.start_pfn]
+    }
+
+    /// The `Page`s of `[start, end)` clamped to the zone (`memmap[i]` is frame
+    /// `start.max(zone start) + i`), for walks that step through many frames: indexing a
+    /// slice costs less than a checked lookup per frame.
+    #[inline]
+    pub(in crate::mm) fn memmap(&self, start: Pfn, end: Pfn) -> &[Page] {
+        let lo = start.clamp(self.start_pfn, self.end_pfn) - self.start_pfn;
+        let hi = end.clamp(self.start_pfn, self.end_pfn) - self.start_pfn;
+        self.pages.get(lo..hi).unwrap_or(&[])
+    }
+}
+
+/// The buddy core: free lists, allocation (`__rmqueue`), freeing with merging
+/// (`__free_one_page`), and block lookup.
+impl Zone<'_> {
+    /// Give back the upper halves of a block of order `high` until order `low` remains.
+    #[inline]
+    fn expand(&mut self, pfn: Pfn, low: usize, mut high: usize, mt: MigrateType) {
+        while high > low {
+            high -= 1;
+            self.add_to_free_list(pfn + (1 << high), high, mt);
+        }
+    }
+
+    /// Smallest sufficient block on `mt`'s lists, split down to `order`.
+    #[inline]
+    fn rmqueue_smallest(&mut self, order: usize, mt: MigrateType) -> Option<Pfn> {
+        for current in order..NR_PAGE_ORDERS {
+            let head = self.free_area[current].head[mt.index()];
+            if head != NIL {
+                let pfn = self.start_pfn + head as usize;
+                self.del_from_free_list(pfn, current, mt);
+                self.expand(pfn, order, current, mt);
+                return Some(pfn);
+            }
+        }
+        None
+    }
+
+    /// `__rmqueue`.
+    #[inline]
+    fn rmqueue(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
+        if alloc_cma
+            && self.cma_balance.prefers_cma(
+                self.free_by_type[MigrateType::Cma.index()],
+                self.nr_free_pages(),
+            )
+        {
+            if let Some(p) = self.rmqueue_smallest(order, MigrateType::Cma) {
+                return Some(p);
+            }
+        }
+        if let Some(p) = self.rmqueue_smallest(order, mt) {
+            return Some(p);
+        }
+        if alloc_cma {
+            if let Some(p) = self.rmqueue_smallest(order, MigrateType::Cma) {
+                return Some(p);
+            }
+        }
+        self.rmqueue_fallback(order, mt)
+    }
+
+    /// `NR_FREE_PAGES`.
+    #[inline]
+    fn nr_free_pages(&self) -> usize {
+        self.free_by_type.iter().sum::<usize>() - self.free_by_type[MigrateType::Isolate.index()]
+    }
+
+    /// `__zone_watermark_ok`, simplified to the `min` mark. Running out entirely is
+    /// reported as `NoMemory`, dipping into the reserve as `Watermark`.
+    #[inline]
+    fn watermark_check(
+        &self,
+        order: usize,
+        alloc_cma: bool,
+        flags: GfpFlags,
+    ) -> Result<(), AllocError> {
+        if flags.contains(GfpFlags::MEMALLOC) {
+            return Ok(());
+        }
+        let mut usable = self.nr_free_pages();
+        if !alloc_cma {
+            usable -= self.free_by_type[MigrateType::Cma.index()];
+        }
+        if usable < 1 << order {
+            Err(AllocError::NoMemory)
+        } else if usable - (1 << order) < self.watermarks.min {
+            Err(AllocError::Watermark)
+        } else {
+            Ok(())
+        }
+    }
+
+    #[inline]
+    fn prep_new_page(&mut self, pfn: Pfn, order: usize, mt: MigrateType) {
+        let page = self.pg_mut(pfn);
+        page.set(PageState::Head, order, mt);
+        page.set_owner(Owner::NONE);
+    }
+
+    /// Allocate a naturally aligned block of `1 << order` frames. The block's owner starts
+    /// as [`Owner::NONE`]; record one with [`Zone::set_owner`] (movable clients must, or
+    /// their pages cannot be migrated). O(1): list pops plus at most `MAX_ORDER` splits.
+    #[inline]
+    pub fn alloc_pages(&mut self, order: usize, gfp: Gfp) -> Result<Pfn, AllocError> {
+        if order > MAX_ORDER {
+            return Err(AllocError::InvalidOrder);
+        }
+        let mt = gfp.migratetype;
+        if !mt.is_pcptype() {
+            return Err(AllocError::InvalidMigratetype);
+        }
+        let alloc_cma = mt == MigrateType::Movable && !gfp.flags.contains(GfpFlags::NO_CMA);
+        self.watermark_check(order, alloc_cma, gfp.flags)?;
+        let pfn = self
+            .rmqueue(order, mt, alloc_cma)
+            .ok_or(AllocError::NoMemory)?;
+        self.prep_new_page(pfn, order, mt);
+        Ok(pfn)
+    }
+
+    /// A Movable block from Cma lists only (migration target of last resort).
+    pub(in crate::mm) fn alloc_cma_pages(&mut self, order: usize) -> Result<Pfn, AllocError> {
+        self.watermark_check(order, true, GfpFlags::NONE)?;
+        let pfn = self
+            .rmqueue_smallest(order, MigrateType::Cma)
+            .ok_or(AllocError::NoMemory)?;
+        self.prep_new_page(pfn, order, MigrateType::Movable);
+        Ok(pfn)
+    }
+
+    /// Migration targets in bulk: the largest block of at most `max_order` that `from`'s own
+    /// free lists (Movable or Cma) can give without stealing and without crossing the min
+    /// watermark, split into `1 << order` allocated order-0 frames (Linux's `split_page`),
+    /// each typed Movable with no owner. Returns the first frame and the order taken; `None`
+    /// if not even two frames are available that way (the caller then falls back to the
+    /// order-0 path, which may steal like any Movable allocation).
+    pub(in crate::mm) fn alloc_split_block(
+        &mut self,
+        max_order: usize,
+        from: MigrateType,
+    ) -> Option<(Pfn, usize)> {
+        if !matches!(from, MigrateType::Movable | MigrateType::Cma) {
+            return None;
+        }
+        let mut usable = self.nr_free_pages();
+        if from != MigrateType::Cma {
+            usable -= self.free_by_type[MigrateType::Cma.index()];
+        }
+        let spare = usable.checked_sub(self.watermarks.min)?;
+        if spare < 2 {
+            return None;
+        }
+        let largest_listed = (1..NR_PAGE_ORDERS)
+            .rev()
+            .find(|&o| self.free_area[o].nr_by_type[from.index()] != 0)?;
+        let order = max_order
+            .min(largest_listed)
+            .min(floor_log2(spare))
+            .min(MAX_ORDER);
+        if order == 0 {
+            return None;
+        }
+        let pfn = self.rmqueue_smallest(order, from)?;
+        for p in pfn..pfn + (1 << order) {
+            let page = self.pg_mut(p);
+            page.set(PageState::Head, 0, MigrateType::Movable);
+            page.set_owner(Owner::NONE);
+        }
+        Some((pfn, order))
+    }
+
+    /// Free a block returned by [`Zone::alloc_pages`] with the same order. Anything else
+    /// (a tail, a free block, a different order) is refused and nothing changes.
+    #[inline]
+    pub fn free_pages(&mut self, pfn: Pfn, order: usize) -> Result<(), MmError> {
+        if order > MAX_ORDER {
+            return Err(MmError::InvalidOrder { order });
+        }
+        if !self.contains(pfn) {
+            return Err(MmError::OutOfZone { pfn });
+        }
+        let page = self.pg(pfn);
+        if page.state() != PageState::Head {
+            return Err(MmError::NotAllocated { pfn });
+        }
+        if page.order() != order {
+            return Err(MmError::OrderMismatch {
+                pfn,
+                allocated: page.order(),
+                freed: order,
+            });
+        }
+        self.pg_mut(pfn).set_owner(Owner::NONE);
+        self.free_block(pfn, order);
+        Ok(())
+    }
+
+    /// Free an off-list block whose tails are already `Tail`; blocks larger than a pageblock
+    /// whose pageblocks disagree on type are freed pageblock by pageblock
+    /// (`split_large_buddy`) so each piece lands on its own block's list.
+    fn free_block(&mut self, pfn: Pfn, order: usize) {
+        let mt = self.pb_type(pfn);
+        if order > PAGEBLOCK_ORDER {
+            let end = pfn + (1 << order);
+            let uniform = (pfn..end)
+                .step_by(PAGEBLOCK_NR_PAGES)
+                .all(|p| self.pb_type(p) == mt);
+            if !uniform {
+                for piece in (pfn..end).step_by(PAGEBLOCK_NR_PAGES) {
+                    let piece_mt = self.pb_type(piece);
+                    self.free_one_page(piece, PAGEBLOCK_ORDER, piece_mt);
+                }
+                return;
+            }
+        }
+        self.free_one_page(pfn, order, mt);
+    }
+
+    /// `__free_one_page`: merge with free buddies, then list the result.
+    #[inline]
+    fn free_one_page(&mut self, mut pfn: Pfn, mut order: usize, mt: MigrateType) {
+        while order < MAX_ORDER {
+            let buddy = pfn ^ (1 << order);
+            if !self.contains(buddy) {
+                break;
+            }
+            let bp = self.pg(buddy);
+            if bp.state() != PageState::Buddy || bp.order() != order {
+                break;
+            }
+            let buddy_mt = bp.migratetype();
+            if buddy_mt != mt {
+                // Only possible at pageblock order and above, where buddies live in
+                // different pageblocks.
+                if !(mt.is_mergeable() && buddy_mt.is_mergeable()) {
+                    break;
+                }
+                self.del_from_free_list(buddy, order, buddy_mt);
+                self.change_pageblock_range(buddy, order, mt);
+            } else {
+                self.del_from_free_list(buddy, order, buddy_mt);
+            }
+            let upper = pfn.max(buddy);
+            self.pg_mut(upper).set_state(PageState::Tail);
+            pfn &= buddy;
+            order += 1;
+        }
+        self.add_to_free_list(pfn, order, mt);
+    }
+
+    /// The block a frame belongs to. Tails are resolved by looking for the covering head
+    /// at each larger alignment: O(MAX_ORDER).
+    pub(in crate::mm) fn block_at(&self, pfn: Pfn) -> Block {
+        let page = self.pg(pfn);
+        match page.state() {
+            PageState::Buddy | PageState::Head => Block {
+                head: pfn,
+                order: page.order(),
+                state: page.state(),
+            },
+            PageState::Hole | PageState::Reserved => Block {
+                head: pfn,
+                order: 0,
+                state: page.state(),
+            },
+            PageState::Tail => {
+                for o in 1..=MAX_ORDER {
+                    let cand = pfn & !((1 << o) - 1);
+                    if cand < self.start_pfn {
+                        break;
+                    }
+                    let cp = self.pg(cand);
+                    if matches!(cp.state(), PageState::Buddy | PageState::Head) && cp.order() >= o {
+                        return Block {
+                            head: cand,
+                            order: cp.order(),
+                            state: cp.state(),
+                        };
+                    }
+                }
+                Block {
+                    head: pfn,
+                    order: 0,
+                    state: PageState::Tail,
+                }
+            }
+        }
+    }
+
+    /// Head pfn and order of the allocated block containing `pfn`, if any.
+    pub fn allocated_block(&self, pfn: Pfn) -> Option<(Pfn, usize)> {
+        if !self.contains(pfn) {
+            return None;
+        }
+        let b = self.block_at(pfn);
+        (b.state == PageState::Head).then_some((b.head, b.order))
+    }
+
+    /// Record who holds the allocated block headed at `pfn`. A non-movable owner on a
+    /// Movable allocation inside a Cma pageblock is refused ([`MmError::PinInCma`]): such
+    /// memory must be allocated with [`GfpFlags::NO_CMA`].
+    pub fn set_owner(&mut self, pfn: Pfn, owner: Owner) -> Result<(), MmError> {
+        if !self.contains(pfn) {
+            return Err(MmError::OutOfZone { pfn });
+        }
+        let page = self.pg(pfn);
+        if page.state() != PageState::Head {
+            return Err(MmError::NotAllocated { pfn });
+        }
+        if page.migratetype() == MigrateType::Movable
+            && !matches!(owner.kind(), OwnerKind::None)
+            && !owner.kind().is_movable()
+            && self.block_touches_cma(pfn, page.order())
+        {
+            return Err(MmError::PinInCma { pfn });
+        }
+        self.pg_mut(pfn).set_owner(owner);
+        Ok(())
+    }
+
+    /// Owner of the allocated block headed at `pfn`.
+    pub fn owner(&self, pfn: Pfn) -> Option<Owner> {
+        let page = self.page(pfn)?;
+        (page.state() == PageState::Head).then(|| page.owner())
+    }
+}
+
+/// Counters and reports.
+impl Zone<'_> {
+    pub fn counters(&self) -> ZoneCounters {
+        let mut nr_free = [0; NR_PAGE_ORDERS];
+        for (o, area) in self.free_area.iter().enumerate() {
+            nr_free[o] = area.nr_free;
+        }
+        ZoneCounters {
+            spanned_pages: self.end_pfn - self.start_pfn,
+            present_pages: self.present_pages,
+            managed_pages: self.managed_pages,
+            cma_pages: self.cma_pages,
+            free_pages: self.nr_free_pages(),
+            free_cma_pages: self.free_by_type[MigrateType::Cma.index()],
+            free_by_migratetype: self.free_by_type,
+            nr_free,
+            watermarks: self.watermarks,
+        }
+    }
+
+    /// Free blocks of one order on one type's list.
+    pub fn nr_free_blocks(&self, order: usize, mt: MigrateType) -> usize {
+        self.free_area
+            .get(order)
+            .map_or(0, |a| a.nr_by_type[mt.index()])
+    }
+
+    /// Number of pageblocks of each type among pageblocks with RAM.
+    pub fn pageblock_counts(&self) -> [usize; MIGRATE_TYPES] {
+        let mut counts = [0; MIGRATE_TYPES];
+        let mut block = pageblock_start_pfn(self.start_pfn);
+        while block < self.end_pfn {
+            let (s, e) = (
+                block.max(self.start_pfn),
+                (block + PAGEBLOCK_NR_PAGES).min(self.end_pfn),
+            );
+            if (s..e).any(|p| self.pg(p).state() != PageState::Hole) {
+                counts[self.pb_type(s).index()] += 1;
+            }
+            block += PAGEBLOCK_NR_PAGES;
+        }
+        counts
+    }
+
+    /// Pages held by allocated blocks whose owner kind is `kind` (O(span); for reports).
+    pub fn allocated_pages_of_kind(&self, kind: OwnerKind) -> usize {
+        let mut total = 0;
+        let mut pfn = self.start_pfn;
+        while pfn < self.end_pfn {
+            let b = self.block_at(pfn);
+            if b.state == PageState::Head && self.pg(b.head).owner().kind() == kind {
+                total += b.end().min(self.end_pfn) - pfn;
+            }
+            pfn = b.end().max(pfn + 1);
+        }
+        total
+    }
+}

@@ -1,0 +1,168 @@
+//! Whole ranges of frames: handing RAM to the buddy (`memblock_free_all`), keeping it out
+//! (reserving), turning a range into CMA, taking a range's free frames off the lists, and
+//! freeing a run of order-0 frames.
+//!
+//! # Theory of operation
+//!
+//! A range rarely lines up with buddy blocks, so every operation works in maximal naturally
+//! aligned blocks: freeing a range frees the largest aligned block that fits at each step
+//! (merging does the rest), and taking a range splits the free blocks that straddle its
+//! ends and frees their outside parts again. Reserving and taking only ever touch free
+//! frames (reserving refuses a range with an allocated frame), so no owner is disturbed.
+#![forbid(unsafe_code)]
+
+use core::ops::Range;
+
+use super::{max_aligned_order, Taken, Zone};
+use crate::mm::{MigrateType, MmError, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES};
+
+impl Zone<'_> {
+    fn check_range(&self, range: &Range<Pfn>) -> Result<(), MmError> {
+        if range.start >= range.end {
+            return Err(MmError::InvalidRange {
+                start: range.start,
+                end: range.end,
+            });
+        }
+        if !self.contains(range.start) {
+            return Err(MmError::OutOfZone { pfn: range.start });
+        }
+        if range.end > self.end_pfn {
+            return Err(MmError::OutOfZone { pfn: range.end - 1 });
+        }
+        Ok(())
+    }
+
+    /// Hand RAM to the buddy (`memblock_free_all`). Every frame in the range must be a
+    /// hole or reserved. Returns the number of pages added.
+    pub fn free_range(&mut self, range: Range<Pfn>) -> Result<usize, MmError> {
+        self.check_range(&range)?;
+        if let Some(pfn) = range
+            .clone()
+            .find(|&p| !matches!(self.pg(p).state(), PageState::Hole | PageState::Reserved))
+        {
+            return Err(MmError::AlreadyManaged { pfn });
+        }
+        for pfn in range.clone() {
+            if self.pg(pfn).state() == PageState::Hole {
+                self.present_pages += 1;
+            }
+            let page = self.pg_mut(pfn);
+            page.set_state(PageState::Tail);
+            page.set_owner(Owner::NONE);
+        }
+        let n = range.end - range.start;
+        self.managed_pages += n;
+        self.free_pieces(range.start, range.end);
+        Ok(n)
+    }
+
+    /// Free `[lo, hi)` (all `Tail`, off-list) as maximal aligned blocks.
+    fn free_pieces(&mut self, mut lo: Pfn, hi: Pfn) {
+        while lo < hi {
+            let order = max_aligned_order(lo, hi - lo);
+            self.free_block(lo, order);
+            lo += 1 << order;
+        }
+    }
+
+    /// Keep RAM away from the buddy: holes become reserved (present) frames, free frames are
+    /// taken off the free lists (splitting blocks that straddle the range). Fails without
+    /// changing anything if a frame in the range is allocated. Returns the number of free
+    /// pages taken out.
+    pub fn reserve_range(&mut self, range: Range<Pfn>) -> Result<usize, MmError> {
+        self.check_range(&range)?;
+        let mut pfn = range.start;
+        while pfn < range.end {
+            let b = self.block_at(pfn);
+            if matches!(b.state, PageState::Head | PageState::Tail) {
+                return Err(MmError::Busy {
+                    pfn: b.head.max(range.start),
+                });
+            }
+            pfn = b.end();
+        }
+        for pfn in range.clone() {
+            if self.pg(pfn).state() == PageState::Hole {
+                self.present_pages += 1;
+                self.pg_mut(pfn).set_state(PageState::Reserved);
+            }
+        }
+        Ok(self.take_free_range(range.start, range.end, Taken::Reserved))
+    }
+
+    /// Take every free frame of `[start, end)` off the free lists, marking each as `how`;
+    /// straddling blocks are split and their outside parts freed again. Frames of the range
+    /// that are not free are left alone. Returns the number of frames taken.
+    pub(in crate::mm) fn take_free_range(&mut self, start: Pfn, end: Pfn, how: Taken) -> usize {
+        let mut taken = 0;
+        let mut pfn = start;
+        while pfn < end {
+            let b = self.block_at(pfn);
+            if b.state == PageState::Buddy {
+                let mt = self.pg(b.head).migratetype();
+                self.del_from_free_list(b.head, b.order, mt);
+                let (lo, hi) = (b.head.max(start), b.end().min(end));
+                for p in lo..hi {
+                    let page = self.pg_mut(p);
+                    match how {
+                        Taken::Reserved => page.set_state(PageState::Reserved),
+                        Taken::Contig(alloc_mt, owner) => {
+                            page.set(PageState::Head, 0, alloc_mt);
+                            page.set_owner(owner);
+                        }
+                    }
+                }
+                taken += hi - lo;
+                if b.head < lo {
+                    self.pg_mut(b.head).set_state(PageState::Tail);
+                    self.free_pieces(b.head, lo);
+                }
+                if hi < b.end() {
+                    self.free_pieces(hi, b.end());
+                }
+            }
+            pfn = b.end();
+        }
+        if how == Taken::Reserved {
+            self.managed_pages -= taken;
+        }
+        taken
+    }
+
+    /// Turn a pageblock-aligned range of RAM into CMA: take it from the buddy, retype its
+    /// pageblocks as Cma, and free it back (`cma_activate_area`'s zone half).
+    pub(in crate::mm) fn activate_cma_range(
+        &mut self,
+        start: Pfn,
+        end: Pfn,
+    ) -> Result<(), MmError> {
+        self.check_range(&(start..end))?;
+        if let Some(pfn) = (start..end).find(|&p| self.pg(p).state() == PageState::Hole) {
+            return Err(MmError::Hole { pfn });
+        }
+        self.reserve_range(start..end)?;
+        for block in (start..end).step_by(PAGEBLOCK_NR_PAGES) {
+            self.set_pb_type_raw(block, MigrateType::Cma);
+        }
+        self.free_range(start..end)?;
+        self.cma_pages += end - start;
+        Ok(())
+    }
+
+    /// Free a run of allocated order-0 frames as maximal aligned blocks.
+    pub(in crate::mm) fn free_order0_run(&mut self, mut lo: Pfn, hi: Pfn) {
+        while lo < hi {
+            let order = max_aligned_order(lo, hi - lo);
+            for p in lo..lo + (1 << order) {
+                let page = self.pg_mut(p);
+                page.set_owner(Owner::NONE);
+                if p != lo {
+                    page.set_state(PageState::Tail);
+                }
+            }
+            self.free_block(lo, order);
+            lo += 1 << order;
+        }
+    }
+}
