@@ -30,7 +30,7 @@ fn uart() -> Pl011 {
 }
 
 /// Switch the console to the device tree's PL011, program it, and (with `rx_intid`) take
-/// input by interrupt. Called from `driver::init`.
+/// input by interrupt. Called once by the runtime, after the interrupt controller is up.
 pub fn init_uart(base: usize, uartclk_hz: u32, rx_intid: Option<u32>) {
     UART_BASE.store(base, Ordering::Release);
     let uart = uart();

@@ -1,41 +1,32 @@
-//! Device drivers: PL011 UART, GICv3, generic timer (hardware layer).
+//! Device drivers: PL011 UART, GICv3, generic timer, virtio-mmio identification
+//! (hardware layer).
 //!
-//! Theory of operation: [`init`] runs once, after the MMU maps `platform.mmio`, in the
-//! order each step depends on: the logger (so every later step can report), the GIC (so
-//! handlers can be registered), the console UART with receive interrupts, the periodic
-//! timer tick, and finally IRQs are unmasked (DAIF.I). A device missing from the tree, or
-//! one that fails to come up, is logged and skipped: the console keeps working in polled
-//! mode, which is enough to read the error. [`handle_irq`] is the single entry the
-//! exception vectors call for an IRQ.
+//! Theory of operation: drivers are the bottom of the stack. They know their hardware and
+//! the platform description, and call nothing above them (no console, no logger set-up,
+//! no runtime): [`crate::runtime`] starts them in dependency order and wires them to
+//! their users (the console registers its own receive handler). What this module adds
+//! to the individual drivers is the bring-up of the interrupt plumbing as the platform
+//! describes it: [`init_interrupt_controller`] and [`start_tick`]. A
+//! device missing from the tree, or one that fails to come up, is logged and skipped.
+//! [`handle_irq`] is the single entry the exception vectors call for an IRQ.
 
 pub mod gicv3;
 pub mod pl011;
 pub mod timer;
+pub mod virtio_mmio_regs;
 pub mod virtio_probe;
-
-use core::sync::atomic::{AtomicBool, Ordering};
-
-use aarch64_cpu::registers::DAIF;
-use tock_registers::interfaces::ReadWriteable;
 
 use crate::dt::platform::Platform;
 
-static INITIALISED: AtomicBool = AtomicBool::new(false);
-
-/// Bring up the interrupt controller, the console UART (with receive interrupts) and the
-/// timer, as described by the platform. Later calls do nothing.
-pub fn init(platform: &Platform) {
-    if INITIALISED.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    crate::logger::init();
-
-    let gic_ready = match &platform.gic {
+/// Bring up the platform's interrupt controller (GICv3 only). Returns whether it is
+/// ready; if not, the reason is logged and interrupts stay off.
+pub fn init_interrupt_controller(platform: &Platform) -> bool {
+    match &platform.gic {
         Some(gic) if gic.version == 3 => {
             let redistributor_len = (gic.redistributor.end - gic.redistributor.start) as usize;
             // Safety: both windows come from the GIC node of the device tree and are
-            // identity-mapped as device memory by the boot code before `init`; IRQs are
-            // still masked and this is the boot CPU.
+            // identity-mapped as device memory by the boot code before this runs; IRQs
+            // are still masked and this is the boot CPU.
             match unsafe {
                 gicv3::init(
                     gic.distributor.start as usize,
@@ -61,30 +52,18 @@ pub fn init(platform: &Platform) {
             log::error!("no interrupt controller in the device tree; interrupts stay off");
             false
         }
-    };
-
-    match &platform.uart {
-        Some(uart) => {
-            let clock = uart.clock_hz.unwrap_or(pl011::DEFAULT_UARTCLK_HZ);
-            crate::console::init_uart(
-                uart.base as usize,
-                clock,
-                gic_ready.then_some(uart.intid).flatten(),
-            );
-        }
-        None => log::warn!("no PL011 in the device tree; console stays on the early UART"),
     }
+}
 
-    if gic_ready {
-        let intid = platform
-            .timer
-            .as_ref()
-            .map_or(timer::DEFAULT_VIRT_TIMER_INTID, |t| t.virt_intid);
-        if let Err(e) = timer::init(intid) {
-            log::error!("timer tick on INTID {intid}: {e:?}");
-        }
-        // Everything that can interrupt now has a handler: let IRQs in.
-        DAIF.modify(DAIF::I::Unmasked);
+/// Start the periodic timer tick on the platform's virtual-timer INTID (the binding's
+/// default without a timer node). A failure is logged; uptime works without the tick.
+pub fn start_tick(platform: &Platform) {
+    let intid = platform
+        .timer
+        .as_ref()
+        .map_or(timer::DEFAULT_VIRT_TIMER_INTID, |t| t.virt_intid);
+    if let Err(e) = timer::init(intid) {
+        log::error!("timer tick on INTID {intid}: {e:?}");
     }
 }
 

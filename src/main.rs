@@ -13,9 +13,8 @@ mod summary {
     use monolith::driver::{gicv3, timer, virtio_probe};
     use monolith::dt::platform::{Platform, PsciConduit};
     use monolith::println;
+    use monolith::util::size::{KIB, MIB};
     use tock_registers::interfaces::Readable;
-
-    const MIB: u64 = 1 << 20;
 
     /// Human-sized byte count: whole GiB/MiB/KiB when exact, else bytes.
     struct Size(u64);
@@ -30,8 +29,8 @@ mod summary {
             }
             if n >= MIB {
                 write!(f, "{:.1} MiB", n as f64 / MIB as f64)
-            } else if n >= 1024 {
-                write!(f, "{:.1} KiB", n as f64 / 1024.0)
+            } else if n >= KIB {
+                write!(f, "{:.1} KiB", n as f64 / KIB as f64)
             } else {
                 write!(f, "{n} B")
             }

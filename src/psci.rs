@@ -3,7 +3,7 @@
 //! # Theory of operation
 //!
 //! PSCI calls are SMCCC fast calls: function ID in x0, result back in x0, made with HVC or
-//! SMC as the device tree's `/psci` `method` says ([`crate::runtime::try_platform`]). Before
+//! SMC as the device tree's `/psci` `method` says ([`crate::dtb::platform`]). Before
 //! the tree is read (a fatal error during boot) the conduit is inferred: entered at EL2
 //! we own the hypervisor level, so QEMU's PSCI must be behind SMC; entered at EL1 it is HVC.
 //! An HVC from EL1 would land in our own empty EL2 when we were entered at EL2, so that
@@ -17,7 +17,7 @@ const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
 
 fn conduit() -> PsciConduit {
     let entered_at_el2 = crate::cpu::boot_exception_level() == 2;
-    match crate::runtime::try_platform().and_then(|p| p.psci) {
+    match crate::dtb::platform().and_then(|p| p.psci) {
         Some(conduit) => conduit,
         None if entered_at_el2 => PsciConduit::Smc,
         None => PsciConduit::Hvc,

@@ -1,23 +1,31 @@
-//! From the first Rust instruction to `kernel_init`, and how the machine stops.
+//! From the first Rust instruction to `kernel_init`.
 //!
 //! # Theory of operation
 //!
-//! [`runtime_init`] brings the machine up in dependency order:
+//! This is the one place that starts things: every lower layer (drivers, console, logger,
+//! MMU, exceptions) only offers its pieces, and [`runtime_init`] calls them in dependency
+//! order:
 //! 1. exception vectors, so any fault from here on is reported rather than a silent hang;
 //! 2. the kernel heap, which the device-tree parser and the page tables allocate from;
 //! 3. the platform description from the device tree, kept for the whole run ([`platform`]);
 //! 4. the reserved-memory plan (`kmem::prepare`), so `no-map` carveouts stay unmapped;
 //!    then the MMU: identity map built from that description, caches on;
-//! 5. the drivers (interrupt controller, console, timer);
+//! 5. the devices ([`start_devices`]): the logger (so every later step can report), the
+//!    interrupt controller (so handlers can be registered), the console UART with receive
+//!    interrupts, the periodic timer tick, and finally IRQs are unmasked;
 //! 6. the kernel memory service (`kmem::init`): zone, CMA areas, movable clients;
 //! 7. `kernel_init`, provided by the binary: the firmware or an in-QEMU test image.
 //!
-//! A step that cannot complete prints `FATAL: ...` and stops through [`stop_failure`]:
-//! semihosting exit with failure in test builds (QEMU exits 1), PSCI SYSTEM_OFF otherwise.
+//! A step that cannot complete prints `FATAL: ...` and stops through
+//! [`crate::panic::stop_failure`]: semihosting exit with failure in test builds (QEMU
+//! exits 1), PSCI SYSTEM_OFF otherwise. The assembly entry that calls [`runtime_init`] is
+//! this module's architecture half (`_arch/aarch64/boot.rs`).
 
-use core::sync::atomic::{AtomicBool, Ordering};
+#[path = "_arch/aarch64/boot.rs"]
+mod boot;
 
 use crate::dt::platform::Platform;
+use crate::panic::fatal;
 
 extern "Rust" {
     /// Provided by the binary: the firmware's `main.rs`, or each in-QEMU test image.
@@ -59,7 +67,7 @@ pub unsafe fn runtime_init(dtb_from_x0: usize) -> ! {
     if let Err(err) = crate::memory::mmu::init_excluding(platform, &reserved.not_mapped()) {
         fatal(format_args!("MMU: {err}"));
     }
-    crate::driver::init(platform);
+    start_devices(platform);
     // A zone that cannot be built leaves the firmware running without a page allocator
     // (the kmem API then answers "not initialised"); the console still works to say why.
     if let Err(err) = crate::kmem::init(platform) {
@@ -70,23 +78,28 @@ pub unsafe fn runtime_init(dtb_from_x0: usize) -> ! {
     unsafe { kernel_init() }
 }
 
-/// Print `FATAL: message` and stop (see [`stop_failure`]).
-pub fn fatal(message: core::fmt::Arguments) -> ! {
-    crate::println!("FATAL: {message}");
-    stop_failure()
-}
-
-static STOPPING: AtomicBool = AtomicBool::new(false);
-
-/// Stop the machine after a failure: semihosting exit 1 in test builds, PSCI SYSTEM_OFF
-/// otherwise. A second failure on the way down (say, the shutdown call itself faults)
-/// parks the core instead of looping through the fault path.
-pub fn stop_failure() -> ! {
-    if STOPPING.swap(true, Ordering::SeqCst) {
-        crate::cpu::wait_forever();
+/// Step 5: the devices `platform.mmio` describes, which the MMU now maps. A device missing
+/// from the tree, or one that fails to come up, is logged and skipped: the console keeps
+/// working in polled mode, which is enough to read the error.
+fn start_devices(platform: &Platform) {
+    crate::logger::init();
+    let gic_ready = crate::driver::init_interrupt_controller(platform);
+    match &platform.uart {
+        Some(uart) => {
+            let clock = uart
+                .clock_hz
+                .unwrap_or(crate::driver::pl011::DEFAULT_UARTCLK_HZ);
+            crate::console::init_uart(
+                uart.base as usize,
+                clock,
+                gic_ready.then_some(uart.intid).flatten(),
+            );
+        }
+        None => log::warn!("no PL011 in the device tree; console stays on the early UART"),
     }
-    #[cfg(feature = "qemu-test")]
-    crate::test_harness::exit_failure();
-    #[cfg(not(feature = "qemu-test"))]
-    crate::psci::system_off();
+    if gic_ready {
+        crate::driver::start_tick(platform);
+        // Everything that can interrupt now has a handler: let IRQs in.
+        crate::cpu::enable_irqs();
+    }
 }

@@ -286,7 +286,9 @@ pub unsafe fn init(
         return Err(GicError::RwpTimeout);
     }
 
-    // CPU interface: system-register access, accept every priority, Group 1 on.
+    // CPU interface: system-register access, accept every priority, Group 1 on. Raw MSRs:
+    // aarch64-cpu 11 has no ICC_SRE_EL1, ICC_PMR_EL1, ICC_BPR1_EL1 or ICC_IGRPEN1_EL1, and
+    // its ICC_CTLR_EL1 is read-only.
     // Safety: ICC_* are the GICv3 CPU interface registers of this CPU; the values follow
     // the architecture (SRE=1 with DFB/DIB; PMR 0xff = lowest priority mask; BPR 0 = no
     // priority grouping; EOImode 0; IGRPEN1 = 1).
@@ -403,6 +405,7 @@ pub fn unregister_handler(intid: u32) {
     }
 }
 
+// ICC_IAR1_EL1 and ICC_EOIR1_EL1 are not in aarch64-cpu 11: raw MRS/MSR.
 fn read_iar1() -> u32 {
     let iar: u64;
     // Safety: reading ICC_IAR1_EL1 acknowledges the highest-priority pending Group 1

@@ -9,6 +9,13 @@
 //! atomics, so the IRQ side and the thread side need no lock; when it is full new bytes
 //! are dropped and counted, as a terminal would drop typed-ahead input.
 //!
+//! Why not `heapless::spsc::Queue`: its `enqueue`/`dequeue` take `&mut` (the queue, or a
+//! `Producer`/`Consumer` split from a `&'static mut` one), so sharing it between a `fn()`
+//! IRQ handler and the reader needs a `static mut` plus unsafe, or a lock around each end;
+//! [`ByteRing`] works through `&self` on a plain `static` with no unsafe and no lock. Its
+//! capacity is also `N - 1`, so keeping exactly [`RX_RING_SIZE`] bytes would take a
+//! non-power-of-two `N`, and the drop counter would still be ours.
+//!
 //! Register names follow the PL011 Technical Reference Manual (ARM DDI 0183).
 
 // Register fields keep the datasheet names (UARTDR, GICD_CTLR, ...).

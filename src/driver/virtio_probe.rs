@@ -2,31 +2,30 @@
 //!
 //! QEMU `virt` always creates 32 virtio-mmio transports; a slot with no device attached
 //! reads DeviceID 0. Both the legacy (version 1) and modern (version 2) layouts keep
-//! MagicValue at 0x000, Version at 0x004 and DeviceID at 0x008.
+//! MagicValue and DeviceID where [`VirtioMmioRegisters`] has them, so the probe reads only
+//! those two and works for either.
 
-/// "virt" in little-endian.
-const VIRTIO_MMIO_MAGIC: u32 = 0x7472_6976;
+use tock_registers::interfaces::Readable;
+
+use super::virtio_mmio_regs::{VirtioMmioRegisters, MAGIC_VALUE};
 
 /// The DeviceID of the transport at `base` (0 = empty slot), or `None` if no virtio-mmio
 /// transport answers there.
 ///
 /// # Safety
 /// `base` must be a `virtio,mmio` register window from the device tree, identity-mapped
-/// as device memory (or the MMU off). Reading these three registers has no side effects.
+/// as device memory (or the MMU off). Reading these two registers has no side effects.
 pub unsafe fn device_id(base: u64) -> Option<u32> {
-    let base = base as usize;
-    // Safety: the caller guarantees a virtio-mmio register window at `base`; the reads
-    // are 32-bit, aligned and side-effect free.
-    let (magic, device) = unsafe {
-        (
-            core::ptr::read_volatile(base as *const u32),
-            core::ptr::read_volatile((base + 0x8) as *const u32),
-        )
-    };
-    (magic == VIRTIO_MMIO_MAGIC).then_some(device)
+    // Safety: the caller guarantees a virtio-mmio register window at `base`, which spans
+    // at least the common registers (0x100 bytes); the struct is `repr(C)` with the spec's
+    // offsets and its fields are volatile cells, so a shared reference is sound, and the
+    // two reads below are 32-bit, aligned and side-effect free.
+    let regs = unsafe { &*(base as usize as *const VirtioMmioRegisters) };
+    let (magic, device) = (regs.MagicValue.get(), regs.DeviceID.get());
+    (magic == MAGIC_VALUE).then_some(device)
 }
 
-/// Linux `VIRTIO_ID_*` names for the device types QEMU can attach.
+/// Linux `VIRTIO_ID_*` names for the device types QEMU can attach (virtio 1.x, section 5).
 pub fn device_name(id: u32) -> &'static str {
     match id {
         0 => "none",

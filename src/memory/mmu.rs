@@ -36,7 +36,8 @@ pub use arch_mmu::{
     translate, unmap_movable, with_movable_page_mover, MmuError, MovablePageMover,
 };
 
-pub use translation_table::{MapError, MemoryKind, PAGE_SIZE};
+pub use crate::util::PAGE_SIZE;
+pub use translation_table::{MapError, MemoryKind};
 
 /// First virtual address of the movable window: 64 TiB, above any physical address a
 /// 44-bit-PA core such as the Cortex-A72 can produce, so it never meets the identity map.

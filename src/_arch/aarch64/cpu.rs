@@ -10,6 +10,9 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
+use aarch64_cpu::registers::DAIF;
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
+
 static BOOT_EXCEPTION_LEVEL: AtomicU8 = AtomicU8::new(0);
 
 pub(crate) fn record_boot_exception_level(level: u8) {
@@ -35,29 +38,26 @@ pub struct InterruptState(u64);
 
 /// Mask IRQ and FIQ; returns the previous state for [`restore_interrupts`].
 pub fn mask_interrupts() -> InterruptState {
-    let daif: u64;
-    // Safety: reads DAIF, then sets the I and F mask bits; no memory is touched.
-    unsafe {
-        core::arch::asm!("mrs {d}, DAIF", "msr DAIFSet, #3", d = out(reg) daif, options(nomem, nostack, preserves_flags));
-    }
+    let daif = DAIF.get();
+    // aarch64-cpu has no DAIFSet (the immediate form that sets mask bits in one
+    // instruction), so that one stays raw.
+    // Safety: sets the I and F mask bits; no memory is touched.
+    unsafe { core::arch::asm!("msr DAIFSet, #3", options(nomem, nostack, preserves_flags)) };
     InterruptState(daif)
 }
 
 pub fn restore_interrupts(state: InterruptState) {
-    // Safety: writes back DAIF bits read earlier by `mask_interrupts` on this core.
-    unsafe {
-        core::arch::asm!("msr DAIF, {d}", d = in(reg) state.0, options(nomem, nostack, preserves_flags));
-    }
+    DAIF.set(state.0);
+}
+
+/// Let IRQs in on this core (clear DAIF.I).
+pub fn enable_irqs() {
+    DAIF.modify(DAIF::I::Unmasked);
 }
 
 /// Whether IRQs are unmasked on this core (DAIF.I clear).
 pub fn irqs_enabled() -> bool {
-    let daif: u64;
-    // Safety: reads DAIF; no memory is touched.
-    unsafe {
-        core::arch::asm!("mrs {d}, DAIF", d = out(reg) daif, options(nomem, nostack, preserves_flags));
-    }
-    daif & (1 << 7) == 0
+    DAIF.matches_all(DAIF::I::Unmasked)
 }
 
 /// A spin lock that keeps IRQs masked while held, so an interrupt handler on this core

@@ -3,6 +3,10 @@
 
 use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering};
 
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::VBAR_EL1;
+use tock_registers::interfaces::Writeable;
+
 use super::syndrome;
 use super::{write_report, ExceptionContext, FaultInfo};
 
@@ -27,11 +31,11 @@ extern "C" {
 /// Install the vector table. Safe to call again; the table never changes.
 pub fn init() {
     let vectors = &raw const __exception_vectors as u64;
-    // Safety: VBAR_EL1 takes the address of our 2 KiB aligned, 16-entry table, whose
-    // entries only save state on the exception stack and call `exception_dispatch`.
-    unsafe {
-        core::arch::asm!("msr VBAR_EL1, {v}", "isb", v = in(reg) vectors, options(nostack));
-    }
+    // VBAR_EL1 takes the address of our 2 KiB aligned, 16-entry table, whose entries only
+    // save state on the exception stack and call `exception_dispatch`; the ISB makes the
+    // next exception use it.
+    VBAR_EL1.set(vectors);
+    barrier::isb(barrier::SY);
 }
 
 static FAULT_EXPECTED: AtomicBool = AtomicBool::new(false);
@@ -111,5 +115,5 @@ fn report_and_stop(context: &ExceptionContext, vector: u64) -> ! {
     };
     crate::println!();
     let _ = write_report(&mut Console, context, vector, interrupted_sp);
-    crate::runtime::stop_failure()
+    crate::panic::stop_failure()
 }

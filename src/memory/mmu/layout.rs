@@ -24,8 +24,10 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::translation_table::{Attributes, PAGE_SIZE, VA_BITS};
+use super::translation_table::{Attributes, VA_BITS};
 use crate::dt::platform::Platform;
+use crate::util::ranges::{align_down, align_up_saturating, merge, overlaps, subtract};
+use crate::util::PAGE_SIZE;
 
 /// Where the linker put the parts of the image (all page aligned, see linker.ld).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,47 +72,6 @@ pub enum LayoutError {
     NoMemory,
 }
 
-fn page_down(address: u64) -> u64 {
-    address & !(PAGE_SIZE - 1)
-}
-
-fn page_up(address: u64) -> u64 {
-    address.saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
-}
-
-fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
-    a.start < b.end && b.start < a.end
-}
-
-/// Sort and merge overlapping or touching ranges.
-fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    ranges.retain(|r| r.start < r.end);
-    ranges.sort_by_key(|r| r.start);
-    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        match merged.last_mut() {
-            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
-            _ => merged.push(range),
-        }
-    }
-    merged
-}
-
-/// `range` minus `hole`: zero, one or two pieces.
-fn subtract(range: &Range<u64>, hole: &Range<u64>) -> Vec<Range<u64>> {
-    if !overlaps(range, hole) {
-        return alloc::vec![range.clone()];
-    }
-    let mut pieces = Vec::new();
-    if range.start < hole.start {
-        pieces.push(range.start..hole.start);
-    }
-    if hole.end < range.end {
-        pieces.push(hole.end..range.end);
-    }
-    pieces
-}
-
 /// Every device window the platform describes, plus the early console UART page.
 fn device_windows(platform: &Platform, early_uart: u64) -> Vec<Range<u64>> {
     let mut windows: Vec<Range<u64>> = platform.mmio.clone();
@@ -128,14 +89,13 @@ fn device_windows(platform: &Platform, early_uart: u64) -> Vec<Range<u64>> {
     windows.push(early_uart..early_uart + PAGE_SIZE);
     if !described_any {
         if let Some(lowest_ram) = platform.memory.iter().map(|bank| bank.start).min() {
-            windows.push(0..page_down(lowest_ram));
+            windows.push(0..align_down(lowest_ram, PAGE_SIZE));
         }
     }
     merge(
         windows
             .into_iter()
-            .map(|w| page_down(w.start)..page_up(w.end))
-            .collect(),
+            .map(|w| align_down(w.start, PAGE_SIZE)..align_up_saturating(w.end, PAGE_SIZE)),
     )
 }
 
@@ -208,12 +168,11 @@ pub fn identity_map_plan_excluding(
         platform
             .memory
             .iter()
-            .map(|bank| page_up(bank.start)..page_down(bank.end))
-            .collect(),
+            .map(|bank| align_up_saturating(bank.start, PAGE_SIZE)..align_down(bank.end, PAGE_SIZE)),
     );
     let holes: Vec<Range<u64>> = no_map
         .iter()
-        .map(|r| page_down(r.start)..page_up(r.end))
+        .map(|r| align_down(r.start, PAGE_SIZE)..align_up_saturating(r.end, PAGE_SIZE))
         .collect();
     for bank in &ram {
         let mut pieces = subtract(bank, &image.whole());

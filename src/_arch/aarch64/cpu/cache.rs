@@ -13,13 +13,18 @@
 //! - [`clean_invalidate_dcache_range`] (DC CIVAC) does both, for buffers handed back and
 //!   forth.
 //!
+//! DC by address has no wrapper in `aarch64-cpu`, so those instructions stay raw `asm!`.
 //! The line size is the smallest data-cache line of any level, from CTR_EL0.DminLine.
 //! Each helper ends with `DSB SY` so the maintenance is complete, for every observer
 //! including devices, before the caller starts the transfer or reads the data.
 
+use aarch64_cpu::asm::barrier;
+
 /// Smallest data-cache line size in bytes.
 pub fn dcache_line_size() -> usize {
     let ctr: u64;
+    // aarch64-cpu 11 has no CTR_EL0, so the read stays raw; DminLine is bits [19:16],
+    // log2 of the line size in 4-byte words.
     // Safety: CTR_EL0 is a read-only ID register, readable at EL1.
     unsafe {
         core::arch::asm!("mrs {c}, CTR_EL0", c = out(reg) ctr, options(nomem, nostack, preserves_flags))
@@ -35,8 +40,7 @@ fn line_starts(start: usize, len: usize) -> impl Iterator<Item = usize> {
 }
 
 fn dsb_sy() {
-    // Safety: a barrier; no operands.
-    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+    barrier::dsb(barrier::SY);
 }
 
 /// Write dirty lines of `[start, start + len)` back to memory. The range must be mapped.

@@ -5,14 +5,20 @@
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, MAIR_EL1, PAR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
+use tock_registers::LocalRegisterCopy;
+
 use super::layout::{identity_map_plan_excluding, ImageLayout, LayoutError, Region};
 use super::translation_table::{
     Attributes, MapError, MemoryKind, PageMover, TranslationTables, WalkerSync, MAIR_EL1_VALUE,
-    PAGE_SIZE, VA_BITS,
+    VA_BITS,
 };
 use super::{check_movable_va, movable_window};
 use crate::cpu::IrqSafeLock;
 use crate::dt::platform::Platform;
+use crate::util::{PAGE_SHIFT, PAGE_SIZE};
 
 /// The live tables. `None` until [`init`] has turned the MMU on.
 static KERNEL_TABLES: IrqSafeLock<Option<TranslationTables>> = IrqSafeLock::new(None);
@@ -130,15 +136,6 @@ impl WalkerSync for LiveTables {
 /// than refilling).
 const TLBI_RANGE_LIMIT: usize = 512;
 
-fn read_id_aa64mmfr0() -> u64 {
-    let value: u64;
-    // Safety: read-only ID register.
-    unsafe {
-        core::arch::asm!("mrs {v}, ID_AA64MMFR0_EL1", v = out(reg) value, options(nomem, nostack, preserves_flags))
-    };
-    value
-}
-
 /// Whether stage-1 translation is on (SCTLR_EL1.M).
 pub fn is_enabled() -> bool {
     MMU_ENABLED.load(Ordering::Acquire)
@@ -157,8 +154,7 @@ pub fn init_excluding(
     if is_enabled() {
         return Err(MmuError::AlreadyEnabled);
     }
-    let mmfr0 = read_id_aa64mmfr0();
-    if (mmfr0 >> 28) & 0xf == 0xf {
+    if ID_AA64MMFR0_EL1.matches_all(ID_AA64MMFR0_EL1::TGran4::NotSupported) {
         return Err(MmuError::Granule4KUnsupported);
     }
     let window = movable_window();
@@ -194,53 +190,61 @@ pub fn init_excluding(
         crate::cpu::cache::clean_invalidate_dcache_range(table as usize, PAGE_SIZE as usize);
     }
 
-    // IPS: the core's physical address size, capped at the 48 bits a descriptor holds.
-    let ips = (mmfr0 & 0xf).min(0b101);
-    let tcr: u64 = (64 - VA_BITS as u64) /* T0SZ */
-        | (0b01 << 8) /* IRGN0: walks inner write-back write-allocate */
-        | (0b01 << 10) /* ORGN0: outer write-back write-allocate */
-        | (0b11 << 12) /* SH0: inner shareable */
-        | (0b00 << 14) /* TG0: 4 KiB */
-        | ((64 - VA_BITS as u64) << 16) /* T1SZ, unused */
-        | (1 << 23) /* EPD1: no TTBR1 walks */
-        | (ips << 32);
-    let sctlr_set: u64 = (1 << 0) /* M */ | (1 << 2) /* C */ | (1 << 12) /* I */ | (1 << 19) /* WXN */;
-    let sctlr_clear: u64 = 1 << 1 /* A: unaligned normal-memory accesses allowed */;
-    // Safety: the tables identity-map the running code (text executable), its stack,
-    // data and heap with the attributes the compiled code expects, and the UART it prints
-    // through, so execution continues at the next instruction with the same addresses.
-    // Stale TLB entries and instruction-cache lines are invalidated before enabling.
-    unsafe {
-        core::arch::asm!(
-            "msr MAIR_EL1, {mair}",
-            "msr TCR_EL1, {tcr}",
-            "msr TTBR0_EL1, {root}",
-            "isb",
-            "tlbi vmalle1",
-            "ic iallu",
-            "dsb nsh",
-            "isb",
-            "mrs {sctlr}, SCTLR_EL1",
-            "orr {sctlr}, {sctlr}, {set}",
-            "bic {sctlr}, {sctlr}, {clear}",
-            "msr SCTLR_EL1, {sctlr}",
-            "isb",
-            mair = in(reg) MAIR_EL1_VALUE,
-            tcr = in(reg) tcr,
-            root = in(reg) tables.root_address(),
-            set = in(reg) sctlr_set,
-            clear = in(reg) sctlr_clear,
-            sctlr = out(reg) _,
-            options(nostack)
-        );
-    }
+    let mair = MAIR_EL1::Attr0_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
+        + MAIR_EL1::Attr0_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc
+        + MAIR_EL1::Attr1_Device::nonGathering_nonReordering_EarlyWriteAck
+        + MAIR_EL1::Attr2_Normal_Outer::NonCacheable
+        + MAIR_EL1::Attr2_Normal_Inner::NonCacheable;
+    // The table format (host-built, no register crate) knows the slots as one number.
+    debug_assert_eq!(mair.value, MAIR_EL1_VALUE);
+    // IPS: the core's physical address size, capped at the 48 bits a descriptor holds
+    // (PARange and IPS share one encoding).
+    let ips = ID_AA64MMFR0_EL1
+        .read(ID_AA64MMFR0_EL1::PARange)
+        .min(ID_AA64MMFR0_EL1::PARange::Bits_48.value);
+    let tsz = u64::from(64 - VA_BITS);
+    // Turning translation on below is sound because the tables identity-map the running
+    // code (text executable), its stack, data and heap with the attributes the compiled
+    // code expects, and the UART it prints through, so execution continues at the next
+    // instruction with the same addresses. Stale TLB entries and instruction-cache lines
+    // are invalidated before enabling.
+    MAIR_EL1.write(mair);
+    TCR_EL1.write(
+        TCR_EL1::T0SZ.val(tsz)
+            // Walks inner and outer write-back write-allocate, inner shareable.
+            + TCR_EL1::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL1::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL1::SH0::Inner
+            + TCR_EL1::TG0::KiB_4
+            // TTBR1 is unused: no walks through it.
+            + TCR_EL1::T1SZ.val(tsz)
+            + TCR_EL1::EPD1::DisableTTBR1Walks
+            + TCR_EL1::IPS.val(ips),
+    );
+    TTBR0_EL1.set_baddr(tables.root_address());
+    barrier::isb(barrier::SY);
+    // TLBI and IC have no wrappers in aarch64-cpu.
+    // Safety: drops every EL1&0 TLB entry and instruction-cache line of this core (stale
+    // from before the MMU was on); the walker refills from the new tables.
+    unsafe { core::arch::asm!("tlbi vmalle1", "ic iallu", options(nostack, preserves_flags)) };
+    barrier::dsb(barrier::NSH);
+    barrier::isb(barrier::SY);
+    SCTLR_EL1.modify(
+        SCTLR_EL1::M::Enable
+            + SCTLR_EL1::C::Cacheable
+            + SCTLR_EL1::I::Cacheable
+            + SCTLR_EL1::WXN::Enable
+            // Unaligned normal-memory accesses allowed.
+            + SCTLR_EL1::A::Disable,
+    );
+    barrier::isb(barrier::SY);
     KERNEL_TABLES.lock(|slot| *slot = Some(tables));
     MMU_ENABLED.store(true, Ordering::Release);
     Ok(())
 }
 
 fn check_ram_page(pa: u64) -> Result<(), MapError> {
-    let platform = crate::runtime::try_platform().ok_or(MapError::MmuOff)?;
+    let platform = crate::dtb::platform().ok_or(MapError::MmuOff)?;
     check_ram_page_in(platform, pa)
 }
 
@@ -292,7 +296,7 @@ pub fn remap_movable(va: usize, new_pa: u64) -> Result<u64, MapError> {
 pub fn with_movable_page_mover<R>(
     f: impl FnOnce(&mut MovablePageMover<'_>) -> R,
 ) -> Result<R, MapError> {
-    let platform = crate::runtime::try_platform().ok_or(MapError::MmuOff)?;
+    let platform = crate::dtb::platform().ok_or(MapError::MmuOff)?;
     with_live_tables(|tables| {
         let mut mover = MovablePageMover {
             inner: tables.page_mover(&LiveTables),
@@ -391,23 +395,18 @@ pub fn unmap_movable(va: usize) -> Result<u64, MapError> {
 
 /// Ask the hardware to translate `va` for an EL1 read (AT S1E1R): PAR_EL1, or `None` if
 /// the read would fault.
-fn hardware_translate(va: usize) -> Option<u64> {
+fn hardware_translate(va: usize) -> Option<LocalRegisterCopy<u64, PAR_EL1::Register>> {
     let interrupts = crate::cpu::mask_interrupts();
-    let par: u64;
+    // AT has no wrapper in aarch64-cpu.
     // Safety: AT only writes PAR_EL1, which nothing else relies on while IRQs are masked;
     // an untranslatable address sets PAR_EL1.F instead of faulting.
     unsafe {
-        core::arch::asm!(
-            "at s1e1r, {va}",
-            "isb",
-            "mrs {par}, PAR_EL1",
-            va = in(reg) va,
-            par = out(reg) par,
-            options(nostack, preserves_flags)
-        );
+        core::arch::asm!("at s1e1r, {va}", "isb", va = in(reg) va, options(nostack, preserves_flags));
     }
+    let par = PAR_EL1.extract();
     crate::cpu::restore_interrupts(interrupts);
-    (par & 1 == 0).then_some(par)
+    par.matches_all(PAR_EL1::F::TranslationSuccessfull)
+        .then_some(par)
 }
 
 /// The physical address `va` translates to right now, asking the hardware, or `None` if
@@ -417,7 +416,7 @@ pub fn translate(va: usize) -> Option<u64> {
         return Some(va as u64);
     }
     let par = hardware_translate(va)?;
-    Some((par & 0x0000_ffff_ffff_f000) | (va as u64 & (PAGE_SIZE - 1)))
+    Some((par.read(PAR_EL1::PA) << PAGE_SHIFT) | (va as u64 & (PAGE_SIZE - 1)))
 }
 
 /// The memory type the hardware uses for `va` (PAR_EL1.ATTR matched against our MAIR
@@ -426,7 +425,8 @@ pub fn memory_kind(va: usize) -> Option<MemoryKind> {
     if !is_enabled() {
         return None;
     }
-    let attribute = hardware_translate(va)? >> 56;
+    // PAR_EL1.ATTR is bits [63:56]; aarch64-cpu 11 defines no field for it.
+    let attribute = hardware_translate(va)?.get() >> 56;
     [
         MemoryKind::Normal,
         MemoryKind::Device,

@@ -28,8 +28,8 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-pub const PAGE_SHIFT: u32 = 12;
-pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// The 4 KiB granule is the kernel's page: one definition, in [`crate::util::size`].
+pub use crate::util::{PAGE_SHIFT, PAGE_SIZE};
 pub const ENTRIES_PER_TABLE: usize = 512;
 /// Virtual address bits translated through TTBR0 (T0SZ = 64 - VA_BITS).
 pub const VA_BITS: u32 = 48;
