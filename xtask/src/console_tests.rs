@@ -46,6 +46,18 @@ pub const CONSOLE_TESTS: &[ConsoleTest] = &[
         script: boot_without_device_tree_stops_cleanly,
     },
     ConsoleTest {
+        // The default board's tree with one property turned into FDT_NOP words.
+        name: "boot_nop_tree",
+        qemu: "--dtb src/dt/testdata/variants/virt-board.nop.dtb",
+        script: boot_legal_variant,
+    },
+    ConsoleTest {
+        // The default board's tree as `dtc -V 16` writes it.
+        name: "boot_version_16_tree",
+        qemu: "--dtb src/dt/testdata/variants/virt-board.v16.dtb",
+        script: boot_legal_variant,
+    },
+    ConsoleTest {
         name: "boot_summary_two_banks",
         qemu: "--board virt-2bank",
         script: boot_summary_two_banks,
@@ -169,6 +181,13 @@ fn boot_summary(console: &mut Console) -> Result<(), ExpectError> {
         &[region_line("linux,cma@50000000", 0x5000_0000, 0x6000_0000)],
     )?;
     console.expect(UART_LINE, BOOT).map(|_| ())
+}
+
+/// A legal variant of the default board's tree: the same summary as the clean tree, then a
+/// shell that serves the same CMA area.
+fn boot_legal_variant(console: &mut Console) -> Result<(), ExpectError> {
+    boot_summary(console)?;
+    shell::legal_tree_variant(console)
 }
 
 /// `virt-2bank`: 2 GiB from QEMU's two NUMA banks (the firmware may list adjacent banks

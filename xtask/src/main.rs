@@ -12,6 +12,7 @@
 //!
 //! This file only parses the command line (`clap`: [`Cli`], one [`Verb`] per subcommand)
 //! and hands the verb to its module: `setup`, `build`, `run`, `test`, `bench`, `profile`,
+//! `fuzz`,
 //! each with its options (`Args`) and its entry point (`verb`). Adding a verb is one
 //! variant here plus one module. Errors are `anyhow` chains; the one that reaches `main`
 //! is printed once, whole (`{:#}`), and the exit code is non-zero.
@@ -27,6 +28,7 @@ mod board;
 mod build;
 mod console_tests;
 mod expect;
+mod fuzz;
 mod image;
 mod paths;
 mod profile;
@@ -69,6 +71,8 @@ enum Verb {
     /// Instructions by function between the profile markers of the tests/profile_*.rs
     /// images (QEMU execution log)
     Profile(profile::Args),
+    /// Fuzz the device-tree reader (libFuzzer, coverage-guided)
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Some(Verb::Test(args)) => test::verb(&args),
         Some(Verb::Bench) => bench::verb(),
         Some(Verb::Profile(args)) => profile::verb(&args),
+        Some(Verb::Fuzz(args)) => fuzz::verb(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -125,7 +130,7 @@ mod tests {
         let help = parse("help").unwrap_err();
         assert_eq!(help.kind(), ErrorKind::DisplayHelp);
         let text = help.to_string();
-        for name in ["setup", "build", "run", "test", "bench", "profile", "help"] {
+        for name in ["setup", "build", "run", "test", "bench", "profile", "fuzz", "help"] {
             assert!(
                 text.contains(&format!("  {name} ")),
                 "{name} missing:\n{text}"
@@ -222,6 +227,28 @@ mod tests {
         assert!(parse("test --host-only --qemu-only").is_err());
         assert!(parse("test a b").is_err());
         assert!(parse("test --fast").is_err());
+    }
+
+    #[test]
+    fn fuzz_verb_seconds_and_jobs() {
+        assert_eq!(
+            verb("fuzz"),
+            Verb::Fuzz(fuzz::Args {
+                seconds: 60,
+                jobs: 1
+            })
+        );
+        assert_eq!(
+            verb("fuzz --seconds 600 --jobs 2"),
+            Verb::Fuzz(fuzz::Args {
+                seconds: 600,
+                jobs: 2
+            })
+        );
+        assert!(parse("fuzz --seconds 0").is_err());
+        assert!(parse("fuzz --seconds soon").is_err());
+        assert!(parse("fuzz --jobs 0").is_err());
+        assert!(parse("fuzz corpus").is_err());
     }
 
     #[test]

@@ -356,6 +356,28 @@ fn console_tests(tools: &Tools, filter: Option<&str>) -> Tally {
 }
 
 /// `cargo xtask test`: the sections the options select, one `N passed, N failed` total.
+/// The bounded fuzz pass: one test, passed when no input panicked and none was slow.
+fn fuzz_pass(tools: &Tools) -> Tally {
+    println!("\n== fuzz (device tree, {} s)", crate::fuzz::TEST_PASS_SECONDS);
+    match crate::fuzz::bounded_pass(tools) {
+        Ok(report) if report.passed() => {
+            println!("fuzz dt ... ok ({})", report.summary());
+            Tally {
+                passed: 1,
+                failed: 0,
+            }
+        }
+        Ok(report) => {
+            println!("fuzz dt ... FAILED ({})", report.summary());
+            Tally::ONE_FAILURE
+        }
+        Err(error) => {
+            println!("fuzz dt ... FAILED: {error:#}");
+            Tally::ONE_FAILURE
+        }
+    }
+}
+
 pub fn verb(options: &Args) -> Result<ExitCode> {
     let filter = options.filter.as_deref();
     let mut total = Tally::default();
@@ -369,6 +391,13 @@ pub fn verb(options: &Args) -> Result<ExitCode> {
     };
     if options.host() {
         total.add(host_tests(filter));
+        match &tools {
+            Some(tools) if filter.is_none_or(|f| "fuzz dt".contains(f)) => {
+                total.add(fuzz_pass(tools));
+            }
+            Some(_) => {}
+            None => println!("\n(fuzz pass skipped: setup failed)"),
+        }
     }
     if options.qemu() {
         match &tools {

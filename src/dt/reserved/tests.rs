@@ -1414,3 +1414,24 @@ mod fuzz {
         }
     }
 }
+
+/// The default board's tree, the same tree with one property NOPed (libfdt's
+/// `fdt_nop_property`), and the same tree written by `dtc -V 16`: one plan. (A version-16
+/// blob used to lose every reserved region on the host.)
+#[test]
+fn nop_and_version_16_trees_plan_the_same_areas_as_the_clean_tree() {
+    let plan_of = |blob: &[u8]| {
+        let tree = DeviceTree::from_blob(blob).unwrap();
+        let platform = crate::dt::platform::Platform::from_tree(&tree, 0x4000_0000).unwrap();
+        plan_reserved_memory(&tree, &platform.memory, &[FIRMWARE], platform.bootargs.as_deref())
+    };
+    let clean = plan_of(include_bytes!("../testdata/variants/virt-board.dtb"));
+    assert_eq!(clean.cma_areas.len(), 1, "{clean:?}");
+    let area = &clean.cma_areas[0];
+    assert_eq!(
+        (area.name.as_str(), area.base, area.size, area.is_default),
+        ("linux,cma@50000000", 0x5000_0000, 256 * MIB, true)
+    );
+    assert_eq!(clean, plan_of(include_bytes!("../testdata/variants/virt-board.nop.dtb")));
+    assert_eq!(clean, plan_of(include_bytes!("../testdata/variants/virt-board.v16.dtb")));
+}

@@ -158,3 +158,36 @@ fn phandle_zero_and_all_ones_are_not_phandles() {
     let gic = tree.root().u32("interrupt-parent").unwrap();
     assert!(tree.by_phandle(gic).is_some());
 }
+
+// ---- the default board's tree and its legal variants (testdata/variants/regenerate.sh) ----
+
+static BOARD: &[u8] = include_bytes!("../testdata/variants/virt-board.dtb");
+static BOARD_NOP: &[u8] = include_bytes!("../testdata/variants/virt-board.nop.dtb");
+static BOARD_V16: &[u8] = include_bytes!("../testdata/variants/virt-board.v16.dtb");
+
+#[test]
+fn dtc_version_16_blob_reads_like_the_clean_tree() {
+    let clean = DeviceTree::from_blob(BOARD).unwrap();
+    let v16 = DeviceTree::from_blob(BOARD_V16).expect("dtc -V 16 output is accepted");
+    assert_eq!(v16.version(), 16);
+    same_tree(&clean, &v16);
+}
+
+#[test]
+fn fdt_nop_property_blob_reads_like_the_clean_tree_minus_that_property() {
+    let clean = DeviceTree::from_blob(BOARD).unwrap();
+    let nopped = DeviceTree::from_blob(BOARD_NOP).expect("NOPs are legal");
+    assert_eq!(clean.len(), nopped.len());
+    let mut differing = 0;
+    for ((_, a), (_, b)) in clean.nodes().zip(nopped.nodes()) {
+        assert_eq!((a.path(), a.children()), (b.path(), b.children()));
+        if a != b {
+            differing += 1;
+            assert!(a.has("clock-names") && !b.has("clock-names"), "{}", a.path());
+            let kept: alloc::vec::Vec<_> =
+                a.properties().iter().filter(|p| p.name != "clock-names").collect();
+            assert_eq!(kept, b.properties().iter().collect::<alloc::vec::Vec<_>>());
+        }
+    }
+    assert_eq!(differing, 1, "exactly the one NOPed property is gone");
+}

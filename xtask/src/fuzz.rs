@@ -1,0 +1,309 @@
+//! `cargo xtask fuzz [--seconds N] [--jobs N]`: the device-tree fuzz target, coverage-guided.
+//!
+//! Theory of operation
+//! -------------------
+//! `fuzz/` is a libFuzzer target (`libfuzzer-sys`) that runs every input through the one
+//! device-tree entry point and every reader of the tree (`monolith::fuzz::exercise`). It
+//! is built with the stable compiler's sanitizer-coverage pass (`-Cpasses=sancov-module`
+//! plus the `-sanitizer-coverage-*` LLVM options cargo-fuzz uses, for an explicit
+//! `--target` so build scripts stay uninstrumented), so no nightly toolchain and no
+//! cargo-fuzz install are needed.
+//!
+//! Seeds ([`write_seeds`]): every `.dtb` under `src/dt/testdata/` (QEMU's own tree, the
+//! board-shaped reserved-memory fixtures, the legal variants) and every board's generated
+//! DTB, each also as a version-16 copy. libFuzzer keeps what it learns in
+//! `target/fuzz/corpus/dt`, so later runs start where earlier ones stopped.
+//!
+//! The verdict: libFuzzer's exit status (a panic is a crash, saved under
+//! `target/fuzz/artifacts/`), the number of inputs it ran (its `Done N runs` line, summed
+//! over jobs), and the slowest input by thread CPU time, which the target reports on
+//! stderr. `cargo xtask test` runs a short bounded pass of the same ([`bounded_pass`]).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::board::{self, MachineConfig};
+use crate::paths;
+use crate::setup::{self, Tools};
+
+/// `cargo xtask fuzz [--seconds N] [--jobs N]`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(args_override_self = true)]
+pub struct Args {
+    /// How long to fuzz, in seconds (per job)
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seconds: u64,
+    /// Parallel fuzzing processes sharing the corpus
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+}
+
+/// The slowest input may take at most this much CPU time (the issue's goal: 10 ms).
+pub const SLOWEST_INPUT_LIMIT_US: u64 = 10_000;
+/// Inputs are kept at most this long: a device tree bigger than 64 KiB finds no new paths
+/// (the fixtures are 8 KiB), and longer inputs only slow the search down.
+const MAX_LEN: usize = 65_536;
+/// The pass `cargo xtask test` runs.
+pub const TEST_PASS_SECONDS: u64 = 30;
+
+/// What a fuzzing run found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Inputs run, over all jobs.
+    pub runs: u64,
+    /// CPU time of the slowest input, in microseconds.
+    pub slowest_us: u64,
+    /// Did libFuzzer stop on a crash (panic) or a timeout?
+    pub crashed: bool,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        !self.crashed && self.runs > 0 && self.slowest_us <= SLOWEST_INPUT_LIMIT_US
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} inputs, slowest {} us (limit {} us), {}",
+            self.runs,
+            self.slowest_us,
+            SLOWEST_INPUT_LIMIT_US,
+            if self.crashed { "CRASHED" } else { "no panic" }
+        )
+    }
+}
+
+pub fn verb(args: &Args) -> Result<ExitCode> {
+    let tools = setup::ensure()?;
+    let report = run(&tools, args.seconds, args.jobs)?;
+    println!("fuzz dt: {}", report.summary());
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The short pass of `cargo xtask test`: one job, [`TEST_PASS_SECONDS`].
+pub fn bounded_pass(tools: &Tools) -> Result<Report> {
+    run(tools, TEST_PASS_SECONDS, 1)
+}
+
+fn fuzz_dir() -> PathBuf {
+    paths::repo_root().join("fuzz")
+}
+
+fn work_dir() -> PathBuf {
+    paths::host_target_dir().join("fuzz")
+}
+
+/// The coverage instrumentation libFuzzer needs, as cargo-fuzz passes it.
+const SANCOV_FLAGS: &[&str] = &[
+    "-Cpasses=sancov-module",
+    "-Cllvm-args=-sanitizer-coverage-level=4",
+    "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+    "-Cllvm-args=-sanitizer-coverage-pc-table",
+    "-Cllvm-args=-sanitizer-coverage-trace-compares",
+    "--cfg",
+    "fuzzing",
+];
+const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+
+/// Build the fuzz target; returns the binary.
+fn build_target() -> Result<PathBuf> {
+    let target_dir = work_dir().join("build");
+    println!("fuzz: building the dt target (sanitizer coverage) ...");
+    let status = Command::new(setup::host_cargo())
+        .args(["build", "--release", "--bin", "dt", "--target", HOST_TRIPLE])
+        .arg("--manifest-path")
+        .arg(fuzz_dir().join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", SANCOV_FLAGS.join(" "))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stdin(Stdio::null())
+        .status()
+        .context("starting cargo for the fuzz target")?;
+    if !status.success() {
+        bail!("building the fuzz target failed ({status})");
+    }
+    Ok(target_dir.join(HOST_TRIPLE).join("release").join("dt"))
+}
+
+/// Every seed, fresh: test fixtures and board DTBs, and a version-16 copy of each.
+fn write_seeds(tools: &Tools, dir: &Path) -> Result<usize> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut sources: Vec<PathBuf> = Vec::new();
+    collect_dtbs(&paths::repo_root().join("src/dt/testdata"), &mut sources)?;
+    for name in board::available_boards() {
+        let config = MachineConfig::new(board::load_board(&name)?, None, None)?;
+        if let Some(dtb) = config.device_tree(tools)? {
+            sources.push(dtb);
+        }
+    }
+    let mut count = 0;
+    for (index, source) in sources.iter().enumerate() {
+        let blob = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+        let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("seed");
+        let seed = dir.join(format!("{index:02}-{stem}.dtb"));
+        std::fs::write(&seed, &blob).with_context(|| format!("writing {}", seed.display()))?;
+        count += 1;
+        if blob.len() <= MAX_LEN {
+            let v16 = dir.join(format!("{index:02}-{stem}.v16.dtb"));
+            let status = Command::new(&tools.dtc)
+                .args(["-q", "-I", "dtb", "-O", "dtb", "-V", "16", "-o"])
+                .arg(&v16)
+                .arg(&seed)
+                .stdin(Stdio::null())
+                .status()
+                .context("starting dtc")?;
+            if status.success() {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}
+
+fn collect_dtbs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect_dtbs(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "dtb") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Fuzz for `seconds` with `jobs` processes; the report of the whole run.
+pub fn run(tools: &Tools, seconds: u64, jobs: u32) -> Result<Report> {
+    let binary = build_target()?;
+    let work = work_dir();
+    let seeds = work.join("seeds");
+    let corpus = work.join("corpus").join("dt");
+    let artifacts = work.join("artifacts");
+    for dir in [&corpus, &artifacts] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let seed_count = write_seeds(tools, &seeds)?;
+    println!(
+        "fuzz: {seed_count} seeds, corpus {}, {jobs} job(s) x {seconds} s",
+        corpus.display()
+    );
+    let started = Instant::now();
+    let children: Vec<_> = (0..jobs)
+        .map(|job| {
+            let log = work.join(format!("job-{job}.log"));
+            let file = std::fs::File::create(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            let child = Command::new(&binary)
+                .arg(&corpus)
+                .arg(&seeds)
+                .arg(format!("-max_total_time={seconds}"))
+                .arg(format!("-max_len={MAX_LEN}"))
+                .arg("-timeout=2")
+                .arg("-rss_limit_mb=1024")
+                .arg("-print_final_stats=1")
+                .arg(format!("-artifact_prefix={}/", artifacts.display()))
+                .arg(format!("-seed={}", 1 + job))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(file)
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            Ok((child, log))
+        })
+        .collect::<Result<_>>()?;
+    let mut report = Report::default();
+    for (mut child, log) in children {
+        let status = child.wait().context("waiting for the fuzzer")?;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let job = parse_log(&text);
+        report.runs += job.runs;
+        report.slowest_us = report.slowest_us.max(job.slowest_us);
+        if !status.success() || job.crashed {
+            report.crashed = true;
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            println!("fuzz: job failed ({status}); the end of {}:", log.display());
+            for line in tail.iter().rev() {
+                println!("  {line}");
+            }
+        }
+    }
+    println!(
+        "fuzz: {} inputs in {:.0} s",
+        report.runs,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(report)
+}
+
+/// One job's log: its `Done N runs` line, the target's slowest-input lines, a crash.
+pub fn parse_log(text: &str) -> Report {
+    let mut report = Report::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Done ") {
+            if let Some(runs) = rest.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                report.runs = runs;
+            }
+        } else if let Some(rest) = line.strip_prefix("monolith-fuzz: slowest input ") {
+            if let Some(us) = rest.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                report.slowest_us = report.slowest_us.max(us);
+            }
+        } else if line.contains("==ERROR: libFuzzer")
+            || line.contains("deadly signal")
+            || line.starts_with("==") && line.contains("ERROR")
+            || line.contains("panicked at")
+        {
+            report.crashed = true;
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLEAN: &str = "INFO: Seed: 1\n\
+        monolith-fuzz: slowest input 120 us (8095 bytes)\n\
+        #2 INITED cov: 10\n\
+        monolith-fuzz: slowest input 4706 us (12555 bytes)\n\
+        #64734 DONE cov: 1649 ft: 4352\n\
+        Done 64734 runs in 21 second(s)\n";
+
+    #[test]
+    fn a_clean_log_gives_runs_and_the_slowest_input() {
+        let report = parse_log(CLEAN);
+        assert_eq!(
+            report,
+            Report {
+                runs: 64734,
+                slowest_us: 4706,
+                crashed: false
+            }
+        );
+        assert!(report.passed());
+    }
+
+    #[test]
+    fn a_panic_or_a_slow_input_or_no_runs_fails() {
+        let panicked = format!(
+            "{CLEAN}thread '<unnamed>' panicked at src/dt/tree/blob.rs:1:1:\n==1== ERROR: libFuzzer: deadly signal\n"
+        );
+        assert!(parse_log(&panicked).crashed);
+        assert!(!parse_log(&panicked).passed());
+        let slow = CLEAN.replace("4706 us", "10001 us");
+        assert!(!parse_log(&slow).passed());
+        assert!(!parse_log("INFO: Seed: 1\n").passed(), "no runs is not a pass");
+    }
+}
