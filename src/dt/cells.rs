@@ -56,6 +56,14 @@ impl PairsError {
     }
 }
 
+impl core::fmt::Display for PairsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl core::error::Error for PairsError {}
+
 /// Split a `reg`-shaped value into `(address, size)` pairs of the given cell counts. An
 /// empty value is zero pairs.
 pub fn pairs(value: &[u8], address_cells: u32, size_cells: u32) -> Result<Vec<(u64, u64)>, PairsError> {

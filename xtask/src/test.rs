@@ -2,9 +2,10 @@
 //!
 //! Theory of operation
 //! -------------------
-//! Four sections, each under a `== ` header: setup; host unit tests (`cargo test
+//! Six sections, each under a `== ` header: setup; host unit tests (`cargo test
 //! --workspace` with rustup's cargo: the library's unit tests and proptests, xtask's own);
-//! in-QEMU test images (`tests/*.rs` built for bare metal, booted with `-semihosting` so
+//! clippy over the workspace with warnings as errors; a bounded pass of the device-tree
+//! fuzz target ([`crate::fuzz`]); in-QEMU test images (`tests/*.rs` built for bare metal, booted with `-semihosting` so
 //! each exits QEMU with its verdict); console tests ([`crate::console_tests`]). Every
 //! section adds to one [`Tally`]; whatever could not run (a setup that failed, a build that
 //! broke, an image that died before its summary line) counts as one failure, so a broken
@@ -163,14 +164,38 @@ fn two_at_a_time<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R + Sync) ->
         .collect()
 }
 
-fn host_tests(filter: Option<&str>) -> Tally {
-    section("host unit tests (cargo test --workspace)");
+/// `cargo clippy` over the workspace (the library, its tests and benches, xtask) with
+/// every warning an error: one test, so a lint regression turns the run red.
+fn clippy() -> Tally {
+    section("clippy (cargo clippy --workspace --all-targets -- -D warnings)");
     let mut command = Command::new(setup::host_cargo());
-    command.args(["test", "--workspace"]);
-    if let Some(filter) = filter {
-        command.args(["--", filter]);
+    command
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .current_dir(crate::paths::repo_root())
+        .stdin(Stdio::null());
+    without_xtask_package_vars(&mut command);
+    println!("{}", qemu::describe(&command));
+    match command.status() {
+        Ok(status) if status.success() => {
+            println!("clippy ... ok");
+            Tally {
+                passed: 1,
+                failed: 0,
+            }
+        }
+        Ok(status) => {
+            println!("clippy ... FAILED ({status})");
+            Tally::ONE_FAILURE
+        }
+        Err(e) => {
+            println!("clippy ... FAILED: cannot start cargo: {e}");
+            Tally::ONE_FAILURE
+        }
     }
-    // Variables `cargo run` set for xtask itself describe xtask, not the crates under test.
+}
+
+/// Variables `cargo run` set for xtask itself describe xtask, not the crates under test.
+fn without_xtask_package_vars(command: &mut Command) {
     for (name, _) in std::env::vars() {
         if [
             "CARGO_PKG_",
@@ -185,6 +210,16 @@ fn host_tests(filter: Option<&str>) -> Tally {
             command.env_remove(name);
         }
     }
+}
+
+fn host_tests(filter: Option<&str>) -> Tally {
+    section("host unit tests (cargo test --workspace)");
+    let mut command = Command::new(setup::host_cargo());
+    command.args(["test", "--workspace"]);
+    if let Some(filter) = filter {
+        command.args(["--", filter]);
+    }
+    without_xtask_package_vars(&mut command);
     command
         .current_dir(crate::paths::repo_root())
         .stdin(Stdio::null())
@@ -391,6 +426,9 @@ pub fn verb(options: &Args) -> Result<ExitCode> {
     };
     if options.host() {
         total.add(host_tests(filter));
+        if filter.is_none_or(|f| "clippy".contains(f)) {
+            total.add(clippy());
+        }
         match &tools {
             Some(tools) if filter.is_none_or(|f| "fuzz dt".contains(f)) => {
                 total.add(fuzz_pass(tools));

@@ -33,6 +33,14 @@ impl RegError {
     }
 }
 
+impl core::fmt::Display for RegError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl core::error::Error for RegError {}
+
 impl DeviceTree<'_> {
     /// Translate a bus address of `node` (as written in its `reg`) to a CPU physical
     /// address; `None` when some ancestor bus does not map it.

@@ -1013,6 +1013,40 @@ pub fn reboot(console: &mut Console) -> Result<()> {
     expect_exact(console, "echo back", "back\n")
 }
 
+/// A legal variant of the default board's tree (one property NOPed, or written by
+/// `dtc -V 16`; see `src/dt/testdata/variants/`) boots to a working shell with the same
+/// CMA area as the clean tree: listed, and a whole-area allocation and its release work.
+pub fn legal_tree_variant(console: &mut Console) -> Result<()> {
+    boot(console)?;
+    expect_output(
+        console,
+        "cma list",
+        &format!(
+            r"(?m)^{}\s+0x50000000\s+{AREA_PAGES}\s+0\s+{AREA_PAGES}\s+0$",
+            regex::escape(AREA)
+        ),
+    )?;
+    expect_exact(console, &format!("cat /sys/kernel/mm/cma/{AREA}/count"), &format!("{AREA_PAGES}\n"))?;
+    let output = expect_output(
+        console,
+        &format!("cma alloc {AREA} {AREA_PAGES}"),
+        &format!(r"^handle \d+ pfn {AREA_BASE_PFN:#x} \({AREA_PAGES} pages in "),
+    )?;
+    let (handle, _) = parse_handle(console, &output)?;
+    expect_exact(
+        console,
+        &format!("cma free {handle}"),
+        &format!("freed handle {handle} ({AREA_PAGES} pages)\n"),
+    )?;
+    // The shell's device-tree view reads the same validated tree.
+    expect_output(
+        console,
+        "ls /proc/device-tree/pl011@9000000",
+        r"(?m)^compatible$",
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1061,38 +1095,4 @@ mod tests {
             "table\n"
         );
     }
-}
-
-/// A legal variant of the default board's tree (one property NOPed, or written by
-/// `dtc -V 16`; see `src/dt/testdata/variants/`) boots to a working shell with the same
-/// CMA area as the clean tree: listed, and a whole-area allocation and its release work.
-pub fn legal_tree_variant(console: &mut Console) -> Result<()> {
-    boot(console)?;
-    expect_output(
-        console,
-        "cma list",
-        &format!(
-            r"(?m)^{}\s+0x50000000\s+{AREA_PAGES}\s+0\s+{AREA_PAGES}\s+0$",
-            regex::escape(AREA)
-        ),
-    )?;
-    expect_exact(console, &format!("cat /sys/kernel/mm/cma/{AREA}/count"), &format!("{AREA_PAGES}\n"))?;
-    let output = expect_output(
-        console,
-        &format!("cma alloc {AREA} {AREA_PAGES}"),
-        &format!(r"^handle \d+ pfn {AREA_BASE_PFN:#x} \({AREA_PAGES} pages in "),
-    )?;
-    let (handle, _) = parse_handle(console, &output)?;
-    expect_exact(
-        console,
-        &format!("cma free {handle}"),
-        &format!("freed handle {handle} ({AREA_PAGES} pages)\n"),
-    )?;
-    // The shell's device-tree view reads the same validated tree.
-    expect_output(
-        console,
-        "ls /proc/device-tree/pl011@9000000",
-        r"(?m)^compatible$",
-    )?;
-    Ok(())
 }
