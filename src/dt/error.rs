@@ -5,7 +5,7 @@ use alloc::borrow::ToOwned;
 use alloc::string::String;
 use core::fmt;
 
-use super::tree::blob;
+use super::tree::format::{FDT_MAGIC, HEADER_LEN};
 
 /// Why a blob was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,19 +65,19 @@ impl fmt::Display for DtError {
             DtError::TooShort { available } => write!(
                 f,
                 "truncated: {available} bytes cannot hold the {}-byte FDT header",
-                blob::HEADER_LEN
+                HEADER_LEN
             ),
             DtError::BadMagic(magic) => {
                 write!(
                     f,
                     "bad magic {magic:#010x} (expected {:#010x})",
-                    blob::FDT_MAGIC
+                    FDT_MAGIC
                 )
             }
             DtError::TotalSizeTooSmall(size) => write!(
                 f,
                 "header totalsize {size} is smaller than the {}-byte FDT header",
-                blob::HEADER_LEN
+                HEADER_LEN
             ),
             DtError::Truncated { header, available } => {
                 write!(
@@ -128,7 +128,7 @@ impl fmt::Display for DtError {
                 f,
                 "no device tree: x0 is {x0:#x} and RAM base {ram_base:#x} holds {ram_word:#010x}, \
                  not the magic {:#010x}",
-                blob::FDT_MAGIC
+                FDT_MAGIC
             ),
         }
     }

@@ -22,21 +22,11 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use super::format::{
+    FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC, FDT_NOP, FDT_PROP, HEADER_LEN, MAX_DEPTH,
+};
 use crate::dt::cells::{be32, be64};
 use crate::dt::error::DtError;
-
-pub(crate) const FDT_MAGIC: u32 = 0xd00d_feed;
-/// Size of a version-17 header. Version 16 lacks the final `size_dt_struct` word, but we
-/// still require the bytes (every real v16 blob has its reservation map after them).
-pub(crate) const HEADER_LEN: usize = 40;
-/// Deepest node nesting accepted (root = 1); real trees stay below 10.
-pub const MAX_DEPTH: usize = 32;
-
-const FDT_BEGIN_NODE: u32 = 1;
-const FDT_END_NODE: u32 = 2;
-const FDT_PROP: u32 = 3;
-const FDT_NOP: u32 = 4;
-const FDT_END: u32 = 9;
 
 /// The header fields, validated against each other and the blob length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,7 @@
 
 pub mod address;
 pub(crate) mod blob;
+pub mod format;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -28,7 +29,7 @@ use core::ops::Range;
 use super::cells;
 use super::error::DtError;
 
-pub use blob::MAX_DEPTH;
+pub use format::MAX_DEPTH;
 
 /// Index of a node in [`DeviceTree::nodes`]; the root is 0.
 pub type NodeId = usize;
