@@ -62,10 +62,11 @@ pub use page_alloc::{
 /// Physical frame number: physical address >> [`PAGE_SHIFT`].
 pub type Pfn = usize;
 
-/// log2 of the page size: 4 KiB pages, as arm64 Linux with `CONFIG_ARM64_4K_PAGES`.
-pub const PAGE_SHIFT: usize = 12;
-/// Bytes per page.
-pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+/// log2 of the page size ([`crate::util::PAGE_SHIFT`], 4 KiB pages as arm64 Linux with
+/// `CONFIG_ARM64_4K_PAGES`), in the allocator's `usize` frame arithmetic.
+pub const PAGE_SHIFT: usize = crate::util::PAGE_SHIFT as usize;
+/// Bytes per page: [`crate::util::PAGE_SIZE`] as a `usize`, not a second definition.
+pub const PAGE_SIZE: usize = crate::util::PAGE_SIZE as usize;
 /// Largest block order the buddy keeps (4 MiB blocks). Linux calls this `MAX_PAGE_ORDER`
 /// (formerly `MAX_ORDER - 1`); the number of free areas is [`NR_PAGE_ORDERS`].
 pub const MAX_ORDER: usize = 10;
