@@ -27,6 +27,13 @@ pub fn u32_value(value: &[u8]) -> Option<u32> {
     }
 }
 
+/// Every whole cell of a value, in order (a ragged tail is not a cell).
+pub fn cell_list(value: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    value
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+}
+
 /// A number `cells` cells wide (0, 1 or 2) from the front of `bytes`; `None` if the
 /// bytes are too few or the number is wider than 64 bits.
 pub fn read_cells(bytes: &[u8], cells: u32) -> Option<u64> {
@@ -137,6 +144,7 @@ mod tests {
         assert_eq!(read_cells(&bytes[..6], 2), None);
         assert_eq!(u32_value(&bytes[..4]), Some(1));
         assert_eq!(u32_value(&bytes), None, "two cells are not one");
+        assert_eq!(cell_list(&bytes[..7]).collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]

@@ -181,11 +181,10 @@ fn collect_windows(tree: &DeviceTree<'_>, bus: NodeId, out: &mut Vec<(String, Ra
 
 fn cells_text(value: &[u8]) -> String {
     let mut text = String::from("<");
-    for (i, cell) in value.chunks_exact(4).enumerate() {
+    for (i, cell) in cells::cell_list(value).enumerate() {
         if i > 0 {
             text.push(' ');
         }
-        let cell = u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]);
         let _ = write!(text, "{:#x}", cell);
     }
     text.push('>');

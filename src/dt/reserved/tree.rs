@@ -279,8 +279,7 @@ impl Planner {
             }
             let names = owned_strings(node.property("memory-region-names"));
             let mut refs = Vec::new();
-            for (index, cell) in list.chunks_exact(4).enumerate() {
-                let phandle = u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]);
+            for (index, phandle) in cells::cell_list(list).enumerate() {
                 let owner = outcomes.iter().find(|o| o.phandle == Some(phandle));
                 let problem = match owner.map(|o| (&o.outcome, o)) {
                     Some((NodeOutcome::Accepted(region_index), _)) => {
