@@ -37,37 +37,23 @@ use crate::mm::{
     self, vmstat, CmaArea, CmaError, CmaState, GfpFlags, MigrateError, MigrateType, Migrator, Move,
     Owner, OwnerKind, Page, Pfn, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
 };
+use crate::util::ranges;
 
 pub mod anon;
-pub mod bench;
+mod error;
 pub mod memmap;
 pub mod pagecache;
-mod pattern;
+pub mod pagecache_policy;
+pub mod pattern;
 mod window;
+mod workload;
 
+pub use error::{KmemError, PlaceError};
 pub use window::copy_bytes;
+pub use workload::AreaId;
 
 use anon::AnonClient;
 use pagecache::PageCache;
-
-/// Why a kernel-memory request failed; `Display` is one clear line for the console.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KmemError {
-    NotInitialised,
-    NoSuchArea(String),
-    /// Any other refusal, already worded for a person.
-    Refused(String),
-}
-
-impl core::fmt::Display for KmemError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            KmemError::NotInitialised => write!(f, "memory manager not initialised"),
-            KmemError::NoSuchArea(name) => write!(f, "no CMA area named '{name}'"),
-            KmemError::Refused(why) => f.write_str(why),
-        }
-    }
-}
 
 /// The movable clients: lent to mm as one [`Migrator`] through [`Clients::migrator`].
 pub(crate) struct Clients {
@@ -94,7 +80,7 @@ impl Clients {
                 mover,
             })
         })
-        .map_err(|e| KmemError::Refused(format!("cannot migrate pages: {e}")))
+        .map_err(KmemError::PageTables)
     }
 
     /// The window address of a move's page if its owner agrees the page is at `src`;
@@ -239,22 +225,24 @@ impl Migrator for Moving<'_, '_> {
     }
 }
 
-/// Everything the memory lock protects.
-pub(crate) struct KmemState {
-    pub(crate) zone: Zone<'static>,
-    pub(crate) areas: Vec<CmaArea>,
-    pub(crate) clients: Clients,
+/// Everything the memory lock protects. Its fields are kmem's own; a workload that runs
+/// many operations under one hold of the lock uses the methods in [`workload`].
+pub struct KmemState {
+    zone: Zone<'static>,
+    areas: Vec<CmaArea>,
+    clients: Clients,
     /// Physical range of the memmap (for reports and tests).
-    pub(crate) memmap: Range<u64>,
+    memmap: Range<u64>,
     /// Pages the kmem API handed out as pinned/kernel allocations, by head pfn and order.
-    pub(crate) pinned: Vec<(Pfn, usize)>,
+    pinned: Vec<(Pfn, usize)>,
 }
 
 static STATE: IrqSafeLock<Option<KmemState>> = IrqSafeLock::new(None);
 static PLAN: AtomicPtr<ReservedMemoryPlan> = AtomicPtr::new(core::ptr::null_mut());
 
-/// Run `f` on the state under the memory lock.
-pub(crate) fn with_state<R>(f: impl FnOnce(&mut KmemState) -> R) -> Result<R, KmemError> {
+/// Run `f` on the state under the memory lock (IRQs masked): the one way in for a workload
+/// that must not be interrupted between its operations (the in-guest benchmarks).
+pub fn with_state<R>(f: impl FnOnce(&mut KmemState) -> R) -> Result<R, KmemError> {
     STATE.lock(|slot| slot.as_mut().map(f).ok_or(KmemError::NotInitialised))
 }
 
@@ -281,7 +269,7 @@ pub fn occupied_ranges(platform: &Platform) -> Vec<Range<u64>> {
     occupied.push(image_bank.map_or(image.start, |b| b.start)..image.end);
     occupied.push(platform.dtb.clone());
     occupied.extend(platform.mem_reserve.iter().cloned());
-    memmap::normalise(occupied)
+    ranges::merge(occupied)
 }
 
 /// Compute the reserved-memory plan (idempotent). Runs before the MMU is on: the plan's
@@ -338,9 +326,7 @@ fn default_min_watermark(managed_pages: usize) -> usize {
 /// the plan's messages. Called once by `runtime_init` after `driver::init`.
 pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
     if with_state(|_| ()).is_ok() {
-        return Err(KmemError::Refused(
-            "memory manager already initialised".into(),
-        ));
+        return Err(KmemError::AlreadyInitialised);
     }
     let plan = prepare(platform);
     for message in &plan.messages {
@@ -348,7 +334,7 @@ pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
     }
     let ram = memmap::ram_pages(&platform.memory);
     let (Some(first), Some(last)) = (ram.first(), ram.last()) else {
-        return Err(KmemError::Refused("no RAM in /memory".into()));
+        return Err(KmemError::NoRam);
     };
     let start_pfn = (first.start >> PAGE_SHIFT) as Pfn;
     let end_pfn = (last.end >> PAGE_SHIFT) as Pfn;
@@ -363,16 +349,14 @@ pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
         .map(|a| a.base..a.base + a.size)
         .collect();
     in_use.extend(cma_ranges.iter().cloned());
-    let in_use = memmap::normalise(in_use);
-    let free_before_memmap = memmap::subtract_all(&ram, &in_use);
-    let memmap_range = memmap::place_memmap(&free_before_memmap, size.total_bytes() as u64)
-        .ok_or_else(|| {
-            KmemError::Refused(format!(
-                "no room for the memmap ({} KiB)",
-                size.total_bytes() / 1024
-            ))
-        })?;
-    let usable = memmap::subtract_all(&free_before_memmap, core::slice::from_ref(&memmap_range));
+    let in_use = ranges::merge(in_use);
+    let free_before_memmap = ranges::subtract_all(&ram, &in_use);
+    let memmap_range = memmap::place_memmap(&free_before_memmap, size.total_bytes() as u64).ok_or(
+        KmemError::NoRoomForMemmap {
+            bytes: size.total_bytes(),
+        },
+    )?;
+    let usable = ranges::subtract_all(&free_before_memmap, core::slice::from_ref(&memmap_range));
 
     // Safety: `memmap_range` is RAM (inside a bank, identity-mapped: carveouts are excluded
     // from it) that nothing else uses: not the image, heap or stack, not the DTB, not a
@@ -387,21 +371,18 @@ pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
             core::slice::from_raw_parts_mut((base + size.page_bytes) as *mut u8, size.pageblocks),
         )
     };
-    let mut zone = Zone::new(start_pfn, pages, pageblock_types)
-        .map_err(|e| KmemError::Refused(format!("zone: {e}")))?;
+    let mut zone = Zone::new(start_pfn, pages, pageblock_types).map_err(KmemError::ZoneSetup)?;
     // Present-but-unmanaged RAM is reserved (counted as present, never handed out).
     for bank in &ram {
         let range = (bank.start >> PAGE_SHIFT) as Pfn..(bank.end >> PAGE_SHIFT) as Pfn;
         if !range.is_empty() {
-            zone.reserve_range(range)
-                .map_err(|e| KmemError::Refused(format!("zone reserve: {e}")))?;
+            zone.reserve_range(range).map_err(KmemError::ZoneReserve)?;
         }
     }
     for piece in &usable {
         let range = (piece.start >> PAGE_SHIFT) as Pfn..(piece.end >> PAGE_SHIFT) as Pfn;
         if !range.is_empty() {
-            zone.free_range(range)
-                .map_err(|e| KmemError::Refused(format!("zone free: {e}")))?;
+            zone.free_range(range).map_err(KmemError::ZoneFree)?;
         }
     }
     let mut areas = Vec::new();
@@ -550,23 +531,20 @@ pub(crate) fn cma_alloc_locked(
     // Named only when something goes wrong: the success path allocates nothing here.
     let name = |s: &KmemState| String::from(s.areas[area].name());
     if count == 0 {
-        return Err(KmemError::Refused(format!(
-            "cma_alloc from '{}': zero pages requested",
-            name(s)
-        )));
+        return Err(KmemError::CmaZeroPages { area: name(s) });
     }
     if count > s.areas[area].count() {
-        return Err(KmemError::Refused(format!(
-            "cma_alloc from '{}': {count} pages requested, the area has only {}",
-            name(s),
-            s.areas[area].count()
-        )));
+        return Err(KmemError::CmaTooLarge {
+            area: name(s),
+            requested: count,
+            available: s.areas[area].count(),
+        });
     }
     if align_order as usize > mm::MAX_ORDER + 8 {
-        return Err(KmemError::Refused(format!(
-            "cma_alloc from '{}': alignment order {align_order} too large",
-            name(s)
-        )));
+        return Err(KmemError::CmaAlignTooLarge {
+            area: name(s),
+            align_order,
+        });
     }
     make_room(s, count);
     let mut retries = 0;
@@ -583,11 +561,12 @@ pub(crate) fn cma_alloc_locked(
                     .cache
                     .shrink_clean(&mut s.zone, count.max(64), |_, _| true);
             }
-            Err(e) => {
-                return Err(KmemError::Refused(format!(
-                    "cma_alloc of {count} pages from '{}' failed: {e}",
-                    name(s)
-                )))
+            Err(error) => {
+                return Err(KmemError::CmaAllocFailed {
+                    area: name(s),
+                    count,
+                    error,
+                })
             }
         }
     }
@@ -609,9 +588,11 @@ pub fn cma_release(area: &str, pfn: Pfn, count: usize) -> Result<(), KmemError> 
         if mm::cma_release(&mut s.areas[i], &mut s.zone, pfn, count) {
             Ok(())
         } else {
-            Err(KmemError::Refused(format!(
-                "cma_release: pfn {pfn:#x} +{count} was not handed out by area '{area}'"
-            )))
+            Err(KmemError::CmaNotHandedOut {
+                area: String::from(area),
+                pfn,
+                count,
+            })
         }
     })?
 }
@@ -635,14 +616,14 @@ pub fn alloc_pinned(order: usize, kind: PinKind) -> Result<Pfn, KmemError> {
         };
         s.pinned
             .try_reserve(1)
-            .map_err(|_| KmemError::Refused("kernel heap exhausted".into()))?;
+            .map_err(|_| KmemError::HeapExhausted)?;
         let pfn = s
             .zone
             .alloc_pages(order, gfp)
-            .map_err(|e| KmemError::Refused(format!("alloc order {order}: {e:?}")))?;
-        if let Err(e) = s.zone.set_owner(pfn, Owner::new(owner, 0)) {
+            .map_err(|error| KmemError::AllocFailed { order, error })?;
+        if let Err(error) = s.zone.set_owner(pfn, Owner::new(owner, 0)) {
             let _ = s.zone.free_pages(pfn, order);
-            return Err(KmemError::Refused(format!("alloc order {order}: {e}")));
+            return Err(KmemError::OwnerRefused { order, error });
         }
         s.pinned.push((pfn, order));
         Ok(pfn)
@@ -656,14 +637,10 @@ pub fn free_pinned(pfn: Pfn, order: usize) -> Result<(), KmemError> {
             .pinned
             .iter()
             .position(|&p| p == (pfn, order))
-            .ok_or_else(|| {
-                KmemError::Refused(format!(
-                    "pfn {pfn:#x} order {order} is not a pinned allocation"
-                ))
-            })?;
+            .ok_or(KmemError::NotPinned { pfn, order })?;
         s.zone
             .free_pages(pfn, order)
-            .map_err(|e| KmemError::Refused(format!("free: {e}")))?;
+            .map_err(KmemError::FreeFailed)?;
         s.pinned.swap_remove(at);
         Ok(())
     })?
@@ -676,5 +653,9 @@ pub fn memmap_range() -> Result<Range<u64>, KmemError> {
 
 /// The zone's full invariant check (O(span)).
 pub fn check_invariants() -> Result<(), KmemError> {
-    with_state(|s| s.zone.check_invariants().map_err(KmemError::Refused))?
+    with_state(|s| {
+        s.zone
+            .check_invariants()
+            .map_err(KmemError::InvariantBroken)
+    })?
 }

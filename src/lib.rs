@@ -39,8 +39,13 @@ pub mod driver;
 pub mod dtb;
 #[cfg(target_os = "none")]
 pub mod heap;
-#[cfg(target_os = "none")]
+// kmem's pure parts (memmap placement, the page cache's block table) build on the host
+// too; the rest of it is bare-metal only.
+#[cfg_attr(not(target_os = "none"), path = "kmem/host.rs")]
 pub mod kmem;
+// The in-guest benchmarks: their report formats build on the host, the workloads (over
+// kmem's public interface) are bare-metal only.
+pub mod bench;
 #[cfg(target_os = "none")]
 pub mod logger;
 #[cfg(target_os = "none")]

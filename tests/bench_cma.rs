@@ -14,7 +14,7 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 
-use monolith::kmem::bench::{self, ChurnMode};
+use monolith::bench::{self, ChurnMode};
 use monolith::println;
 use monolith::test_harness::{run_tests, TestCase};
 

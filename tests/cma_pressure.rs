@@ -67,21 +67,30 @@ fn bad_requests_fail_cleanly() -> Result<(), String> {
         kmem::cma_alloc("no-such-area", 1, 0),
         Err(KmemError::NoSuchArea(String::from("no-such-area")))
     );
-    qemu_ensure!(matches!(
+    qemu_ensure_eq!(
         kmem::cma_alloc(&name, 0, 0),
-        Err(KmemError::Refused(_))
-    ));
-    qemu_ensure!(matches!(
+        Err(KmemError::CmaZeroPages { area: name.clone() })
+    );
+    qemu_ensure_eq!(
         kmem::cma_alloc(&name, count + 1, 0),
-        Err(KmemError::Refused(_))
-    ));
+        Err(KmemError::CmaTooLarge {
+            area: name.clone(),
+            requested: count + 1,
+            available: count
+        })
+    );
     let before = kmem::cma_state(&name).map_err(e)?;
     let pfn = kmem::cma_alloc(&name, 8, 3).map_err(e)?;
     qemu_ensure_eq!(pfn % 8, 0);
     let wrong: [(Pfn, usize); 5] = [(pfn + 1, 8), (pfn, 9), (pfn - 8, 8), (pfn, 0), (0, 1)];
     for (p, n) in wrong {
         qemu_ensure!(
-            matches!(kmem::cma_release(&name, p, n), Err(KmemError::Refused(_))),
+            kmem::cma_release(&name, p, n)
+                == Err(KmemError::CmaNotHandedOut {
+                    area: name.clone(),
+                    pfn: p,
+                    count: n
+                }),
             "release of {p:#x}+{n} accepted"
         );
     }

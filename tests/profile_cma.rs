@@ -12,7 +12,7 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 
-use monolith::kmem::bench;
+use monolith::bench;
 use monolith::test_harness::{run_tests, TestCase};
 
 fn full_area_alloc() -> Result<(), String> {

@@ -12,11 +12,9 @@
 //! frees the source. Slots freed by shrinking are reused, which is why the pattern also
 //! depends on a generation bumped at every [`start`].
 
-use alloc::format;
-
 use super::pattern::PagePattern;
 use super::window;
-use super::{with_state, KmemError};
+use super::{with_state, KmemError, PlaceError};
 use crate::memory::mmu;
 use crate::mm::{Gfp, MigrateType, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
 
@@ -104,9 +102,7 @@ impl AnonClient {
     /// the slot table cannot grow). Returns how many were added.
     pub(crate) fn grow(&mut self, zone: &mut Zone<'_>, count: usize) -> Result<usize, KmemError> {
         if !self.running {
-            return Err(KmemError::Refused(
-                "anon workload not started (anon start)".into(),
-            ));
+            return Err(KmemError::AnonNotStarted);
         }
         let mut added = 0;
         while added < count {
@@ -119,16 +115,16 @@ impl AnonClient {
             };
             let placed = zone
                 .set_owner(pfn, Owner::new(OwnerKind::Anon, slot as u64))
-                .map_err(|e| format!("{e}"))
+                .map_err(PlaceError::Owner)
                 .and_then(|()| {
                     mmu::map_movable(Self::va(slot), (pfn << PAGE_SHIFT) as u64)
-                        .map_err(|e| format!("{e}"))
+                        .map_err(PlaceError::Map)
                 });
             if let Err(why) = placed {
                 let _ = zone.free_pages(pfn, 0);
                 self.free_slots.push(slot as u32);
                 if added == 0 {
-                    return Err(KmemError::Refused(format!("anon grow: {why}")));
+                    return Err(KmemError::AnonGrow(why));
                 }
                 break;
             }

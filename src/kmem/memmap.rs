@@ -15,75 +15,87 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use crate::util::ranges::{align_down, align_up, align_up_saturating, merge};
+use crate::util::PAGE_SIZE;
+
 /// 2 MiB: the memmap starts on a pageblock so it never shares one with buddy memory.
 pub const MEMMAP_ALIGN: u64 = 2 << 20;
-const PAGE: u64 = 4096;
-
-pub fn page_up(a: u64) -> u64 {
-    a.saturating_add(PAGE - 1) & !(PAGE - 1)
-}
-
-pub fn page_down(a: u64) -> u64 {
-    a & !(PAGE - 1)
-}
-
-fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
-    a.start < b.end && b.start < a.end
-}
-
-/// Sorted, merged, non-empty copies of `ranges`.
-pub fn normalise(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    ranges.retain(|r| r.start < r.end);
-    ranges.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
-        }
-    }
-    out
-}
-
-/// `ranges` minus every range of `holes`.
-pub fn subtract_all(ranges: &[Range<u64>], holes: &[Range<u64>]) -> Vec<Range<u64>> {
-    let mut pieces: Vec<Range<u64>> = ranges.to_vec();
-    for hole in holes.iter().filter(|h| h.start < h.end) {
-        let mut next = Vec::with_capacity(pieces.len() + 1);
-        for p in pieces {
-            if !overlaps(&p, hole) {
-                next.push(p);
-                continue;
-            }
-            if p.start < hole.start {
-                next.push(p.start..hole.start);
-            }
-            if hole.end < p.end {
-                next.push(hole.end..p.end);
-            }
-        }
-        pieces = next;
-    }
-    pieces
-}
 
 /// RAM banks shrunk inward to whole pages, sorted and merged.
 pub fn ram_pages(banks: &[Range<u64>]) -> Vec<Range<u64>> {
-    normalise(
+    merge(
         banks
             .iter()
-            .map(|b| page_up(b.start)..page_down(b.end))
-            .collect(),
+            .map(|b| align_up_saturating(b.start, PAGE_SIZE)..align_down(b.end, PAGE_SIZE))
+            .collect::<Vec<_>>(),
     )
 }
 
 /// Lowest `MEMMAP_ALIGN`-aligned range of `bytes` inside `free` (already minus everything
 /// in use), or `None` if no piece is big enough.
 pub fn place_memmap(free: &[Range<u64>], bytes: u64) -> Option<Range<u64>> {
-    let bytes = page_up(bytes);
+    let bytes = align_up_saturating(bytes, PAGE_SIZE);
     free.iter().find_map(|piece| {
-        let start = piece.start.checked_add(MEMMAP_ALIGN - 1)? & !(MEMMAP_ALIGN - 1);
+        let start = align_up(piece.start, MEMMAP_ALIGN)?;
         let end = start.checked_add(bytes)?;
         (end <= piece.end).then_some(start..end)
     })
+}
+
+#[cfg(test)]
+// One-range lists are the point of several cases (one bank, one free piece).
+#[allow(clippy::single_range_in_vec_init)]
+mod tests {
+    use super::*;
+    use crate::util::ranges::subtract_all;
+    use alloc::vec;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn ram_is_shrunk_inward_to_whole_pages_and_merged() {
+        let banks = [
+            0x8000_0000..0x8000_3fff,
+            0x4000_0001..0x4000_5000,
+            0x4000_5000..0x4000_9000,
+        ];
+        assert_eq!(
+            ram_pages(&banks),
+            vec![0x4000_1000..0x4000_9000, 0x8000_0000..0x8000_3000]
+        );
+        assert_eq!(
+            ram_pages(&[0x1001..0x1fff]),
+            vec![],
+            "a bank inside one page is no RAM"
+        );
+    }
+
+    #[test]
+    fn memmap_goes_to_the_lowest_aligned_spot_that_fits() {
+        // virt: RAM 1 GiB at 0x4000_0000, the image ends at 0x4060_0000.
+        let free = subtract_all(&[0x4000_0000..0x8000_0000], &[0x4000_0000..0x4061_0000]);
+        assert_eq!(
+            place_memmap(&free, 3 * MIB + 1),
+            Some(0x4080_0000..0x4080_0000 + 3 * MIB + 0x1000),
+            "aligned up to 2 MiB, length rounded up to a page"
+        );
+        // The first piece is too small once aligned; the second takes it.
+        let free = [0x4010_0000..0x4030_0000, 0x5000_0000..0x5100_0000];
+        assert_eq!(place_memmap(&free, 2 * MIB), Some(0x5000_0000..0x5020_0000));
+        assert_eq!(
+            place_memmap(&free, 2 * MIB - 4096 * 256),
+            Some(0x4020_0000..0x4030_0000)
+        );
+    }
+
+    #[test]
+    fn memmap_that_fits_nowhere_is_none() {
+        assert_eq!(place_memmap(&[0x4000_0000..0x4040_0000], 8 * MIB), None);
+        assert_eq!(place_memmap(&[], 4096), None);
+        assert_eq!(
+            place_memmap(&[u64::MAX - MIB..u64::MAX], 4096),
+            None,
+            "alignment near the top of the address space does not wrap"
+        );
+    }
 }

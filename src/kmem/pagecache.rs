@@ -16,14 +16,16 @@
 //! re-read. Dirty pages cannot be dropped without losing data, so they are migrated like
 //! anonymous pages. Direct reclaim ([`PageCache::shrink_clean`]) drops clean pages to make
 //! room when a CMA allocation needs migration targets.
-
-use alloc::format;
-use alloc::vec::Vec;
+//!
+//! The decisions (what is cached where, clean or dirty, which version, which page reclaim
+//! drops) are [`super::pagecache_policy::BlockTable`]'s, host-tested; this file carries
+//! them out on frames and mappings.
 
 use super::anon::VerifyReport;
+use super::pagecache_policy::BlockTable;
 use super::pattern::PagePattern;
 use super::window;
-use super::{with_state, KmemError};
+use super::{with_state, KmemError, PlaceError};
 use crate::memory::mmu;
 use crate::mm::{Gfp, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
 
@@ -31,7 +33,6 @@ use crate::mm::{Gfp, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
 pub const CACHE_WINDOW: usize = mmu::MOVABLE_WINDOW_START + (512 << 30);
 /// Blocks in the store by default: 512 MiB of 4 KiB blocks.
 pub const DEFAULT_STORE_BLOCKS: usize = 1 << 17;
-const NOT_CACHED: u32 = u32::MAX;
 const STORE_SEED: u64 = 0x5eed_b10c_0000_0000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,57 +45,23 @@ pub struct CacheStatus {
     pub migrations: u64,
 }
 
-/// Per-block state: store version, cached frame, flags.
-#[derive(Clone, Copy)]
-struct Block {
-    pfn: u32,
-    /// Version currently in the store.
-    stored: u32,
-    /// Version the cached page holds (== stored unless dirty).
-    cached: u32,
-    dirty: bool,
-    /// Was dropped by reclaim since it was last read: the next miss is a re-read.
-    reclaimed: bool,
-}
-
+/// The page cache: the block table's decisions carried out on real frames and mappings.
 pub(crate) struct PageCache {
-    blocks: Vec<Block>,
-    cached_pages: usize,
-    dirty_pages: usize,
-    /// Where direct reclaim resumes, so repeated shrinking does not rescan from block 0.
-    clock: usize,
-    pub(crate) reclaimed: u64,
-    pub(crate) rereads: u64,
+    table: BlockTable,
     pub(crate) migrations: u64,
 }
 
 impl PageCache {
     pub(crate) const fn new() -> PageCache {
         PageCache {
-            blocks: Vec::new(),
-            cached_pages: 0,
-            dirty_pages: 0,
-            clock: 0,
-            reclaimed: 0,
-            rereads: 0,
+            table: BlockTable::new(),
             migrations: 0,
         }
     }
 
     /// Size the store; a failed reservation leaves an empty store (reads then fail cleanly).
     pub(crate) fn init_store(&mut self, blocks: usize) {
-        if self.blocks.try_reserve_exact(blocks).is_ok() {
-            self.blocks.resize(
-                blocks,
-                Block {
-                    pfn: NOT_CACHED,
-                    stored: 0,
-                    cached: 0,
-                    dirty: false,
-                    reclaimed: false,
-                },
-            );
-        }
+        self.table.init_store(blocks);
     }
 
     fn va(block: usize) -> usize {
@@ -106,15 +73,15 @@ impl PageCache {
     }
 
     pub(crate) fn cached_pages(&self) -> usize {
-        self.cached_pages
+        self.table.cached_pages()
     }
 
     fn check_block(&self, block: usize) -> Result<(), KmemError> {
-        if block >= self.blocks.len() {
-            return Err(KmemError::Refused(format!(
-                "block {block} is past the end of the store ({} blocks)",
-                self.blocks.len()
-            )));
+        if block >= self.table.len() {
+            return Err(KmemError::BlockPastEnd {
+                block,
+                blocks: self.table.len(),
+            });
         }
         Ok(())
     }
@@ -122,7 +89,7 @@ impl PageCache {
     /// Bring `block` into the cache. `Ok(false)`: no memory for it (at the watermark).
     pub(crate) fn read(&mut self, zone: &mut Zone<'_>, block: usize) -> Result<bool, KmemError> {
         self.check_block(block)?;
-        if self.blocks[block].pfn != NOT_CACHED {
+        if self.table.frame(block).is_some() {
             return Ok(true);
         }
         let Ok(pfn) = zone.alloc_pages(0, Gfp::MOVABLE) else {
@@ -130,28 +97,20 @@ impl PageCache {
         };
         let placed = zone
             .set_owner(pfn, Owner::new(OwnerKind::PageCache, block as u64))
-            .map_err(|e| format!("{e}"))
+            .map_err(PlaceError::Owner)
             .and_then(|()| {
                 mmu::map_movable(Self::va(block), (pfn << PAGE_SHIFT) as u64)
-                    .map_err(|e| format!("{e}"))
+                    .map_err(PlaceError::Map)
             });
         if let Err(why) = placed {
             let _ = zone.free_pages(pfn, 0);
-            return Err(KmemError::Refused(format!("page cache read: {why}")));
+            return Err(KmemError::CacheRead(why));
         }
-        let b = &mut self.blocks[block];
-        b.pfn = pfn as u32;
-        b.cached = b.stored;
-        b.dirty = false;
-        if b.reclaimed {
-            b.reclaimed = false;
-            self.rereads += 1;
-        }
-        let pattern = Self::pattern(block, b.cached);
+        let version = self.table.insert(block, pfn);
+        let pattern = Self::pattern(block, version);
         // Safety: the block's window page was just mapped to `pfn`, owned by the cache
         // alone. This is the "device read" into the page.
         unsafe { window::fill_page(Self::va(block), |i| pattern.word(i)) };
-        self.cached_pages += 1;
         Ok(true)
     }
 
@@ -160,13 +119,8 @@ impl PageCache {
         if !self.read(zone, block)? {
             return Ok(false);
         }
-        let b = &mut self.blocks[block];
-        b.cached = b.cached.wrapping_add(1).max(b.stored.wrapping_add(1));
-        if !b.dirty {
-            b.dirty = true;
-            self.dirty_pages += 1;
-        }
-        let pattern = Self::pattern(block, b.cached);
+        let version = self.table.modify(block);
+        let pattern = Self::pattern(block, version);
         // Safety: the block is cached, so its window page maps a frame the cache owns.
         unsafe { window::fill_page(Self::va(block), |i| pattern.word(i)) };
         Ok(true)
@@ -175,41 +129,12 @@ impl PageCache {
     /// Write every dirty page back to the store, after checking it still holds what was
     /// written; returns how many were cleaned.
     pub(crate) fn writeback(&mut self) -> usize {
-        let mut cleaned = 0;
-        for block in 0..self.blocks.len() {
-            let b = self.blocks[block];
-            if b.pfn == NOT_CACHED || !b.dirty {
-                continue;
-            }
-            let pattern = Self::pattern(block, b.cached);
-            // Safety: cached, so mapped to a frame the cache owns.
-            let intact =
-                unsafe { window::first_mismatch(Self::va(block), |i| pattern.word(i)) }.is_none();
-            if intact {
-                let b = &mut self.blocks[block];
-                b.stored = b.cached;
-                b.dirty = false;
-                self.dirty_pages -= 1;
-                cleaned += 1;
-            }
-        }
-        cleaned
-    }
-
-    fn forget(&mut self, block: usize) {
-        self.forget_with(block, |va| {
-            let _ = mmu::unmap_movable(va);
-        });
-    }
-
-    /// [`PageCache::forget`], unmapping through `unmap` (for callers that hold the page
-    /// tables already).
-    fn forget_with(&mut self, block: usize, unmap: impl FnOnce(usize)) {
-        unmap(Self::va(block));
-        let b = &mut self.blocks[block];
-        b.pfn = NOT_CACHED;
-        b.reclaimed = true;
-        self.cached_pages -= 1;
+        self.table.writeback(|block, version| {
+            let pattern = Self::pattern(block, version);
+            // Safety: the table only asks about cached blocks, whose window page maps a
+            // frame the cache owns.
+            unsafe { window::first_mismatch(Self::va(block), |i| pattern.word(i)) }.is_none()
+        })
     }
 
     /// Direct reclaim: drop up to `count` clean pages, those whose frame satisfies
@@ -220,28 +145,11 @@ impl PageCache {
         count: usize,
         prefer: impl Fn(&Zone<'_>, Pfn) -> bool,
     ) -> usize {
-        let n = self.blocks.len();
-        let mut dropped = 0;
-        for pass in 0..2 {
-            let mut visited = 0;
-            while dropped < count && visited < n {
-                let block = self.clock % n;
-                self.clock = (self.clock + 1) % n;
-                visited += 1;
-                let b = self.blocks[block];
-                if b.pfn == NOT_CACHED || b.dirty {
-                    continue;
-                }
-                if pass == 0 && !prefer(zone, b.pfn as Pfn) {
-                    continue;
-                }
-                self.forget(block);
-                let _ = zone.free_pages(b.pfn as Pfn, 0);
-                self.reclaimed += 1;
-                dropped += 1;
-            }
-        }
-        dropped
+        self.table
+            .shrink_clean(zone, count, prefer, |zone, block, pfn| {
+                let _ = mmu::unmap_movable(Self::va(block));
+                let _ = zone.free_pages(pfn, 0);
+            })
     }
 
     /// Drop every clean page (`echo 1 > drop_caches`).
@@ -250,22 +158,19 @@ impl PageCache {
     }
 
     pub(crate) fn clean_pages(&self) -> usize {
-        self.cached_pages - self.dirty_pages
+        self.table.clean_pages()
     }
 
     pub(crate) fn verify(&self) -> VerifyReport {
         let mut report = VerifyReport::default();
-        for (block, b) in self.blocks.iter().enumerate() {
-            if b.pfn == NOT_CACHED {
-                continue;
-            }
+        for (block, pfn, version) in self.table.cached() {
             report.pages_checked += 1;
             let va = Self::va(block);
-            if mmu::translate(va) != Some((b.pfn as u64) << PAGE_SHIFT) {
+            if mmu::translate(va) != Some((pfn as u64) << PAGE_SHIFT) {
                 report.bad_pages += 1;
                 continue;
             }
-            let pattern = Self::pattern(block, b.cached);
+            let pattern = Self::pattern(block, version);
             // Safety: cached, so mapped (just translated) to a frame the cache owns.
             if unsafe { window::first_mismatch(va, |i| pattern.word(i)) }.is_some() {
                 report.bad_pages += 1;
@@ -276,11 +181,11 @@ impl PageCache {
 
     pub(crate) fn status(&self) -> CacheStatus {
         CacheStatus {
-            store_blocks: self.blocks.len(),
-            cached_pages: self.cached_pages,
-            dirty_pages: self.dirty_pages,
-            reclaimed: self.reclaimed,
-            rereads: self.rereads,
+            store_blocks: self.table.len(),
+            cached_pages: self.table.cached_pages(),
+            dirty_pages: self.table.dirty_pages(),
+            reclaimed: self.table.reclaimed,
+            rereads: self.table.rereads,
             migrations: self.migrations,
         }
     }
@@ -288,14 +193,11 @@ impl PageCache {
     /// `Migrator::reclaim`: drop a clean page; the mm frees the frame.
     pub(crate) fn reclaim(&mut self, pfn: Pfn, block: u64, unmap: impl FnOnce(usize)) -> bool {
         let block = block as usize;
-        match self.blocks.get(block) {
-            Some(b) if b.pfn == pfn as u32 && !b.dirty => {
-                self.forget_with(block, unmap);
-                self.reclaimed += 1;
-                true
-            }
-            _ => false,
+        if !self.table.reclaim(block, pfn) {
+            return false;
         }
+        unmap(Self::va(block));
+        true
     }
 
     /// The window address of `block` if the cache agrees that `src` holds it: the page
@@ -303,15 +205,13 @@ impl PageCache {
     #[inline(always)]
     pub(crate) fn window_address(&self, src: Pfn, block: u64) -> Option<usize> {
         let block = block as usize;
-        (self.blocks.get(block).map(|b| b.pfn) == Some(src as u32)).then(|| Self::va(block))
+        self.table.holds(block, src).then(|| Self::va(block))
     }
 
     /// The mapping of `block` now points at `dst`: update the block's frame. (The caller
     /// counts [`PageCache::migrations`].)
     pub(crate) fn migrated(&mut self, block: u64, dst: Pfn) {
-        if let Some(b) = self.blocks.get_mut(block as usize) {
-            b.pfn = dst as u32;
-        }
+        self.table.migrated(block as usize, dst);
     }
 }
 
@@ -319,7 +219,7 @@ impl PageCache {
 /// watermark. Returns how many of them are cached afterwards.
 pub fn fill(blocks: usize) -> Result<usize, KmemError> {
     with_state(|s| {
-        let n = blocks.min(s.clients.cache.blocks.len());
+        let n = blocks.min(s.clients.cache.table.len());
         let mut cached = 0;
         for block in 0..n {
             if !s.clients.cache.read(&mut s.zone, block)? {

@@ -20,6 +20,7 @@
 //! use to answer it cheaply.
 #![forbid(unsafe_code)]
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -111,6 +112,99 @@ impl fmt::Display for FsError {
     }
 }
 
+impl core::error::Error for FsError {}
+
+/// A failure of the service behind the backend (memory manager, benchmarks), kept as the
+/// service's own error.
+pub type ServiceError = Box<dyn core::error::Error + Send + Sync>;
+
+/// Why a `mem`, `cma`, `dt`, `trace`, `bench` or `log` request failed. The `Display` text is
+/// what the shell prints after `CMD: `.
+#[derive(Debug)]
+pub enum BackendError {
+    /// `mem verify`: pages that no longer hold their pattern.
+    Corrupted { checked: usize, bad: usize },
+    /// `cma alloc` from an area that does not exist.
+    NoSuchArea { name: String, have: Vec<String> },
+    /// `cma alloc` refused by the memory manager.
+    CmaAlloc {
+        area: String,
+        pages: u64,
+        cause: ServiceError,
+    },
+    /// `cma free` of a handle nobody holds.
+    NoSuchHandle(u64),
+    /// `cma free` refused by the memory manager.
+    CmaFree { handle: u64, cause: ServiceError },
+    /// `dt` without a device tree.
+    NoDeviceTree,
+    /// `dt PATH` that names neither a node nor a property.
+    NoSuchNode(String),
+    /// `trace record` while recording.
+    AlreadyRecording,
+    /// `trace stop` while not recording.
+    NotRecording,
+    /// `trace replay` while recording.
+    StillRecording,
+    /// `trace replay` or `trace show` with no trace recorded or loaded.
+    NoTrace,
+    /// `bench NAME` of a benchmark the backend does not have.
+    UnknownBenchmark { name: String, have: Vec<String> },
+    /// Anything else the service refused, in its own words.
+    Service(ServiceError),
+}
+
+impl BackendError {
+    /// The service's own error, printed as it words it.
+    pub fn service(error: impl core::error::Error + Send + Sync + 'static) -> BackendError {
+        BackendError::Service(Box::new(error))
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Corrupted { checked, bad } => {
+                write!(f, "verified {checked} pages: {bad} corrupted")
+            }
+            BackendError::NoSuchArea { name, have } => {
+                write!(f, "no CMA area named '{name}' (have: {})", have.join(", "))
+            }
+            BackendError::CmaAlloc { area, pages, cause } => {
+                write!(f, "{pages} pages from '{area}': {cause}")
+            }
+            BackendError::NoSuchHandle(handle) => write!(f, "no allocation with handle {handle}"),
+            BackendError::CmaFree { handle, cause } => write!(f, "handle {handle}: {cause}"),
+            BackendError::NoDeviceTree => f.write_str("no device tree"),
+            BackendError::NoSuchNode(path) => write!(f, "{path}: no such node or property"),
+            BackendError::AlreadyRecording => f.write_str("already recording (trace stop ends it)"),
+            BackendError::NotRecording => f.write_str("not recording"),
+            BackendError::StillRecording => f.write_str("stop recording before replaying"),
+            BackendError::NoTrace => f.write_str(
+                "no trace: 'trace record' one, or boot with 'cargo xtask run --trace FILE'",
+            ),
+            BackendError::UnknownBenchmark { name, have } => {
+                write!(f, "unknown benchmark '{name}' (have: {})", have.join(", "))
+            }
+            BackendError::Service(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl core::error::Error for BackendError {
+    /// The service's error behind a request that names its context (`cma alloc`, `cma
+    /// free`); `Service` is transparent, so its source is the service error's own.
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            BackendError::CmaAlloc { cause, .. } | BackendError::CmaFree { cause, .. } => {
+                Some(cause.as_ref())
+            }
+            BackendError::Service(error) => error.source(),
+            _ => None,
+        }
+    }
+}
+
 /// `mem ...`: the movable workload that fills memory with pages the allocator may migrate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemOp {
@@ -158,8 +252,8 @@ pub enum TraceOp {
 
 /// Everything the shell needs from the firmware.
 ///
-/// `Ok(text)` is printed as is (a missing final newline is added); `Err(text)` is printed
-/// as `CMD: text`. Keep both to a line or a table: this is a serial console.
+/// `Ok(text)` is printed as is (a missing final newline is added); `Err(error)` is printed
+/// as `CMD: error`. Keep both to a line or a table: this is a serial console.
 pub trait Backend {
     /// Entries of the directory `dir` (absolute, normalised, `/` for the root).
     /// `Err(NotFound)` if it does not exist, `Err(NotADirectory)` if it is a file.
@@ -172,17 +266,17 @@ pub trait Backend {
     /// Called only for files listed as writable.
     fn fs_write(&mut self, path: &str, value: &str) -> Result<(), FsError>;
 
-    fn mem(&mut self, op: MemOp) -> Result<String, String>;
+    fn mem(&mut self, op: MemOp) -> Result<String, BackendError>;
 
-    fn cma(&mut self, op: CmaOp<'_>) -> Result<String, String>;
+    fn cma(&mut self, op: CmaOp<'_>) -> Result<String, BackendError>;
 
     /// `dt` prints the whole tree, `dt PATH` one node (its properties and children).
-    fn dt(&mut self, path: Option<&str>) -> Result<String, String>;
+    fn dt(&mut self, path: Option<&str>) -> Result<String, BackendError>;
 
-    fn trace(&mut self, op: TraceOp) -> Result<String, String>;
+    fn trace(&mut self, op: TraceOp) -> Result<String, BackendError>;
 
     /// `bench` runs the default set, `bench NAME` one benchmark.
-    fn bench(&mut self, name: Option<&str>) -> Result<String, String>;
+    fn bench(&mut self, name: Option<&str>) -> Result<String, BackendError>;
 
     /// Names `bench NAME` accepts; used for completion and `help bench`.
     fn bench_names(&self) -> Vec<String> {
@@ -191,7 +285,7 @@ pub trait Backend {
 
     fn log_level(&self) -> LevelFilter;
 
-    fn set_log_level(&mut self, level: LevelFilter) -> Result<(), String>;
+    fn set_log_level(&mut self, level: LevelFilter) -> Result<(), BackendError>;
 
     /// Largest page count a single request may name (the shell rejects more before asking).
     /// The glue should return the number of RAM pages.

@@ -17,7 +17,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use super::backend::{Backend, CmaOp, EntryKind, FsError, LevelFilter, MemOp, TraceOp};
+use super::backend::{
+    Backend, BackendError, CmaOp, EntryKind, FsError, LevelFilter, MemOp, TraceOp,
+};
 use super::lexer;
 use super::number::{parse_pages, parse_u64};
 use super::vfs;
@@ -214,7 +216,7 @@ impl<W: Write + ?Sized> Context<'_, W> {
         true
     }
 
-    fn report(&mut self, result: Result<String, String>) {
+    fn report(&mut self, result: Result<String, BackendError>) {
         match result {
             Ok(text) => self.print_text(&text),
             Err(error) => self.fail(format_args!("{}", error)),

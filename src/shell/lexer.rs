@@ -36,6 +36,8 @@ impl core::fmt::Display for LexError {
     }
 }
 
+impl core::error::Error for LexError {}
+
 enum Token {
     Word(String),
     Redirect,

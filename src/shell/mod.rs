@@ -42,7 +42,8 @@ use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
 pub use backend::{
-    Access, Backend, CmaOp, DirEntry, EntryKind, FsError, LevelFilter, MemOp, TraceOp,
+    Access, Backend, BackendError, CmaOp, DirEntry, EntryKind, FsError, LevelFilter, MemOp,
+    ServiceError, TraceOp,
 };
 pub use commands::Action;
 pub use editor::{HISTORY_LEN, MAX_LINE};

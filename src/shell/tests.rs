@@ -121,6 +121,33 @@ impl Fake {
     }
 }
 
+/// The fake service's refusals, in its own words (reach the shell as
+/// [`BackendError::Service`]).
+#[derive(Debug)]
+enum FakeError {
+    AlreadyRunning,
+    NotRunning,
+    OnlyPages(u64),
+    NoArea(String),
+    CannotAllocate(u64),
+    NoNode(String),
+}
+
+impl core::fmt::Display for FakeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FakeError::AlreadyRunning => f.write_str("already running"),
+            FakeError::NotRunning => f.write_str("not running (try 'mem start')"),
+            FakeError::OnlyPages(have) => write!(f, "only {} pages", have),
+            FakeError::NoArea(area) => write!(f, "no CMA area '{}'", area),
+            FakeError::CannotAllocate(pages) => write!(f, "cannot allocate {} pages", pages),
+            FakeError::NoNode(path) => write!(f, "{}: no such node", path),
+        }
+    }
+}
+
+impl core::error::Error for FakeError {}
+
 impl Backend for Fake {
     fn fs_list(&mut self, dir: &str) -> Result<Vec<DirEntry>, FsError> {
         self.tree.list(dir)
@@ -176,15 +203,15 @@ impl Backend for Fake {
         Ok(())
     }
 
-    fn mem(&mut self, op: MemOp) -> Result<String, String> {
+    fn mem(&mut self, op: MemOp) -> Result<String, BackendError> {
         self.calls.push(format!("mem {:?}", op));
         match (op, self.workload) {
             (MemOp::Start, None) => {
                 self.workload = Some(0);
                 Ok(String::from("workload started"))
             }
-            (MemOp::Start, Some(_)) => Err(String::from("already running")),
-            (_, None) => Err(String::from("not running (try 'mem start')")),
+            (MemOp::Start, Some(_)) => Err(BackendError::service(FakeError::AlreadyRunning)),
+            (_, None) => Err(BackendError::service(FakeError::NotRunning)),
             (MemOp::Grow { pages }, Some(have)) => {
                 self.workload = Some(have + pages);
                 Ok(format!("{} pages", have + pages))
@@ -193,13 +220,15 @@ impl Backend for Fake {
                 self.workload = Some(have - pages);
                 Ok(format!("{} pages", have - pages))
             }
-            (MemOp::Shrink { .. }, Some(have)) => Err(format!("only {} pages", have)),
+            (MemOp::Shrink { .. }, Some(have)) => {
+                Err(BackendError::service(FakeError::OnlyPages(have)))
+            }
             (MemOp::Verify, Some(have)) => Ok(format!("verified {} pages", have)),
             (MemOp::Status, Some(have)) => Ok(format!("{} pages\n", have)),
         }
     }
 
-    fn cma(&mut self, op: CmaOp<'_>) -> Result<String, String> {
+    fn cma(&mut self, op: CmaOp<'_>) -> Result<String, BackendError> {
         self.calls.push(format!("cma {:?}", op));
         match op {
             CmaOp::List => Ok(format!(
@@ -214,11 +243,11 @@ impl Backend for Fake {
                 align_order,
             } => {
                 if area != AREA {
-                    return Err(format!("no CMA area '{}'", area));
+                    return Err(BackendError::service(FakeError::NoArea(area.to_string())));
                 }
                 let offset = self
                     .cma_alloc(pages, align_order)
-                    .ok_or_else(|| format!("cannot allocate {} pages", pages))?;
+                    .ok_or(BackendError::service(FakeError::CannotAllocate(pages)))?;
                 let handle = self.next_handle;
                 self.next_handle += 1;
                 self.handles.insert(handle, (offset, pages));
@@ -228,25 +257,25 @@ impl Backend for Fake {
                 let (offset, pages) = self
                     .handles
                     .remove(&handle)
-                    .ok_or_else(|| format!("no allocation with handle {}", handle))?;
+                    .ok_or(BackendError::NoSuchHandle(handle))?;
                 self.cma_release(offset, pages);
                 Ok(String::new())
             }
         }
     }
 
-    fn dt(&mut self, path: Option<&str>) -> Result<String, String> {
+    fn dt(&mut self, path: Option<&str>) -> Result<String, BackendError> {
         self.calls.push(format!("dt {:?}", path));
         match path {
             None | Some("/") => Ok(String::from("/ {\n  chosen { };\n};\n")),
             Some("/chosen") => Ok(String::from(
                 "chosen {\n  bootargs = \"console=ttyAMA0\";\n};",
             )),
-            Some(other) => Err(format!("{}: no such node", other)),
+            Some(other) => Err(BackendError::service(FakeError::NoNode(other.to_string()))),
         }
     }
 
-    fn trace(&mut self, op: TraceOp) -> Result<String, String> {
+    fn trace(&mut self, op: TraceOp) -> Result<String, BackendError> {
         self.calls.push(format!("trace {:?}", op));
         match op {
             TraceOp::Record => {
@@ -262,7 +291,7 @@ impl Backend for Fake {
         }
     }
 
-    fn bench(&mut self, name: Option<&str>) -> Result<String, String> {
+    fn bench(&mut self, name: Option<&str>) -> Result<String, BackendError> {
         self.calls.push(format!("bench {:?}", name));
         Ok(format!("bench {} done", name.unwrap_or("all")))
     }
@@ -275,7 +304,7 @@ impl Backend for Fake {
         self.log
     }
 
-    fn set_log_level(&mut self, level: LevelFilter) -> Result<(), String> {
+    fn set_log_level(&mut self, level: LevelFilter) -> Result<(), BackendError> {
         self.calls.push(format!("log {:?}", level));
         self.log = level;
         Ok(())
@@ -926,4 +955,64 @@ mod random {
             prop_assert_eq!(&rig.out, "echo ok\r\nok\r\nmonolith> ");
         }
     }
+}
+
+#[test]
+fn backend_errors_word_each_refusal_and_keep_the_cause() {
+    use core::error::Error;
+    let have = vec![String::from("reserved"), String::from("video")];
+    let cases: [(BackendError, &str); 8] = [
+        (
+            BackendError::Corrupted {
+                checked: 10,
+                bad: 2,
+            },
+            "verified 10 pages: 2 corrupted",
+        ),
+        (
+            BackendError::NoSuchArea {
+                name: String::from("x"),
+                have: have.clone(),
+            },
+            "no CMA area named 'x' (have: reserved, video)",
+        ),
+        (
+            BackendError::CmaAlloc {
+                area: String::from("reserved"),
+                pages: 64,
+                cause: FakeError::CannotAllocate(64).into(),
+            },
+            "64 pages from 'reserved': cannot allocate 64 pages",
+        ),
+        (BackendError::NoSuchHandle(7), "no allocation with handle 7"),
+        (
+            BackendError::NoSuchNode(String::from("/x")),
+            "/x: no such node or property",
+        ),
+        (
+            BackendError::NoTrace,
+            "no trace: 'trace record' one, or boot with 'cargo xtask run --trace FILE'",
+        ),
+        (
+            BackendError::UnknownBenchmark {
+                name: String::from("x"),
+                have,
+            },
+            "unknown benchmark 'x' (have: reserved, video)",
+        ),
+        (
+            BackendError::service(FakeError::NotRunning),
+            "not running (try 'mem start')",
+        ),
+    ];
+    for (error, text) in &cases {
+        assert_eq!(error.to_string(), *text);
+    }
+    let alloc = &cases[2].0;
+    assert_eq!(
+        alloc.source().map(|cause| cause.to_string()).as_deref(),
+        Some("cannot allocate 64 pages"),
+        "the service's error stays reachable as the source"
+    );
+    assert!(cases[7].0.source().is_none(), "Service is transparent");
 }

@@ -33,7 +33,8 @@ use crate::shell::linuxfmt::{self, CmaDebugAllocations, FreeOrder};
 use crate::shell::number::PAGE_SIZE;
 use crate::shell::vfs::VfsTree;
 use crate::shell::{
-    Access, Action, Backend, CmaOp, DirEntry, FsError, LevelFilter, MemOp, Shell, TraceOp,
+    Access, Action, Backend, BackendError, CmaOp, DirEntry, FsError, LevelFilter, MemOp, Shell,
+    TraceOp,
 };
 
 use super::devtree::{self, DtEntry, DtView};
@@ -59,7 +60,7 @@ const DEBUGFS_READ_ATTRS: &[&str] = &[
 /// `trace show` prints the file as hex up to this size (a few hundred events).
 const TRACE_HEX_LIMIT: usize = 16 * 1024;
 
-/// Benchmarks `bench NAME` runs (from `kmem::bench`).
+/// Benchmarks `bench NAME` runs (from [`crate::bench`]).
 const BENCHES: &[&str] = &["cma-latency", "churn"];
 
 struct Allocation {
@@ -307,16 +308,25 @@ impl FirmwareBackend {
         text
     }
 
-    fn cma_alloc(&mut self, area: &str, pages: u64, align_order: u32) -> Result<String, String> {
+    fn cma_alloc(
+        &mut self,
+        area: &str,
+        pages: u64,
+        align_order: u32,
+    ) -> Result<String, BackendError> {
         if !self.areas.iter().any(|a| a == area) {
-            return Err(format!(
-                "no CMA area named '{}' (have: {})",
-                area,
-                self.areas.join(", ")
-            ));
+            return Err(BackendError::NoSuchArea {
+                name: String::from(area),
+                have: self.areas.clone(),
+            });
         }
-        let pfn = kmem::cma_alloc(area, pages as usize, align_order)
-            .map_err(|error| format!("{} pages from '{}': {}", pages, area, error))?;
+        let pfn = kmem::cma_alloc(area, pages as usize, align_order).map_err(|error| {
+            BackendError::CmaAlloc {
+                area: String::from(area),
+                pages,
+                cause: error.into(),
+            }
+        })?;
         let handle = self.next_handle;
         self.next_handle += 1;
         self.handles.insert(
@@ -335,12 +345,16 @@ impl FirmwareBackend {
         ))
     }
 
-    fn cma_free(&mut self, handle: u64) -> Result<String, String> {
+    fn cma_free(&mut self, handle: u64) -> Result<String, BackendError> {
         let Some(allocation) = self.handles.get(&handle) else {
-            return Err(format!("no allocation with handle {}", handle));
+            return Err(BackendError::NoSuchHandle(handle));
         };
-        kmem::cma_release(&allocation.area, allocation.pfn, allocation.pages)
-            .map_err(|error| format!("handle {}: {}", handle, error))?;
+        kmem::cma_release(&allocation.area, allocation.pfn, allocation.pages).map_err(|error| {
+            BackendError::CmaFree {
+                handle,
+                cause: error.into(),
+            }
+        })?;
         let pages = allocation.pages;
         self.handles.remove(&handle);
         self.recorder.cma_free(now_us(), handle);
@@ -358,12 +372,12 @@ impl FirmwareBackend {
         )
     }
 
-    fn run_bench(&mut self, name: &str) -> Result<String, String> {
-        use crate::kmem::bench;
+    fn run_bench(&mut self, name: &str) -> Result<String, BackendError> {
+        use crate::bench;
         match name {
             "cma-latency" => {
-                let (area, rows) =
-                    bench::cma_latency(None, &[1, 16, 256, 1024], 3).map_err(|e| e.to_string())?;
+                let (area, rows) = bench::cma_latency(None, &[1, 16, 256, 1024], 3)
+                    .map_err(BackendError::service)?;
                 Ok(bench::format_latency(&area, &rows, 3))
             }
             "churn" => {
@@ -376,16 +390,15 @@ impl FirmwareBackend {
                 ] {
                     results.push(
                         bench::churn_success(None, mode, pages, 16, 4, 1)
-                            .map_err(|e| e.to_string())?,
+                            .map_err(BackendError::service)?,
                     );
                 }
                 Ok(bench::format_churn(pages, &results))
             }
-            other => Err(format!(
-                "unknown benchmark '{}' (have: {})",
-                other,
-                BENCHES.join(", ")
-            )),
+            other => Err(BackendError::UnknownBenchmark {
+                name: String::from(other),
+                have: self.bench_names(),
+            }),
         }
     }
 }
@@ -527,14 +540,14 @@ impl Backend for FirmwareBackend {
         }
     }
 
-    fn mem(&mut self, op: MemOp) -> Result<String, String> {
+    fn mem(&mut self, op: MemOp) -> Result<String, BackendError> {
         match op {
             MemOp::Start => {
-                kmem::anon::start().map_err(|e| e.to_string())?;
+                kmem::anon::start().map_err(BackendError::service)?;
                 Ok(self.mem_status())
             }
             MemOp::Grow { pages } => {
-                let added = kmem::anon::grow(pages as usize).map_err(|e| e.to_string())?;
+                let added = kmem::anon::grow(pages as usize).map_err(BackendError::service)?;
                 self.recorder.mem_grow(now_us(), added as u64);
                 let note = if (added as u64) < pages {
                     " (stopped at the low watermark)"
@@ -549,29 +562,29 @@ impl Backend for FirmwareBackend {
                 ))
             }
             MemOp::Shrink { pages } => {
-                let freed = kmem::anon::shrink(pages as usize).map_err(|e| e.to_string())?;
+                let freed = kmem::anon::shrink(pages as usize).map_err(BackendError::service)?;
                 self.recorder.mem_shrink(now_us(), freed as u64);
                 Ok(format!("shrank by {} pages; {}", freed, self.mem_status()))
             }
             MemOp::Verify => {
-                let report = kmem::anon::verify().map_err(|e| e.to_string())?;
+                let report = kmem::anon::verify().map_err(BackendError::service)?;
                 if report.bad_pages == 0 {
                     Ok(format!(
                         "verified {} pages: all intact",
                         report.pages_checked
                     ))
                 } else {
-                    Err(format!(
-                        "verified {} pages: {} corrupted",
-                        report.pages_checked, report.bad_pages
-                    ))
+                    Err(BackendError::Corrupted {
+                        checked: report.pages_checked,
+                        bad: report.bad_pages,
+                    })
                 }
             }
             MemOp::Status => Ok(self.mem_status()),
         }
     }
 
-    fn cma(&mut self, op: CmaOp<'_>) -> Result<String, String> {
+    fn cma(&mut self, op: CmaOp<'_>) -> Result<String, BackendError> {
         match op {
             CmaOp::List => Ok(self.cma_list()),
             CmaOp::Alloc {
@@ -583,11 +596,8 @@ impl Backend for FirmwareBackend {
         }
     }
 
-    fn dt(&mut self, path: Option<&str>) -> Result<String, String> {
-        let tree = self
-            .devtree
-            .as_ref()
-            .ok_or_else(|| String::from("no device tree"))?;
+    fn dt(&mut self, path: Option<&str>) -> Result<String, BackendError> {
+        let tree = self.devtree.as_ref().ok_or(BackendError::NoDeviceTree)?;
         let path = path.unwrap_or("/");
         // Accept the procfs spelling too, since completion offers it.
         let node = Self::dt_path(&crate::shell::vfs::normalize(path))
@@ -600,16 +610,16 @@ impl Backend for FirmwareBackend {
                     let name = node.rsplit('/').next().unwrap_or("");
                     Ok(devtree::property_dts(name, &value))
                 }
-                None => Err(format!("{}: no such node or property", path)),
+                None => Err(BackendError::NoSuchNode(String::from(path))),
             },
         }
     }
 
-    fn trace(&mut self, op: TraceOp) -> Result<String, String> {
+    fn trace(&mut self, op: TraceOp) -> Result<String, BackendError> {
         match op {
             TraceOp::Record => {
                 if self.recorder.is_recording() {
-                    return Err(String::from("already recording (trace stop ends it)"));
+                    return Err(BackendError::AlreadyRecording);
                 }
                 self.recorder.start(now_us());
                 Ok(String::from(
@@ -618,7 +628,7 @@ impl Backend for FirmwareBackend {
             }
             TraceOp::Stop => {
                 if !self.recorder.is_recording() {
-                    return Err(String::from("not recording"));
+                    return Err(BackendError::NotRecording);
                 }
                 let (events, skipped) = self.recorder.stop();
                 let count = events.len();
@@ -635,12 +645,10 @@ impl Backend for FirmwareBackend {
             }
             TraceOp::Replay { times } => {
                 if self.recorder.is_recording() {
-                    return Err(String::from("stop recording before replaying"));
+                    return Err(BackendError::StillRecording);
                 }
                 let Some((_, events)) = &self.trace else {
-                    return Err(String::from(
-                        "no trace: 'trace record' one, or boot with 'cargo xtask run --trace FILE'",
-                    ));
+                    return Err(BackendError::NoTrace);
                 };
                 let report = trace::replay(events, times, &mut Machine);
                 Ok(report.to_string())
@@ -662,15 +670,13 @@ impl Backend for FirmwareBackend {
                         };
                         Ok(trace::show(&source, events, TRACE_HEX_LIMIT))
                     }
-                    None => Err(String::from(
-                        "no trace: 'trace record' one, or boot with 'cargo xtask run --trace FILE'",
-                    )),
+                    None => Err(BackendError::NoTrace),
                 }
             }
         }
     }
 
-    fn bench(&mut self, name: Option<&str>) -> Result<String, String> {
+    fn bench(&mut self, name: Option<&str>) -> Result<String, BackendError> {
         match name {
             Some(name) => self.run_bench(name),
             None => {
@@ -697,7 +703,7 @@ impl Backend for FirmwareBackend {
         crate::logger::level()
     }
 
-    fn set_log_level(&mut self, level: LevelFilter) -> Result<(), String> {
+    fn set_log_level(&mut self, level: LevelFilter) -> Result<(), BackendError> {
         crate::logger::set_level(level);
         Ok(())
     }

@@ -23,6 +23,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use crate::shell::linuxfmt::IoResource;
+use crate::util::ranges::{contains, merge, overlaps, subtract_all};
 
 /// Everything `/proc/iomem` is built from; ranges are half-open byte ranges.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +59,10 @@ impl Resource {
             children: Vec::new(),
         }
     }
+
+    fn range(&self) -> Range<u64> {
+        self.start..self.end
+    }
 }
 
 /// Inserts `new` among `siblings`; `false` if it conflicts (and then nothing changed).
@@ -65,18 +70,19 @@ pub fn insert(siblings: &mut Vec<Resource>, mut new: Resource) -> bool {
     if new.start >= new.end {
         return false;
     }
+    let range = new.start..new.end;
     for existing in siblings.iter_mut() {
-        let inside = existing.start <= new.start && new.end <= existing.end;
-        let covers = new.start <= existing.start && existing.end <= new.end;
+        let inside = contains(&existing.range(), &range);
+        let covers = contains(&range, &existing.range());
         if inside && !covers {
             return insert(&mut existing.children, new);
         }
     }
     // Whatever overlaps must now lie entirely inside `new` (adopted) or it is a conflict.
-    let overlapping = |r: &Resource| r.start < new.end && new.start < r.end;
+    let overlapping = |r: &Resource| overlaps(&r.range(), &range);
     let straddles = siblings
         .iter()
-        .any(|r| overlapping(r) && !(new.start <= r.start && r.end <= new.end));
+        .any(|r| overlapping(r) && !contains(&range, &r.range()));
     if straddles {
         return false;
     }
@@ -92,48 +98,12 @@ pub fn insert(siblings: &mut Vec<Resource>, mut new: Resource) -> bool {
     true
 }
 
-/// `ranges` with every part covered by `taken` removed; both need not be sorted.
-fn subtract(range: Range<u64>, taken: &[Range<u64>]) -> Vec<Range<u64>> {
-    let mut pieces = alloc::vec![range];
-    for hole in taken {
-        let mut next = Vec::new();
-        for piece in pieces {
-            if hole.end <= piece.start || piece.end <= hole.start {
-                next.push(piece);
-                continue;
-            }
-            if piece.start < hole.start {
-                next.push(piece.start..hole.start);
-            }
-            if hole.end < piece.end {
-                next.push(hole.end..piece.end);
-            }
-        }
-        pieces = next;
-    }
-    pieces
-}
-
-/// Sorted, merged copy of `ranges` (empty ones dropped).
-fn coalesce(ranges: &[Range<u64>]) -> Vec<Range<u64>> {
-    let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
-    sorted.sort_by_key(|r| r.start);
-    let mut merged: Vec<Range<u64>> = Vec::new();
-    for range in sorted {
-        match merged.last_mut() {
-            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
-            _ => merged.push(range),
-        }
-    }
-    merged
-}
-
 /// The resource tree for `input` (see the module doc).
 pub fn build(input: &IomemInput) -> Vec<Resource> {
     let mut top: Vec<Resource> = Vec::new();
-    let no_map = coalesce(&input.no_map);
-    for bank in coalesce(&input.ram) {
-        for piece in subtract(bank.clone(), &no_map) {
+    let no_map = merge(input.no_map.iter().cloned());
+    for bank in merge(input.ram.iter().cloned()) {
+        for piece in subtract_all(core::slice::from_ref(&bank), &no_map) {
             insert(&mut top, Resource::new(piece, "System RAM"));
         }
         for hole in &no_map {
@@ -152,7 +122,7 @@ pub fn build(input: &IomemInput) -> Vec<Resource> {
         &mut top,
         Resource::new(input.kernel_data.clone(), "Kernel data"),
     );
-    let reserved = coalesce(&input.reserved);
+    let reserved = merge(input.reserved.iter().cloned());
     for ram in top.iter_mut().filter(|r| r.name == "System RAM") {
         let taken: Vec<Range<u64>> = ram.children.iter().map(|c| c.start..c.end).collect();
         for range in &reserved {
@@ -161,7 +131,7 @@ pub fn build(input: &IomemInput) -> Vec<Resource> {
             if start >= end {
                 continue;
             }
-            for piece in subtract(start..end, &taken) {
+            for piece in subtract_all(core::slice::from_ref(&(start..end)), &taken) {
                 insert(&mut ram.children, Resource::new(piece, "reserved"));
             }
         }
@@ -267,11 +237,5 @@ mod tests {
             shape,
             vec![("a", 0), ("inside a", 1), ("around b", 0), ("b", 1)]
         );
-    }
-
-    #[test]
-    fn helpers() {
-        assert_eq!(subtract(0..10, &[2..4, 8..20]), vec![0..2, 4..8]);
-        assert_eq!(coalesce(&[5..7, 0..2, 1..3, 9..9]), vec![0..3, 5..7]);
     }
 }

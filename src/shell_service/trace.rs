@@ -152,6 +152,8 @@ impl fmt::Display for TraceError {
     }
 }
 
+impl core::error::Error for TraceError {}
+
 /// FNV-1a, 32 bit: enough to tell a stale or half-written file from a trace.
 pub fn fnv1a(bytes: &[u8]) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;

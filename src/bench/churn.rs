@@ -1,0 +1,263 @@
+//! The churn benchmark: large allocations held and released under background movable
+//! churn with interleaved kernel data and long-term pins ([`super::CHURN_WORKLOAD`]), once per
+//! allocation method, counting how many succeed.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::report::ChurnResult;
+use super::{not_cma, BenchError};
+use crate::kmem::pattern::mix64;
+use crate::kmem::{self, AreaId, KmemState};
+use crate::mm::{self, Gfp, GfpFlags, MigrateType, Owner, OwnerKind, Pfn, MAX_ORDER};
+
+/// How the churn loop asks for its large blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChurnMode {
+    /// `cma_alloc` from the area.
+    Cma,
+    /// `alloc_pages(order, Movable without CMA)`: the buddy alone, no migration.
+    BuddyHighOrder,
+    /// `alloc_contig_range` over Movable pageblocks outside CMA: migration without CMA.
+    ContigMovable,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+/// Try `alloc_contig_range` on aligned candidate ranges of Movable pageblocks.
+fn contig_movable(s: &mut KmemState, pages: usize, start_hint: usize) -> Option<Pfn> {
+    let (zs, ze) = (s.zone().start_pfn(), s.zone().end_pfn());
+    let span = (ze - zs) / pages;
+    for k in 0..span {
+        let base = zs.next_multiple_of(pages) + ((start_hint + k) % span) * pages;
+        if base + pages > ze {
+            continue;
+        }
+        let all_movable = (base..base + pages)
+            .step_by(mm::PAGEBLOCK_NR_PAGES)
+            .all(|p| s.zone().pageblock_migratetype(p) == Some(MigrateType::Movable));
+        if !all_movable {
+            continue;
+        }
+        if s.alloc_contig_range(base, base + pages, MigrateType::Movable) {
+            return Some(base);
+        }
+    }
+    None
+}
+
+/// A long-lived unmovable allocation of the churn workload.
+struct Pin {
+    pfn: Pfn,
+    order: usize,
+    expires: usize,
+}
+
+/// Count pageblocks outside and inside CMA that hold a non-movable allocated frame.
+fn polluted_pageblocks(zone: &mm::Zone<'_>) -> (usize, usize, usize) {
+    let (mut normal, mut polluted, mut polluted_cma) = (0, 0, 0);
+    let start = mm::pageblock_start_pfn(zone.start_pfn());
+    for block in (start..zone.end_pfn()).step_by(mm::PAGEBLOCK_NR_PAGES) {
+        let first = block.max(zone.start_pfn());
+        let end = (block + mm::PAGEBLOCK_NR_PAGES).min(zone.end_pfn());
+        let mut pfn = first;
+        let mut dirty = false;
+        while pfn < end {
+            match zone.allocated_block(pfn) {
+                Some((head, order)) => {
+                    let movable = zone
+                        .owner(head)
+                        .is_some_and(|o| o.kind().is_movable() || o.kind() == OwnerKind::Contig);
+                    dirty |= !movable;
+                    pfn = head + (1 << order);
+                }
+                None => pfn += 1,
+            }
+        }
+        if zone.pageblock_migratetype(first) == Some(MigrateType::Cma) {
+            polluted_cma += usize::from(dirty);
+        } else {
+            normal += 1;
+            polluted += usize::from(dirty);
+        }
+    }
+    (normal, polluted, polluted_cma)
+}
+
+/// Many allocations of `pages` under background movable churn with interleaved unmovable
+/// allocations; see [`super::CHURN_WORKLOAD`].
+pub fn churn_success(
+    area: Option<&str>,
+    mode: ChurnMode,
+    pages: usize,
+    rounds: usize,
+    hold: usize,
+    seed: u64,
+) -> Result<ChurnResult, BenchError> {
+    kmem::with_state(|s| {
+        let a = s.area(area)?;
+        let order = pages.trailing_zeros() as usize;
+        if mode == ChurnMode::BuddyHighOrder && (!pages.is_power_of_two() || order > MAX_ORDER) {
+            return Err(BenchError::NotABuddyOrder {
+                pages,
+                max: 1 << MAX_ORDER,
+            });
+        }
+        let mut rng = Rng(seed);
+        s.anon_start();
+        let anon_before = s.anon_pages();
+        let store = s.cache_status().store_blocks;
+        let mut held: Vec<Pfn> = Vec::new();
+        let mut pins: Vec<Pin> = Vec::new();
+        let mut result = ChurnResult {
+            label: String::from(match mode {
+                ChurnMode::Cma => "cma_alloc",
+                ChurnMode::BuddyHighOrder => "buddy alloc_pages",
+                ChurnMode::ContigMovable => "contig over Movable",
+            }),
+            ..ChurnResult::default()
+        };
+        let managed = s.zone().counters().managed_pages;
+        let keep_free = managed / 8;
+        let outcome = (|| -> Result<(), BenchError> {
+            for round in 0..rounds {
+                // Unmovable lifetimes end.
+                let mut i = 0;
+                while i < pins.len() {
+                    if pins[i].expires <= round {
+                        let pin = pins.swap_remove(i);
+                        let _ = s.free_pages(pin.pfn, pin.order);
+                    } else {
+                        i += 1;
+                    }
+                }
+                // Background movable churn, refilled to the fill level.
+                let shrink = rng.below(2048);
+                s.anon_shrink_where(shrink, |_, pfn| pfn % 3 == 0);
+                for _ in 0..rng.below(512) {
+                    let block = rng.below(store);
+                    if rng.below(8) == 0 {
+                        s.cache_write(block)?;
+                    } else {
+                        s.cache_read(block)?;
+                    }
+                }
+                if rng.below(4) == 0 {
+                    s.cache_writeback();
+                }
+                let free = s.zone().counters().free_pages;
+                if free > keep_free {
+                    s.anon_grow(free - keep_free)?;
+                }
+                // Kernel data and DMA pins, interleaved with the movable traffic.
+                let kernel = 1 + rng.below(8);
+                let dma = rng.below(16);
+                for k in 0..kernel + dma {
+                    let (pin_order, gfp, kind) = if k < kernel {
+                        (rng.below(2), Gfp::KERNEL, OwnerKind::Kernel)
+                    } else {
+                        (0, Gfp::MOVABLE.with(GfpFlags::NO_CMA), OwnerKind::Pinned)
+                    };
+                    let expires = round + 8 + rng.below(256);
+                    if pins.try_reserve(1).is_err() {
+                        break;
+                    }
+                    let got = if kind == OwnerKind::Pinned {
+                        // Pinned where the anonymous page already is (outside CMA: a
+                        // long-term pin migrates a CMA page out first; skipping those
+                        // pages is the same placement without the copy).
+                        let start = rng.below(s.anon_pages().max(1) * 2);
+                        s.anon_pin_in_place(start, not_cma)
+                    } else {
+                        s.alloc_pages(pin_order, gfp).ok()
+                    };
+                    if let Some(pfn) = got {
+                        if s.set_owner(pfn, Owner::new(kind, 0)).is_ok() {
+                            pins.push(Pin {
+                                pfn,
+                                order: pin_order,
+                                expires,
+                            });
+                            result.pins_taken += 1;
+                        } else {
+                            let _ = s.free_pages(pfn, pin_order);
+                        }
+                    }
+                }
+                if held.len() >= hold {
+                    let victim = held.swap_remove(rng.below(held.len()));
+                    release(s, a, mode, victim, pages, order);
+                }
+                result.attempts += 1;
+                let got = match mode {
+                    ChurnMode::Cma => s.cma_alloc(a, pages, 0).ok(),
+                    ChurnMode::BuddyHighOrder => s
+                        .alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA))
+                        .ok()
+                        .inspect(|&p| {
+                            let _ = s.set_owner(p, Owner::new(OwnerKind::Pinned, 1));
+                        }),
+                    ChurnMode::ContigMovable => contig_movable(s, pages, round * 7),
+                };
+                match got {
+                    Some(pfn) => {
+                        result.successes += 1;
+                        held.try_reserve(1).map_err(|_| BenchError::HeapExhausted)?;
+                        held.push(pfn);
+                    }
+                    None => {
+                        let c = s.zone().counters();
+                        let movable = s.anon_pages() + s.cached_pages();
+                        if c.free_pages + movable >= pages + c.watermarks.min {
+                            result.avoidable_failures += 1;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        (
+            result.normal_pageblocks,
+            result.polluted_pageblocks,
+            result.polluted_cma_pageblocks,
+        ) = polluted_pageblocks(s.zone());
+        for pfn in held {
+            release(s, a, mode, pfn, pages, order);
+        }
+        for pin in pins {
+            let _ = s.free_pages(pin.pfn, pin.order);
+        }
+        s.cache_writeback();
+        s.cache_drop_clean();
+        let extra = s.anon_pages().saturating_sub(anon_before);
+        s.anon_shrink(extra);
+        outcome.map(|()| result)
+    })?
+}
+
+fn release(s: &mut KmemState, area: AreaId, mode: ChurnMode, pfn: Pfn, pages: usize, order: usize) {
+    match mode {
+        ChurnMode::Cma => {
+            s.cma_release(area, pfn, pages);
+        }
+        ChurnMode::BuddyHighOrder => {
+            let _ = s.free_pages(pfn, order);
+        }
+        ChurnMode::ContigMovable => {
+            let _ = s.free_contig_range(pfn, pages);
+        }
+    }
+}

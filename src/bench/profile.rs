@@ -1,0 +1,45 @@
+//! The profile markers `cargo xtask profile` counts instructions between, and the
+//! profiled workload: one `cma_alloc` from an area full of anonymous pages.
+
+use super::{fill_cma_with_anon, BenchError};
+use crate::kmem::{self, KmemError};
+use crate::mm::CmaBalance;
+
+/// Start of a profiled region: `cargo xtask profile` counts the instructions
+/// executed between a call to this and a call to [`monolith_profile_end`], by function.
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn monolith_profile_begin() {
+    core::hint::black_box(1u32);
+}
+
+/// End of a profiled region (see [`monolith_profile_begin`]).
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn monolith_profile_end() {
+    // A different body from `monolith_profile_begin`, so the linker cannot fold the two.
+    core::hint::black_box(2u64);
+}
+
+/// One `cma_alloc` of `pages` from an area full of anonymous pages, between the profile
+/// markers, for an instruction profile by function. The allocation is released after.
+pub fn profile_full_alloc(area: Option<&str>, pages: usize) -> Result<(), BenchError> {
+    let profiled = kmem::with_state(|s| -> Result<(), KmemError> {
+        let a = s.area(area)?;
+        let balance = s.cma_balance();
+        s.set_cma_balance(CmaBalance::new(0, 1).unwrap_or(CmaBalance::LINUX));
+        s.anon_start();
+        let result = (|| -> Result<(), KmemError> {
+            fill_cma_with_anon(s)?;
+            monolith_profile_begin();
+            let got = s.cma_alloc(a, pages, 0);
+            monolith_profile_end();
+            let pfn = got?;
+            s.cma_release(a, pfn, pages);
+            Ok(())
+        })();
+        s.set_cma_balance(balance);
+        result
+    })?;
+    Ok(profiled?)
+}
