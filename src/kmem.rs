@@ -323,7 +323,7 @@ fn default_min_watermark(managed_pages: usize) -> usize {
 
 /// Build the zone from `platform.memory` minus image, DTB, memmap, `/memreserve/` and the
 /// reserved-memory plan's kept ranges; declare and activate the plan's CMA areas. Prints
-/// the plan's messages. Called once by `runtime_init` after `driver::init`.
+/// the plan's messages. Called once by `runtime_init` after the devices are started.
 pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
     if with_state(|_| ()).is_ok() {
         return Err(KmemError::AlreadyInitialised);

@@ -2,12 +2,15 @@
 //!
 //! The crate has two halves:
 //! - Safe policy code that builds for the host too and is unit-tested there with `cargo
-//!   test`: [`mm`] (buddy allocator, pageblocks, CMA), [`dt`] (device-tree interpretation),
-//!   [`shell`], and the data-only parts of [`shell_service`] (trace, iomem, devtree).
-//!   These modules carry `#![forbid(unsafe_code)]`.
+//!   test`: [`mm`] (buddy allocator, pageblocks, CMA), [`dt`] (the one validated device
+//!   tree and what is read from it), [`shell`], [`util`] (ranges, sizes), the data-only
+//!   parts of [`shell_service`] (trace, iomem, devtree) and of `kmem` (the memory map's
+//!   placement, the page cache's policy), and the benchmarks' report formats. These
+//!   modules carry `#![forbid(unsafe_code)]`.
 //! - The thin hardware layer, only on the bare-metal target (`target_os = "none"`): boot,
-//!   MMU, exceptions, GIC, timer, UART, PSCI, the heap, `kmem` and the shell service's
-//!   firmware glue. Every unsafe block there says why it is sound.
+//!   MMU, exceptions, GIC, timer, UART, PSCI, the heap, the rest of `kmem`, the in-guest
+//!   benchmarks and the shell service's firmware glue. Every unsafe block there says why
+//!   it is sound.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

@@ -219,6 +219,14 @@ pub struct FreePlan {
     pub unreleased: u64,
 }
 
+/// The page count written to debugfs `free`: any `u64`, as `cma_free_write(void *data, u64
+/// val)` takes it. 0 frees nothing; more than is allocated frees everything allocated
+/// (`cma_free_mem` stops when its list runs dry and still returns 0). `None` for text that
+/// is not a number (`simple_attr_write`'s -EINVAL).
+pub fn debugfs_free_count(value: &str) -> Option<u64> {
+    crate::shell::number::parse_u64(value.trim()).ok()
+}
+
 /// The allocations made through debugfs `alloc`, per area.
 #[derive(Debug)]
 pub struct CmaDebugAllocations {
@@ -427,5 +435,23 @@ mod tests {
         assert_eq!(plan.releases, vec![]);
         assert_eq!(plan.unreleased, 3);
         assert_eq!(list.pages(), 7);
+    }
+
+    /// Linux's `mm/cma_debug.c`: `cma_free_write` hands any u64 to `cma_free_mem`, which
+    /// frees allocations until the count or the list runs out, and never fails for a
+    /// count that is too large.
+    #[test]
+    fn debugfs_free_takes_any_count_and_frees_at_most_what_is_allocated() {
+        assert_eq!(debugfs_free_count("0"), Some(0));
+        assert_eq!(debugfs_free_count(" 64\n"), Some(64));
+        assert_eq!(debugfs_free_count("99999999999"), Some(99_999_999_999));
+        assert_eq!(debugfs_free_count("x"), None);
+        let mut list = CmaDebugAllocations::new(FreeOrder::NewestFirst);
+        list.record(100, 4);
+        list.record(200, 2);
+        let plan = list.free(debugfs_free_count("1000000").unwrap(), 0);
+        assert_eq!(plan.releases, vec![(200, 2), (100, 4)]);
+        assert!(list.is_empty());
+        assert_eq!(list.free(debugfs_free_count("0").unwrap(), 0).releases, vec![]);
     }
 }

@@ -14,8 +14,7 @@
 use alloc::format;
 use alloc::string::String;
 
-/// arm64 with 4 KiB pages.
-pub const PAGE_SIZE: u64 = 4096;
+use crate::util::PAGE_SIZE;
 
 /// A plain number: decimal or `0x` hex, no suffix.
 pub fn parse_u64(text: &str) -> Result<u64, String> {

@@ -2,7 +2,7 @@
 //! checkable model of CMA, the movable workload and the debugfs files.
 
 use super::*;
-use crate::shell::linuxfmt::{CmaDebugAllocations, FreeOrder};
+use crate::shell::linuxfmt::{debugfs_free_count, CmaDebugAllocations, FreeOrder};
 use crate::shell::vfs::VfsTree;
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -190,11 +190,12 @@ impl Backend for Fake {
                 return Err(FsError::PermissionDenied);
             }
         }
-        let pages = number::parse_u64(value.trim()).map_err(|_| FsError::InvalidArgument)?;
         if path.ends_with("/alloc") {
+            let pages = number::parse_u64(value.trim()).map_err(|_| FsError::InvalidArgument)?;
             let offset = self.cma_alloc(pages, 0).ok_or(FsError::OutOfMemory)?;
             self.debug_allocs.record(offset, pages);
         } else {
+            let pages = debugfs_free_count(value).ok_or(FsError::InvalidArgument)?;
             let plan = self.debug_allocs.free(pages, 0);
             for (offset, count) in plan.releases {
                 self.cma_release(offset, count);

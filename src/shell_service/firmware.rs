@@ -29,8 +29,8 @@ use core::ops::Range;
 
 use crate::kmem::{self, KmemError};
 use crate::mm::Pfn;
-use crate::shell::linuxfmt::{self, CmaDebugAllocations, FreeOrder};
-use crate::shell::number::PAGE_SIZE;
+use crate::shell::linuxfmt::{self, debugfs_free_count, CmaDebugAllocations, FreeOrder};
+use crate::util::PAGE_SIZE;
 use crate::shell::vfs::VfsTree;
 use crate::shell::{
     Access, Action, Backend, BackendError, CmaOp, DirEntry, FsError, LevelFilter, MemOp, Shell,
@@ -252,7 +252,7 @@ impl FirmwareBackend {
     /// debugfs `free`: `cma_free_mem`: whole allocations newest first, splitting the last
     /// only when a bitmap bit is one page.
     fn debugfs_free(&mut self, area: &str, value: &str) -> Result<(), FsError> {
-        let pages = parse_count(value, self.ram_pages)?;
+        let pages = debugfs_free_count(value).ok_or(FsError::InvalidArgument)?;
         let order_per_bit = kmem::cma_state(area).map_err(kmem_fs_error)?.order_per_bit as u32;
         let Some(list) = self.debug_allocs.get_mut(area) else {
             return Err(FsError::NotFound);

@@ -157,7 +157,7 @@ fn profile_image(
             .ok_or_else(|| {
                 anyhow!(
                     "{} has no symbol `{name}`: the profile markers come from the monolith \
-                     library (src/kmem/bench.rs) and must be called by the image",
+                     library (src/bench/profile.rs) and must be called by the image",
                     image.name
                 )
             })
