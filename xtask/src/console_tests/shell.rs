@@ -1033,7 +1033,7 @@ pub fn legal_tree_variant(console: &mut Console) -> Result<()> {
             regex::escape(AREA)
         ),
     )?;
-    expect_exact(console, &format!("cat /sys/kernel/mm/cma/{AREA}/count"), &format!("{AREA_PAGES}\n"))?;
+    expect_number(console, &debugfs("count"), AREA_PAGES)?;
     let output = expect_output(
         console,
         &format!("cma alloc {AREA} {AREA_PAGES}"),
