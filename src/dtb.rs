@@ -42,7 +42,7 @@ unsafe fn read_be32(address: usize) -> u32 {
 
 /// Where the DTB is, judged by its magic; `Err` carries what RAM base held instead.
 fn locate(dtb_from_x0: usize) -> Result<usize, DtError> {
-    if dtb_from_x0 != 0 && dtb_from_x0 % 8 == 0 {
+    if dtb_from_x0 != 0 && dtb_from_x0.is_multiple_of(8) {
         // Safety: a boot protocol that passes x0 passes the address of the DTB in RAM; an
         // 8-aligned address is a valid place for a 4-byte read.
         if unsafe { read_be32(dtb_from_x0) } == FDT_MAGIC {

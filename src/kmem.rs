@@ -23,7 +23,6 @@
 //! the mm still runs out of migration targets, more is reclaimed and the call retried.
 
 use alloc::boxed::Box;
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;

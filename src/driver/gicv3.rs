@@ -168,7 +168,10 @@ struct Gic {
 unsafe impl Send for Gic {}
 
 static GIC: IrqSafeLock<Option<Gic>> = IrqSafeLock::new(None);
-static HANDLERS: IrqSafeLock<[Option<fn()>; MAX_INTID]> = IrqSafeLock::new([None; MAX_INTID]);
+/// One optional handler per INTID.
+type HandlerTable = [Option<fn()>; MAX_INTID];
+
+static HANDLERS: IrqSafeLock<HandlerTable> = IrqSafeLock::new([None; MAX_INTID]);
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 static UNHANDLED: AtomicU64 = AtomicU64::new(0);
 static HANDLED: AtomicU64 = AtomicU64::new(0);

@@ -205,10 +205,10 @@ impl Pl011 {
     /// `base` must be the (identity-mapped) address of a PL011 register block that stays
     /// mapped for the rest of the run.
     pub const unsafe fn new(base: usize) -> Self {
-        // Safety: the caller guarantees a PL011 register block lives at `base`;
-        // `Pl011Registers` is `repr(C)` with the datasheet offsets and its fields are
-        // volatile cells, so shared references are sound.
         Pl011 {
+            // Safety: the caller guarantees a PL011 register block lives at `base`;
+            // `Pl011Registers` is `repr(C)` with the datasheet offsets and its fields are
+            // volatile cells, so shared references are sound.
             regs: unsafe { &*(base as *const Pl011Registers) },
         }
     }

@@ -27,7 +27,7 @@ pub const WORDS_PER_PAGE: usize = PAGE_SIZE / 8;
 /// Both ranges must be mapped normal memory, `len` bytes long, not overlapping, `dst`
 /// writable and not referenced by anyone else for the duration.
 pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) {
-    debug_assert!(len != 0 && len % 128 == 0);
+    debug_assert!(len != 0 && len.is_multiple_of(128));
     // Safety: guaranteed by the caller; the asm only touches [src, src+len) and
     // [dst, dst+len) and clobbers the declared vector registers and the flags. `len` is a
     // multiple of 128, so the remainder loop ends exactly at zero.

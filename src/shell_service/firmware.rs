@@ -172,7 +172,7 @@ impl FirmwareBackend {
         }
     }
 
-    fn dt_path<'p>(path: &'p str) -> Option<&'p str> {
+    fn dt_path(path: &str) -> Option<&str> {
         if path == DT_DIR {
             return Some("/");
         }

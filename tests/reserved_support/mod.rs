@@ -75,7 +75,7 @@ pub fn unmapped(range: Range<u64>) -> Result<(), String> {
     for pa in [
         range.start,
         range.end - 4096,
-        (range.start + range.end) / 2 & !4095,
+        ((range.start + range.end) / 2) & !4095,
     ] {
         qemu_ensure!(
             mmu::translate(pa as usize).is_none() && mmu::memory_kind(pa as usize).is_none(),

@@ -117,6 +117,23 @@ pub fn firmware_cargo(tools: &Tools) -> Command {
     command
 }
 
+/// Clippy over the bare-metal crate (library, image, in-QEMU test images) with every
+/// warning an error: the firmware toolchain's `cargo check` with its clippy driver as the
+/// workspace rustc wrapper (what `cargo clippy` does), in a target directory of its own so
+/// the lint flags never invalidate the real build.
+pub fn firmware_clippy(tools: &Tools) -> Command {
+    let mut command = firmware_cargo(tools);
+    command
+        .env("RUSTC_WORKSPACE_WRAPPER", &tools.firmware.clippy_driver)
+        .env("RUSTFLAGS", "-D warnings")
+        .args(["check", "--release", "--target", TARGET])
+        .args(BUILD_STD)
+        .arg("--target-dir")
+        .arg(paths::host_target_dir().join("firmware-clippy"))
+        .args(["--lib", "--bins", "--test", "*", "--features", "qemu-test"]);
+    command
+}
+
 fn common_build_args(command: &mut Command, profile: Profile) {
     command.arg("build");
     if profile == Profile::Release {

@@ -14,8 +14,8 @@
 //! - the active rustup toolchain, if it has the `rust-src` component (its sysroot holds
 //!   `lib/rustlib/src/rust/library/core/Cargo.toml`); rustc then finds its own rust-lld;
 //! - otherwise Debian's `rustc-web` 1.9x with `rust-web-src` (source under
-//!   `/usr/lib/rustlib/src`), `cargo-web`, and `rust-lld` from `rust-web-llvm` (a link to
-//!   `lld-22`). Rustup cannot download rust-src on machines without network access to its
+//!   `/usr/lib/rustlib/src`), `cargo-web`, `rust-web-clippy` (clippy for the bare-metal
+//!   code), and `rust-lld` from `rust-web-llvm` (a link to `lld-22`). Rustup cannot download rust-src on machines without network access to its
 //!   servers, while Debian's archive is reachable.
 //!
 //! Both are stable compilers; `RUSTC_BOOTSTRAP=1` (set by [`crate::build`]) unlocks `-Z`.
@@ -49,6 +49,9 @@ pub enum ToolchainOrigin {
 pub struct FirmwareToolchain {
     pub cargo: PathBuf,
     pub rustc: PathBuf,
+    /// The same toolchain's clippy, run as the workspace rustc wrapper to lint the
+    /// bare-metal code (the host clippy never sees `target_os = "none"` code).
+    pub clippy_driver: PathBuf,
     pub origin: ToolchainOrigin,
 }
 
@@ -349,7 +352,8 @@ fn detect_firmware_toolchain(
     if let Some(sysroot) = rustup_sysroot.filter(|s| has_rust_src(s)) {
         let cargo = sysroot.join("bin/cargo");
         let rustc = sysroot.join("bin/rustc");
-        if cargo.is_file() && rustc.is_file() {
+        let clippy_driver = sysroot.join("bin/clippy-driver");
+        if cargo.is_file() && rustc.is_file() && clippy_driver.is_file() {
             lines.push(format!(
                 "firmware toolchain: rustup with rust-src ({})",
                 sysroot.display()
@@ -357,6 +361,7 @@ fn detect_firmware_toolchain(
             return Some(FirmwareToolchain {
                 cargo,
                 rustc,
+                clippy_driver,
                 origin: ToolchainOrigin::Rustup,
             });
         }
@@ -364,10 +369,12 @@ fn detect_firmware_toolchain(
     let debian = Path::new(DEBIAN_SYSROOT);
     let rustc = debian.join("bin/rustc");
     let cargo = debian.join("bin/cargo");
-    let wanted: [(&[&'static str], bool); 4] = [
+    let clippy_driver = debian.join("bin/clippy-driver");
+    let wanted: [(&[&'static str], bool); 5] = [
         (&["rustc-web"], rustc.is_file()),
         (&["cargo-web"], cargo.is_file()),
         (&["rust-web-src"], has_rust_src(debian)),
+        (&["rust-web-clippy"], clippy_driver.is_file()),
         // rust-lld is rust-web-llvm's link to lld-22's binary; `exists` follows the link.
         (
             &["rust-web-llvm", "lld-22"],
@@ -387,6 +394,7 @@ fn detect_firmware_toolchain(
         Some(FirmwareToolchain {
             cargo,
             rustc,
+            clippy_driver,
             origin: ToolchainOrigin::Debian,
         })
     } else {
@@ -494,6 +502,7 @@ mod tests {
                 "rustc-web",
                 "cargo-web",
                 "rust-web-src",
+                "rust-web-clippy",
                 "rust-web-llvm",
                 "lld-22",
             ],
@@ -580,7 +589,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("apt-get install -y --no-install-recommends device-tree-compiler rustc-web cargo-web rust-web-src rust-web-llvm lld-22\n"),
+            text.contains("apt-get install -y --no-install-recommends device-tree-compiler rustc-web cargo-web rust-web-src rust-web-clippy rust-web-llvm lld-22\n"),
             "{text}"
         );
         // Order matters: the source before the update, the update before installs.

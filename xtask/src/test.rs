@@ -164,31 +164,45 @@ fn two_at_a_time<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R + Sync) ->
         .collect()
 }
 
-/// `cargo clippy` over the workspace (the library, its tests and benches, xtask) with
-/// every warning an error: one test, so a lint regression turns the run red.
-fn clippy() -> Tally {
-    section("clippy (cargo clippy --workspace --all-targets -- -D warnings)");
-    let mut command = Command::new(setup::host_cargo());
-    command
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
-        .current_dir(crate::paths::repo_root())
-        .stdin(Stdio::null());
-    without_xtask_package_vars(&mut command);
+/// Clippy with every warning an error, twice: the host build (`cargo clippy --workspace
+/// --all-targets`: the library, its tests and benches, xtask) and the bare-metal build
+/// ([`build::firmware_clippy`]: the hardware layer, the image, the in-QEMU test images),
+/// which the host build never compiles. One test each, so a lint regression turns the
+/// run red.
+fn clippy(tools: Option<&Tools>) -> Tally {
+    section("clippy (host and bare-metal, warnings are errors)");
+    let mut host = Command::new(setup::host_cargo());
+    host.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .current_dir(crate::paths::repo_root());
+    without_xtask_package_vars(&mut host);
+    let mut total = lint_run("clippy host", host);
+    match tools {
+        Some(tools) => total.add(lint_run("clippy firmware", build::firmware_clippy(tools))),
+        None => {
+            println!("clippy firmware ... FAILED: setup failed");
+            total.add(Tally::ONE_FAILURE);
+        }
+    }
+    total
+}
+
+fn lint_run(name: &str, mut command: Command) -> Tally {
+    command.stdin(Stdio::null());
     println!("{}", qemu::describe(&command));
     match command.status() {
         Ok(status) if status.success() => {
-            println!("clippy ... ok");
+            println!("{name} ... ok");
             Tally {
                 passed: 1,
                 failed: 0,
             }
         }
         Ok(status) => {
-            println!("clippy ... FAILED ({status})");
+            println!("{name} ... FAILED ({status})");
             Tally::ONE_FAILURE
         }
         Err(e) => {
-            println!("clippy ... FAILED: cannot start cargo: {e}");
+            println!("{name} ... FAILED: cannot start cargo: {e}");
             Tally::ONE_FAILURE
         }
     }
@@ -426,8 +440,8 @@ pub fn verb(options: &Args) -> Result<ExitCode> {
     };
     if options.host() {
         total.add(host_tests(filter));
-        if filter.is_none_or(|f| "clippy".contains(f)) {
-            total.add(clippy());
+        if filter.is_none_or(|f| "clippy host clippy firmware".contains(f)) {
+            total.add(clippy(tools.as_ref()));
         }
         match &tools {
             Some(tools) if filter.is_none_or(|f| "fuzz dt".contains(f)) => {
