@@ -13,97 +13,18 @@ mod summary {
     use monolith::driver::{gicv3, timer, virtio_probe};
     use monolith::dt::platform::{Platform, PsciConduit};
     use monolith::println;
-    use monolith::util::size::{KIB, MIB};
+    use monolith::util::size::ByteSize as Size;
     use tock_registers::interfaces::Readable;
 
-    /// Human-sized byte count: whole GiB/MiB/KiB when exact, else bytes.
-    struct Size(u64);
-
-    impl core::fmt::Display for Size {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            let n = self.0;
-            for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-                if n != 0 && n.is_multiple_of(1 << shift) {
-                    return write!(f, "{} {unit}", n >> shift);
-                }
-            }
-            if n >= MIB {
-                write!(f, "{:.1} MiB", n as f64 / MIB as f64)
-            } else if n >= KIB {
-                write!(f, "{:.1} KiB", n as f64 / KIB as f64)
-            } else {
-                write!(f, "{n} B")
-            }
-        }
-    }
-
-    /// One line per `/reserved-memory` child, as the planner left it: placed regions with
-    /// their range, the rest with why they were skipped.
+    /// The planner's view of `/reserved-memory` ([`monolith::dt::reserved::summary`]).
     fn reserved_memory() {
-        use monolith::dt::reserved::{NodeOutcome, RegionKind};
-        let Some(plan) = monolith::kmem::plan() else {
-            println!("reserved-memory: not planned");
-            return;
-        };
-        if plan.nodes.is_empty() {
-            println!("reserved-memory: none");
-        } else {
-            println!("reserved-memory: {} region(s)", plan.nodes.len());
-        }
-        for node in &plan.nodes {
-            let region = match &node.outcome {
-                NodeOutcome::Accepted(index) => &plan.regions[*index],
-                NodeOutcome::Disabled => {
-                    println!("  {:<20} [disabled]", node.name);
-                    continue;
+        match monolith::kmem::plan() {
+            Some(plan) => {
+                for line in monolith::dt::reserved::summary(plan) {
+                    println!("{line}");
                 }
-                NodeOutcome::BypassedForCmdline => {
-                    println!("  {:<20} skipped: bypassed for the cma= boot argument", node.name);
-                    continue;
-                }
-                NodeOutcome::Skipped(problem) => {
-                    println!("  {:<20} skipped: {problem}", node.name);
-                    continue;
-                }
-            };
-            let mut flags = alloc::vec::Vec::new();
-            if region.kind == RegionKind::NoMap {
-                flags.push("no-map");
             }
-            if region.reusable {
-                flags.push("reusable");
-            }
-            if region.linux_cma_default {
-                flags.push("linux,cma-default");
-            }
-            if region.dynamic {
-                flags.push("dynamic");
-            }
-            let compatible = region.compatible.first().map_or("-", |c| c.as_str());
-            for range in &region.ranges {
-                println!(
-                    "  {:<20} {:#012x}..{:#012x}  {:<8} {compatible} [{}]",
-                    node.name,
-                    range.start,
-                    range.end,
-                    Size(range.end - range.start),
-                    flags.join(" ")
-                );
-            }
-        }
-        if let Some(area) = plan
-            .regions
-            .iter()
-            .find(|r| r.source == monolith::dt::reserved::RegionSource::CommandLine)
-        {
-            let range = area.primary();
-            println!(
-                "  {:<20} {:#012x}..{:#012x}  {:<8} cma= [reusable]",
-                area.name,
-                range.start,
-                range.end,
-                Size(range.end - range.start)
-            );
+            None => println!("reserved-memory: not planned"),
         }
     }
 

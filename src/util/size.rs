@@ -26,6 +26,29 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+/// A size for people reading a summary: whole GiB/MiB/KiB when exact, else one decimal
+/// (`1.5 MiB`), else bytes (`36176 B`). Use [`format_size`] where the exact value matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl core::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let n = self.0;
+        for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+            if n != 0 && n.is_multiple_of(1 << shift) {
+                return write!(f, "{} {unit}", n >> shift);
+            }
+        }
+        if n >= MIB {
+            write!(f, "{:.1} MiB", n as f64 / MIB as f64)
+        } else if n >= KIB {
+            write!(f, "{:.1} KiB", n as f64 / KIB as f64)
+        } else {
+            write!(f, "{n} B")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +61,14 @@ mod tests {
         assert_eq!(format_size(12 * KIB), "12 KiB");
         assert_eq!(format_size(0x1234), "0x1234 bytes");
         assert_eq!(format_size(0), "0x0 bytes");
+    }
+
+    #[test]
+    fn summary_sizes_round_only_when_inexact() {
+        assert_eq!(format!("{}", ByteSize(GIB)), "1 GiB");
+        assert_eq!(format!("{}", ByteSize(256 * MIB)), "256 MiB");
+        assert_eq!(format!("{}", ByteSize(3 * MIB / 2)), "1.5 MiB");
+        assert_eq!(format!("{}", ByteSize(36176)), "35.3 KiB");
+        assert_eq!(format!("{}", ByteSize(1000)), "1000 B");
     }
 }

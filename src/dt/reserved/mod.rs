@@ -54,6 +54,7 @@
 
 mod cmdline;
 mod place;
+mod summary;
 mod tree;
 #[cfg(test)]
 mod tests;
@@ -62,6 +63,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
+
+pub use summary::summary;
 
 use super::bootargs;
 use super::tree::DeviceTree;

@@ -1435,3 +1435,109 @@ fn nop_and_version_16_trees_plan_the_same_areas_as_the_clean_tree() {
     assert_eq!(clean, plan_of(include_bytes!("../testdata/variants/virt-board.nop.dtb")));
     assert_eq!(clean, plan_of(include_bytes!("../testdata/variants/virt-board.v16.dtb")));
 }
+
+// ---- the boot summary: what is printed is what was planned ----
+
+/// TI AM62A's `tfa`/`optee` carveouts: static (`reg`) regions that also carry a one-cell
+/// `alignment` under two-cell `#size-cells`. Linux's `__reserved_mem_reserve_reg` never
+/// reads `alignment` (only `__reserved_mem_alloc_size`, for dynamic regions, does), so
+/// they are plain reserved regions, and the summary lists them with their ranges.
+#[test]
+fn static_regions_with_alignment_are_reserved_and_listed() {
+    let carveout = |name: &str, base: u64, size: u64| {
+        node(
+            name,
+            vec![reg(base, size), ("alignment", Prop::Cells(vec![0x1000])), flag("no-map")],
+        )
+    };
+    let blob = tree(
+        vec![
+            carveout("tfa-memory@7e780000", 0x7e78_0000, 0x8_0000),
+            carveout("optee-memory@7e800000", 0x7e80_0000, 0x180_0000),
+        ],
+        vec![],
+    );
+    let plan = plan_for(&blob, None);
+    assert!(plan.messages.is_empty(), "{:?}", plan.messages);
+    assert_eq!(plan.carveouts.len(), 2);
+    let lines = summary(&plan);
+    assert_eq!(lines[0], "reserved-memory: 2 region(s)");
+    assert!(
+        lines[1].contains("tfa-memory@7e780000")
+            && lines[1].contains("0x007e780000..0x007e800000")
+            && lines[1].ends_with("[no-map]"),
+        "{lines:?}"
+    );
+    assert!(lines[2].contains("0x007e800000..0x0080000000"), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("alignment") || l.contains("skipped")));
+}
+
+/// `__reserved_mem_alloc_size` checks a dynamic region's `alignment` against
+/// `dt_root_addr_cells`, the address cells (`/reserved-memory`'s equal the root's, by
+/// `__fdt_reserved_mem_check_root`), not the size cells.
+#[test]
+fn dynamic_alignment_is_address_cells_long() {
+    let props = vec![
+        ("#address-cells", Prop::Cells(vec![2])),
+        ("#size-cells", Prop::Cells(vec![1])),
+        flag("ranges"),
+    ];
+    let dynamic = |name: &str, alignment: Prop| {
+        node(
+            name,
+            vec![("size", Prop::Cells(vec![0x10_0000])), ("alignment", alignment)],
+        )
+    };
+    let blob = tree_with(
+        props,
+        vec![
+            dynamic("two-cells", cells64(&[0x20_0000])),
+            dynamic("one-cell", Prop::Cells(vec![0x20_0000])),
+        ],
+        vec![],
+    );
+    let plan = plan_for(&blob, None);
+    assert_eq!(names(&plan), ["two-cells"]);
+    assert_eq!(plan.regions[0].primary().start % 0x20_0000, 0);
+    assert_eq!(plan.messages.len(), 1, "{:?}", plan.messages);
+    assert!(
+        plan.messages[0].contains("one-cell: alignment is 4 bytes, expected 8 (#address-cells 2)"),
+        "{:?}",
+        plan.messages
+    );
+}
+
+/// Every child the planner refused shows as skipped, with the planner's reason; none of
+/// them looks reserved.
+#[test]
+fn refused_regions_show_as_skipped_in_the_summary() {
+    let blob = tree(
+        vec![
+            node("good@50000000", with(cma_pool(), vec![reg(0x5000_0000, 32 * MIB)])),
+            node("outside@90000000", vec![reg(0x9000_0000, MIB)]),
+            node("both", with(cma_pool(), vec![reg(0x6000_0000, 32 * MIB), flag("no-map")])),
+            node("off@70000000", vec![reg(0x7000_0000, MIB), ("status", Prop::Strings(vec!["disabled"]))]),
+        ],
+        vec![],
+    );
+    let plan = plan_for(&blob, Some("cma=16M"));
+    let lines = summary(&plan);
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing: {lines:?}"))
+    };
+    assert!(line("good@50000000").contains("0x0050000000..0x0052000000"));
+    assert!(line("outside@90000000").contains("skipped: [0x90000000..0x90100000) lies outside RAM"));
+    assert!(line("both").contains("skipped: has both no-map and reusable"));
+    assert!(line("off@70000000").ends_with("[disabled]"));
+    assert!(line("reserved ").contains("cma= [reusable linux,cma-default dynamic]"));
+    let skipped = plan
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.outcome, NodeOutcome::Skipped(_)))
+        .count();
+    assert_eq!(skipped, 2);
+    assert_eq!(lines.iter().filter(|l| l.contains("skipped:")).count(), skipped);
+}
