@@ -8,11 +8,30 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::tree::{read_cells, read_pairs, Cells, RmemNode};
+use super::tree::{Cells, RmemNode};
+use crate::dt::cells;
 use super::{show, Planner, PAGEBLOCK_SIZE};
 use crate::util::ranges::{align_down, align_up, is_aligned, overlaps};
 use crate::util::size::format_size;
 use crate::util::PAGE_SIZE;
+
+/// A number `cells` cells wide; the caller checked the length (so the fallback is unused).
+fn read_cells(bytes: &[u8], cells: usize) -> u64 {
+    cells::read_cells(bytes, cells as u32).unwrap_or(0)
+}
+
+/// (address, size) pairs of a `reg`-shaped property; `None` unless the length is a
+/// non-zero multiple of the pair size.
+fn read_pairs(
+    value: &[u8],
+    address_cells: usize,
+    size_cells: usize,
+) -> Option<Vec<(u64, u64)>> {
+    if value.is_empty() {
+        return None;
+    }
+    cells::pairs(value, address_cells as u32, size_cells as u32).ok()
+}
 
 impl Planner {
     /// Check one static range against RAM, the occupied ranges and earlier regions.

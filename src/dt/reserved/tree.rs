@@ -23,20 +23,6 @@ pub(super) fn owned_strings(value: Option<&[u8]>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A number `cells` cells wide; the caller checked the length (so the fallback is unused).
-pub(super) fn read_cells(bytes: &[u8], cells: usize) -> u64 {
-    cells::read_cells(bytes, cells as u32).unwrap_or(0)
-}
-
-/// (address, size) pairs of a `reg`-shaped property; `None` unless the length is a
-/// non-zero multiple of the pair size.
-pub(super) fn read_pairs(value: &[u8], address_cells: usize, size_cells: usize) -> Option<Vec<(u64, u64)>> {
-    if value.is_empty() {
-        return None;
-    }
-    cells::pairs(value, address_cells as u32, size_cells as u32).ok()
-}
-
 /// Properties of a child, read once.
 pub(super) struct RmemNode<'n, 'a> {
     pub(super) name: &'n str,
