@@ -55,8 +55,8 @@ pub use migrate::{MigrateError, Migrator, Move, NoMigrator, MIGRATE_BATCH};
 pub use migratetype::MigrateType;
 pub use page::{Owner, OwnerKind, Page, PageState};
 pub use page_alloc::{
-    zone_metadata_size, AllocError, CmaBalance, Gfp, GfpFlags, MetadataSize, MmError, Watermarks,
-    Zone, ZoneCounters,
+    zone_metadata_size, AllocError, CmaBalance, Gfp, GfpFlags, MetadataSize, MmError,
+    PageblockUsage, Watermarks, Zone, ZoneCounters,
 };
 
 /// Physical frame number: physical address >> [`PAGE_SHIFT`].

@@ -35,7 +35,8 @@
 //! freeing and merging, watermarks, counters). The rest is split by job: `free_area` (the
 //! free lists), `fallback` (stealing from other types), `pageblock` (pageblock types and
 //! retyping), `range` (handing over, reserving and taking ranges of frames),
-//! `move_record` (`alloc_contig_range`'s record of its moves), `debug`
+//! `move_record` (`alloc_contig_range`'s record of its moves), `usage` (what each
+//! pageblock holds, for pictures of memory), `debug`
 //! ([`Zone::check_invariants`]), each adding an `impl Zone` block.
 #![forbid(unsafe_code)]
 
@@ -49,6 +50,9 @@ mod pageblock;
 mod range;
 #[cfg(test)]
 mod tests;
+mod usage;
+
+pub use usage::PageblockUsage;
 
 use alloc::vec::Vec;
 

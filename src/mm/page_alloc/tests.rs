@@ -277,3 +277,45 @@ fn listed_blocks_give_up_untouched_past_the_limit() {
     assert_eq!(z.counters(), counters);
     assert_eq!(z.pageblock_migratetype(P), Some(MigrateType::Movable));
 }
+
+#[test]
+fn pageblock_map_counts_every_frame_of_every_pageblock() {
+    // A zone that starts half a pageblock in: the first pageblock is half outside.
+    let start = BASE + PAGEBLOCK_NR_PAGES / 2;
+    let mut storage = Storage::new(start, 4 * PAGEBLOCK_NR_PAGES);
+    let mut z = storage.zone();
+    z.free_range(start..start + 4 * PAGEBLOCK_NR_PAGES).unwrap();
+    let empty = z.pageblock_map();
+    assert_eq!(empty.len(), 5);
+    assert_eq!(empty[0].start_pfn, BASE);
+    assert_eq!(empty[0].unmanaged, PAGEBLOCK_NR_PAGES / 2);
+    assert_eq!(empty[0].free, PAGEBLOCK_NR_PAGES / 2);
+    assert_eq!(empty[1].free, PAGEBLOCK_NR_PAGES);
+    assert_eq!(empty[4].free, PAGEBLOCK_NR_PAGES / 2);
+    // Take three pages and a whole pageblock; isolate another.
+    let small: Vec<Pfn> = (0..3).map(|_| z.alloc_pages(0, Gfp::KERNEL).unwrap()).collect();
+    let big = z.alloc_pages(PAGEBLOCK_ORDER, Gfp::MOVABLE).unwrap();
+    let used = z.pageblock_map();
+    let cell_of = |pfn: Pfn| (pfn - BASE) / PAGEBLOCK_NR_PAGES;
+    for cell in &used {
+        assert_eq!(
+            cell.free + cell.allocated + cell.unmanaged,
+            PageblockUsage::FRAMES
+        );
+    }
+    assert_eq!(used[cell_of(big)].allocated, PAGEBLOCK_NR_PAGES);
+    let small_cells: usize = small.iter().map(|&p| used[cell_of(p)].allocated).sum();
+    assert!(small_cells >= 3);
+    let total_allocated: usize = used.iter().map(|c| c.allocated).sum();
+    assert_eq!(total_allocated, 3 + PAGEBLOCK_NR_PAGES);
+    let free_cell = (0..5)
+        .find(|&i| used[i].allocated == 0 && used[i].unmanaged == 0)
+        .expect("one pageblock is untouched");
+    let free_pfn = BASE + free_cell * PAGEBLOCK_NR_PAGES;
+    z.start_isolate_page_range(free_pfn, free_pfn + PAGEBLOCK_NR_PAGES, MigrateType::Movable)
+        .unwrap();
+    let isolated = z.pageblock_map();
+    assert!(isolated[free_cell].isolated());
+    assert_eq!(isolated.iter().filter(|c| c.isolated()).count(), 1);
+    assert_eq!(isolated[free_cell].free, PAGEBLOCK_NR_PAGES);
+}
