@@ -518,6 +518,17 @@ pub fn fence_poll() -> Result<(), DmaError> {
     fence_call(|_, _| Ok(((), Vec::new())))
 }
 
+/// Forget fences that ended and that no buffer's reservation and no waiting job still
+/// names (their status can no longer be asked for). Call it now and then, e.g. after
+/// releasing buffers.
+pub fn fence_retire() -> Result<(), DmaError> {
+    with(|s| {
+        let bufs = &s.bufs;
+        s.fences.retire(|id| bufs.iter().any(|b| b.resv.fences().any(|(_, f)| f == id)));
+        Ok(())
+    })
+}
+
 pub fn fence_status(id: FenceId) -> Result<FenceStatus, DmaError> {
     with(|s| {
         s.fences.fence(id).map(|f| f.status.clone()).ok_or(DmaError::Fence(FenceOpError::NoSuchFence(id)))

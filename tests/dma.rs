@@ -46,6 +46,16 @@ fn heaps_are_linuxs() -> Result<(), String> {
     Ok(())
 }
 
+fn devices_read_from_the_boot_tree() -> Result<(), String> {
+    let virtio = dma::device("/virtio_mmio@a000000").map_err(e)?;
+    qemu_ensure_eq!(virtio.name, "a000000.virtio_mmio");
+    qemu_ensure!(virtio.constraints.coherent, "QEMU marks the root and virtio-mmio dma-coherent");
+    qemu_ensure_eq!(virtio.cma_area.as_deref(), Some(AREA));
+    qemu_ensure_eq!(virtio.constraints.addr_limit, u64::MAX);
+    qemu_ensure!(dma::device("/no-such-node").is_err());
+    Ok(())
+}
+
 fn every_heap_gives_every_page_back() -> Result<(), String> {
     let (free0, used0) = (free_pages()?, cma_used()?);
     for heap in dma::heap_names() {
@@ -189,6 +199,8 @@ fn jobs_run_when_their_fences_signal() -> Result<(), String> {
     dma::fence_fail_context(ctx, None).map_err(e)?;
     qemu_ensure_eq!(dma::fence_status(out).map_err(e)?, FenceStatus::Failed(FenceError::Reset { context: ctx }));
     dma::buf_put(id).map_err(e)?;
+    dma::fence_retire().map_err(e)?;
+    qemu_ensure!(dma::fence_status(decoded).is_err(), "retired: no buffer names it any more");
     let live: Vec<_> = dma::buf_list();
     qemu_ensure!(live.is_empty(), "{live:?}");
     Ok(())
@@ -200,6 +212,7 @@ fn kernel_init() -> ! {
         "dma",
         &[
             TestCase { name: "heaps_are_linuxs", run: heaps_are_linuxs },
+            TestCase { name: "devices_read_from_the_boot_tree", run: devices_read_from_the_boot_tree },
             TestCase { name: "every_heap_gives_every_page_back", run: every_heap_gives_every_page_back },
             TestCase {
                 name: "no_scatter_gather_device_refuses_system_buffers",

@@ -422,6 +422,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn qemus_own_virtio_nodes_are_coherent_with_identity_addressing() {
+        let blob = include_bytes!("../dt/testdata/qemu-virt-1g.dtb");
+        let tree = DeviceTree::from_blob(blob).unwrap();
+        let d = DeviceDma::from_tree(
+            &tree,
+            &ReservedMemoryPlan::default(),
+            "/virtio_mmio@a000000",
+        )
+        .unwrap();
+        assert_eq!(d.name, "a000000.virtio_mmio");
+        assert!(d.constraints.coherent);
+        assert_eq!(
+            (d.cma_area, d.ranges.len()),
+            (None, 0),
+            "no plan, no area; no dma-ranges"
+        );
+        let uart =
+            DeviceDma::from_tree(&tree, &ReservedMemoryPlan::default(), "/pl011@9000000").unwrap();
+        assert!(uart.constraints.coherent, "QEMU puts dma-coherent on the root: every device inherits it");
+    }
+
+    #[test]
     fn broken_dma_ranges_is_a_message_not_a_panic() {
         let mut f = FdtWriter::new().unwrap();
         let root = f.begin_node("").unwrap();
