@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+pub mod dma;
 pub mod dt;
 pub mod mm;
 pub mod shell;
@@ -38,6 +39,8 @@ pub mod bsp;
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod driver;
+#[cfg(target_os = "none")]
+pub mod dma_service;
 #[cfg(target_os = "none")]
 pub mod dtb;
 #[cfg(target_os = "none")]

@@ -13,7 +13,8 @@
 //! 5. the devices ([`start_devices`]): the logger (so every later step can report), the
 //!    interrupt controller (so handlers can be registered), the console UART with receive
 //!    interrupts, the periodic timer tick, and finally IRQs are unmasked;
-//! 6. the kernel memory service (`kmem::init`): zone, CMA areas, movable clients;
+//! 6. the kernel memory service (`kmem::init`): zone, CMA areas, movable clients; then
+//!    the DMA service on top of it (`dma_service::init`: heaps, atomic pool);
 //! 7. `kernel_init`, provided by the binary: the firmware or an in-QEMU test image.
 //!
 //! A step that cannot complete prints `FATAL: ...` and stops through
@@ -72,6 +73,10 @@ pub unsafe fn runtime_init(dtb_from_x0: usize) -> ! {
     // (the kmem API then answers "not initialised"); the console still works to say why.
     if let Err(err) = crate::kmem::init(platform) {
         crate::println!("kmem: {err}");
+    }
+    // DMA heaps, dma-bufs and the atomic pool sit on kmem.
+    if let Err(err) = crate::dma_service::init(platform) {
+        crate::println!("dma: {err}");
     }
 
     // Safety: `kernel_init` is defined exactly once by the binary linked with us.

@@ -45,7 +45,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use cma::{
     cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, CmaArea, CmaError, CmaState,
