@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+pub mod display;
 pub mod dt;
 pub mod mm;
 pub mod shell;
