@@ -10,16 +10,19 @@
 //!   (the console test `display_test_pattern` compares QEMU's screendump with the rule);
 //! - [`memory_map::draw_memory_map`]: a cell per pageblock coloured by migrate type and
 //!   use, CMA areas outlined, a header and a [`legend`]; [`memory_map::redraw_memory_map`]
-//!   repaints only what changed between two snapshots, for live redraws.
+//!   repaints only what changed between two snapshots, for live redraws;
+//!   [`snapshot::zone_snapshot`] reads one from the buddy allocator's zone.
 #![forbid(unsafe_code)]
 
 pub mod framebuffer;
 pub mod legend;
 pub mod memory_map;
 pub mod pattern;
+pub mod snapshot;
 
 pub use framebuffer::{FrameBuffer, FrameBufferError};
 pub use memory_map::{
     draw_memory_map, redraw_memory_map, AreaOutline, MemoryMapSnapshot, PageblockCell,
 };
 pub use pattern::draw_test_pattern;
+pub use snapshot::zone_snapshot;
