@@ -123,6 +123,13 @@ impl<'a> FrameBuffer<'a> {
         y as usize * self.stride + x as usize * BYTES_PER_PIXEL
     }
 
+    /// Where pixel (`x`, `y`) starts in the buffer: the `offset` of a virtio-gpu
+    /// `TRANSFER_TO_HOST_2D` whose rectangle has that top-left corner (spec 5.7.6.8).
+    /// `None` outside the screen.
+    pub fn byte_offset(&self, x: u32, y: u32) -> Option<usize> {
+        (x < self.width && y < self.height).then(|| self.offset(x, y))
+    }
+
     /// The colour at (`x`, `y`), `None` outside the screen (the alpha byte is ignored).
     pub fn pixel(&self, x: u32, y: u32) -> Option<Rgb888> {
         if x >= self.width || y >= self.height {
@@ -251,6 +258,9 @@ mod tests {
             .unwrap();
         assert_eq!(fb.pixel(2, 1), Some(Rgb888::new(0x10, 0x20, 0x30)));
         assert_eq!(fb.pixel(3, 0), None);
+        assert_eq!(fb.byte_offset(2, 1), Some(24));
+        assert_eq!(fb.byte_offset(3, 1), None);
+        assert_eq!(fb.byte_offset(0, 2), None);
         assert_eq!(&bytes[0..4], &[3, 2, 1, 0xFF]);
         assert_eq!(&bytes[12..16], &[0xEE; 4], "row padding");
         assert_eq!(&bytes[24..28], &[0x30, 0x20, 0x10, 0xFF]);
