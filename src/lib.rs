@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+pub mod display;
 pub mod dma;
 pub mod dt;
 pub mod mm;

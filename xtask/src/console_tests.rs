@@ -13,10 +13,15 @@
 //! in the order the boot summary prints its blocks (banner, memory, reserved-memory,
 //! devices). Addresses accept any zero padding (`0x40000000`, `0x0040000000`).
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::expect::{Console, ExpectError};
 
+/// The display's scripts (`gpu pattern`, `gpu map`), not listed below until the firmware
+/// has its `gpu` command.
+pub mod display;
 /// The debug shell's scripts: every command, bad input, Linux file formats, random lines.
 mod shell;
 
@@ -101,6 +106,34 @@ pub const CONSOLE_TESTS: &[ConsoleTest] = &[
         name: "shell_reboot",
         qemu: "",
         script: shell::reboot,
+    },
+];
+
+/// Give console test `name`'s QEMU a QMP socket of its own (`target/qemu/console-<name>.sock`,
+/// so tests running side by side never share one); returns its path.
+pub fn add_qmp(command: &mut Command, name: &str) -> anyhow::Result<PathBuf> {
+    let socket = crate::paths::host_target_dir()
+        .join("qemu")
+        .join(format!("console-{name}.sock"));
+    crate::run::prepare_socket(&socket)?;
+    command.args(crate::qemu::qmp_args(&socket));
+    Ok(socket)
+}
+
+/// The display's tests, ready to join [`CONSOLE_TESTS`] once the firmware has the `gpu`
+/// shell command and the default board a virtio-gpu device (until then nothing runs them,
+/// hence the `allow`).
+#[allow(dead_code)]
+pub const DISPLAY_TESTS: &[ConsoleTest] = &[
+    ConsoleTest {
+        name: "display_test_pattern",
+        qemu: "",
+        script: display::test_pattern,
+    },
+    ConsoleTest {
+        name: "display_memory_map_changes",
+        qemu: "",
+        script: display::memory_map_changes,
     },
 ];
 
@@ -216,11 +249,15 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_options_parse() {
-        let mut names: Vec<&str> = CONSOLE_TESTS.iter().map(|t| t.name).collect();
+        let mut names: Vec<&str> = CONSOLE_TESTS
+            .iter()
+            .chain(DISPLAY_TESTS)
+            .map(|t| t.name)
+            .collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), CONSOLE_TESTS.len());
-        for test in CONSOLE_TESTS {
+        assert_eq!(names.len(), CONSOLE_TESTS.len() + DISPLAY_TESTS.len());
+        for test in CONSOLE_TESTS.iter().chain(DISPLAY_TESTS) {
             RunOptions::from_words(&split_words(test.qemu).unwrap()).unwrap();
         }
     }

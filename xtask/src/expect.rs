@@ -11,13 +11,22 @@
 //! a script reads like a conversation. A timeout or the program exiting first is an
 //! [`ExpectError`] that carries the whole transcript: a failing console test shows exactly
 //! what the firmware said. Dropping the console kills the program.
+//!
+//! A console may also see the program's screen ([`Console::with_display`]: QEMU's QMP
+//! socket and the test's name): [`Console::screendump`] decodes what QEMU shows, and
+//! [`Console::compare_screen`] fails with the mismatch and the paths of the actual and
+//! expected PNGs it saved under `target/screens/`.
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
+
+use crate::qmp::Qmp;
+use crate::screen::{self, Image};
 
 #[derive(Debug)]
 pub struct ExpectError {
@@ -48,6 +57,16 @@ pub struct Console {
     closed: bool,
     /// What Enter sends: a serial terminal sends CR, so that is the default.
     line_ending: &'static str,
+    display: Option<Display>,
+}
+
+/// The screen of the program a console drives.
+struct Display {
+    /// The test's name: saved screens are `target/screens/<name>.png`.
+    name: String,
+    qmp_socket: PathBuf,
+    /// Connected on the first screendump.
+    qmp: Option<Qmp>,
 }
 
 impl Console {
@@ -95,7 +114,69 @@ impl Console {
             consumed: 0,
             closed: false,
             line_ending: "\r",
+            display: None,
         })
+    }
+
+    /// This console's program serves QMP at `qmp_socket` (removed when the console is
+    /// dropped); `name` names the screens saved on a mismatch.
+    pub fn with_display(mut self, name: &str, qmp_socket: PathBuf) -> Console {
+        self.display = Some(Display {
+            name: name.to_string(),
+            qmp_socket,
+            qmp: None,
+        });
+        self
+    }
+
+    /// What the program's screen shows now.
+    pub fn screendump(&mut self) -> Result<Image, ExpectError> {
+        let Some(display) = self.display.as_mut() else {
+            return Err(self.error("this console has no display (no QMP socket)".into()));
+        };
+        let scratch = display.qmp_socket.with_extension("dump.png");
+        let result = (|| {
+            if display.qmp.is_none() {
+                display.qmp = Some(Qmp::connect(
+                    &display.qmp_socket,
+                    std::time::Duration::from_secs(5),
+                )?);
+            }
+            let qmp = display
+                .qmp
+                .as_mut()
+                .ok_or_else(|| anyhow::anyhow!("no QMP"))?;
+            crate::screendump::dump(qmp, &scratch)
+        })();
+        result.map_err(|e| self.error(format!("screendump: {e:#}")))
+    }
+
+    /// Save `image` as `target/screens/<name><suffix>.png`; returns the path.
+    pub fn save_screen(&self, suffix: &str, image: &Image) -> Result<PathBuf, ExpectError> {
+        let name = self.display.as_ref().map_or("console", |d| d.name.as_str());
+        let path = screen::screens_dir().join(format!("{name}{suffix}.png"));
+        image
+            .save_png(&path)
+            .map(|()| path)
+            .map_err(|e| self.error(format!("{e:#}")))
+    }
+
+    /// Fail unless `actual` is `expected` pixel for pixel; on failure both are saved
+    /// (`target/screens/<name>.png`, `<name>.expected.png`) and the error names them.
+    pub fn compare_screen(&self, actual: &Image, expected: &Image) -> Result<(), ExpectError> {
+        let Some(mismatch) = screen::diff(actual, expected) else {
+            return Ok(());
+        };
+        let name = self.display.as_ref().map_or("console", |d| d.name.as_str());
+        let saved = match screen::save_mismatch(name, actual, Some(expected)) {
+            Ok(paths) => paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("(could not save the screens: {e:#})"),
+        };
+        Err(self.error(format!("screen differs: {mismatch}; saved {saved}")))
     }
 
     pub fn transcript(&self) -> &str {
@@ -184,6 +265,9 @@ impl Drop for Console {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(display) = &self.display {
+            let _ = std::fs::remove_file(&display.qmp_socket);
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //!
 //! This file only parses the command line (`clap`: [`Cli`], one [`Verb`] per subcommand)
 //! and hands the verb to its module: `setup`, `build`, `run`, `test`, `bench`, `profile`,
-//! `fuzz`,
+//! `fuzz`, `screendump`,
 //! each with its options (`Args`) and its entry point (`verb`). Adding a verb is one
 //! variant here plus one module. Errors are `anyhow` chains; the one that reaches `main`
 //! is printed once, whole (`{:#}`), and the exit code is non-zero.
@@ -20,7 +20,8 @@
 //! Other modules: [`run_options`] is the boot option language of `run` and of the
 //! `//! xtask-qemu:` headers ([`test_header`]) of in-QEMU tests; [`board`] turns a
 //! `boards/NAME.toml` into QEMU options and a device tree; [`qemu`] assembles and runs QEMU
-//! command lines; [`expect`] drives a serial console for [`console_tests`]; [`image`] turns
+//! command lines; [`qmp`] talks to a running QEMU and [`screen`] decodes and compares its
+//! screendumps; [`expect`] drives a serial console for [`console_tests`]; [`image`] turns
 //! the ELF into a raw binary; [`size`] reads and writes RAM sizes.
 
 mod bench;
@@ -33,8 +34,11 @@ mod image;
 mod paths;
 mod profile;
 mod qemu;
+mod qmp;
 mod run;
 mod run_options;
+mod screen;
+mod screendump;
 mod setup;
 mod size;
 mod test;
@@ -73,6 +77,8 @@ enum Verb {
     Profile(profile::Args),
     /// Fuzz the device-tree reader (libFuzzer, coverage-guided)
     Fuzz(fuzz::Args),
+    /// Save what the running firmware's screen shows as a PNG (QMP screendump)
+    Screendump(screendump::Args),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
         Some(Verb::Bench) => bench::verb(),
         Some(Verb::Profile(args)) => profile::verb(&args),
         Some(Verb::Fuzz(args)) => fuzz::verb(&args),
+        Some(Verb::Screendump(args)) => screendump::verb(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -130,7 +137,17 @@ mod tests {
         let help = parse("help").unwrap_err();
         assert_eq!(help.kind(), ErrorKind::DisplayHelp);
         let text = help.to_string();
-        for name in ["setup", "build", "run", "test", "bench", "profile", "fuzz", "help"] {
+        for name in [
+            "setup",
+            "build",
+            "run",
+            "test",
+            "bench",
+            "profile",
+            "fuzz",
+            "screendump",
+            "help",
+        ] {
             assert!(
                 text.contains(&format!("  {name} ")),
                 "{name} missing:\n{text}"
@@ -249,6 +266,18 @@ mod tests {
         assert!(parse("fuzz --seconds soon").is_err());
         assert!(parse("fuzz --jobs 0").is_err());
         assert!(parse("fuzz corpus").is_err());
+    }
+
+    #[test]
+    fn screendump_verb_takes_one_file() {
+        assert_eq!(
+            verb("screendump out.png"),
+            Verb::Screendump(screendump::Args {
+                file: PathBuf::from("out.png")
+            })
+        );
+        assert!(parse("screendump").is_err());
+        assert!(parse("screendump a.png b.png").is_err());
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! overrides, the DTB (the user's `--dtb` as is, else the board's generated one, else none
 //! so QEMU passes its own), and the boot arguments. [`Boot::command`] then adds the parts
 //! that depend on who watches the serial line ([`Console`]):
-//! - `Terminal`: `-nographic`, the serial port and QEMU's monitor multiplexed on this
-//!   terminal (Ctrl-A X quits), for a person;
+//! - `Terminal`: the serial port and QEMU's monitor multiplexed on this terminal
+//!   (`-serial mon:stdio`: Ctrl-A X quits, Ctrl-A C the monitor), for a person; the
+//!   guest's screen ([`Screen`]) nowhere (`-display none`, what `-nographic` did), in a
+//!   GTK window, or on a VNC server on localhost;
 //! - `Pipes`: `-display none -serial stdio -monitor none`, for programs (test images,
 //!   [`crate::expect`]); the caller pipes stdin/stdout and never hands QEMU the terminal.
 //!
@@ -64,8 +66,37 @@ pub fn check_trace_file(path: &std::path::Path) -> Result<()> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Console {
-    Terminal,
+    Terminal(Screen),
     Pipes,
+}
+
+/// Where the guest's display goes when a person runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// No window: the board has no display device.
+    None,
+    /// A GTK window (QEMU's `ui-gtk` module, Debian `qemu-system-gui`).
+    Gtk,
+    /// A VNC server on 127.0.0.1, display number `display` (TCP port 5900 + display).
+    Vnc { display: u16 },
+}
+
+impl Screen {
+    pub fn qemu_args(self) -> Vec<String> {
+        let display = match self {
+            Screen::None => "none".to_string(),
+            Screen::Gtk => "gtk".to_string(),
+            Screen::Vnc { display } => format!("vnc=127.0.0.1:{display}"),
+        };
+        vec!["-display".into(), display]
+    }
+}
+
+/// `-qmp` for a QMP server on the Unix socket `path` that does not wait for a client.
+pub fn qmp_args(path: &std::path::Path) -> Vec<String> {
+    // QEMU's option syntax doubles a comma inside a value.
+    let path = path.display().to_string().replace(',', ",,");
+    vec!["-qmp".into(), format!("unix:{path},server=on,wait=off")]
 }
 
 #[derive(Debug, Clone)]
@@ -127,8 +158,9 @@ impl Boot {
         command.args(self.machine.qemu_args()?);
         command.arg("-L").arg(&tools.qemu_data_dir);
         match console {
-            Console::Terminal => {
-                command.arg("-nographic");
+            Console::Terminal(screen) => {
+                command.args(screen.qemu_args());
+                command.args(["-serial", "mon:stdio"]);
             }
             Console::Pipes => {
                 command.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]);
@@ -260,6 +292,20 @@ mod tests {
         assert_eq!(
             describe(&command),
             r"qemu -m 1024M -append 'a b' -x 'it'\''s' ''"
+        );
+    }
+
+    #[test]
+    fn screen_and_qmp_arguments() {
+        assert_eq!(Screen::None.qemu_args(), ["-display", "none"]);
+        assert_eq!(Screen::Gtk.qemu_args(), ["-display", "gtk"]);
+        assert_eq!(
+            Screen::Vnc { display: 3 }.qemu_args(),
+            ["-display", "vnc=127.0.0.1:3"]
+        );
+        assert_eq!(
+            qmp_args(std::path::Path::new("/t/a,b/qmp.sock")),
+            ["-qmp", "unix:/t/a,,b/qmp.sock,server=on,wait=off"]
         );
     }
 

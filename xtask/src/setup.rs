@@ -19,6 +19,11 @@
 //!   servers, while Debian's archive is reachable.
 //!
 //! Both are stable compilers; `RUSTC_BOOTSTRAP=1` (set by [`crate::build`]) unlocks `-Z`.
+//!
+//! QEMU's UI modules (the GTK window `cargo xtask run` opens on a desktop) are a package
+//! of their own on Debian, `qemu-system-gui`; it must be the same version as
+//! `qemu-system-arm` (QEMU loads only modules of its own build), so it comes from
+//! bookworm-backports too, and an older one counts as missing.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -90,6 +95,10 @@ pub enum Step {
 pub struct Missing {
     /// QEMU absent, older than 10, or without its data directory.
     pub qemu: bool,
+    /// Debian's QEMU UI modules (`qemu-system-gui`: the GTK window of `cargo xtask run`)
+    /// absent, or not the same version as `qemu-system-arm` (QEMU refuses a module from
+    /// another build).
+    pub qemu_gui: bool,
     pub dtc: bool,
     /// Debian firmware-toolchain packages to install (empty when rustup's toolchain fits).
     pub rust_packages: Vec<&'static str>,
@@ -97,7 +106,7 @@ pub struct Missing {
 
 impl Missing {
     pub fn is_empty(&self) -> bool {
-        !self.qemu && !self.dtc && self.rust_packages.is_empty()
+        !self.qemu && !self.qemu_gui && !self.dtc && self.rust_packages.is_empty()
     }
 }
 
@@ -106,14 +115,22 @@ pub fn install_plan(missing: &Missing, backports_configured: bool) -> Vec<Step> 
         return Vec::new();
     }
     let mut plan = Vec::new();
-    if missing.qemu && !backports_configured {
+    if (missing.qemu || missing.qemu_gui) && !backports_configured {
         plan.push(Step::AddBackportsSource);
     }
     // A bare machine's package lists may be empty or stale: always refresh before installing.
     plan.push(Step::AptUpdate);
+    // QEMU and its UI modules come from the same suite, so their versions agree.
+    let mut backports = Vec::new();
     if missing.qemu {
+        backports.extend(["qemu-system-arm", "qemu-system-data"]);
+    }
+    if missing.qemu_gui {
+        backports.push("qemu-system-gui");
+    }
+    if !backports.is_empty() {
         plan.push(Step::AptInstall {
-            packages: vec!["qemu-system-arm", "qemu-system-data"],
+            packages: backports,
             from_backports: true,
         });
     }
@@ -234,6 +251,35 @@ pub fn parse_qemu_major(version_line: &str) -> Option<u32> {
         .ok()
 }
 
+/// Whether `qemu-system-gui` must be installed, from dpkg's view (`dpkg`: dpkg-query
+/// exists; `arm`/`gui`: the installed versions of qemu-system-arm and qemu-system-gui). A
+/// QEMU that is not Debian's (no qemu-system-arm package) is not given Debian's modules;
+/// a QEMU about to be installed gets them with it.
+pub fn qemu_gui_missing(
+    dpkg: bool,
+    qemu_missing: bool,
+    arm: Option<&str>,
+    gui: Option<&str>,
+) -> bool {
+    if !dpkg {
+        return false;
+    }
+    match arm {
+        Some(arm) => gui != Some(arm),
+        None => qemu_missing,
+    }
+}
+
+/// The installed version of Debian package `package`, if it is installed.
+fn dpkg_version(package: &str) -> Option<String> {
+    let line = first_line_of(
+        Path::new("dpkg-query"),
+        &["-W", "-f=${db:Status-Abbrev} ${Version}", package],
+    )?;
+    let (status, version) = line.split_once(' ')?;
+    (status.starts_with("ii") && !version.trim().is_empty()).then(|| version.trim().to_string())
+}
+
 /// Look `program` up in PATH (what `Command::new` would run), without running it.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -300,6 +346,22 @@ fn probe() -> Probe {
     if !data_dir.is_dir() {
         missing.qemu = true;
         lines.push(format!("QEMU data directory {QEMU_DATA_DIR} missing"));
+    }
+    let arm = dpkg_version("qemu-system-arm");
+    let gui = dpkg_version("qemu-system-gui");
+    missing.qemu_gui = qemu_gui_missing(
+        which("dpkg-query").is_some(),
+        missing.qemu,
+        arm.as_deref(),
+        gui.as_deref(),
+    );
+    match (&gui, missing.qemu_gui) {
+        (Some(gui), false) => lines.push(format!("QEMU UI modules: qemu-system-gui {gui}")),
+        (_, true) => lines.push(format!(
+            "qemu-system-gui (QEMU's GTK window) missing or not at qemu-system-arm's version {}",
+            arm.as_deref().unwrap_or("(to be installed)")
+        )),
+        (None, false) => {}
     }
 
     let dtc = which("dtc");
@@ -497,6 +559,7 @@ mod tests {
     fn everything_missing() -> Missing {
         Missing {
             qemu: true,
+            qemu_gui: false,
             dtc: true,
             rust_packages: vec![
                 "rustc-web",
@@ -507,6 +570,63 @@ mod tests {
                 "lld-22",
             ],
         }
+    }
+
+    #[test]
+    fn qemu_ui_modules_follow_qemu() {
+        let v = "1:10.0.2+ds-2+deb13u1~bpo12+1";
+        assert!(!qemu_gui_missing(true, false, Some(v), Some(v)));
+        assert!(qemu_gui_missing(true, false, Some(v), None));
+        assert!(
+            qemu_gui_missing(true, false, Some(v), Some("1:7.2+dfsg-7+deb12u18+b3")),
+            "Debian 12's own UI modules do not load into backports' QEMU"
+        );
+        assert!(
+            qemu_gui_missing(true, true, None, None),
+            "installed along with QEMU"
+        );
+        assert!(
+            !qemu_gui_missing(true, false, None, None),
+            "a QEMU that is not Debian's"
+        );
+        assert!(
+            !qemu_gui_missing(false, true, None, None),
+            "no dpkg: not Debian"
+        );
+        // Only the UI missing: from backports, the same suite as QEMU.
+        let plan = install_plan(
+            &Missing {
+                qemu_gui: true,
+                ..Default::default()
+            },
+            false,
+        );
+        assert_eq!(
+            plan,
+            vec![
+                Step::AddBackportsSource,
+                Step::AptUpdate,
+                Step::AptInstall {
+                    packages: vec!["qemu-system-gui"],
+                    from_backports: true
+                }
+            ]
+        );
+        let both = install_plan(
+            &Missing {
+                qemu: true,
+                qemu_gui: true,
+                ..Default::default()
+            },
+            true,
+        );
+        assert_eq!(
+            both[1],
+            Step::AptInstall {
+                packages: vec!["qemu-system-arm", "qemu-system-data", "qemu-system-gui"],
+                from_backports: true
+            }
+        );
     }
 
     #[test]

@@ -362,9 +362,12 @@ fn run_console_test(tools: &Tools, kernel: &Path, test: &ConsoleTest) -> (Tally,
     let attempt = || -> Result<()> {
         let options = RunOptions::from_words(&split_words(test.qemu)?)?;
         let boot = Boot::resolve(&options, tools)?;
-        let command = boot.command(tools, kernel, qemu::Console::Pipes, false)?;
+        let mut command = boot.command(tools, kernel, qemu::Console::Pipes, false)?;
+        let socket = crate::console_tests::add_qmp(&mut command, test.name)?;
         let shown = qemu::describe(&command);
-        let mut console = Console::spawn(command).map_err(|e| anyhow!("{e}"))?;
+        let mut console = Console::spawn(command)
+            .map_err(|e| anyhow!("{e}"))?
+            .with_display(test.name, socket);
         (test.script)(&mut console).map_err(|e| anyhow!("{e}\n(QEMU: {shown})"))
     };
     match attempt() {

@@ -26,7 +26,7 @@ const PROMPT: &str = "monolith> ";
 const BOOT: Duration = Duration::from_secs(30);
 const REPLY: Duration = Duration::from_secs(20);
 /// The default board's CMA area.
-const AREA: &str = "linux,cma@50000000";
+pub(super) const AREA: &str = "linux,cma@50000000";
 const AREA_BASE_PFN: u64 = 0x50000;
 const AREA_PAGES: u64 = 65536;
 /// 1 GiB of RAM in pages: the shell's page limit.
@@ -34,12 +34,12 @@ const RAM_PAGES: u64 = 262_144;
 
 type Result<T> = std::result::Result<T, ExpectError>;
 
-fn boot(console: &mut Console) -> Result<()> {
+pub(super) fn boot(console: &mut Console) -> Result<()> {
     console.expect(&regex::escape(PROMPT), BOOT).map(|_| ())
 }
 
 /// Types `line`, returns the command's output (without the echoed line and the prompt).
-fn run(console: &mut Console, line: &str) -> Result<String> {
+pub(super) fn run(console: &mut Console, line: &str) -> Result<String> {
     run_with(console, line, REPLY)
 }
 
@@ -180,7 +180,7 @@ fn parse_iomem(text: &str) -> std::result::Result<Vec<(usize, u64, u64, String)>
 }
 
 /// `handle N pfn 0x...`: the handle and the pfn.
-fn parse_handle(console: &Console, output: &str) -> Result<(u64, u64)> {
+pub(super) fn parse_handle(console: &Console, output: &str) -> Result<(u64, u64)> {
     let re = Regex::new(r"handle (\d+) pfn 0x([0-9a-f]+)").unwrap();
     let captures = re
         .captures(output)
