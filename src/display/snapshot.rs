@@ -2,23 +2,18 @@
 //!
 //! Theory of operation
 //! -------------------
-//! One pass over the zone's frames, jumping over whole blocks: a free buddy block
-//! (`PageState::Buddy`, order k) adds its 2^k pages to the free count of the pageblocks it
-//! covers (an order-10 block covers two), an allocated block (`Head`) is skipped whole,
-//! other frames one at a time (`Reserved` and `Tail` count as present, holes do not).
-//! Each pageblock's type is the zone's `get_pageblock_migratetype`; a block of type
-//! Isolate is drawn as isolated. The totals are the present frames and the free ones, so
+//! The zone's own per-pageblock report ([`Zone::pageblock_map`], one pass over its blocks)
+//! becomes one cell per pageblock: its type, whether `alloc_contig_range` holds it
+//! isolated, and its free frames. The totals are the managed frames and the free ones, so
 //! the header agrees with the cells. The CMA areas become outlines over the pageblocks
-//! their pfn ranges touch. The pass costs one metadata read per block or per unused
-//! frame, cheap enough to run before every live redraw.
+//! their pfn ranges touch. Cheap enough to run before every live redraw.
 #![forbid(unsafe_code)]
 
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::ops::Range;
 
 use crate::display::memory_map::{AreaOutline, MemoryMapSnapshot, PageblockCell};
-use crate::mm::{MigrateType, PageState, Pfn, Zone, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
+use crate::mm::{PageblockUsage, Pfn, Zone, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::util::size::PAGE_SIZE;
 
 /// The zone's state now; `areas` are (name, pfn range) of the CMA areas to outline.
@@ -27,47 +22,22 @@ pub fn zone_snapshot(
     areas: &[(&str, Range<Pfn>)],
     title: &str,
 ) -> MemoryMapSnapshot {
-    let (start, end) = (zone.start_pfn(), zone.end_pfn());
-    let first_block = start >> PAGEBLOCK_ORDER;
-    let blocks = end.div_ceil(PAGEBLOCK_NR_PAGES).saturating_sub(first_block);
-    let mut pageblocks: Vec<PageblockCell> = (0..blocks)
-        .map(|i| {
-            let block_start = ((first_block + i) << PAGEBLOCK_ORDER).max(start);
-            let migrate_type = zone
-                .pageblock_migratetype(block_start)
-                .unwrap_or(MigrateType::Unmovable);
+    let usage = zone.pageblock_map();
+    let first_block = zone.start_pfn() >> PAGEBLOCK_ORDER;
+    let blocks = usage.len();
+    let (mut managed, mut free) = (0u64, 0u64);
+    let pageblocks = usage
+        .iter()
+        .map(|cell: &PageblockUsage| {
+            managed += (cell.free + cell.allocated) as u64;
+            free += cell.free as u64;
             PageblockCell {
-                migrate_type,
-                isolated: migrate_type == MigrateType::Isolate,
-                free_pages: 0,
+                migrate_type: cell.migratetype,
+                isolated: cell.isolated(),
+                free_pages: cell.free as u32,
             }
         })
         .collect();
-    let (mut present, mut free) = (0u64, 0u64);
-    let mut pfn = start;
-    while pfn < end {
-        let Some(page) = zone.page(pfn) else { break };
-        let len = match page.state() {
-            PageState::Buddy | PageState::Head => (1usize << page.order()).min(end - pfn),
-            _ => 1,
-        };
-        if page.state() != PageState::Hole {
-            present += len as u64;
-        }
-        if page.is_buddy() {
-            free += len as u64;
-            let mut at = pfn;
-            while at < pfn + len {
-                let block_end = ((at >> PAGEBLOCK_ORDER) + 1) << PAGEBLOCK_ORDER;
-                let run = block_end.min(pfn + len) - at;
-                if let Some(cell) = pageblocks.get_mut((at >> PAGEBLOCK_ORDER) - first_block) {
-                    cell.free_pages += run as u32;
-                }
-                at += run;
-            }
-        }
-        pfn += len;
-    }
     let to_block = |pfn: Pfn| {
         (pfn >> PAGEBLOCK_ORDER)
             .saturating_sub(first_block)
@@ -82,7 +52,7 @@ pub fn zone_snapshot(
         .collect();
     MemoryMapSnapshot {
         title: String::from(title),
-        total_bytes: present * PAGE_SIZE,
+        total_bytes: managed * PAGE_SIZE,
         free_bytes: free * PAGE_SIZE,
         pageblocks,
         areas,
@@ -93,7 +63,7 @@ pub fn zone_snapshot(
 mod tests {
     use super::*;
     use crate::display::memory_map::BlockUse;
-    use crate::mm::{zone_metadata_size, Gfp, Page};
+    use crate::mm::{zone_metadata_size, Gfp, MigrateType, Page};
     use alloc::vec;
 
     const BASE: Pfn = 0x40000;
