@@ -134,9 +134,10 @@ impl<H: Hal, R: Registers> Device<H, R> {
         Ok(())
     }
 
-    /// Stop the device after a failure: reset so it no longer uses the buffers. If even
-    /// the reset fails, FAILED at least tells it the driver gave up.
-    fn stop(&mut self) {
+    /// Stop the device: reset so it no longer uses any buffer, and refuse requests until
+    /// [`Device::reset`]. If even the reset fails, FAILED at least tells it the driver
+    /// gave up.
+    pub fn halt(&mut self) {
         self.broken = true;
         if self.transport.reset().is_err() {
             self.transport.fail();
@@ -155,7 +156,7 @@ impl<H: Hal, R: Registers> Device<H, R> {
             return Err(VirtioError::Broken);
         }
         if let Err(e) = self.transport.check_needs_reset() {
-            self.stop();
+            self.halt();
             return Err(e.into());
         }
         let q = self
@@ -169,7 +170,7 @@ impl<H: Hal, R: Registers> Device<H, R> {
         match self.wait(queue, token) {
             Ok(used) => Ok(used.len),
             Err(e) => {
-                self.stop();
+                self.halt();
                 Err(e)
             }
         }

@@ -95,11 +95,16 @@ impl FakeMemory {
 /// A device model: one request's readable bytes in, the response bytes out.
 pub trait FakeDevice {
     fn handle(&mut self, queue: u16, request: &[u8]) -> Vec<u8>;
+    /// The transport was reset: forget everything, as a device does.
+    fn reset(&mut self) {}
 }
 
 impl<T: FakeDevice> FakeDevice for Rc<RefCell<T>> {
     fn handle(&mut self, queue: u16, request: &[u8]) -> Vec<u8> {
         self.borrow_mut().handle(queue, request)
+    }
+    fn reset(&mut self) {
+        self.borrow_mut().reset();
     }
 }
 
@@ -238,6 +243,7 @@ impl Fake {
         self.driver_features = 0;
         self.interrupt_status = 0;
         self.resets += 1;
+        self.model.reset();
         for q in &mut self.queues {
             *q = FakeQueue {
                 num_max: q.num_max,
@@ -485,7 +491,7 @@ impl Registers for FakeRegs {
                     q.ready = false;
                 }
             }
-            reg::QUEUE_DESC_LOW..=reg::QUEUE_DEVICE_HIGH if offset % 8 == 0 || offset % 8 == 4 => {
+            reg::QUEUE_DESC_LOW..=reg::QUEUE_DEVICE_HIGH if offset.is_multiple_of(4) => {
                 let high = offset % 8 == 4;
                 if f.queues.get(f.queue_sel as usize).is_some_and(|q| q.ready) {
                     // 4.2.2: addresses of a live queue must not change.
