@@ -598,12 +598,18 @@ impl Hal for FakeHal {
     }
 
     fn read_u16(&self, region: &DmaRegion, offset: usize) -> Result<u16, HalError> {
+        if offset % 2 != 0 {
+            return Err(HalError::Misaligned { offset });
+        }
         let mut b = [0u8; 2];
         self.read(region, offset, &mut b)?;
         Ok(u16::from_le_bytes(b))
     }
 
     fn write_u16(&self, region: &DmaRegion, offset: usize, value: u16) -> Result<(), HalError> {
+        if offset % 2 != 0 {
+            return Err(HalError::Misaligned { offset });
+        }
         self.write(region, offset, &value.to_le_bytes())
     }
 
