@@ -93,7 +93,7 @@ impl MmioRegisters {
     pub unsafe fn new(base: u64, size: u64) -> Option<Self> {
         let base = usize::try_from(base).ok()?;
         let size = usize::try_from(size).ok()?;
-        (size >= CONFIG_OFFSET && base % 4 == 0).then_some(MmioRegisters { base, size })
+        (size >= CONFIG_OFFSET && base.is_multiple_of(4)).then_some(MmioRegisters { base, size })
     }
 
     pub fn base(&self) -> u64 {
@@ -110,7 +110,7 @@ impl MmioRegisters {
     /// aligned to its size.
     fn config_at(&self, offset: usize, len: usize) -> Option<usize> {
         let at = CONFIG_OFFSET.checked_add(offset)?;
-        (at.checked_add(len)? <= self.size && at % len == 0).then_some(self.base + at)
+        (at.checked_add(len)? <= self.size && at.is_multiple_of(len)).then_some(self.base + at)
     }
 }
 
@@ -356,7 +356,7 @@ impl Hal for KmemHal {
     }
 
     fn read_u16(&self, region: &DmaRegion, offset: usize) -> Result<u16, HalError> {
-        if offset % 2 != 0 {
+        if !offset.is_multiple_of(2) {
             return Err(HalError::Misaligned { offset });
         }
         let at = self.address(region, offset, 2)?;
@@ -366,7 +366,7 @@ impl Hal for KmemHal {
     }
 
     fn write_u16(&self, region: &DmaRegion, offset: usize, value: u16) -> Result<(), HalError> {
-        if offset % 2 != 0 {
+        if !offset.is_multiple_of(2) {
             return Err(HalError::Misaligned { offset });
         }
         let at = self.address(region, offset, 2)?;

@@ -598,7 +598,7 @@ impl Hal for FakeHal {
     }
 
     fn read_u16(&self, region: &DmaRegion, offset: usize) -> Result<u16, HalError> {
-        if offset % 2 != 0 {
+        if !offset.is_multiple_of(2) {
             return Err(HalError::Misaligned { offset });
         }
         let mut b = [0u8; 2];
@@ -607,7 +607,7 @@ impl Hal for FakeHal {
     }
 
     fn write_u16(&self, region: &DmaRegion, offset: usize, value: u16) -> Result<(), HalError> {
-        if offset % 2 != 0 {
+        if !offset.is_multiple_of(2) {
             return Err(HalError::Misaligned { offset });
         }
         self.write(region, offset, &value.to_le_bytes())

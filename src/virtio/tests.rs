@@ -261,3 +261,20 @@ fn queue_refuses_bad_chains_without_touching_state() {
     assert_eq!(q.pop_used(&hal), Ok(None));
     q.free(&hal).unwrap();
 }
+
+#[test]
+fn interrupt_status_reports_used_buffers_until_acknowledged() {
+    let (hal, regs, fake) = echo_device();
+    let mut dev = Device::new(hal.clone(), regs, ID, 0, &[8]).unwrap();
+    assert_eq!(dev.transport().interrupt_status(), 0);
+    let (_r, req) = buffer(&hal, b"ping");
+    let out = hal.dma_alloc(1).unwrap();
+    let before = hal.interrupt_count();
+    dev.request(0, &[req], &[Buffer { paddr: out.paddr(), len: 4 }]).unwrap();
+    assert_eq!(hal.interrupt_count(), before + 1);
+    let t = dev.transport();
+    assert_eq!(t.interrupt_status(), super::transport::interrupt::USED_BUFFER);
+    t.ack_interrupt(super::transport::interrupt::USED_BUFFER);
+    assert_eq!(t.interrupt_status(), 0);
+    assert!(fake.borrow().violations.is_empty());
+}
