@@ -20,8 +20,8 @@ use monolith::driver::{gicv3, virtio_mmio, virtio_probe};
 use monolith::kmem;
 use monolith::test_harness::{run_tests, TestCase};
 use monolith::util::size::{PAGE_SHIFT, PAGE_SIZE};
-use monolith::virtio::gpu::{ErrorResponse, Format, GpuError, Rect};
 use monolith::virtio::gpu::wire::cmd;
+use monolith::virtio::gpu::{ErrorResponse, Format, GpuError, Rect};
 use monolith::virtio::{id, Hal};
 use monolith::{qemu_ensure, qemu_ensure_eq};
 
@@ -96,8 +96,14 @@ fn framebuffer_from_cma_is_shown_and_torn_down() -> Result<(), String> {
     let irqs_before = gpu::with(|g| Ok(g.device().hal().interrupt_count())).map_err(e)?;
     let handled_before = gicv3::stats().handled;
     let result = (|| -> Result<(), String> {
-        let fb = gpu::attach_framebuffer(phys, pages as u64 * PAGE_SIZE, width, height, Format::B8G8R8X8)
-            .map_err(e)?;
+        let fb = gpu::attach_framebuffer(
+            phys,
+            pages as u64 * PAGE_SIZE,
+            width,
+            height,
+            Format::B8G8R8X8,
+        )
+        .map_err(e)?;
         qemu_ensure_eq!((fb.width, fb.height, fb.stride), (width, height, width * 4));
         gpu::flush(Rect::new(0, 0, width, height)).map_err(e)?;
         gpu::flush(Rect::new(10, 20, 100, 50)).map_err(e)?;
@@ -155,7 +161,10 @@ fn device_errors_are_typed_and_leave_nothing() -> Result<(), String> {
         }))
     );
     qemu_ensure!(
-        matches!(small, Err(GpuServiceError::Gpu(GpuError::BadBacking { .. }))),
+        matches!(
+            small,
+            Err(GpuServiceError::Gpu(GpuError::BadBacking { .. }))
+        ),
         "{small:?}"
     );
     // The device keeps working.

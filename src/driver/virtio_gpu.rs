@@ -50,7 +50,9 @@ impl From<GpuError> for GpuServiceError {
 impl core::fmt::Display for GpuServiceError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            GpuServiceError::NoDevice => write!(f, "no virtio-gpu device (QEMU: -device virtio-gpu-device)"),
+            GpuServiceError::NoDevice => {
+                write!(f, "no virtio-gpu device (QEMU: -device virtio-gpu-device)")
+            }
             GpuServiceError::Busy => write!(f, "virtio-gpu is busy"),
             GpuServiceError::Attach(e) => write!(f, "virtio-gpu: {e}"),
             GpuServiceError::Gpu(e) => write!(f, "{e}"),
@@ -95,7 +97,11 @@ fn bring_up() -> Result<Driver, GpuServiceError> {
         let (hal, regs) = virtio_mmio::attach(device).map_err(GpuServiceError::Attach)?;
         match GpuDriver::new(hal, regs) {
             Ok(driver) => {
-                log::info!("virtio-gpu at {:#x} ({} scanout(s))", device.base, driver.num_scanouts());
+                log::info!(
+                    "virtio-gpu at {:#x} ({} scanout(s))",
+                    device.base,
+                    driver.num_scanouts()
+                );
                 return Ok(driver);
             }
             Err(e) => {

@@ -153,7 +153,10 @@ impl Registers for MmioRegisters {
             reg::QUEUE_DEVICE_LOW => r.QueueDeviceLow.set(value),
             reg::QUEUE_DEVICE_HIGH => r.QueueDeviceHigh.set(value),
             // Read-only or reserved: a write would be a driver bug; drop it.
-            _ => log::warn!("virtio-mmio {:#x}: write to register {offset:#x} dropped", self.base),
+            _ => log::warn!(
+                "virtio-mmio {:#x}: write to register {offset:#x} dropped",
+                self.base
+            ),
         }
     }
 
@@ -166,13 +169,17 @@ impl Registers for MmioRegisters {
     fn config_read16(&self, offset: usize) -> Option<u16> {
         let at = self.config_at(offset, 2)?;
         // Safety: inside the mapped window and 2-byte aligned (checked above).
-        Some(u16::from_le(unsafe { core::ptr::read_volatile(at as *const u16) }))
+        Some(u16::from_le(unsafe {
+            core::ptr::read_volatile(at as *const u16)
+        }))
     }
 
     fn config_read32(&self, offset: usize) -> Option<u32> {
         let at = self.config_at(offset, 4)?;
         // Safety: inside the mapped window and 4-byte aligned (checked above).
-        Some(u32::from_le(unsafe { core::ptr::read_volatile(at as *const u32) }))
+        Some(u32::from_le(unsafe {
+            core::ptr::read_volatile(at as *const u32)
+        }))
     }
 
     fn config_write32(&self, offset: usize, value: u32) -> Option<()> {
@@ -184,7 +191,8 @@ impl Registers for MmioRegisters {
 }
 
 /// The attached devices, by slot; the slot also indexes the interrupt counters.
-static SLOTS: IrqSafeLock<[Option<MmioRegisters>; MAX_DEVICES]> = IrqSafeLock::new([None; MAX_DEVICES]);
+static SLOTS: IrqSafeLock<[Option<MmioRegisters>; MAX_DEVICES]> =
+    IrqSafeLock::new([None; MAX_DEVICES]);
 static USED_IRQS: [AtomicU64; MAX_DEVICES] = [const { AtomicU64::new(0) }; MAX_DEVICES];
 static CONFIG_IRQS: [AtomicU64; MAX_DEVICES] = [const { AtomicU64::new(0) }; MAX_DEVICES];
 
@@ -242,10 +250,11 @@ impl core::fmt::Display for AttachError {
 pub fn attach(device: &MmioDevice) -> Result<(KmemHal, MmioRegisters), AttachError> {
     // Safety: `device` is one of the platform's `virtio,mmio` nodes, whose windows are in
     // `platform.mmio`, identity-mapped as device memory by the boot code for good.
-    let regs = unsafe { MmioRegisters::new(device.base, device.size) }.ok_or(AttachError::BadWindow {
-        base: device.base,
-        size: device.size,
-    })?;
+    let regs =
+        unsafe { MmioRegisters::new(device.base, device.size) }.ok_or(AttachError::BadWindow {
+            base: device.base,
+            size: device.size,
+        })?;
     let intid = device.intid.filter(|_| gicv3::is_ready());
     let index = SLOTS.lock(|slots| {
         if let Some(i) = slots
@@ -316,7 +325,8 @@ impl Hal for KmemHal {
             return Err(HalError::OutOfMemory { pages });
         }
         let order = pages.next_power_of_two().trailing_zeros() as usize;
-        let pfn = kmem::alloc_pinned(order, PinKind::Kernel).map_err(|_| HalError::OutOfMemory { pages })?;
+        let pfn = kmem::alloc_pinned(order, PinKind::Kernel)
+            .map_err(|_| HalError::OutOfMemory { pages })?;
         let paddr = (pfn as u64) << PAGE_SHIFT;
         let len = (PAGE_SIZE as usize) << order;
         // Safety: the buddy allocator just gave us these frames (nobody else holds them);
@@ -328,15 +338,16 @@ impl Hal for KmemHal {
 
     fn dma_free(&self, region: DmaRegion) -> Result<(), HalError> {
         let entry = DMA_REGIONS.lock(|r| {
-            let at = r
-                .iter()
-                .position(|&(paddr, pages, _)| paddr == region.paddr() && pages == region.pages())?;
+            let at = r.iter().position(|&(paddr, pages, _)| {
+                paddr == region.paddr() && pages == region.pages()
+            })?;
             Some(r.swap_remove(at))
         });
         let (paddr, _, order) = entry.ok_or(HalError::NotOurs {
             paddr: region.paddr(),
         })?;
-        kmem::free_pinned((paddr >> PAGE_SHIFT) as usize, order).map_err(|_| HalError::NotOurs { paddr })
+        kmem::free_pinned((paddr >> PAGE_SHIFT) as usize, order)
+            .map_err(|_| HalError::NotOurs { paddr })
     }
 
     fn read(&self, region: &DmaRegion, offset: usize, buf: &mut [u8]) -> Result<(), HalError> {
@@ -362,7 +373,9 @@ impl Hal for KmemHal {
         let at = self.address(region, offset, 2)?;
         // Safety: a live region of ours (checked), 2-byte aligned: one LDRH, which the
         // device's concurrent store cannot tear.
-        Ok(u16::from_le(unsafe { core::ptr::read_volatile(at as *const u16) }))
+        Ok(u16::from_le(unsafe {
+            core::ptr::read_volatile(at as *const u16)
+        }))
     }
 
     fn write_u16(&self, region: &DmaRegion, offset: usize, value: u16) -> Result<(), HalError> {

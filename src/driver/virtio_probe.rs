@@ -18,7 +18,11 @@ use super::virtio_mmio_regs::{VirtioMmioRegisters, MAGIC_VALUE};
 pub unsafe fn identify(base: u64) -> Option<(u32, u32)> {
     // Safety: as in `device_id`, the caller guarantees the mapped window.
     let regs = unsafe { &*(base as usize as *const VirtioMmioRegisters) };
-    let (magic, device, version) = (regs.MagicValue.get(), regs.DeviceID.get(), regs.Version.get());
+    let (magic, device, version) = (
+        regs.MagicValue.get(),
+        regs.DeviceID.get(),
+        regs.Version.get(),
+    );
     (magic == MAGIC_VALUE).then_some((device, version))
 }
 

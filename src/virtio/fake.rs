@@ -58,7 +58,11 @@ impl FakeMemory {
     }
 
     fn alloc(&mut self, pages: usize) -> Result<u64, HalError> {
-        if pages == 0 || self.limit_pages.is_some_and(|l| self.outstanding_pages() + pages > l) {
+        if pages == 0
+            || self
+                .limit_pages
+                .is_some_and(|l| self.outstanding_pages() + pages > l)
+        {
             return Err(HalError::OutOfMemory { pages });
         }
         let paddr = self.next_paddr;
@@ -258,7 +262,10 @@ impl Fake {
             return;
         }
         if value & self.status != self.status {
-            self.violation(format!("status {:#x} clears bits of {:#x}", value, self.status));
+            self.violation(format!(
+                "status {:#x} clears bits of {:#x}",
+                value, self.status
+            ));
         }
         let new = value & !self.status;
         let mut value = value;
@@ -384,11 +391,15 @@ impl Fake {
             if flags & 2 != 0 {
                 writable.push((addr, len));
             } else if !writable.is_empty() {
-                self.violation(format!("queue {index}: readable descriptor after a writable one"));
+                self.violation(format!(
+                    "queue {index}: readable descriptor after a writable one"
+                ));
             } else {
                 match self.memory.read_phys(addr, len as usize) {
                     Some(bytes) => request.extend_from_slice(&bytes),
-                    None => self.violation(format!("queue {index}: buffer {addr:#x} not in memory")),
+                    None => {
+                        self.violation(format!("queue {index}: buffer {addr:#x} not in memory"))
+                    }
                 }
             }
             if flags & 1 == 0 {
@@ -400,8 +411,15 @@ impl Fake {
         let mut written = 0usize;
         for (addr, len) in writable {
             let take = (response.len() - written).min(len as usize);
-            if take > 0 && self.memory.write_phys(addr, &response[written..written + take]).is_none() {
-                self.violation(format!("queue {index}: response buffer {addr:#x} not in memory"));
+            if take > 0
+                && self
+                    .memory
+                    .write_phys(addr, &response[written..written + take])
+                    .is_none()
+            {
+                self.violation(format!(
+                    "queue {index}: response buffer {addr:#x} not in memory"
+                ));
             }
             written += take;
         }
@@ -423,8 +441,14 @@ impl Fake {
         elem[..4].copy_from_slice(&used_id.to_le_bytes());
         elem[4..].copy_from_slice(&used_len.to_le_bytes());
         let used_idx = q.used_idx.wrapping_add(step);
-        let ok = self.memory.write_phys(q.device + 4 + 8 * slot, &elem).is_some()
-            && self.memory.write_phys(q.device + 2, &used_idx.to_le_bytes()).is_some();
+        let ok = self
+            .memory
+            .write_phys(q.device + 4 + 8 * slot, &elem)
+            .is_some()
+            && self
+                .memory
+                .write_phys(q.device + 2, &used_idx.to_le_bytes())
+                .is_some();
         if !ok {
             self.violation(format!("queue {index}: device area not in memory"));
         }
@@ -461,7 +485,9 @@ impl Registers for FakeRegs {
             },
             reg::CONFIG_GENERATION => f.config_generation,
             _ => {
-                f.violation(format!("read of write-only or reserved register {offset:#x}"));
+                f.violation(format!(
+                    "read of write-only or reserved register {offset:#x}"
+                ));
                 0
             }
         }
@@ -518,7 +544,9 @@ impl Registers for FakeRegs {
             }
             reg::INTERRUPT_ACK => f.interrupt_status &= !value,
             reg::STATUS => f.write_status(value),
-            _ => f.violation(format!("write of read-only or reserved register {offset:#x}")),
+            _ => f.violation(format!(
+                "write of read-only or reserved register {offset:#x}"
+            )),
         }
     }
 
@@ -541,7 +569,9 @@ impl Registers for FakeRegs {
     fn config_write32(&self, offset: usize, value: u32) -> Option<()> {
         let mut f = self.0.borrow_mut();
         let end = offset.checked_add(4)?;
-        f.config.get_mut(offset..end)?.copy_from_slice(&value.to_le_bytes());
+        f.config
+            .get_mut(offset..end)?
+            .copy_from_slice(&value.to_le_bytes());
         Some(())
     }
 }

@@ -89,7 +89,11 @@ pub enum HalError {
     /// No physically contiguous run of `pages` pages was free.
     OutOfMemory { pages: usize },
     /// An access outside a region.
-    OutOfBounds { offset: usize, len: usize, size: usize },
+    OutOfBounds {
+        offset: usize,
+        len: usize,
+        size: usize,
+    },
     /// A region this Hal did not hand out (or already freed).
     NotOurs { paddr: u64 },
     /// A 16-bit access at an odd offset.
@@ -105,7 +109,9 @@ impl fmt::Display for HalError {
                 "DMA access of {len} byte(s) at offset {offset:#x} outside a {size:#x}-byte region"
             ),
             HalError::NotOurs { paddr } => write!(f, "DMA region at {paddr:#x} was not handed out"),
-            HalError::Misaligned { offset } => write!(f, "16-bit DMA access at odd offset {offset:#x}"),
+            HalError::Misaligned { offset } => {
+                write!(f, "16-bit DMA access at odd offset {offset:#x}")
+            }
         }
     }
 }

@@ -61,7 +61,10 @@ pub enum VirtioError {
     Hal(HalError),
     /// The used ring did not advance within the timeout; the device was reset and stays
     /// unusable until [`Device::reset`].
-    Timeout { queue: u16, waited_ms: u64 },
+    Timeout {
+        queue: u16,
+        waited_ms: u64,
+    },
     /// The device set DEVICE_NEEDS_RESET (status bit 0x40, section 2.1.1); nothing more
     /// goes to it until [`Device::reset`].
     NeedsReset,
@@ -99,7 +102,10 @@ impl fmt::Display for VirtioError {
                 "device did not answer on queue {queue} within {waited_ms} ms; it was reset"
             ),
             VirtioError::NeedsReset => write!(f, "device set DEVICE_NEEDS_RESET"),
-            VirtioError::Broken => write!(f, "device is reset after an earlier failure; reset it first"),
+            VirtioError::Broken => write!(
+                f,
+                "device is reset after an earlier failure; reset it first"
+            ),
         }
     }
 }

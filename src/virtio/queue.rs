@@ -68,16 +68,32 @@ pub enum QueueError {
     /// The writable part of a chain exceeds 4 GiB.
     TooLong,
     /// Not enough free descriptors.
-    Full { needed: usize, free: usize },
+    Full {
+        needed: usize,
+        free: usize,
+    },
     /// The device's used element names a descriptor outside the table.
-    UsedIdOutOfRange { id: u32, size: u16 },
+    UsedIdOutOfRange {
+        id: u32,
+        size: u16,
+    },
     /// The device's used element names a descriptor that is not the head of a chain in
     /// flight.
-    UsedIdNotInFlight { id: u32 },
+    UsedIdNotInFlight {
+        id: u32,
+    },
     /// The device says it wrote more than the chain's writable part.
-    UsedLengthTooLong { id: u32, len: u32, writable: u32 },
+    UsedLengthTooLong {
+        id: u32,
+        len: u32,
+        writable: u32,
+    },
     /// The used index moved further than the queue size since the last read.
-    UsedIndexJump { last: u16, now: u16, size: u16 },
+    UsedIndexJump {
+        last: u16,
+        now: u16,
+        size: u16,
+    },
     Hal(HalError),
 }
 
@@ -90,7 +106,9 @@ impl From<HalError> for QueueError {
 impl fmt::Display for QueueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            QueueError::BadSize(n) => write!(f, "queue size {n} is not a power of two in 1..=32768"),
+            QueueError::BadSize(n) => {
+                write!(f, "queue size {n} is not a power of two in 1..=32768")
+            }
             QueueError::EmptyChain => write!(f, "a chain needs at least one buffer"),
             QueueError::ZeroLength => write!(f, "a buffer of length 0"),
             QueueError::TooLong => write!(f, "the writable part of a chain exceeds 4 GiB"),
@@ -364,7 +382,8 @@ impl SplitQueue {
             });
         }
         let head = id as u16;
-        let flight = self.in_flight[usize::from(head)].ok_or(QueueError::UsedIdNotInFlight { id })?;
+        let flight =
+            self.in_flight[usize::from(head)].ok_or(QueueError::UsedIdNotInFlight { id })?;
         if len > flight.writable {
             return Err(QueueError::UsedLengthTooLong {
                 id,

@@ -38,7 +38,10 @@ fn probe_refuses_legacy_empty_and_foreign_windows() {
     assert!(err.to_string().contains("force-legacy=false"));
     fake.borrow_mut().version = 2;
     fake.borrow_mut().device_id = 0;
-    assert_eq!(Transport::probe(regs.clone()).err(), Some(TransportError::NoDevice));
+    assert_eq!(
+        Transport::probe(regs.clone()).err(),
+        Some(TransportError::NoDevice)
+    );
     fake.borrow_mut().device_id = ID;
     let t = Transport::probe(regs).unwrap();
     assert_eq!(t.device_id(), ID);
@@ -65,13 +68,19 @@ fn device_without_version_1_or_refusing_features_gets_failed() {
     let (_, regs, fake) = echo_device();
     fake.borrow_mut().device_features = FEATURE_A;
     let mut t = Transport::probe(regs.clone()).unwrap();
-    assert!(matches!(t.negotiate(0), Err(TransportError::NoVersion1 { .. })));
+    assert!(matches!(
+        t.negotiate(0),
+        Err(TransportError::NoVersion1 { .. })
+    ));
     assert_ne!(fake.borrow().status & status::FAILED, 0);
 
     let (_, regs, fake) = echo_device();
     fake.borrow_mut().refuse_features = true;
     let mut t = Transport::probe(regs).unwrap();
-    assert!(matches!(t.negotiate(0), Err(TransportError::FeaturesRefused { .. })));
+    assert!(matches!(
+        t.negotiate(0),
+        Err(TransportError::FeaturesRefused { .. })
+    ));
     assert_ne!(fake.borrow().status & status::FAILED, 0);
 }
 
@@ -96,7 +105,11 @@ fn config_reads_retry_on_generation_change_and_give_up_eventually() {
     fake.borrow_mut().tear_config_reads = 3;
     let pair = t.read_config(|c| Ok((c.u32(0)?, c.u32(4)?))).unwrap();
     assert_eq!(pair, (1, 2));
-    assert_eq!(fake.borrow().tear_config_reads, 0, "torn reads were retried");
+    assert_eq!(
+        fake.borrow().tear_config_reads,
+        0,
+        "torn reads were retried"
+    );
     fake.borrow_mut().tear_config_reads = 1000;
     assert_eq!(
         t.read_config(|c| c.u32(0)),
@@ -138,7 +151,11 @@ fn request_round_trips_through_the_device() {
     hal.dma_free(req_region).unwrap();
     hal.dma_free(resp_region).unwrap();
     drop(dev);
-    assert_eq!(fake.borrow().memory.outstanding_pages(), 0, "queues freed on drop");
+    assert_eq!(
+        fake.borrow().memory.outstanding_pages(),
+        0,
+        "queues freed on drop"
+    );
     assert_eq!(fake.borrow().status, 0, "device reset on drop");
 }
 
@@ -158,26 +175,45 @@ fn chains_of_several_buffers_keep_readable_before_writable() {
     let (r1, a) = buffer(&hal, b"abc");
     let (r2, b) = buffer(&hal, b"defg");
     let out = hal.dma_alloc(1).unwrap();
-    let w1 = Buffer { paddr: out.paddr(), len: 2 };
-    let w2 = Buffer { paddr: out.paddr() + 100, len: 10 };
+    let w1 = Buffer {
+        paddr: out.paddr(),
+        len: 2,
+    };
+    let w2 = Buffer {
+        paddr: out.paddr() + 100,
+        len: 10,
+    };
     assert_eq!(dev.request(0, &[a, b], &[w1, w2]).unwrap(), 7);
     let mut first = [0u8; 2];
     let mut rest = [0u8; 5];
     hal.read(&out, 0, &mut first).unwrap();
     hal.read(&out, 100, &mut rest).unwrap();
     assert_eq!((&first, &rest), (b"ab", b"cdefg"));
-    assert!(fake.borrow().violations.is_empty(), "{:?}", fake.borrow().violations);
+    assert!(
+        fake.borrow().violations.is_empty(),
+        "{:?}",
+        fake.borrow().violations
+    );
     for r in [r1, r2, out] {
         hal.dma_free(r).unwrap();
     }
 }
 
-fn misbehaving(m: Misbehaviour) -> (VirtioError, Device<FakeHal, FakeRegs>, alloc::rc::Rc<core::cell::RefCell<Fake>>) {
+fn misbehaving(
+    m: Misbehaviour,
+) -> (
+    VirtioError,
+    Device<FakeHal, FakeRegs>,
+    alloc::rc::Rc<core::cell::RefCell<Fake>>,
+) {
     let (hal, regs, fake) = echo_device();
     let mut dev = Device::new(hal.clone(), regs, ID, 0, &[8]).unwrap();
     let (_r, req) = buffer(&hal, b"12345678");
     let out = hal.dma_alloc(1).unwrap();
-    let resp = Buffer { paddr: out.paddr(), len: 8 };
+    let resp = Buffer {
+        paddr: out.paddr(),
+        len: 8,
+    };
     // One good round first, so the bad one is not at index 0.
     dev.request(0, &[req], &[resp]).unwrap();
     fake.borrow_mut().misbehave = Some(m);
@@ -188,38 +224,75 @@ fn misbehaving(m: Misbehaviour) -> (VirtioError, Device<FakeHal, FakeRegs>, allo
 #[test]
 fn used_ring_lies_are_errors_and_stop_the_device() {
     let (err, dev, fake) = misbehaving(Misbehaviour::UsedId(9));
-    assert_eq!(err, VirtioError::Queue(QueueError::UsedIdOutOfRange { id: 9, size: 8 }));
+    assert_eq!(
+        err,
+        VirtioError::Queue(QueueError::UsedIdOutOfRange { id: 9, size: 8 })
+    );
     assert!(dev.is_broken());
-    assert_eq!(fake.borrow().status, 0, "reset so it cannot touch the buffers");
+    assert_eq!(
+        fake.borrow().status,
+        0,
+        "reset so it cannot touch the buffers"
+    );
 
     // Descriptor 5 exists but heads no chain in flight (the chain in flight is 0, 1).
     let (err, _, _) = misbehaving(Misbehaviour::UsedId(5));
-    assert_eq!(err, VirtioError::Queue(QueueError::UsedIdNotInFlight { id: 5 }));
+    assert_eq!(
+        err,
+        VirtioError::Queue(QueueError::UsedIdNotInFlight { id: 5 })
+    );
 
     let (err, _, _) = misbehaving(Misbehaviour::UsedLen(9));
     assert_eq!(
         err,
-        VirtioError::Queue(QueueError::UsedLengthTooLong { id: 0, len: 9, writable: 8 })
+        VirtioError::Queue(QueueError::UsedLengthTooLong {
+            id: 0,
+            len: 9,
+            writable: 8
+        })
     );
 
     let (err, _, _) = misbehaving(Misbehaviour::UsedIdxJump(9));
-    assert!(matches!(err, VirtioError::Queue(QueueError::UsedIndexJump { last: 1, now: 10, size: 8 })));
+    assert!(matches!(
+        err,
+        VirtioError::Queue(QueueError::UsedIndexJump {
+            last: 1,
+            now: 10,
+            size: 8
+        })
+    ));
 }
 
 #[test]
 fn a_silent_device_times_out_and_reset_brings_it_back() {
     let (err, mut dev, fake) = misbehaving(Misbehaviour::Silent);
-    assert!(matches!(err, VirtioError::Timeout { queue: 0, waited_ms: 1000 }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            VirtioError::Timeout {
+                queue: 0,
+                waited_ms: 1000
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(fake.borrow().status, 0);
     let hal = dev.hal().clone();
     let (_r, req) = buffer(&hal, b"x");
     let out = hal.dma_alloc(1).unwrap();
-    let resp = Buffer { paddr: out.paddr(), len: 8 };
+    let resp = Buffer {
+        paddr: out.paddr(),
+        len: 8,
+    };
     assert_eq!(dev.request(0, &[req], &[resp]), Err(VirtioError::Broken));
     fake.borrow_mut().misbehave = None;
     dev.reset().unwrap();
     assert_eq!(dev.request(0, &[req], &[resp]), Ok(1));
-    assert!(fake.borrow().violations.is_empty(), "{:?}", fake.borrow().violations);
+    assert!(
+        fake.borrow().violations.is_empty(),
+        "{:?}",
+        fake.borrow().violations
+    );
 }
 
 #[test]
@@ -232,11 +305,22 @@ fn device_needs_reset_is_surfaced() {
 #[test]
 fn wrong_device_type_and_missing_queue_leak_nothing() {
     let (hal, regs, fake) = echo_device();
-    let err = Device::new(hal.clone(), regs.clone(), 16, 0, &[8]).err().unwrap();
-    assert_eq!(err, VirtioError::Transport(TransportError::WrongDevice { expected: 16, found: ID }));
+    let err = Device::new(hal.clone(), regs.clone(), 16, 0, &[8])
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        VirtioError::Transport(TransportError::WrongDevice {
+            expected: 16,
+            found: ID
+        })
+    );
     // Three queues asked for, two exist: the two made are freed again.
     let err = Device::new(hal, regs, ID, 0, &[8, 8, 8]).err().unwrap();
-    assert_eq!(err, VirtioError::Transport(TransportError::QueueUnavailable { queue: 2 }));
+    assert_eq!(
+        err,
+        VirtioError::Transport(TransportError::QueueUnavailable { queue: 2 })
+    );
     let f = fake.borrow();
     assert_eq!(f.memory.outstanding_pages(), 0);
     assert_eq!(f.status, 0);
@@ -245,18 +329,36 @@ fn wrong_device_type_and_missing_queue_leak_nothing() {
 #[test]
 fn queue_refuses_bad_chains_without_touching_state() {
     let (hal, _, _) = echo_device();
-    assert_eq!(SplitQueue::new(&hal, 0, 12).err(), Some(QueueError::BadSize(12)));
+    assert_eq!(
+        SplitQueue::new(&hal, 0, 12).err(),
+        Some(QueueError::BadSize(12))
+    );
     let mut q = SplitQueue::new(&hal, 0, 4).unwrap();
-    let b = Buffer { paddr: 0x1000, len: 4 };
+    let b = Buffer {
+        paddr: 0x1000,
+        len: 4,
+    };
     assert_eq!(q.add(&hal, &[], &[]), Err(QueueError::EmptyChain));
-    assert_eq!(q.add(&hal, &[b; 5], &[]), Err(QueueError::Full { needed: 5, free: 4 }));
-    assert_eq!(q.add(&hal, &[Buffer { len: 0, ..b }], &[]), Err(QueueError::ZeroLength));
-    let big = Buffer { paddr: 0, len: u32::MAX };
+    assert_eq!(
+        q.add(&hal, &[b; 5], &[]),
+        Err(QueueError::Full { needed: 5, free: 4 })
+    );
+    assert_eq!(
+        q.add(&hal, &[Buffer { len: 0, ..b }], &[]),
+        Err(QueueError::ZeroLength)
+    );
+    let big = Buffer {
+        paddr: 0,
+        len: u32::MAX,
+    };
     assert_eq!(q.add(&hal, &[], &[big, big]), Err(QueueError::TooLong));
     assert_eq!(q.free_descriptors(), 4);
     let tokens: Vec<u16> = (0..2).map(|_| q.add(&hal, &[b], &[b]).unwrap()).collect();
     assert_eq!(tokens, vec![0, 2]);
-    assert_eq!(q.add(&hal, &[b], &[]), Err(QueueError::Full { needed: 1, free: 0 }));
+    assert_eq!(
+        q.add(&hal, &[b], &[]),
+        Err(QueueError::Full { needed: 1, free: 0 })
+    );
     assert_eq!(q.in_flight(), 2);
     assert_eq!(q.pop_used(&hal), Ok(None));
     q.free(&hal).unwrap();
@@ -270,10 +372,21 @@ fn interrupt_status_reports_used_buffers_until_acknowledged() {
     let (_r, req) = buffer(&hal, b"ping");
     let out = hal.dma_alloc(1).unwrap();
     let before = hal.interrupt_count();
-    dev.request(0, &[req], &[Buffer { paddr: out.paddr(), len: 4 }]).unwrap();
+    dev.request(
+        0,
+        &[req],
+        &[Buffer {
+            paddr: out.paddr(),
+            len: 4,
+        }],
+    )
+    .unwrap();
     assert_eq!(hal.interrupt_count(), before + 1);
     let t = dev.transport();
-    assert_eq!(t.interrupt_status(), super::transport::interrupt::USED_BUFFER);
+    assert_eq!(
+        t.interrupt_status(),
+        super::transport::interrupt::USED_BUFFER
+    );
     t.ack_interrupt(super::transport::interrupt::USED_BUFFER);
     assert_eq!(t.interrupt_status(), 0);
     assert!(fake.borrow().violations.is_empty());

@@ -113,20 +113,35 @@ pub enum TransportError {
     /// DeviceID 0: an empty slot.
     NoDevice,
     /// A device of another type than the driver expects.
-    WrongDevice { expected: u32, found: u32 },
+    WrongDevice {
+        expected: u32,
+        found: u32,
+    },
     /// Status did not read 0 after a reset.
-    ResetStuck { status: u32 },
+    ResetStuck {
+        status: u32,
+    },
     /// The device does not offer VIRTIO_F_VERSION_1.
-    NoVersion1 { offered: u64 },
+    NoVersion1 {
+        offered: u64,
+    },
     /// The device cleared FEATURES_OK: it does not accept these features.
-    FeaturesRefused { accepted: u64 },
+    FeaturesRefused {
+        accepted: u64,
+    },
     /// The queue does not exist (QueueNumMax 0) or is already live.
-    QueueUnavailable { queue: u16 },
-    QueueAlreadyReady { queue: u16 },
+    QueueUnavailable {
+        queue: u16,
+    },
+    QueueAlreadyReady {
+        queue: u16,
+    },
     /// The configuration space kept changing under the read.
     ConfigUnstable,
     /// A configuration access outside the register window.
-    ConfigOutOfRange { offset: usize },
+    ConfigOutOfRange {
+        offset: usize,
+    },
     /// Status has DEVICE_NEEDS_RESET (2.1.1).
     NeedsReset,
 }
@@ -134,7 +149,9 @@ pub enum TransportError {
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TransportError::BadMagic(m) => write!(f, "no virtio-mmio transport (MagicValue {m:#x})"),
+            TransportError::BadMagic(m) => {
+                write!(f, "no virtio-mmio transport (MagicValue {m:#x})")
+            }
             TransportError::Legacy => write!(
                 f,
                 "legacy transport (version 1); boot with -global virtio-mmio.force-legacy=false"
@@ -155,7 +172,9 @@ impl fmt::Display for TransportError {
                 write!(f, "device cleared FEATURES_OK for features {accepted:#x}")
             }
             TransportError::QueueUnavailable { queue } => write!(f, "queue {queue} does not exist"),
-            TransportError::QueueAlreadyReady { queue } => write!(f, "queue {queue} is already live"),
+            TransportError::QueueAlreadyReady { queue } => {
+                write!(f, "queue {queue} is already live")
+            }
             TransportError::ConfigUnstable => write!(f, "configuration space kept changing"),
             TransportError::ConfigOutOfRange { offset } => {
                 write!(f, "configuration offset {offset:#x} outside the window")
@@ -302,7 +321,8 @@ impl<R: Registers> Transport<R> {
         self.regs.write32(reg::DRIVER_FEATURES_SEL, 0);
         self.regs.write32(reg::DRIVER_FEATURES, accepted as u32);
         self.regs.write32(reg::DRIVER_FEATURES_SEL, 1);
-        self.regs.write32(reg::DRIVER_FEATURES, (accepted >> 32) as u32);
+        self.regs
+            .write32(reg::DRIVER_FEATURES, (accepted >> 32) as u32);
         self.add_status(status::FEATURES_OK);
         // 3.1.1 step 6: re-read; a device that cannot work with the subset clears it.
         if self.status() & status::FEATURES_OK == 0 {

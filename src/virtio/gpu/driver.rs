@@ -28,9 +28,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::wire::{
-    self, CtrlHeader, ErrorResponse, Format, GetDisplayInfo, Message, Rect, RespDisplayInfo,
-    RespOkNodata, ResourceAttachBacking, ResourceCreate2d, ResourceDetachBacking, ResourceFlush,
-    ResourceUnref, SetScanout, TransferToHost2d, WireError,
+    self, CtrlHeader, ErrorResponse, Format, GetDisplayInfo, Message, Rect, ResourceAttachBacking,
+    ResourceCreate2d, ResourceDetachBacking, ResourceFlush, ResourceUnref, RespDisplayInfo,
+    RespOkNodata, SetScanout, TransferToHost2d, WireError,
 };
 use crate::virtio::hal::{DmaRegion, Hal};
 use crate::virtio::queue::Buffer;
@@ -127,7 +127,9 @@ impl fmt::Display for GpuError {
                 "virtio-gpu {} response malformed: {error}",
                 command_name(*command)
             ),
-            GpuError::EmptyFramebuffer => write!(f, "framebuffer width and height must be non-zero"),
+            GpuError::EmptyFramebuffer => {
+                write!(f, "framebuffer width and height must be non-zero")
+            }
             GpuError::UnsupportedFormat(format) => {
                 write!(f, "format {format:?} not supported (B8G8R8A8 or B8G8R8X8)")
             }
@@ -230,7 +232,10 @@ impl<H: Hal, R: Registers> GpuDriver<H, R> {
     }
 
     /// Send `request`, expect a `Resp` (or an error response).
-    pub fn command<Req: Message, Resp: Message>(&mut self, request: &Req) -> Result<Resp, GpuError> {
+    pub fn command<Req: Message, Resp: Message>(
+        &mut self,
+        request: &Req,
+    ) -> Result<Resp, GpuError> {
         let cmd = self
             .cmd
             .as_ref()
@@ -247,7 +252,9 @@ impl<H: Hal, R: Registers> GpuDriver<H, R> {
         };
         let written = self.device.request(CONTROLQ, &[readable], &[writable])? as usize;
         let mut response = alloc::vec![0u8; written];
-        self.device.hal().read(cmd, RESPONSE_OFFSET, &mut response)?;
+        self.device
+            .hal()
+            .read(cmd, RESPONSE_OFFSET, &mut response)?;
         let wire = |error| GpuError::Wire {
             command: Req::TYPE,
             error,
@@ -312,7 +319,12 @@ impl<H: Hal, R: Registers> GpuDriver<H, R> {
     }
 
     /// RESOURCE_ATTACH_BACKING with one entry: `[paddr, paddr + len)`.
-    pub fn attach_backing(&mut self, resource_id: u32, paddr: u64, len: u32) -> Result<(), GpuError> {
+    pub fn attach_backing(
+        &mut self,
+        resource_id: u32,
+        paddr: u64,
+        len: u32,
+    ) -> Result<(), GpuError> {
         self.nodata(&ResourceAttachBacking {
             resource_id,
             addr: paddr,
@@ -325,7 +337,12 @@ impl<H: Hal, R: Registers> GpuDriver<H, R> {
     }
 
     /// SET_SCANOUT; resource 0 disables the scanout.
-    pub fn set_scanout(&mut self, scanout_id: u32, resource_id: u32, rect: Rect) -> Result<(), GpuError> {
+    pub fn set_scanout(
+        &mut self,
+        scanout_id: u32,
+        resource_id: u32,
+        rect: Rect,
+    ) -> Result<(), GpuError> {
         self.nodata(&SetScanout {
             rect,
             scanout_id,
@@ -333,7 +350,12 @@ impl<H: Hal, R: Registers> GpuDriver<H, R> {
         })
     }
 
-    pub fn transfer_to_host_2d(&mut self, resource_id: u32, rect: Rect, offset: u64) -> Result<(), GpuError> {
+    pub fn transfer_to_host_2d(
+        &mut self,
+        resource_id: u32,
+        rect: Rect,
+        offset: u64,
+    ) -> Result<(), GpuError> {
         self.nodata(&TransferToHost2d {
             rect,
             offset,

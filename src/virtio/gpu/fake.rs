@@ -11,9 +11,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::wire::{
-    cmd, resp, CtrlHeader, DisplayOne, Format, GetDisplayInfo, Message, Rect, RespDisplayInfo,
-    RespOkNodata, ResourceAttachBacking, ResourceCreate2d, ResourceDetachBacking, ResourceFlush,
-    ResourceUnref, SetScanout, TransferToHost2d,
+    cmd, resp, CtrlHeader, DisplayOne, Format, GetDisplayInfo, Message, Rect,
+    ResourceAttachBacking, ResourceCreate2d, ResourceDetachBacking, ResourceFlush, ResourceUnref,
+    RespDisplayInfo, RespOkNodata, SetScanout, TransferToHost2d,
 };
 use crate::virtio::fake::FakeDevice;
 
@@ -150,7 +150,8 @@ impl FakeGpu {
                         return Err(resp::ERR_INVALID_PARAMETER);
                     }
                 }
-                self.scanouts[m.scanout_id as usize] = (m.resource_id != 0).then_some(m.resource_id);
+                self.scanouts[m.scanout_id as usize] =
+                    (m.resource_id != 0).then_some(m.resource_id);
                 ok()
             }
             cmd::TRANSFER_TO_HOST_2D => {
@@ -158,7 +159,8 @@ impl FakeGpu {
                 let r = self.resource(m.resource_id)?;
                 let (_, len) = r.backing.ok_or(resp::ERR_UNSPEC)?;
                 let stride = u64::from(r.width) * 4;
-                let last = u64::from(m.rect.height.saturating_sub(1)) * stride + u64::from(m.rect.width) * 4;
+                let last = u64::from(m.rect.height.saturating_sub(1)) * stride
+                    + u64::from(m.rect.width) * 4;
                 if !m.rect.fits_in(r.width, r.height) || m.offset + last > u64::from(len) {
                     return Err(resp::ERR_INVALID_PARAMETER);
                 }
@@ -190,7 +192,8 @@ impl FakeDevice for FakeGpu {
             return error(resp::ERR_UNSPEC);
         }
         let Ok(header) = CtrlHeader::decode(request) else {
-            self.malformed.push(format!("request of {} bytes", request.len()));
+            self.malformed
+                .push(format!("request of {} bytes", request.len()));
             return error(resp::ERR_UNSPEC);
         };
         self.commands.push(header.type_);

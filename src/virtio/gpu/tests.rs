@@ -68,8 +68,16 @@ impl Rig {
 
     /// The driver spoke the protocol: no malformed request, no transport breach.
     fn check_clean(&self) {
-        assert!(self.gpu.borrow().malformed.is_empty(), "{:?}", self.gpu.borrow().malformed);
-        assert!(self.fake.borrow().violations.is_empty(), "{:?}", self.fake.borrow().violations);
+        assert!(
+            self.gpu.borrow().malformed.is_empty(),
+            "{:?}",
+            self.gpu.borrow().malformed
+        );
+        assert!(
+            self.fake.borrow().violations.is_empty(),
+            "{:?}",
+            self.fake.borrow().violations
+        );
     }
 
     /// Drop the driver and the framebuffer; every DMA page must be back.
@@ -79,7 +87,11 @@ impl Rig {
         if let Some(fb) = self.fb.take() {
             self.hal.dma_free(fb).unwrap();
         }
-        assert_eq!(self.fake.borrow().memory.outstanding_pages(), 0, "DMA memory leaked");
+        assert_eq!(
+            self.fake.borrow().memory.outstanding_pages(),
+            0,
+            "DMA memory leaked"
+        );
         assert!(self.gpu.borrow().resources.is_empty(), "resources leaked");
         assert_eq!(self.fake.borrow().status, 0, "device not reset");
     }
@@ -103,7 +115,10 @@ fn display_info_reports_what_the_device_says() {
 fn framebuffer_lifecycle_sends_the_2d_sequence() {
     let mut rig = Rig::new();
     let fb = rig.attach().unwrap();
-    assert_eq!((fb.width, fb.height, fb.stride, fb.scanout), (16, 12, 64, 0));
+    assert_eq!(
+        (fb.width, fb.height, fb.stride, fb.scanout),
+        (16, 12, 64, 0)
+    );
     {
         let g = rig.gpu.borrow();
         let r = &g.resources[&fb.resource_id];
@@ -154,7 +169,10 @@ fn framebuffer_lifecycle_sends_the_2d_sequence() {
     // Off twice is nothing to do; a second framebuffer gets a new id.
     rig.driver().off().unwrap();
     let (paddr, len) = (fb.paddr, fb.len);
-    let again = rig.driver().attach_framebuffer(paddr, len, 16, 12, Format::B8G8R8A8).unwrap();
+    let again = rig
+        .driver()
+        .attach_framebuffer(paddr, len, 16, 12, Format::B8G8R8A8)
+        .unwrap();
     assert_ne!(again.resource_id, fb.resource_id);
     // Dropping the driver with a framebuffer attached takes it down too.
     rig.finish();
@@ -185,7 +203,10 @@ fn every_error_response_is_typed() {
     rig.gpu.borrow_mut().fail = Some((cmd::RESOURCE_FLUSH, 0x1300));
     assert!(matches!(
         rig.driver().resource_flush(1, Rect::new(0, 0, 1, 1)),
-        Err(GpuError::UnexpectedResponse { response: 0x1300, .. })
+        Err(GpuError::UnexpectedResponse {
+            response: 0x1300,
+            ..
+        })
     ));
     // The device still works afterwards.
     assert!(rig.driver().display_info().is_ok());
@@ -215,7 +236,10 @@ fn a_failed_set_up_step_undoes_the_earlier_ones() {
     rig.gpu.borrow_mut().fail = Some((cmd::RESOURCE_CREATE_2D, resp::ERR_OUT_OF_MEMORY));
     assert!(matches!(
         rig.attach(),
-        Err(GpuError::Device { error: ErrorResponse::OutOfMemory, .. })
+        Err(GpuError::Device {
+            error: ErrorResponse::OutOfMemory,
+            ..
+        })
     ));
     assert_eq!(rig.commands(), vec![cmd::RESOURCE_CREATE_2D]);
     rig.finish();
@@ -226,7 +250,11 @@ fn a_failed_set_up_step_undoes_the_earlier_ones() {
     assert!(rig.attach().is_err());
     assert_eq!(
         rig.commands(),
-        vec![cmd::RESOURCE_CREATE_2D, cmd::RESOURCE_ATTACH_BACKING, cmd::RESOURCE_UNREF]
+        vec![
+            cmd::RESOURCE_CREATE_2D,
+            cmd::RESOURCE_ATTACH_BACKING,
+            cmd::RESOURCE_UNREF
+        ]
     );
     assert!(rig.gpu.borrow().resources.is_empty());
     assert!(rig.driver().framebuffer().is_none());
@@ -252,7 +280,9 @@ fn a_failed_set_up_step_undoes_the_earlier_ones() {
     let fb = rig.fb.take().unwrap();
     let (paddr, len) = (fb.paddr(), fb.len() as u64);
     rig.fb = Some(fb);
-    rig.driver().attach_framebuffer(paddr, len, 16, 12, Format::B8G8R8X8).unwrap();
+    rig.driver()
+        .attach_framebuffer(paddr, len, 16, 12, Format::B8G8R8X8)
+        .unwrap();
     rig.finish();
 }
 
@@ -268,7 +298,13 @@ fn a_refused_undo_resets_the_device_so_it_holds_nothing() {
     rig.attach().unwrap();
     rig.gpu.borrow_mut().fail = Some((cmd::RESOURCE_DETACH_BACKING, resp::ERR_UNSPEC));
     let err = rig.driver().off().unwrap_err();
-    assert!(matches!(err, GpuError::Device { command: cmd::RESOURCE_DETACH_BACKING, .. }));
+    assert!(matches!(
+        err,
+        GpuError::Device {
+            command: cmd::RESOURCE_DETACH_BACKING,
+            ..
+        }
+    ));
     assert_eq!(rig.fake.borrow().resets, resets + 1, "device reset");
     assert!(rig.gpu.borrow().resources.is_empty());
     assert!(rig.driver().framebuffer().is_none());
@@ -284,11 +320,17 @@ fn bad_arguments_are_refused_before_the_device_sees_them() {
     let d = rig.driver();
     assert_eq!(
         d.attach_framebuffer(paddr, len, 64, 64, Format::B8G8R8A8),
-        Err(GpuError::BadBacking { len: 4096, needed: 64 * 64 * 4 })
+        Err(GpuError::BadBacking {
+            len: 4096,
+            needed: 64 * 64 * 4
+        })
     );
     assert_eq!(
         d.attach_framebuffer(paddr, 1 << 33, 64, 64, Format::B8G8R8A8),
-        Err(GpuError::BadBacking { len: 1 << 33, needed: 64 * 64 * 4 })
+        Err(GpuError::BadBacking {
+            len: 1 << 33,
+            needed: 64 * 64 * 4
+        })
     );
     assert_eq!(
         d.attach_framebuffer(paddr, len, 8, 8, Format::R8G8B8A8),
@@ -299,12 +341,18 @@ fn bad_arguments_are_refused_before_the_device_sees_them() {
         Err(GpuError::EmptyFramebuffer)
     );
     assert_eq!(d.flush(Rect::new(0, 0, 1, 1)), Err(GpuError::NotAttached));
-    d.attach_framebuffer(paddr, len, 8, 8, Format::B8G8R8A8).unwrap();
+    d.attach_framebuffer(paddr, len, 8, 8, Format::B8G8R8A8)
+        .unwrap();
     assert_eq!(
         d.attach_framebuffer(paddr, len, 8, 8, Format::B8G8R8A8),
         Err(GpuError::AlreadyAttached)
     );
-    for bad in [Rect::new(0, 0, 9, 1), Rect::new(7, 7, 2, 1), Rect::new(0, 0, 0, 1), Rect::new(u32::MAX, 0, 2, 1)] {
+    for bad in [
+        Rect::new(0, 0, 9, 1),
+        Rect::new(7, 7, 2, 1),
+        Rect::new(0, 0, 0, 1),
+        Rect::new(u32::MAX, 0, 2, 1),
+    ] {
         assert_eq!(d.flush(bad), Err(GpuError::BadRect(bad)));
     }
     d.off().unwrap();
@@ -329,9 +377,15 @@ fn a_dead_gpu_times_out_and_reset_recovers() {
     rig.fake.borrow_mut().misbehave = Some(Misbehaviour::Silent);
     assert_eq!(
         rig.driver().display_info(),
-        Err(GpuError::Virtio(VirtioError::Timeout { queue: 0, waited_ms: 50 }))
+        Err(GpuError::Virtio(VirtioError::Timeout {
+            queue: 0,
+            waited_ms: 50
+        }))
     );
-    assert_eq!(rig.driver().display_info(), Err(GpuError::Virtio(VirtioError::Broken)));
+    assert_eq!(
+        rig.driver().display_info(),
+        Err(GpuError::Virtio(VirtioError::Broken))
+    );
     rig.fake.borrow_mut().misbehave = None;
     rig.driver().reset().unwrap();
     assert!(rig.driver().display_info().is_ok());
@@ -346,14 +400,19 @@ fn probe_errors_leak_nothing() {
     let err = GpuDriver::new(hal.clone(), regs.clone()).err().unwrap();
     assert_eq!(
         err,
-        GpuError::Virtio(VirtioError::Transport(TransportError::ConfigOutOfRange { offset: 8 }))
+        GpuError::Virtio(VirtioError::Transport(TransportError::ConfigOutOfRange {
+            offset: 8
+        }))
     );
     assert_eq!(fake.borrow().memory.outstanding_pages(), 0);
     // DMA memory for the command page runs out: the queue is freed again.
     fake.borrow_mut().config = vec![0; 16];
     fake.borrow_mut().memory.limit_pages = Some(1);
     let err = GpuDriver::new(hal, regs).err().unwrap();
-    assert!(matches!(err, GpuError::Virtio(VirtioError::Hal(_))), "{err:?}");
+    assert!(
+        matches!(err, GpuError::Virtio(VirtioError::Hal(_))),
+        "{err:?}"
+    );
     assert_eq!(fake.borrow().memory.outstanding_pages(), 0);
     assert_eq!(fake.borrow().status, 0);
 }

@@ -63,9 +63,11 @@ pub enum Format {
 impl Format {
     pub fn from_u32(v: u32) -> Option<Format> {
         use Format::*;
-        [B8G8R8A8, B8G8R8X8, A8R8G8B8, X8R8G8B8, R8G8B8A8, X8B8G8R8, A8B8G8R8, R8G8B8X8]
-            .into_iter()
-            .find(|f| *f as u32 == v)
+        [
+            B8G8R8A8, B8G8R8X8, A8R8G8B8, X8R8G8B8, R8G8B8A8, X8B8G8R8, A8B8G8R8, R8G8B8X8,
+        ]
+        .into_iter()
+        .find(|f| *f as u32 == v)
     }
 
     /// All of these are 4 bytes a pixel.
@@ -210,7 +212,12 @@ pub struct Rect {
 
 impl Rect {
     pub fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
-        Rect { x, y, width, height }
+        Rect {
+            x,
+            y,
+            width,
+            height,
+        }
     }
     fn encode(&self, w: &mut Writer) {
         w.u32(self.x);
@@ -590,7 +597,10 @@ mod tests {
         assert_eq!(ResourceAttachBacking::decode(&bytes).unwrap().1, m);
         assert_eq!(
             ResourceAttachBacking::decode(&bytes[..40]),
-            Err(WireError::Length { expected: 48, got: 40 })
+            Err(WireError::Length {
+                expected: 48,
+                got: 40
+            })
         );
         assert_eq!(
             ResourceDetachBacking::decode(&ResourceUnref { resource_id: 5 }.encode()),
@@ -601,7 +611,10 @@ mod tests {
         );
         let mut two = bytes.clone();
         two[28] = 2;
-        assert_eq!(ResourceAttachBacking::decode(&two), Err(WireError::EntryCount(2)));
+        assert_eq!(
+            ResourceAttachBacking::decode(&two),
+            Err(WireError::EntryCount(2))
+        );
 
         let mut info = RespDisplayInfo::default();
         info.pmodes[0] = DisplayOne {
