@@ -1,5 +1,5 @@
-//! Device drivers: PL011 UART, GICv3, generic timer, virtio-mmio identification
-//! (hardware layer).
+//! Device drivers: PL011 UART, GICv3, generic timer, virtio-mmio (identification, the
+//! hardware half of our virtio layer, the virtio-gpu instance) (hardware layer).
 //!
 //! Theory of operation: drivers are the bottom of the stack. They know their hardware and
 //! the platform description, and call nothing above them (no console, no logger set-up,
@@ -13,6 +13,8 @@
 pub mod gicv3;
 pub mod pl011;
 pub mod timer;
+pub mod virtio_gpu;
+pub mod virtio_mmio;
 pub mod virtio_mmio_regs;
 pub mod virtio_probe;
 

@@ -132,11 +132,16 @@ mod summary {
         for device in &platform.virtio_mmio {
             // Safety: each window is a `virtio,mmio` node's `reg`, part of `platform.mmio`,
             // which the boot code identity-maps as device memory.
-            let id = unsafe { virtio_probe::device_id(device.base) };
-            if let Some(id @ 1..) = id {
+            let probe = unsafe { virtio_probe::identify(device.base) };
+            if let Some((id @ 1.., version)) = probe {
                 attached += 1;
+                let transport = match version {
+                    2 => "modern",
+                    1 => "legacy",
+                    _ => "unknown",
+                };
                 println!(
-                    "  virtio    {:#x} intid {}: {id} {}",
+                    "  virtio    {:#x} intid {}: {id} {} (virtio-mmio v{version}, {transport})",
                     device.base,
                     device.intid.unwrap_or(0),
                     virtio_probe::device_name(id)

@@ -1,5 +1,6 @@
 //! The virtio-mmio transport's register block (virtio 1.x, section 4.2.2 "MMIO Device
-//! Register Layout"), for the probe today and the virtio transport to come.
+//! Register Layout"), for the probe and the hardware half of our virtio transport
+//! (`virtio_mmio.rs`, which checks these offsets against `crate::virtio::transport::reg`).
 //!
 //! This is the modern layout (Version 2). The legacy layout (Version 1, section 4.2.4)
 //! shares MagicValue, Version, DeviceID, VendorID, the feature words, QueueSel,

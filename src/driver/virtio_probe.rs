@@ -1,4 +1,5 @@
-//! Identify what sits behind each virtio-mmio slot (for the boot summary).
+//! Identify what sits behind each virtio-mmio slot (for the boot summary and the drivers'
+//! probes): DeviceID and transport version.
 //!
 //! QEMU `virt` always creates 32 virtio-mmio transports; a slot with no device attached
 //! reads DeviceID 0. Both the legacy (version 1) and modern (version 2) layouts keep
@@ -8,6 +9,22 @@
 use tock_registers::interfaces::Readable;
 
 use super::virtio_mmio_regs::{VirtioMmioRegisters, MAGIC_VALUE};
+
+/// DeviceID and Version (2 modern, 1 legacy) of the transport at `base`, or `None` if no
+/// virtio-mmio transport answers there.
+///
+/// # Safety
+/// As for [`device_id`]; Version is side-effect free as well.
+pub unsafe fn identify(base: u64) -> Option<(u32, u32)> {
+    // Safety: as in `device_id`, the caller guarantees the mapped window.
+    let regs = unsafe { &*(base as usize as *const VirtioMmioRegisters) };
+    let (magic, device, version) = (
+        regs.MagicValue.get(),
+        regs.DeviceID.get(),
+        regs.Version.get(),
+    );
+    (magic == MAGIC_VALUE).then_some((device, version))
+}
 
 /// The DeviceID of the transport at `base` (0 = empty slot), or `None` if no virtio-mmio
 /// transport answers there.

@@ -1,0 +1,184 @@
+//! The firmware's virtio-gpu instance: found on first use among the device tree's
+//! `virtio,mmio` slots, kept for the whole run, called by the shell and display services.
+//!
+//! # Theory of operation
+//!
+//! [`probe`] walks `platform.virtio_mmio` for DeviceID 16, attaches it
+//! ([`super::virtio_mmio::attach`]: registers, DMA, interrupt) and brings the driver up
+//! ([`GpuDriver::new`]). Every other call probes first if needed. The driver lives in a
+//! static, but a call takes it out for its duration and puts it back after: requests
+//! sleep in WFI until the device's interrupt, which must be able to run, so no IRQ-masking
+//! lock may be held across them. A second caller meanwhile (an interrupt handler, say)
+//! gets [`GpuServiceError::Busy`].
+
+use crate::cpu::IrqSafeLock;
+use crate::virtio::gpu::{DisplayInfo, Format, Framebuffer, GpuDriver, GpuError, Rect};
+use crate::virtio::id;
+
+use super::virtio_mmio::{self, AttachError, KmemHal, MmioRegisters};
+use super::virtio_probe;
+
+type Driver = GpuDriver<KmemHal, MmioRegisters>;
+
+enum Slot {
+    /// Not looked for yet (or shut down).
+    Unprobed,
+    Ready(Driver),
+    /// Taken out by a call in progress.
+    InUse,
+}
+
+static GPU: IrqSafeLock<Slot> = IrqSafeLock::new(Slot::Unprobed);
+
+/// Why the GPU service could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuServiceError {
+    /// No `virtio,mmio` slot holds a GPU (boot with `-device virtio-gpu-device`).
+    NoDevice,
+    /// Another call is using the GPU.
+    Busy,
+    Attach(AttachError),
+    Gpu(GpuError),
+}
+
+impl From<GpuError> for GpuServiceError {
+    fn from(e: GpuError) -> Self {
+        GpuServiceError::Gpu(e)
+    }
+}
+
+impl core::fmt::Display for GpuServiceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            GpuServiceError::NoDevice => {
+                write!(f, "no virtio-gpu device (QEMU: -device virtio-gpu-device)")
+            }
+            GpuServiceError::Busy => write!(f, "virtio-gpu is busy"),
+            GpuServiceError::Attach(e) => write!(f, "virtio-gpu: {e}"),
+            GpuServiceError::Gpu(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Find and bring up the GPU (once; later calls return at once).
+pub fn probe() -> Result<(), GpuServiceError> {
+    let state = GPU.lock(|slot| match slot {
+        Slot::Unprobed => {
+            *slot = Slot::InUse;
+            None
+        }
+        Slot::Ready(_) => Some(Ok(())),
+        Slot::InUse => Some(Err(GpuServiceError::Busy)),
+    });
+    if let Some(result) = state {
+        return result;
+    }
+    match bring_up() {
+        Ok(driver) => {
+            GPU.lock(|slot| *slot = Slot::Ready(driver));
+            Ok(())
+        }
+        Err(e) => {
+            GPU.lock(|slot| *slot = Slot::Unprobed);
+            Err(e)
+        }
+    }
+}
+
+fn bring_up() -> Result<Driver, GpuServiceError> {
+    let platform = crate::runtime::platform();
+    let mut first_error = None;
+    for device in &platform.virtio_mmio {
+        // Safety: each window is a `virtio,mmio` node's `reg`, part of `platform.mmio`,
+        // which the boot code identity-maps as device memory.
+        if unsafe { virtio_probe::device_id(device.base) } != Some(id::GPU) {
+            continue;
+        }
+        let (hal, regs) = virtio_mmio::attach(device).map_err(GpuServiceError::Attach)?;
+        match GpuDriver::new(hal, regs) {
+            Ok(driver) => {
+                log::info!(
+                    "virtio-gpu at {:#x} ({} scanout(s))",
+                    device.base,
+                    driver.num_scanouts()
+                );
+                return Ok(driver);
+            }
+            Err(e) => {
+                log::warn!("virtio-gpu at {:#x}: {e}", device.base);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.map_or(GpuServiceError::NoDevice, GpuServiceError::Gpu))
+}
+
+/// Run `f` on the driver (probing first if needed), with interrupts as the caller has
+/// them and no lock held.
+pub fn with<R>(f: impl FnOnce(&mut Driver) -> Result<R, GpuError>) -> Result<R, GpuServiceError> {
+    probe()?;
+    let taken = GPU.lock(|slot| match core::mem::replace(slot, Slot::InUse) {
+        Slot::Ready(driver) => Ok(driver),
+        other => {
+            let error = match other {
+                Slot::Unprobed => GpuServiceError::NoDevice,
+                _ => GpuServiceError::Busy,
+            };
+            *slot = other;
+            Err(error)
+        }
+    });
+    let mut driver = taken?;
+    let result = f(&mut driver);
+    GPU.lock(|slot| *slot = Slot::Ready(driver));
+    Ok(result?)
+}
+
+/// Display size and scanouts, as GET_DISPLAY_INFO reports them.
+pub fn info() -> Result<DisplayInfo, GpuServiceError> {
+    with(|gpu| gpu.display_info())
+}
+
+/// Show `[phys, phys + len)` (one physically contiguous range, e.g. a CMA dma-buf) as a
+/// `width` x `height` framebuffer on scanout 0. `format`: B8G8R8A8 or B8G8R8X8.
+pub fn attach_framebuffer(
+    phys: u64,
+    len: u64,
+    width: u32,
+    height: u32,
+    format: Format,
+) -> Result<Framebuffer, GpuServiceError> {
+    with(|gpu| gpu.attach_framebuffer(phys, len, width, height, format))
+}
+
+/// Copy `rect` of the framebuffer to the display (transfer + flush).
+pub fn flush(rect: Rect) -> Result<(), GpuServiceError> {
+    with(|gpu| gpu.flush(rect))
+}
+
+/// Disable the scanout, detach the framebuffer's memory, drop the resource. After it
+/// returns (even with an error) the device no longer references the memory.
+pub fn off() -> Result<(), GpuServiceError> {
+    with(|gpu| gpu.off())
+}
+
+/// Reset the device and bring it up again (after a timeout or DEVICE_NEEDS_RESET).
+pub fn reset() -> Result<(), GpuServiceError> {
+    with(|gpu| gpu.reset())
+}
+
+/// Turn the scanout off and release the driver and all its DMA memory; the next call
+/// probes again.
+pub fn shutdown() -> Result<(), GpuServiceError> {
+    let taken = GPU.lock(|slot| match core::mem::replace(slot, Slot::Unprobed) {
+        Slot::Ready(driver) => Ok(Some(driver)),
+        Slot::Unprobed => Ok(None),
+        Slot::InUse => {
+            *slot = Slot::InUse;
+            Err(GpuServiceError::Busy)
+        }
+    })?;
+    // Dropping turns the scanout off, resets the device and frees its memory.
+    drop(taken);
+    Ok(())
+}
