@@ -113,6 +113,32 @@ pub fn wait_byte() -> u8 {
     }
 }
 
+/// The next received byte, or `None` once `timeout` has passed without one. Sleeps (WFI)
+/// between checks like [`wait_byte`]; the timer tick wakes it, so the timeout is kept to
+/// a tick.
+pub fn wait_byte_timeout(timeout: core::time::Duration) -> Option<u8> {
+    let deadline = crate::driver::timer::uptime().saturating_add(timeout);
+    loop {
+        if !RX_BY_IRQ.load(Ordering::Acquire) || !crate::cpu::irqs_enabled() {
+            if let Some(b) = RX_RING.pop().or_else(|| uart().try_read_byte()) {
+                return Some(b);
+            }
+            core::hint::spin_loop();
+        } else {
+            let saved = crate::cpu::mask_interrupts();
+            if let Some(b) = RX_RING.pop() {
+                crate::cpu::restore_interrupts(saved);
+                return Some(b);
+            }
+            aarch64_cpu::asm::wfi();
+            crate::cpu::restore_interrupts(saved);
+        }
+        if crate::driver::timer::uptime() >= deadline {
+            return None;
+        }
+    }
+}
+
 /// Bytes received but dropped because the ring was full.
 pub fn rx_dropped() -> usize {
     RX_RING.dropped()

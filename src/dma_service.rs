@@ -64,6 +64,8 @@ pub enum DmaError {
     Device(DeviceError),
     /// `buf_phys` on a buffer of several segments.
     NotContiguous { buf: BufId, segments: usize },
+    /// `vmap` of a buffer the CPU cannot map (a `no-map` carveout).
+    NotMapped { buf: BufId },
     /// `dma_alloc_coherent` found nothing the device can reach.
     NoCoherentMemory { device: String, bytes: u64, why: String },
     /// `dma_free_coherent` of something not handed out.
@@ -85,6 +87,9 @@ impl fmt::Display for DmaError {
             DmaError::NotContiguous { buf, segments } => {
                 write!(f, "dma-buf {buf} has {segments} segments, not one contiguous range")
             }
+            DmaError::NotMapped { buf } => {
+                write!(f, "dma-buf {buf} is in a no-map carveout: the CPU cannot map it")
+            }
             DmaError::NoCoherentMemory { device, bytes, why } => {
                 write!(f, "{device}: no coherent memory for {bytes} bytes: {why}")
             }
@@ -92,6 +97,8 @@ impl fmt::Display for DmaError {
         }
     }
 }
+
+impl core::error::Error for DmaError {}
 
 impl From<HeapError> for DmaError {
     fn from(e: HeapError) -> Self {
@@ -333,6 +340,35 @@ pub fn buf_phys(id: BufId) -> Result<(u64, u64), DmaError> {
             segments: b.allocation.segments.len(),
         })
     })
+}
+
+/// `dma_buf_vmap` for a contiguous buffer in the linear map: run `f` on its bytes. The
+/// buffer holds an extra reference for the call, so its pages cannot be released under
+/// `f`; the lock is not held, so `f` may take as long as drawing a frame takes. The caller
+/// brackets CPU access with [`begin_cpu_access`]/[`end_cpu_access`] as for any CPU use.
+pub fn vmap<R>(id: BufId, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, DmaError> {
+    let (phys, len) = with(|s| {
+        let b = s.bufs.buf(id)?;
+        if !b.allocation.cpu_mapped {
+            return Err(DmaError::NotMapped { buf: id });
+        }
+        let range = b.allocation.contiguous().ok_or(DmaError::NotContiguous {
+            buf: id,
+            segments: b.allocation.segments.len(),
+        })?;
+        s.bufs.get(id)?;
+        Ok(range)
+    })?;
+    // Safety: `[phys, phys + len)` is the buffer's one segment, RAM in the identity map
+    // (`cpu_mapped`: not a no-map carveout), and it stays allocated while the reference
+    // taken above is held, until the `buf_put` below. The heaps hand each page to one
+    // buffer only, so no other Rust reference to these bytes exists; devices may access
+    // them too, which is what the CPU-access brackets order. Any byte pattern is a
+    // valid `u8`.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(phys as usize as *mut u8, len as usize) };
+    let result = f(bytes);
+    buf_put(id)?;
+    Ok(result)
 }
 
 /// Every segment of a buffer as (physical address, length).

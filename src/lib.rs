@@ -44,6 +44,8 @@ pub mod driver;
 #[cfg(target_os = "none")]
 pub mod dma_service;
 #[cfg(target_os = "none")]
+pub mod display_service;
+#[cfg(target_os = "none")]
 pub mod dtb;
 #[cfg(target_os = "none")]
 pub mod heap;

@@ -11,7 +11,10 @@
 //! lock may be held across them. A second caller meanwhile (an interrupt handler, say)
 //! gets [`GpuServiceError::Busy`].
 
+use alloc::string::String;
+
 use crate::cpu::IrqSafeLock;
+use crate::dt::platform::MmioDevice;
 use crate::virtio::gpu::{DisplayInfo, Format, Framebuffer, GpuDriver, GpuError, Rect};
 use crate::virtio::id;
 
@@ -85,15 +88,27 @@ pub fn probe() -> Result<(), GpuServiceError> {
     }
 }
 
+/// The `virtio,mmio` slots that hold a GPU, in tree order.
+fn gpu_slots() -> impl Iterator<Item = &'static MmioDevice> {
+    crate::runtime::platform()
+        .virtio_mmio
+        .iter()
+        .filter(|device| {
+            // Safety: each window is a `virtio,mmio` node's `reg`, part of
+            // `platform.mmio`, which the boot code identity-maps as device memory.
+            let found = unsafe { virtio_probe::device_id(device.base) };
+            found == Some(id::GPU)
+        })
+}
+
+/// The device-tree path of the GPU's slot (for its DMA description), if there is one.
+pub fn device_path() -> Option<String> {
+    gpu_slots().next().map(|device| device.path.clone())
+}
+
 fn bring_up() -> Result<Driver, GpuServiceError> {
-    let platform = crate::runtime::platform();
     let mut first_error = None;
-    for device in &platform.virtio_mmio {
-        // Safety: each window is a `virtio,mmio` node's `reg`, part of `platform.mmio`,
-        // which the boot code identity-maps as device memory.
-        if unsafe { virtio_probe::device_id(device.base) } != Some(id::GPU) {
-            continue;
-        }
+    for device in gpu_slots() {
         let (hal, regs) = virtio_mmio::attach(device).map_err(GpuServiceError::Attach)?;
         match GpuDriver::new(hal, regs) {
             Ok(driver) => {

@@ -250,6 +250,36 @@ pub enum TraceOp {
     Show,
 }
 
+/// `gpu ...`: the virtio-gpu display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuOp {
+    /// The device, its scanouts and what is on screen.
+    Info,
+    /// Show the test pattern (eight colour bars).
+    Pattern,
+    /// Show the live memory map (one cell per pageblock).
+    Map,
+    /// Blank the display and give its framebuffer back.
+    Off,
+}
+
+/// `heap ...`: the DMA-BUF heaps (`/dev/dma_heap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeapOp<'a> {
+    List,
+    /// Allocate `bytes` from the heap named `heap` and export it as a dma-buf; success
+    /// text should contain the buffer's id.
+    Alloc { heap: &'a str, bytes: u64 },
+}
+
+/// `dmabuf ...`: the exported buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmabufOp {
+    List,
+    /// Drop the shell's reference to buffer `id` (released when it was the last one).
+    Free { id: u64 },
+}
+
 /// Everything the shell needs from the firmware.
 ///
 /// `Ok(text)` is printed as is (a missing final newline is added); `Err(error)` is printed
@@ -274,6 +304,12 @@ pub trait Backend {
     fn dt(&mut self, path: Option<&str>) -> Result<String, BackendError>;
 
     fn trace(&mut self, op: TraceOp) -> Result<String, BackendError>;
+
+    fn gpu(&mut self, op: GpuOp) -> Result<String, BackendError>;
+
+    fn heap(&mut self, op: HeapOp<'_>) -> Result<String, BackendError>;
+
+    fn dmabuf(&mut self, op: DmabufOp) -> Result<String, BackendError>;
 
     /// `bench` runs the default set, `bench NAME` one benchmark.
     fn bench(&mut self, name: Option<&str>) -> Result<String, BackendError>;

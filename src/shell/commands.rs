@@ -18,10 +18,11 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use super::backend::{
-    Backend, BackendError, CmaOp, EntryKind, FsError, LevelFilter, MemOp, TraceOp,
+    Backend, BackendError, CmaOp, DmabufOp, EntryKind, FsError, GpuOp, HeapOp, LevelFilter, MemOp,
+    TraceOp,
 };
 use super::lexer;
-use super::number::{parse_pages, parse_u64};
+use super::number::{parse_pages, parse_size, parse_u64};
 use super::vfs;
 
 /// What the firmware must do after a command; the shell itself never stops the machine.
@@ -75,6 +76,21 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "list CMA areas, allocate from one, free an allocation",
     },
     CommandSpec {
+        name: "gpu",
+        usage: "gpu info|pattern|map|off",
+        summary: "show the display: device info, test pattern, live memory map, or blank it",
+    },
+    CommandSpec {
+        name: "heap",
+        usage: "heap list|alloc HEAP SIZE",
+        summary: "list the DMA-BUF heaps, allocate a dma-buf from one (SIZE: bytes, or 4K/2M)",
+    },
+    CommandSpec {
+        name: "dmabuf",
+        usage: "dmabuf list|free ID",
+        summary: "list the exported dma-bufs, drop one",
+    },
+    CommandSpec {
         name: "trace",
         usage: "trace record|stop|replay [TIMES]|show",
         summary: "record allocation requests and replay them",
@@ -103,6 +119,9 @@ pub const COMMANDS: &[CommandSpec] = &[
 
 pub const MEM_SUBCOMMANDS: &[&str] = &["start", "grow", "shrink", "verify", "status"];
 pub const CMA_SUBCOMMANDS: &[&str] = &["list", "alloc", "free"];
+pub const GPU_SUBCOMMANDS: &[&str] = &["info", "pattern", "map", "off"];
+pub const HEAP_SUBCOMMANDS: &[&str] = &["list", "alloc"];
+pub const DMABUF_SUBCOMMANDS: &[&str] = &["list", "free"];
 pub const TRACE_SUBCOMMANDS: &[&str] = &["record", "stop", "replay", "show"];
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
 
@@ -113,6 +132,9 @@ pub const MAX_REPLAY_TIMES: u64 = 1000;
 
 /// Where CMA area directories live; `cma alloc` completes area names from here.
 pub const CMA_SYSFS_DIR: &str = "/sys/kernel/mm/cma";
+/// Where the DMA-BUF heaps are listed (one file per heap, as in Linux); `heap alloc`
+/// completes heap names from here.
+pub const DMA_HEAP_DIR: &str = "/dev/dma_heap";
 /// `dt PATH` completes against the device tree mirrored here.
 pub const DT_PROCFS_DIR: &str = "/proc/device-tree";
 
@@ -163,6 +185,9 @@ pub fn run<B: Backend + ?Sized, W: Write + ?Sized>(
         "mem" => ctx.mem(&args, backend),
         "cma" => ctx.cma(&args, backend),
         "trace" => ctx.trace(&args, backend),
+        "gpu" => ctx.gpu(&args, backend),
+        "heap" => ctx.heap(&args, backend),
+        "dmabuf" => ctx.dmabuf(&args, backend),
         "bench" => ctx.bench(&args, backend),
         "log" => ctx.log(&args, backend),
         "poweroff" => {
@@ -391,6 +416,54 @@ impl<W: Write + ?Sized> Context<'_, W> {
             _ => return self.bad_subcommand(args, CMA_SUBCOMMANDS),
         };
         let result = backend.cma(op);
+        self.report(result);
+    }
+
+    fn gpu<B: Backend + ?Sized>(&mut self, args: &[&str], backend: &mut B) {
+        let op = match args {
+            ["info"] => GpuOp::Info,
+            ["pattern"] => GpuOp::Pattern,
+            ["map"] => GpuOp::Map,
+            ["off"] => GpuOp::Off,
+            _ => return self.bad_subcommand(args, GPU_SUBCOMMANDS),
+        };
+        let result = backend.gpu(op);
+        self.report(result);
+    }
+
+    fn heap<B: Backend + ?Sized>(&mut self, args: &[&str], backend: &mut B) {
+        let op = match args {
+            ["list"] => HeapOp::List,
+            ["alloc", heap, size] => {
+                let limit = backend.page_limit().saturating_mul(crate::util::PAGE_SIZE);
+                match parse_size(size) {
+                    Err(error) => return self.fail(format_args!("{}", error)),
+                    Ok(0) => return self.fail(format_args!("size must be at least 1 byte")),
+                    Ok(bytes) if bytes > limit => {
+                        return self.fail(format_args!(
+                            "size {} is over the limit of {} bytes (all of RAM)",
+                            size, limit
+                        ))
+                    }
+                    Ok(bytes) => HeapOp::Alloc { heap, bytes },
+                }
+            }
+            _ => return self.bad_subcommand(args, HEAP_SUBCOMMANDS),
+        };
+        let result = backend.heap(op);
+        self.report(result);
+    }
+
+    fn dmabuf<B: Backend + ?Sized>(&mut self, args: &[&str], backend: &mut B) {
+        let op = match args {
+            ["list"] => DmabufOp::List,
+            ["free", id] => match parse_u64(id) {
+                Ok(id) => DmabufOp::Free { id },
+                Err(error) => return self.fail(format_args!("bad id: {}", error)),
+            },
+            _ => return self.bad_subcommand(args, DMABUF_SUBCOMMANDS),
+        };
+        let result = backend.dmabuf(op);
         self.report(result);
     }
 

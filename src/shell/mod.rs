@@ -42,8 +42,8 @@ use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
 pub use backend::{
-    Access, Backend, BackendError, CmaOp, DirEntry, EntryKind, FsError, LevelFilter, MemOp,
-    ServiceError, TraceOp,
+    Access, Backend, BackendError, CmaOp, DirEntry, DmabufOp, EntryKind, FsError, GpuOp, HeapOp,
+    LevelFilter, MemOp, ServiceError, TraceOp,
 };
 pub use commands::Action;
 pub use editor::{HISTORY_LEN, MAX_LINE};
@@ -232,6 +232,19 @@ fn completions<B: Backend + ?Sized>(before_cursor: &str, backend: &mut B) -> (us
             let areas: Vec<&str> = areas.iter().map(String::as_str).collect();
             from_list(&areas)
         }
+        (["gpu"], _) => from_list(commands::GPU_SUBCOMMANDS),
+        (["heap"], _) => from_list(commands::HEAP_SUBCOMMANDS),
+        (["heap", "alloc"], _) => {
+            let heaps: Vec<String> = backend
+                .fs_list(commands::DMA_HEAP_DIR)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|entry| entry.name)
+                .collect();
+            let heaps: Vec<&str> = heaps.iter().map(String::as_str).collect();
+            from_list(&heaps)
+        }
+        (["dmabuf"], _) => from_list(commands::DMABUF_SUBCOMMANDS),
         (["trace"], _) => from_list(commands::TRACE_SUBCOMMANDS),
         (["log"], _) => from_list(commands::LOG_LEVELS),
         (["bench"], _) => {

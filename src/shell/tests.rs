@@ -30,7 +30,12 @@ struct Fake {
     workload: Option<u64>,
     tracing: bool,
     log: LevelFilter,
+    /// Live dma-bufs of the fake heaps: id -> (heap, bytes).
+    bufs: BTreeMap<u64, (String, u64)>,
+    next_buf: u64,
 }
+
+const HEAPS: [&str; 2] = ["system", "reserved"];
 
 impl Fake {
     fn new() -> Self {
@@ -61,6 +66,9 @@ impl Fake {
         ] {
             tree.add_file(&format!("{}/{}", debug, file), Access::ReadOnly);
         }
+        for heap in HEAPS {
+            tree.add_file(&format!("/dev/dma_heap/{}", heap), Access::ReadOnly);
+        }
         tree.add_file("/proc/device-tree/chosen/bootargs", Access::ReadOnly);
         tree.add_file("/proc/device-tree/memory@40000000/reg", Access::ReadOnly);
         Fake {
@@ -77,6 +85,8 @@ impl Fake {
             workload: None,
             tracing: false,
             log: LevelFilter::Info,
+            bufs: BTreeMap::new(),
+            next_buf: 1,
         }
     }
 
@@ -131,6 +141,8 @@ enum FakeError {
     NoArea(String),
     CannotAllocate(u64),
     NoNode(String),
+    NoHeap(String),
+    NoBuf(u64),
 }
 
 impl core::fmt::Display for FakeError {
@@ -142,6 +154,8 @@ impl core::fmt::Display for FakeError {
             FakeError::NoArea(area) => write!(f, "no CMA area '{}'", area),
             FakeError::CannotAllocate(pages) => write!(f, "cannot allocate {} pages", pages),
             FakeError::NoNode(path) => write!(f, "{}: no such node", path),
+            FakeError::NoHeap(heap) => write!(f, "no heap '{}'", heap),
+            FakeError::NoBuf(id) => write!(f, "no dma-buf {}", id),
         }
     }
 }
@@ -289,6 +303,42 @@ impl Backend for Fake {
             }
             TraceOp::Replay { times } => Ok(format!("replayed {} times", times)),
             TraceOp::Show => Ok(String::from("0 events")),
+        }
+    }
+
+    fn gpu(&mut self, op: GpuOp) -> Result<String, BackendError> {
+        self.calls.push(format!("gpu {:?}", op));
+        Ok(format!("gpu {:?} done", op))
+    }
+
+    fn heap(&mut self, op: HeapOp<'_>) -> Result<String, BackendError> {
+        self.calls.push(format!("heap {:?}", op));
+        match op {
+            HeapOp::List => Ok(HEAPS.join("\n")),
+            HeapOp::Alloc { heap, bytes } => {
+                if !HEAPS.contains(&heap) {
+                    return Err(BackendError::service(FakeError::NoHeap(heap.to_string())));
+                }
+                let id = self.next_buf;
+                self.next_buf += 1;
+                self.bufs.insert(id, (heap.to_string(), bytes));
+                Ok(format!("dmabuf {} {} bytes from {}", id, bytes, heap))
+            }
+        }
+    }
+
+    fn dmabuf(&mut self, op: DmabufOp) -> Result<String, BackendError> {
+        self.calls.push(format!("dmabuf {:?}", op));
+        match op {
+            DmabufOp::List => Ok(self
+                .bufs
+                .iter()
+                .map(|(id, (heap, bytes))| format!("{} {} {}\n", id, heap, bytes))
+                .collect()),
+            DmabufOp::Free { id } => match self.bufs.remove(&id) {
+                Some(_) => Ok(String::new()),
+                None => Err(BackendError::service(FakeError::NoBuf(id))),
+            },
         }
     }
 
@@ -455,7 +505,7 @@ fn help_lists_every_command_and_explains_one() {
 #[test]
 fn ls_directories_files_and_errors() {
     let mut rig = Rig::new();
-    assert_eq!(rig.run("ls"), "proc/\nsys/\n");
+    assert_eq!(rig.run("ls"), "dev/\nproc/\nsys/\n");
     assert_eq!(
         rig.run("ls /proc"),
         "buddyinfo\ndevice-tree/\niomem\nmeminfo\npagetypeinfo\n"
@@ -618,6 +668,53 @@ fn cma_commands() {
     );
     assert_eq!(rig.fake.used(), 18);
     rig.fake.check_consistent();
+}
+
+#[test]
+fn gpu_heap_and_dmabuf_commands() {
+    let mut rig = Rig::new();
+    for (line, op) in [
+        ("gpu info", "Info"),
+        ("gpu pattern", "Pattern"),
+        ("gpu map", "Map"),
+        ("gpu off", "Off"),
+    ] {
+        assert_eq!(rig.run(line), format!("gpu {} done\n", op));
+    }
+    assert_eq!(rig.run("heap list"), "system\nreserved\n");
+    assert_eq!(rig.run("heap alloc system 8K"), "dmabuf 1 8192 bytes from system\n");
+    assert_eq!(rig.run("heap alloc reserved 0x1001"), "dmabuf 2 4097 bytes from reserved\n");
+    assert_eq!(rig.run("dmabuf list"), "1 system 8192\n2 reserved 4097\n");
+    assert_eq!(rig.run("dmabuf free 1"), "");
+    rig.calls();
+    // Bad input: one line each, and nothing reaches the backend.
+    let heap_usage = "heap list|alloc HEAP SIZE";
+    let dmabuf_usage = "dmabuf list|free ID";
+    for (line, error) in [
+        ("gpu", String::from("gpu: usage: gpu info|pattern|map|off")),
+        ("gpu on", String::from("gpu: unknown subcommand 'on' (usage: gpu info|pattern|map|off)")),
+        ("gpu info now", String::from("gpu: usage: gpu info|pattern|map|off")),
+        ("heap", format!("heap: usage: {}", heap_usage)),
+        ("heap alloc system", format!("heap: usage: {}", heap_usage)),
+        ("heap alloc system 4K 1", format!("heap: usage: {}", heap_usage)),
+        ("heap alloc system 0", String::from("heap: size must be at least 1 byte")),
+        ("heap alloc system x", String::from("heap: bad number: 'x' (decimal, 0x hex, or K/M/G size)")),
+        ("heap alloc system 2G", String::from("heap: size 2G is over the limit of 1073741824 bytes (all of RAM)")),
+        ("heap grab", format!("heap: unknown subcommand 'grab' (usage: {})", heap_usage)),
+        ("dmabuf", format!("dmabuf: usage: {}", dmabuf_usage)),
+        ("dmabuf free", format!("dmabuf: usage: {}", dmabuf_usage)),
+        ("dmabuf free -3", String::from("dmabuf: bad id: bad number: '-3' (decimal, 0x hex, or K/M/G size)")),
+    ] {
+        assert_eq!(rig.run(line), format!("{}\n", error), "for {:?}", line);
+    }
+    assert!(rig.calls().is_empty());
+    // The backend's refusals pass through, state unchanged.
+    assert_eq!(rig.run("heap alloc carveout 4K"), "heap: no heap 'carveout'\n");
+    assert_eq!(rig.run("dmabuf free 1"), "dmabuf: no dma-buf 1\n");
+    assert_eq!(rig.run("dmabuf list"), "2 reserved 4097\n");
+    assert_eq!(complete(&mut rig, "heap alloc sy"), "heap alloc system ");
+    assert_eq!(complete(&mut rig, "gpu pa"), "gpu pattern ");
+    assert_eq!(complete(&mut rig, "dmabuf f"), "dmabuf free ");
 }
 
 #[test]
@@ -792,7 +889,8 @@ fn complete(rig: &mut Rig, typed: &str) -> String {
 #[test]
 fn completion_of_commands_paths_and_arguments() {
     let mut rig = Rig::new();
-    assert_eq!(complete(&mut rig, "he"), "help ");
+    assert_eq!(complete(&mut rig, "hel"), "help ");
+    assert_eq!(complete(&mut rig, "hea"), "heap ");
     assert_eq!(complete(&mut rig, "help tr"), "help trace ");
     assert_eq!(complete(&mut rig, "ls /pr"), "ls /proc/");
     assert_eq!(complete(&mut rig, "cat /proc/me"), "cat /proc/meminfo ");

@@ -33,10 +33,11 @@ use crate::shell::linuxfmt::{self, debugfs_free_count, CmaDebugAllocations, Free
 use crate::util::PAGE_SIZE;
 use crate::shell::vfs::VfsTree;
 use crate::shell::{
-    Access, Action, Backend, BackendError, CmaOp, DirEntry, FsError, LevelFilter, MemOp, Shell,
-    TraceOp,
+    Access, Action, Backend, BackendError, CmaOp, DirEntry, DmabufOp, FsError, GpuOp, HeapOp,
+    LevelFilter, MemOp, Shell, TraceOp,
 };
 
+use super::buffers::ShellBuffers;
 use super::devtree::{self, DtEntry, DtView};
 use super::iomem::{self, IomemInput};
 use super::trace::{self, ReplayTarget, TraceEvent, TraceRecorder};
@@ -85,6 +86,7 @@ pub struct FirmwareBackend {
     recorder: TraceRecorder,
     trace: Option<(TraceSource, Vec<TraceEvent>)>,
     ram_pages: u64,
+    buffers: ShellBuffers,
 }
 
 fn now_us() -> u64 {
@@ -137,6 +139,7 @@ impl FirmwareBackend {
                 CmaDebugAllocations::new(FreeOrder::NewestFirst),
             );
         }
+        ShellBuffers::register(&mut tree);
         let devtree = crate::dtb::tree().map(DtView::new);
         let platform = crate::runtime::platform();
         let ram_bytes: u64 = platform.memory.iter().map(|b| b.end - b.start).sum();
@@ -169,6 +172,7 @@ impl FirmwareBackend {
             recorder: TraceRecorder::new(),
             trace,
             ram_pages: ram_bytes / PAGE_SIZE,
+            buffers: ShellBuffers::default(),
         }
     }
 
@@ -511,6 +515,9 @@ impl Backend for FirmwareBackend {
                 .map(|value| devtree::property_text(&value))
                 .ok_or(FsError::NotFound);
         }
+        if let Some(result) = ShellBuffers::read(path) {
+            return result;
+        }
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
         match parts.as_slice() {
             ["proc", "meminfo"] => kmem::meminfo().map_err(kmem_fs_error),
@@ -594,6 +601,25 @@ impl Backend for FirmwareBackend {
             } => self.cma_alloc(area, pages, align_order),
             CmaOp::Free { handle } => self.cma_free(handle),
         }
+    }
+
+    fn heap(&mut self, op: HeapOp<'_>) -> Result<String, BackendError> {
+        self.buffers.heap(op)
+    }
+
+    fn dmabuf(&mut self, op: DmabufOp) -> Result<String, BackendError> {
+        self.buffers.dmabuf(op)
+    }
+
+    fn gpu(&mut self, op: GpuOp) -> Result<String, BackendError> {
+        use crate::display_service::{self as display, Showing};
+        match op {
+            GpuOp::Info => display::info(),
+            GpuOp::Pattern => display::show(Showing::Pattern),
+            GpuOp::Map => display::show(Showing::Map),
+            GpuOp::Off => display::off(),
+        }
+        .map_err(BackendError::service)
     }
 
     fn dt(&mut self, path: Option<&str>) -> Result<String, BackendError> {
@@ -729,8 +755,13 @@ pub fn run() -> ! {
     let mut shell = Shell::new();
     let mut out = ConsoleOut;
     shell.show_prompt(&mut out);
+    let idle = core::time::Duration::from_micros(crate::display_service::REFRESH_US);
     loop {
-        let byte = crate::console::wait_byte();
+        // An idle console keeps the live memory map up to date.
+        let Some(byte) = crate::console::wait_byte_timeout(idle) else {
+            crate::display_service::refresh();
+            continue;
+        };
         match shell.input(byte, &mut backend, &mut out) {
             Action::Continue => {}
             Action::PowerOff => crate::psci::system_off(),

@@ -18,6 +18,8 @@ pub mod iomem;
 pub mod trace;
 
 #[cfg(target_os = "none")]
+mod buffers;
+#[cfg(target_os = "none")]
 mod firmware;
 #[cfg(target_os = "none")]
 pub use firmware::{run, FirmwareBackend};

@@ -34,6 +34,16 @@ pub struct ConsoleTest {
 
 pub const CONSOLE_TESTS: &[ConsoleTest] = &[
     ConsoleTest {
+        name: "display_test_pattern",
+        qemu: "",
+        script: display::test_pattern,
+    },
+    ConsoleTest {
+        name: "display_memory_map_changes",
+        qemu: "",
+        script: display::memory_map_changes,
+    },
+    ConsoleTest {
         name: "boot_banner",
         qemu: "",
         script: boot_banner,
@@ -119,23 +129,6 @@ pub fn add_qmp(command: &mut Command, name: &str) -> anyhow::Result<PathBuf> {
     command.args(crate::qemu::qmp_args(&socket));
     Ok(socket)
 }
-
-/// The display's tests, ready to join [`CONSOLE_TESTS`] once the firmware has the `gpu`
-/// shell command and the default board a virtio-gpu device (until then nothing runs them,
-/// hence the `allow`).
-#[allow(dead_code)]
-pub const DISPLAY_TESTS: &[ConsoleTest] = &[
-    ConsoleTest {
-        name: "display_test_pattern",
-        qemu: "",
-        script: display::test_pattern,
-    },
-    ConsoleTest {
-        name: "display_memory_map_changes",
-        qemu: "",
-        script: display::memory_map_changes,
-    },
-];
 
 const BOOT: Duration = Duration::from_secs(30);
 
@@ -249,15 +242,11 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_options_parse() {
-        let mut names: Vec<&str> = CONSOLE_TESTS
-            .iter()
-            .chain(DISPLAY_TESTS)
-            .map(|t| t.name)
-            .collect();
+        let mut names: Vec<&str> = CONSOLE_TESTS.iter().map(|t| t.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), CONSOLE_TESTS.len() + DISPLAY_TESTS.len());
-        for test in CONSOLE_TESTS.iter().chain(DISPLAY_TESTS) {
+        assert_eq!(names.len(), CONSOLE_TESTS.len());
+        for test in CONSOLE_TESTS {
             RunOptions::from_words(&split_words(test.qemu).unwrap()).unwrap();
         }
     }

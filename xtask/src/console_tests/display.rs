@@ -13,9 +13,6 @@
 //!   pageblocks of the default CMA area), screen B must differ from A below the header
 //!   (the grid: the legend never changes with an allocation); `cma free`, and the grid
 //!   must look as in A again.
-//!
-//! Not yet in [`super::CONSOLE_TESTS`]: the firmware's `gpu` command arrives with the
-//! virtio-gpu driver's integration.
 
 use std::time::{Duration, Instant};
 
