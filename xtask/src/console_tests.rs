@@ -22,6 +22,8 @@ use crate::expect::{Console, ExpectError};
 /// The display's scripts (`gpu pattern`, `gpu map`), not listed below until the firmware
 /// has its `gpu` command.
 pub mod display;
+/// DMA-BUF heaps, dma-bufs and their files.
+mod buffers;
 /// The debug shell's scripts: every command, bad input, Linux file formats, random lines.
 mod shell;
 
@@ -33,6 +35,11 @@ pub struct ConsoleTest {
 }
 
 pub const CONSOLE_TESTS: &[ConsoleTest] = &[
+    ConsoleTest {
+        name: "shell_heaps_and_buffers",
+        qemu: "",
+        script: buffers::heaps_and_buffers,
+    },
     ConsoleTest {
         name: "display_test_pattern",
         qemu: "",

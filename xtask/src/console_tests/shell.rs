@@ -24,7 +24,7 @@ use crate::expect::{Console, ExpectError};
 
 const PROMPT: &str = "monolith> ";
 const BOOT: Duration = Duration::from_secs(30);
-const REPLY: Duration = Duration::from_secs(20);
+pub(super) const REPLY: Duration = Duration::from_secs(20);
 /// The default board's CMA area.
 pub(super) const AREA: &str = "linux,cma@50000000";
 const AREA_BASE_PFN: u64 = 0x50000;
@@ -57,7 +57,7 @@ fn run_with(console: &mut Console, line: &str, timeout: Duration) -> Result<Stri
 }
 
 /// Runs `line` and checks its output against `pattern` (a regex).
-fn expect_output(console: &mut Console, line: &str, pattern: &str) -> Result<String> {
+pub(super) fn expect_output(console: &mut Console, line: &str, pattern: &str) -> Result<String> {
     let output = run(console, line)?;
     let regex = Regex::new(pattern).map_err(|e| console.error(format!("bad pattern: {e}")))?;
     if !regex.is_match(&output) {
@@ -69,7 +69,7 @@ fn expect_output(console: &mut Console, line: &str, pattern: &str) -> Result<Str
 }
 
 /// Exactly this output.
-fn expect_exact(console: &mut Console, line: &str, expected: &str) -> Result<()> {
+pub(super) fn expect_exact(console: &mut Console, line: &str, expected: &str) -> Result<()> {
     let output = run(console, line)?;
     if output != expected {
         return Err(console.error(format!(
@@ -79,7 +79,7 @@ fn expect_exact(console: &mut Console, line: &str, expected: &str) -> Result<()>
     Ok(())
 }
 
-fn number_file(console: &mut Console, path: &str) -> Result<u64> {
+pub(super) fn number_file(console: &mut Console, path: &str) -> Result<u64> {
     let output = run(console, &format!("cat {path}"))?;
     let Some(value) = output.strip_suffix('\n').and_then(|v| v.parse().ok()) else {
         return Err(console.error(format!("{path}: {output:?} is not `%llu\\n`")));
@@ -95,7 +95,7 @@ fn expect_number(console: &mut Console, path: &str, expected: u64) -> Result<()>
     })
 }
 
-fn debugfs(attr: &str) -> String {
+pub(super) fn debugfs(attr: &str) -> String {
     format!("/sys/kernel/debug/cma/{AREA}/{attr}")
 }
 
@@ -104,7 +104,7 @@ fn sysfs(attr: &str) -> String {
 }
 
 /// `/proc/meminfo` as procps reads it: `Key: value [kB]` per line, every line.
-fn meminfo(console: &mut Console) -> Result<BTreeMap<String, u64>> {
+pub(super) fn meminfo(console: &mut Console) -> Result<BTreeMap<String, u64>> {
     let text = run(console, "cat /proc/meminfo")?;
     parse_meminfo(&text).map_err(|e| console.error(e))
 }
@@ -191,7 +191,7 @@ pub(super) fn parse_handle(console: &Console, output: &str) -> Result<(u64, u64)
     ))
 }
 
-fn check(console: &Console, ok: bool, what: impl FnOnce() -> String) -> Result<()> {
+pub(super) fn check(console: &Console, ok: bool, what: impl FnOnce() -> String) -> Result<()> {
     if ok {
         Ok(())
     } else {
@@ -204,8 +204,8 @@ pub fn commands(console: &mut Console) -> Result<()> {
     boot(console)?;
     let help = run(console, "help")?;
     for name in [
-        "help", "echo", "ls", "cat", "dt", "mem", "cma", "trace", "bench", "log", "poweroff",
-        "reboot",
+        "help", "echo", "ls", "cat", "dt", "mem", "cma", "gpu", "heap", "dmabuf", "trace", "bench",
+        "log", "poweroff", "reboot",
     ] {
         let re = Regex::new(&format!(r"(?m)^{name}\b")).unwrap();
         check(console, re.is_match(&help), || {
@@ -215,7 +215,7 @@ pub fn commands(console: &mut Console) -> Result<()> {
     expect_output(console, "help cma", r"^usage: cma list\|alloc AREA PAGES")?;
     expect_exact(console, "echo hello   world", "hello world\n")?;
     expect_exact(console, "echo 'quoted   words'", "quoted   words\n")?;
-    expect_exact(console, "ls /", "proc/\nsys/\n")?;
+    expect_exact(console, "ls /", "dev/\nproc/\nsys/\n")?;
     expect_exact(
         console,
         "ls /proc",
