@@ -4,8 +4,10 @@
 //! # Theory of operation
 //!
 //! [`probe`] walks `platform.virtio_mmio` for DeviceID 16, attaches it
-//! ([`super::virtio_mmio::attach`]: registers, DMA, interrupt) and brings the driver up
-//! ([`GpuDriver::new`]). Every other call probes first if needed. The driver lives in a
+//! ([`super::virtio_mmio::attach`]: registers, the DMA description of its node, the
+//! interrupt) and brings the driver up ([`GpuDriver::new`]); its rings and its command
+//! page are `dma_alloc_coherent` buffers, given back by [`shutdown`]. A GPU node that is
+//! not `dma-coherent` is refused with that reason ([`AttachError::NotCoherent`]). Every other call probes first if needed. The driver lives in a
 //! static, but a call takes it out for its duration and puts it back after: requests
 //! sleep in WFI until the device's interrupt, which must be able to run, so no IRQ-masking
 //! lock may be held across them. A second caller meanwhile (an interrupt handler, say)
