@@ -13,6 +13,8 @@
 //! lock may be held across them. A second caller meanwhile (an interrupt handler, say)
 //! gets [`GpuServiceError::Busy`].
 
+use alloc::boxed::Box;
+
 use crate::cpu::IrqSafeLock;
 use crate::virtio::gpu::{DisplayInfo, Format, Framebuffer, GpuDriver, GpuError, Rect};
 use crate::virtio::id;
@@ -25,7 +27,8 @@ type Driver = GpuDriver<KmemHal, MmioRegisters>;
 enum Slot {
     /// Not looked for yet (or shut down).
     Unprobed,
-    Ready(Driver),
+    /// Boxed: the driver (queues, its Hal's DMA description) is large next to the others.
+    Ready(Box<Driver>),
     /// Taken out by a call in progress.
     InUse,
 }
@@ -77,7 +80,7 @@ pub fn probe() -> Result<(), GpuServiceError> {
     }
     match bring_up() {
         Ok(driver) => {
-            GPU.lock(|slot| *slot = Slot::Ready(driver));
+            GPU.lock(|slot| *slot = Slot::Ready(Box::new(driver)));
             Ok(())
         }
         Err(e) => {
