@@ -491,6 +491,14 @@ pub fn dma_free_coherent(buf: &CoherentBuf) -> Result<(), DmaError> {
     })
 }
 
+/// Live `dma_alloc_coherent` buffers: (how many, pages they cover).
+pub fn coherent_outstanding() -> Result<(usize, usize), DmaError> {
+    with(|s| {
+        let pages = s.coherent.iter().map(|b| pages_for(b.bytes).unwrap_or(0)).sum();
+        Ok((s.coherent.len(), pages))
+    })
+}
+
 /// Atomic pool (size, used) in pages.
 pub fn pool_pages() -> Result<(usize, usize), DmaError> {
     with(|s| Ok(s.pool.as_ref().map_or((0, 0), |p| (p.size_pages(), p.used_pages()))))

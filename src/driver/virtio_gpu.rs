@@ -4,13 +4,16 @@
 //! # Theory of operation
 //!
 //! [`probe`] walks `platform.virtio_mmio` for DeviceID 16, attaches it
-//! ([`super::virtio_mmio::attach`]: registers, DMA, interrupt) and brings the driver up
-//! ([`GpuDriver::new`]). Every other call probes first if needed. The driver lives in a
+//! ([`super::virtio_mmio::attach`]: registers, the DMA description of its node, the
+//! interrupt) and brings the driver up ([`GpuDriver::new`]); its rings and its command
+//! page are `dma_alloc_coherent` buffers, given back by [`shutdown`]. A GPU node that is
+//! not `dma-coherent` is refused with that reason ([`AttachError::NotCoherent`]). Every other call probes first if needed. The driver lives in a
 //! static, but a call takes it out for its duration and puts it back after: requests
 //! sleep in WFI until the device's interrupt, which must be able to run, so no IRQ-masking
 //! lock may be held across them. A second caller meanwhile (an interrupt handler, say)
 //! gets [`GpuServiceError::Busy`].
 
+use alloc::boxed::Box;
 use alloc::string::String;
 
 use crate::cpu::IrqSafeLock;
@@ -26,7 +29,8 @@ type Driver = GpuDriver<KmemHal, MmioRegisters>;
 enum Slot {
     /// Not looked for yet (or shut down).
     Unprobed,
-    Ready(Driver),
+    /// Boxed: the driver (queues, its Hal's DMA description) is large next to the others.
+    Ready(Box<Driver>),
     /// Taken out by a call in progress.
     InUse,
 }
@@ -78,7 +82,7 @@ pub fn probe() -> Result<(), GpuServiceError> {
     }
     match bring_up() {
         Ok(driver) => {
-            GPU.lock(|slot| *slot = Slot::Ready(driver));
+            GPU.lock(|slot| *slot = Slot::Ready(Box::new(driver)));
             Ok(())
         }
         Err(e) => {

@@ -1,5 +1,5 @@
 //! The hardware half of our virtio layer ([`crate::virtio`]): register access to a
-//! virtio-mmio window, DMA memory from kmem over the identity-mapped RAM, and the
+//! virtio-mmio window, DMA memory from the DMA API ([`crate::dma_service`]), and the
 //! interrupt handler that acknowledges InterruptStatus and wakes the waiter.
 //!
 //! # Theory of operation
@@ -8,15 +8,37 @@
 //!   `virtio_mmio_regs.rs` (whose offsets are checked at compile time against the
 //!   transport's), and volatile accesses of the field's width for the configuration space,
 //!   bounded by the window the device tree gives.
-//! - [`KmemHal`] implements [`Hal`]: DMA pages are `kmem::alloc_pinned(order,
-//!   PinKind::Kernel)` (unmovable, never in a CMA pageblock), zeroed, and their physical
-//!   address is their address, RAM being identity-mapped. Every live region is recorded,
-//!   and every access checks that the region is one of them and the range inside it, so
-//!   the safe [`Hal`] interface cannot be used to reach other memory. QEMU's `virt` marks
-//!   its virtio-mmio nodes `dma-coherent` (and TCG has no caches to keep coherent), so no
-//!   cache maintenance is needed, only the barriers of section 2.7.13: `DMB ISHST` /
-//!   `DMB ISHLD` between ring accesses (Linux's `virt_wmb`/`virt_rmb` for weak barriers),
-//!   `DSB SY` before a notification so the device sees the ring when the MMIO write lands.
+//! - DMA memory: [`attach`] reads the device's DMA description from its device-tree node
+//!   (`dma_service::device(path)`: CMA area, `dma-coherent`, `dma-ranges`), and
+//!   [`KmemHal`] takes every ring and every request/response buffer from
+//!   `dma_alloc_coherent(&device, bytes, true)` (the device's CMA area, then the default
+//!   one, as Linux's `dma_direct_alloc`), falling back to the atomic pool
+//!   (`can_wait = false`) when no CMA area can serve it, and gives them back with
+//!   `dma_free_coherent`. A region's address as the virtio layer sees it
+//!   ([`DmaRegion::paddr`], what goes into descriptors and the queue registers) is the
+//!   buffer's DMA address, which carries the `dma-ranges` offset (`phys_to_dma`); the
+//!   CPU's own accesses go to the buffer's CPU address (RAM is identity-mapped). Every
+//!   live region is recorded with both addresses and the Hal it belongs to, and every
+//!   access checks that the region is one of that Hal's and the range inside it, so the
+//!   safe [`Hal`] interface cannot be used to reach other memory. Regions are zeroed when
+//!   handed out (the [`Hal`] contract; `dma_alloc_coherent` does not zero CMA pages).
+//! - Coherency: only `dma-coherent` devices are attached; any other is refused with
+//!   [`AttachError::NotCoherent`]. Why not cache maintenance in the Hal: Linux gives a
+//!   non-coherent device's `dma_alloc_coherent` memory a non-cacheable alias
+//!   (`pgprot_dmacoherent`), so virtio needs no maintenance at all; our DMA service has no
+//!   uncached alias yet (RAM is mapped cacheable everywhere), and maintenance by the Hal
+//!   per access is not safe with the split ring's layout: the available ring (CPU-written)
+//!   and the used ring (device-written) are only 4-byte aligned and share a cache line, so
+//!   cleaning the line after a CPU store to the available ring could write stale
+//!   used-ring bytes over what the device just wrote there (virtio 1.x 2.7.13: the
+//!   device writes the used ring while the driver adds buffers). Once the DMA service
+//!   maps coherent buffers non-cacheable for such devices, the check can go, with no
+//!   maintenance in the Hal. QEMU's `virt` puts `dma-coherent` on its root, so its
+//!   virtio-mmio devices are coherent (and TCG has no caches to keep coherent); a user's
+//!   tree without it gets one clear message. What remains are the barriers of section
+//!   2.7.13: `DMB ISHST` / `DMB ISHLD` between ring accesses (Linux's
+//!   `virt_wmb`/`virt_rmb` for weak barriers), `DSB SY` before a notification so the
+//!   device sees the ring when the MMIO write lands.
 //! - Interrupts: each device [`attach`]ed gets a slot with an interrupt counter. Its
 //!   `interrupts` SPI (edge-triggered on `virt`) goes to one handler, [`virtio_irq`],
 //!   which reads every attached device's InterruptStatus, writes the bits back to
@@ -27,6 +49,7 @@
 //!   Without a GIC or an `interrupts` property the wait is a short spin, and the request
 //!   helper polls the used ring.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,8 +60,8 @@ use super::gicv3;
 use super::virtio_mmio_regs::{VirtioMmioRegisters, CONFIG_OFFSET};
 use crate::cpu::IrqSafeLock;
 use crate::dt::platform::MmioDevice;
-use crate::kmem::{self, PinKind};
-use crate::util::size::{PAGE_SHIFT, PAGE_SIZE};
+use crate::dma_service::{self, CoherentBuf, DeviceDma, DmaError};
+use crate::util::size::PAGE_SIZE;
 use crate::virtio::transport::{interrupt, reg};
 use crate::virtio::{Barrier, DmaRegion, Hal, HalError, Registers};
 
@@ -196,8 +219,24 @@ static SLOTS: IrqSafeLock<[Option<MmioRegisters>; MAX_DEVICES]> =
 static USED_IRQS: [AtomicU64; MAX_DEVICES] = [const { AtomicU64::new(0) }; MAX_DEVICES];
 static CONFIG_IRQS: [AtomicU64; MAX_DEVICES] = [const { AtomicU64::new(0) }; MAX_DEVICES];
 
-/// DMA regions handed out and not yet freed: (physical address, pages, buddy order).
-static DMA_REGIONS: IrqSafeLock<Vec<(u64, usize, usize)>> = IrqSafeLock::new(Vec::new());
+/// One DMA region handed out and not yet freed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LiveRegion {
+    /// The slot of the [`KmemHal`] that allocated it.
+    slot: usize,
+    pages: usize,
+    /// The DMA API's buffer: its CPU address, its DMA address, where it came from.
+    buf: CoherentBuf,
+}
+
+impl LiveRegion {
+    fn is(&self, slot: usize, region: &DmaRegion) -> bool {
+        self.slot == slot && self.buf.dma == region.paddr() && self.pages == region.pages()
+    }
+}
+
+/// DMA regions handed out by every [`KmemHal`] and not yet freed.
+static DMA_REGIONS: IrqSafeLock<Vec<LiveRegion>> = IrqSafeLock::new(Vec::new());
 
 /// The handler for every attached device's SPI: acknowledge and count.
 fn virtio_irq() {
@@ -230,6 +269,10 @@ pub enum AttachError {
     NoSlot,
     /// The GIC refused the handler.
     Irq(gicv3::RegisterError),
+    /// The device's DMA description could not be read from its node.
+    Dma { path: String, error: DmaError },
+    /// The device is not `dma-coherent`, which the Hal requires (see the file header).
+    NotCoherent { path: String },
 }
 
 impl core::fmt::Display for AttachError {
@@ -240,14 +283,39 @@ impl core::fmt::Display for AttachError {
             }
             AttachError::NoSlot => write!(f, "more than {MAX_DEVICES} virtio devices attached"),
             AttachError::Irq(e) => write!(f, "virtio interrupt: {e:?}"),
+            AttachError::Dma { path, error } => write!(f, "{path}: DMA description: {error}"),
+            AttachError::NotCoherent { path } => write!(
+                f,
+                "{path} is not dma-coherent: the virtio rings need coherent DMA memory, and \
+                 the DMA service has no uncached mapping for a non-coherent device"
+            ),
         }
     }
 }
 
 /// Register access and a Hal for the device in `device` (a `virtio,mmio` node of the
-/// platform), with its interrupt wired up. Attaching the same window again reuses its
-/// slot.
+/// platform), with its interrupt wired up and its DMA described by its device-tree node.
+/// Attaching the same window again reuses its slot.
 pub fn attach(device: &MmioDevice) -> Result<(KmemHal, MmioRegisters), AttachError> {
+    let dma = dma_service::device(&device.path).map_err(|error| AttachError::Dma {
+        path: device.path.clone(),
+        error,
+    })?;
+    attach_with(device, dma)
+}
+
+/// [`attach`] with a given DMA description instead of the node's (for a driver that adds
+/// constraints, and for tests). A description that is not `dma-coherent` is refused
+/// before anything is taken.
+pub fn attach_with(
+    device: &MmioDevice,
+    dma: DeviceDma,
+) -> Result<(KmemHal, MmioRegisters), AttachError> {
+    if !dma.constraints.coherent {
+        return Err(AttachError::NotCoherent {
+            path: device.path.clone(),
+        });
+    }
     // Safety: `device` is one of the platform's `virtio,mmio` nodes, whose windows are in
     // `platform.mmio`, identity-mapped as device memory by the boot code for good.
     let regs =
@@ -279,6 +347,7 @@ pub fn attach(device: &MmioDevice) -> Result<(KmemHal, MmioRegisters), AttachErr
         KmemHal {
             slot: index,
             interrupts: intid.is_some(),
+            dma,
         },
         regs,
     ))
@@ -291,7 +360,30 @@ pub fn config_changes(hal: &KmemHal) -> u64 {
 
 /// DMA pages handed out by every [`KmemHal`] and not yet freed.
 pub fn dma_pages_outstanding() -> usize {
-    DMA_REGIONS.lock(|r| r.iter().map(|&(_, pages, _)| pages).sum())
+    DMA_REGIONS.lock(|r| r.iter().map(|l| l.pages).sum())
+}
+
+/// One live DMA region, for diagnostics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionInfo {
+    /// The address the device is given (descriptors, queue registers).
+    pub dma: u64,
+    /// Where the CPU reaches it.
+    pub phys: u64,
+    pub pages: usize,
+}
+
+/// Every DMA region handed out by every [`KmemHal`] and not yet freed.
+pub fn dma_regions() -> Vec<RegionInfo> {
+    DMA_REGIONS.lock(|r| {
+        r.iter()
+            .map(|l| RegionInfo {
+                dma: l.buf.dma,
+                phys: l.buf.phys,
+                pages: l.pages,
+            })
+            .collect()
+    })
 }
 
 /// The [`Hal`] of one attached device.
@@ -300,60 +392,90 @@ pub struct KmemHal {
     slot: usize,
     /// Whether the device's interrupt is wired (otherwise waits poll).
     interrupts: bool,
+    /// The device as the DMA API sees it (always `dma-coherent`: [`attach_with`]).
+    dma: DeviceDma,
 }
 
 impl KmemHal {
-    /// The address of `[offset, offset + len)` of a live region of ours.
+    /// The device's DMA description, e.g. to translate a buffer's CPU address to the
+    /// device's (`DeviceDma::bus_address`).
+    pub fn dma_device(&self) -> &DeviceDma {
+        &self.dma
+    }
+
+    /// The CPU address of `[offset, offset + len)` of a live region of this Hal's.
     fn address(&self, region: &DmaRegion, offset: usize, len: usize) -> Result<usize, HalError> {
         region.check(offset, len)?;
-        let live = DMA_REGIONS.lock(|r| {
+        let phys = DMA_REGIONS.lock(|r| {
             r.iter()
-                .any(|&(paddr, pages, _)| paddr == region.paddr() && pages == region.pages())
+                .find(|l| l.is(self.slot, region))
+                .map(|l| l.buf.phys)
         });
-        if !live {
-            return Err(HalError::NotOurs {
-                paddr: region.paddr(),
-            });
+        let phys = phys.ok_or(HalError::NotOurs {
+            paddr: region.paddr(),
+        })?;
+        Ok(phys as usize + offset)
+    }
+
+    /// `dma_alloc_coherent` as Linux's `GFP_KERNEL` (CMA), then from the atomic pool
+    /// when no CMA area could serve it.
+    fn alloc_coherent(&self, bytes: u64) -> Result<CoherentBuf, DmaError> {
+        match dma_service::dma_alloc_coherent(&self.dma, bytes, true) {
+            Err(DmaError::NoCoherentMemory { why, .. }) => {
+                log::debug!("{}: {bytes} DMA bytes from the atomic pool: {why}", self.dma.name);
+                dma_service::dma_alloc_coherent(&self.dma, bytes, false)
+            }
+            other => other,
         }
-        Ok(region.paddr() as usize + offset)
     }
 }
 
 impl Hal for KmemHal {
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
-        if pages == 0 {
-            return Err(HalError::OutOfMemory { pages });
-        }
-        let order = pages.next_power_of_two().trailing_zeros() as usize;
-        let pfn = kmem::alloc_pinned(order, PinKind::Kernel)
-            .map_err(|_| HalError::OutOfMemory { pages })?;
-        let paddr = (pfn as u64) << PAGE_SHIFT;
-        let len = (PAGE_SIZE as usize) << order;
-        // Safety: the buddy allocator just gave us these frames (nobody else holds them);
-        // RAM is identity-mapped, so the physical address is a valid, writable pointer.
-        unsafe { core::ptr::write_bytes(paddr as usize as *mut u8, 0, len) };
-        DMA_REGIONS.lock(|r| r.push((paddr, pages, order)));
-        Ok(DmaRegion::new(paddr, pages))
+        let bytes = (pages as u64).checked_mul(PAGE_SIZE).filter(|b| *b > 0);
+        let bytes = bytes.ok_or(HalError::OutOfMemory { pages })?;
+        let buf = self.alloc_coherent(bytes).map_err(|e| {
+            log::warn!("{}: DMA memory for virtio: {e}", self.dma.name);
+            HalError::OutOfMemory { pages }
+        })?;
+        // Safety: the DMA API just handed us these `bytes` at `buf.phys` (CMA or atomic
+        // pool pages, owned by us until `dma_free_coherent`, never a `no-map` carve-out);
+        // RAM is identity-mapped, so the CPU address is a valid, writable pointer, and the
+        // device holds no descriptor naming it yet.
+        unsafe { core::ptr::write_bytes(buf.phys as usize as *mut u8, 0, bytes as usize) };
+        let region = DmaRegion::new(buf.dma, pages);
+        DMA_REGIONS.lock(|r| {
+            r.push(LiveRegion {
+                slot: self.slot,
+                pages,
+                buf,
+            })
+        });
+        Ok(region)
     }
 
     fn dma_free(&self, region: DmaRegion) -> Result<(), HalError> {
-        let entry = DMA_REGIONS.lock(|r| {
-            let at = r.iter().position(|&(paddr, pages, _)| {
-                paddr == region.paddr() && pages == region.pages()
-            })?;
+        let live = DMA_REGIONS.lock(|r| {
+            let at = r.iter().position(|l| l.is(self.slot, &region))?;
             Some(r.swap_remove(at))
         });
-        let (paddr, _, order) = entry.ok_or(HalError::NotOurs {
+        let live = live.ok_or(HalError::NotOurs {
             paddr: region.paddr(),
         })?;
-        kmem::free_pinned((paddr >> PAGE_SHIFT) as usize, order)
-            .map_err(|_| HalError::NotOurs { paddr })
+        if let Err(e) = dma_service::dma_free_coherent(&live.buf) {
+            // Still allocated as far as the DMA API knows: keep counting it.
+            log::warn!("{}: freeing DMA {:#x}: {e}", self.dma.name, live.buf.dma);
+            let paddr = live.buf.dma;
+            DMA_REGIONS.lock(|r| r.push(live));
+            return Err(HalError::NotOurs { paddr });
+        }
+        Ok(())
     }
 
     fn read(&self, region: &DmaRegion, offset: usize, buf: &mut [u8]) -> Result<(), HalError> {
         let at = self.address(region, offset, buf.len())?;
-        // Safety: `address` checked the range lies in a live DMA region of ours, which is
-        // identity-mapped RAM; `buf` is ordinary memory that cannot overlap it (the
+        // Safety: `address` checked the range lies in a live DMA region of ours and gave
+        // its CPU address, in identity-mapped RAM; `buf` is ordinary memory that cannot overlap it (the
         // regions are never handed out as Rust objects).
         unsafe { core::ptr::copy_nonoverlapping(at as *const u8, buf.as_mut_ptr(), buf.len()) };
         Ok(())

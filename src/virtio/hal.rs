@@ -17,8 +17,8 @@
 //! read, which returns at once if an interrupt came in between: no lost wake-up. The wait
 //! may also return early (a timer tick); callers loop and check [`Hal::now_ns`].
 //!
-//! The firmware implementation is `crate::driver::virtio_mmio::KmemHal` (pages from kmem,
-//! identity-mapped, WFI); the host one is `crate::virtio::fake`.
+//! The firmware implementation is `crate::driver::virtio_mmio::KmemHal` (coherent buffers from
+//! the DMA API, identity-mapped, WFI); the host one is `crate::virtio::fake`.
 #![forbid(unsafe_code)]
 
 use core::fmt;
