@@ -20,7 +20,7 @@ use monolith::bench::dma;
 use monolith::println;
 use monolith::test_harness::{run_tests, TestCase};
 
-const FRAMES: usize = 9;
+const FRAMES: usize = 15;
 const TRIALS: usize = 7;
 /// The CPU-access buffer: 8 MiB, so fixed costs weigh little per MiB.
 const ACCESS_BYTES: u64 = 8 << 20;
