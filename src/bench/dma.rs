@@ -374,7 +374,7 @@ pub fn format_frames(r: &FrameReport) -> String {
     }
     let _ = writeln!(
         out,
-        "copies: every CPU copy into the framebuffer goes through one counting routine; the framebuffer is zeroed before each frame and checked bar by bar after it, so 'in place' showed every frame with 0 copies and 'staging' with 1 of the whole screen. An empty interval counts {} (the 'copy' of 'in place'). begin/end synced {} attachment(s): the GPU is dma-coherent on QEMU.",
+        "copies: every CPU copy into the framebuffer goes through one counting routine; the framebuffer is zeroed before each frame and checked bar by bar after it, so 'in place' showed every frame with 0 copies and 'staging' with 1 of the whole screen. An empty interval counts {} (the 'copy' of 'in place' is that plus the branch around the copy). begin/end synced {} attachment(s): the GPU is dma-coherent on QEMU.",
         r.overhead, r.synced
     );
     let _ = writeln!(
