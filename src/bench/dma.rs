@@ -606,6 +606,8 @@ pub struct AllocReport {
     pub memcpy: Vec<u64>,
     pub rows: Vec<AllocRow>,
     pub pool_bytes: u64,
+    /// Carveout heaps (rows of their own above; none on `virt`).
+    pub carveouts: Vec<String>,
     pub device: String,
 }
 
@@ -675,13 +677,19 @@ pub fn alloc_costs(sizes: &[u64], trials: usize) -> Result<AllocReport, DmaBench
             .collect();
         rows.push(AllocRow { label: String::from(label), costs });
     }
-    let pool_bytes = step("pool", dma::pool_pages())?.0 as u64 * 4096;
+    let pool_bytes = step("pool", dma::pool_pages())?.0 as u64 * crate::util::PAGE_SIZE;
+    let areas = crate::kmem::cma_area_names();
+    let carveouts: Vec<String> = dma::heap_names()
+        .into_iter()
+        .filter(|h| h != SYSTEM_HEAP && h != DEFAULT_CMA_HEAP && !areas.contains(h))
+        .collect();
     Ok(AllocReport {
         sizes: sizes.to_vec(),
         trials,
         memcpy,
         rows,
         pool_bytes,
+        carveouts,
         device: format!("{} ({})", device.name, if device.constraints.coherent { "dma-coherent" } else { "non-coherent" }),
     })
 }
@@ -691,10 +699,11 @@ pub fn format_alloc(r: &AllocReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "allocation + free latency, {} trials per size, median guest instructions (ratio to a memcpy of the same bytes); dma_alloc_coherent for {}; atomic pool {}; no carveout on this board",
+        "allocation + free latency, {} trials per size, median guest instructions (ratio to a memcpy of the same bytes); dma_alloc_coherent for {}; atomic pool {}; carveout heaps: {}",
         r.trials,
         r.device,
-        format_size(r.pool_bytes)
+        format_size(r.pool_bytes),
+        if r.carveouts.is_empty() { String::from("none on this board") } else { r.carveouts.join(", ") }
     );
     let _ = write!(out, "{:<34}", "allocator");
     for &n in &r.sizes {
