@@ -34,6 +34,8 @@ pub mod report;
 #[cfg(target_os = "none")]
 mod churn;
 #[cfg(target_os = "none")]
+pub mod dma;
+#[cfg(target_os = "none")]
 mod latency;
 #[cfg(target_os = "none")]
 mod profile;
