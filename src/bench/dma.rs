@@ -58,63 +58,11 @@ fn step<T, E: core::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, DmaB
 // ---------------------------------------------------------------------------------------
 // Instruction counting.
 
-/// INST_RETIRED, the architectural instruction-retired event (Arm ARM D17.11).
-const INST_RETIRED: u64 = 0x08;
+pub use crate::cpu::pmu::instructions_retired as instret;
 
-/// Program event counter 0 to count INST_RETIRED at EL1 and EL0 and enable it. Fails when
-/// the CPU has no PMUv3 or does not implement the event (QEMU implements it only with
-/// precise `-icount`).
+/// Start counting instructions retired (see [`crate::cpu::pmu`]).
 pub fn instret_init() -> Result<(), DmaBenchError> {
-    let dfr0: u64;
-    let ceid0: u64;
-    // aarch64-cpu 11 has no PMU registers, so these accesses stay raw `asm!`.
-    // Safety: ID_AA64DFR0_EL1 is a read-only ID register, readable at EL1.
-    unsafe { core::arch::asm!("mrs {r}, ID_AA64DFR0_EL1", r = out(reg) dfr0, options(nomem, nostack)) };
-    let pmuver = (dfr0 >> 8) & 0xf;
-    if pmuver == 0 || pmuver == 0xf {
-        return Err(format!("no PMUv3 (ID_AA64DFR0_EL1.PMUVer = {pmuver:#x})"));
-    }
-    // Safety: PMCEID0_EL0 is read-only and readable at EL1 once PMUv3 is present.
-    unsafe { core::arch::asm!("mrs {r}, PMCEID0_EL0", r = out(reg) ceid0, options(nomem, nostack)) };
-    if ceid0 & (1 << INST_RETIRED) == 0 {
-        return Err(String::from(
-            "the PMU does not count INST_RETIRED (QEMU needs -icount with a fixed shift)",
-        ));
-    }
-    // Safety: at EL1 with PMUv3 these registers are ours to program; no other code uses
-    // the PMU. PMEVTYPER0 = event 0x08 with all filter bits 0 (count EL1 and EL0);
-    // PMCR_EL0.E (bit 0) enables the counters; PMCNTENSET_EL0 bit 0 enables counter 0.
-    unsafe {
-        core::arch::asm!(
-            "msr PMEVTYPER0_EL0, {ev}",
-            "mrs {t}, PMCR_EL0",
-            "orr {t}, {t}, #1",
-            "msr PMCR_EL0, {t}",
-            "msr PMCNTENSET_EL0, {one}",
-            "isb",
-            ev = in(reg) INST_RETIRED,
-            one = in(reg) 1u64,
-            t = out(reg) _,
-            options(nostack)
-        )
-    };
-    let a = instret();
-    let b = instret();
-    if b == a {
-        return Err(String::from("INST_RETIRED counter does not advance"));
-    }
-    Ok(())
-}
-
-/// Event counter 0 (instructions retired), after an ISB so earlier code has retired.
-#[inline(always)]
-pub fn instret() -> u32 {
-    let v: u64;
-    // Safety: PMEVCNTR0_EL0 is readable at EL1; [`instret_init`] programmed it.
-    unsafe {
-        core::arch::asm!("isb", "mrs {v}, PMEVCNTR0_EL0", v = out(reg) v, options(nostack))
-    };
-    v as u32
+    crate::cpu::pmu::count_instructions().map_err(String::from)
 }
 
 /// What an empty interval counts: the counter reads themselves (part of every figure).
@@ -197,14 +145,7 @@ pub struct FrameReport {
 }
 
 fn gpu_slot_path() -> Result<String, DmaBenchError> {
-    let platform = crate::runtime::platform();
-    platform
-        .virtio_mmio
-        .iter()
-        // Safety: every window is a `virtio,mmio` node's `reg`, identity-mapped as device
-        // memory by the boot code.
-        .find(|d| unsafe { crate::driver::virtio_probe::device_id(d.base) } == Some(crate::virtio::id::GPU))
-        .map(|d| d.path.clone())
+    crate::driver::virtio_gpu::device_path()
         .ok_or_else(|| String::from("no virtio-gpu in any virtio-mmio slot"))
 }
 

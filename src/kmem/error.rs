@@ -55,8 +55,6 @@ pub enum KmemError {
         pfn: Pfn,
         count: usize,
     },
-    /// The kernel heap could not grow a bookkeeping table.
-    HeapExhausted,
     /// The buddy refused a pinned allocation.
     AllocFailed {
         order: usize,
@@ -145,7 +143,6 @@ impl fmt::Display for KmemError {
                 f,
                 "cma_release: pfn {pfn:#x} +{count} was not handed out by area '{area}'"
             ),
-            KmemError::HeapExhausted => write!(f, "kernel heap exhausted"),
             KmemError::AllocFailed { order, error } => write!(f, "alloc order {order}: {error:?}"),
             KmemError::OwnerRefused { order, error } => write!(f, "alloc order {order}: {error}"),
             KmemError::NotPinned { pfn, order } => {

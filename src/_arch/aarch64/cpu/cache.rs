@@ -74,19 +74,33 @@ pub fn clean_invalidate_dcache_range(start: usize, len: usize) {
 pub unsafe fn invalidate_dcache_range(start: usize, len: usize) {
     let line = dcache_line_size();
     let end = start.saturating_add(len);
-    for address in line_starts(start, len) {
-        let partial = address < start || address + line > end;
-        if partial {
-            // Safety: the line holds bytes outside the range; CIVAC keeps their stores.
-            unsafe {
-                core::arch::asm!("dc civac, {a}", a = in(reg) address, options(nostack, preserves_flags))
-            };
-        } else {
-            // Safety: the whole line is inside the range the caller owns (see above).
-            unsafe {
-                core::arch::asm!("dc ivac, {a}", a = in(reg) address, options(nostack, preserves_flags))
-            };
-        }
+    if len == 0 {
+        return;
+    }
+    // The lines only partly inside the range hold bytes outside it: CIVAC keeps their
+    // stores. They are the first and the last line at most, so the loop between them is
+    // one IVAC per line and nothing else.
+    let first_full = start.next_multiple_of(line);
+    let last_full_end = end & !(line - 1);
+    let civac = |address: usize| {
+        // Safety: DC CIVAC writes back before dropping, so no store is lost.
+        unsafe {
+            core::arch::asm!("dc civac, {a}", a = in(reg) address, options(nostack, preserves_flags))
+        };
+    };
+    if first_full > start {
+        civac(start & !(line - 1));
+    }
+    if last_full_end < end && last_full_end >= first_full {
+        civac(last_full_end);
+    }
+    let mut address = first_full;
+    while address < last_full_end {
+        // Safety: the whole line is inside the range the caller owns (see above).
+        unsafe {
+            core::arch::asm!("dc ivac, {a}", a = in(reg) address, options(nostack, preserves_flags))
+        };
+        address += line;
     }
     dsb_sy();
 }
