@@ -11,8 +11,8 @@
 //!   [`crate::screen::expected_test_pattern`] exactly, at whatever size the guest chose.
 //! - [`memory_map_changes`]: `gpu map`, screen A; `cma alloc` of 4096 pages (eight
 //!   pageblocks of the default CMA area), screen B must differ from A below the header
-//!   (the grid: the legend never changes with an allocation); `cma free`, and the grid
-//!   must look as in A again.
+//!   (the grid: the legend never changes with an allocation), and only in CMA cells
+//!   (blue hues before and after); `cma free`, and the grid must look as in A again.
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,28 @@ pub fn memory_map_changes(console: &mut Console) -> Result<()> {
                 saved_b.display()
             )));
         }
+    }
+    // Where it changed: only CMA cells (the firmware draws CMA pageblocks in blue hues,
+    // every other type in other hues), before and after, so the change is where the
+    // allocation landed and nowhere else.
+    let blue = |p: [u8; 3]| p[2] > p[0] && p[2] > p[1];
+    let outside_cma = (MAP_HEADER_ROWS..a.height.min(b.height))
+        .flat_map(|y| (0..a.width.min(b.width)).map(move |x| (x, y)))
+        .find(|&(x, y)| {
+            let (before, after) = (a.pixel(x, y).unwrap(), b.pixel(x, y).unwrap());
+            before != after && !(blue(before) && blue(after))
+        });
+    if let Some((x, y)) = outside_cma {
+        let saved_a = console.save_screen(".before", &a)?;
+        let saved_b = console.save_screen(".after", &b)?;
+        return Err(console.error(format!(
+            "allocating from {AREA} changed pixel ({x}, {y}), which is not a CMA cell \
+             ({:?} -> {:?}); saved {} and {}",
+            a.pixel(x, y),
+            b.pixel(x, y),
+            saved_a.display(),
+            saved_b.display()
+        )));
     }
     let freed = run(console, &format!("cma free {handle}"))?;
     if !freed.trim().is_empty() && freed.contains("no allocation") {
