@@ -126,12 +126,20 @@ pub const CONSOLE_TESTS: &[ConsoleTest] = &[
     },
 ];
 
-/// Give console test `name`'s QEMU a QMP socket of its own (`target/qemu/console-<name>.sock`,
-/// so tests running side by side never share one); returns its path.
+/// Give console test `name`'s QEMU a QMP socket of its own
+/// (`$TMPDIR/monolith-<pid>-<hash of name>.sock`, so tests running side by side never
+/// share one); returns its path.
 pub fn add_qmp(command: &mut Command, name: &str) -> anyhow::Result<PathBuf> {
-    let socket = crate::paths::host_target_dir()
-        .join("qemu")
-        .join(format!("console-{name}.sock"));
+    // Short and outside the work tree: a Unix socket address holds about 108 bytes, and a
+    // clone's path (CI's, say) may already use most of them. Unique per test and per run.
+    let name_hash = name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let socket = std::env::temp_dir().join(format!(
+        "monolith-{}-{:08x}.sock",
+        std::process::id(),
+        name_hash as u32
+    ));
     crate::run::prepare_socket(&socket)?;
     command.args(crate::qemu::qmp_args(&socket));
     Ok(socket)
