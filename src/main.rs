@@ -165,13 +165,33 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 #[no_mangle]
 fn kernel_init() -> ! {
-    summary::print(monolith::runtime::platform());
+    let platform = monolith::runtime::platform();
+    summary::print(platform);
+    show_at_boot(platform.bootargs.as_deref());
     log::info!(
         "boot complete in {:?}; starting the shell",
         monolith::driver::timer::uptime()
     );
     // Everything boot prints comes before the first prompt, so no log line lands inside it.
     monolith::shell_service::run()
+}
+
+/// `monolith.display=`: put the memory map (or the test pattern) on the screen before the
+/// shell starts.
+#[cfg(target_os = "none")]
+fn show_at_boot(bootargs: Option<&str>) {
+    use monolith::display::boot::{boot_screen, BootScreen};
+    use monolith::display_service::{self, Showing};
+    let what = match boot_screen(bootargs) {
+        Ok(BootScreen::Off) => return,
+        Ok(BootScreen::Map) => Showing::Map,
+        Ok(BootScreen::Pattern) => Showing::Pattern,
+        Err(message) => return monolith::println!("display: {message}"),
+    };
+    match display_service::show(what) {
+        Ok(text) => monolith::println!("display: {text}"),
+        Err(error) => monolith::println!("display: not shown: {error}"),
+    }
 }
 
 #[cfg(not(target_os = "none"))]

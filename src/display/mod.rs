@@ -12,8 +12,11 @@
 //!   use, CMA areas outlined, a header and a [`legend`]; [`memory_map::redraw_memory_map`]
 //!   repaints only what changed between two snapshots, for live redraws;
 //!   [`snapshot::zone_snapshot`] reads one from the buddy allocator's zone.
+//!
+//! [`boot::boot_screen`] reads which of them to show from boot on (`monolith.display=`).
 #![forbid(unsafe_code)]
 
+pub mod boot;
 pub mod framebuffer;
 pub mod legend;
 pub mod memory_map;

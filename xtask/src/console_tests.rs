@@ -46,6 +46,11 @@ pub const CONSOLE_TESTS: &[ConsoleTest] = &[
         script: display::test_pattern,
     },
     ConsoleTest {
+        name: "display_pattern_at_boot",
+        qemu: "--append \"monolith.display=pattern\"",
+        script: display::pattern_at_boot,
+    },
+    ConsoleTest {
         name: "display_memory_map_changes",
         qemu: "",
         script: display::memory_map_changes,

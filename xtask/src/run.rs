@@ -14,6 +14,9 @@
 //! number. A board without a GPU has no screen (`-display none`). Which one, and the VNC
 //! address, is printed before QEMU starts.
 //!
+//! On a GPU board the boot arguments get `monolith.display=map` (unless they already
+//! choose), so the screen shows the live memory map from boot on ([`show_map_at_boot`]).
+//!
 //! Every run also opens a QMP server at [`qmp_socket`] (`target/qemu/qmp.sock`) for
 //! `cargo xtask screendump`. A socket file left by a crashed run is removed; one a live
 //! QEMU still answers on is refused (two runs would fight over it). The file is removed
@@ -48,6 +51,17 @@ pub fn qmp_socket() -> PathBuf {
 
 /// `sun_path` holds 108 bytes including the terminating NUL (unix(7)).
 const MAX_SOCKET_PATH: usize = 107;
+
+/// The boot arguments of a run on a board with a GPU: the firmware shows the memory map
+/// from boot on (`monolith.display=map`) unless the user's arguments already say what to
+/// show.
+pub fn show_map_at_boot(append: Option<&str>) -> String {
+    match append {
+        Some(args) if args.contains("monolith.display") => args.to_string(),
+        Some(args) if !args.trim().is_empty() => format!("{args} monolith.display=map"),
+        _ => String::from("monolith.display=map"),
+    }
+}
 
 /// Whether a board's extra QEMU arguments add a virtio-gpu device.
 pub fn board_has_gpu(extra_args: &[String]) -> bool {
@@ -157,10 +171,13 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
         Profile::Release
     };
     // The board first: a typo in --board should not cost a firmware build.
-    let boot = Boot::resolve(&args.options, &tools)?;
+    let mut boot = Boot::resolve(&args.options, &tools)?;
     let firmware = build::firmware(&tools, profile)?;
     let desktop = desktop_session(|name| std::env::var(name).ok());
     let has_gpu = board_has_gpu(&boot.machine.board.file.extra_args);
+    if has_gpu {
+        boot.append = Some(show_map_at_boot(boot.append.as_deref()));
+    }
     let screen = choose_screen(
         has_gpu,
         desktop,
@@ -191,6 +208,16 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_runs_show_the_map_unless_told_otherwise() {
+        assert_eq!(show_map_at_boot(None), "monolith.display=map");
+        assert_eq!(show_map_at_boot(Some("cma=64M")), "cma=64M monolith.display=map");
+        assert_eq!(
+            show_map_at_boot(Some("monolith.display=off")),
+            "monolith.display=off"
+        );
+    }
 
     #[test]
     fn gpu_boards_get_a_window_on_a_desktop_else_vnc() {

@@ -9,6 +9,8 @@
 //! shell's reply and QEMU's view of the scanout need not be the same instant.
 //! - [`test_pattern`]: `gpu pattern`, then the screen must equal
 //!   [`crate::screen::expected_test_pattern`] exactly, at whatever size the guest chose.
+//! - [`pattern_at_boot`]: booted with `monolith.display=pattern`, the screen shows the
+//!   pattern before any command is typed.
 //! - [`memory_map_changes`]: `gpu map`, screen A; `cma alloc` of 4096 pages (eight
 //!   pageblocks of the default CMA area), screen B must differ from A below the header
 //!   (the grid: the legend never changes with an allocation), and only in CMA cells
@@ -53,6 +55,18 @@ fn settle(console: &mut Console, done: impl Fn(&Image) -> bool) -> Result<Image>
 pub fn test_pattern(console: &mut Console) -> Result<()> {
     boot(console)?;
     gpu(console, "gpu pattern")?;
+    let matches = |image: &Image| {
+        crate::screen::diff(image, &expected_test_pattern(image.width, image.height)).is_none()
+    };
+    let actual = settle(console, matches)?;
+    let expected = expected_test_pattern(actual.width, actual.height);
+    console.compare_screen(&actual, &expected)
+}
+
+/// Booted with `monolith.display=pattern`: the screen shows the pattern before any command.
+pub fn pattern_at_boot(console: &mut Console) -> Result<()> {
+    console.expect(r"(?m)^display: showing the test pattern on \d+x\d+", Duration::from_secs(30))?;
+    boot(console)?;
     let matches = |image: &Image| {
         crate::screen::diff(image, &expected_test_pattern(image.width, image.height)).is_none()
     };
