@@ -757,8 +757,12 @@ pub fn run() -> ! {
     shell.show_prompt(&mut out);
     let idle = core::time::Duration::from_micros(crate::display_service::REFRESH_US);
     loop {
-        // An idle console keeps the live memory map up to date.
+        // An idle console does the housekeeping nobody asks for: fences past their
+        // deadline fail (so whatever waits on them is released), ended fences nobody
+        // names are forgotten, and the live memory map is brought up to date.
         let Some(byte) = crate::console::wait_byte_timeout(idle) else {
+            let _ = crate::dma_service::fence_poll();
+            let _ = crate::dma_service::fence_retire();
             crate::display_service::refresh();
             continue;
         };
