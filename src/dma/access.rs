@@ -130,22 +130,7 @@ mod tests {
     /// coherent one).
     fn mapped(coherent: bool) -> (BufTable, u32) {
         let mut t = BufTable::new();
-        let id = t.export(Allocation {
-            heap: "system".into(),
-            bytes: 8192,
-            segments: vec![
-                Segment {
-                    pfn: 0x50000,
-                    pages: 1,
-                },
-                Segment {
-                    pfn: 0x50001,
-                    pages: 1,
-                },
-            ],
-            cpu_mapped: true,
-            cma_area: None,
-        });
+        let id = t.export(Allocation::system_pages(&[0x50000, 0x50001]));
         let mut dev = DeviceDma::new("dev", None);
         dev.constraints.coherent = coherent;
         let a = t.attach(id, &dev).unwrap();

@@ -171,22 +171,7 @@ mod tests {
     fn bufinfo_reads_back_like_linuxs() {
         let mut bufs = BufTable::new();
         let mut fences: Fences<()> = Fences::new();
-        let _system = bufs.export(Allocation {
-            heap: "system".into(),
-            bytes: 8192,
-            segments: vec![
-                Segment {
-                    pfn: 0x50000,
-                    pages: 1,
-                },
-                Segment {
-                    pfn: 0x50003,
-                    pages: 1,
-                },
-            ],
-            cpu_mapped: true,
-            cma_area: None,
-        });
+        let _system = bufs.export(Allocation::system_pages(&[0x50000, 0x50003]));
         let b = bufs.export(Allocation {
             heap: "default_cma_region".into(),
             bytes: 1 << 20,

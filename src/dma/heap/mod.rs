@@ -116,6 +116,21 @@ pub struct Allocation {
     pub(crate) cma_area: Option<String>,
 }
 
+#[cfg(test)]
+impl Allocation {
+    /// A `system`-heap buffer of one page at each of `pfns`, for tests of what sits on top
+    /// of the heaps (tables, brackets, reports).
+    pub(crate) fn system_pages(pfns: &[Pfn]) -> Allocation {
+        Allocation {
+            heap: "system".into(),
+            bytes: (pfns.len() * crate::mm::PAGE_SIZE) as u64,
+            segments: pfns.iter().map(|&pfn| Segment { pfn, pages: 1 }).collect(),
+            cpu_mapped: true,
+            cma_area: None,
+        }
+    }
+}
+
 impl Allocation {
     /// The one (phys, len) of a physically contiguous buffer.
     pub fn contiguous(&self) -> Option<(u64, u64)> {
