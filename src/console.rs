@@ -94,32 +94,24 @@ pub fn read_byte() -> Option<u8> {
 /// interrupts unavailable it polls instead.
 pub fn wait_byte() -> u8 {
     loop {
-        if !RX_BY_IRQ.load(Ordering::Acquire) || !crate::cpu::irqs_enabled() {
-            // Poll the FIFO too: with IRQs masked the handler cannot fill the ring.
-            if let Some(b) = RX_RING.pop().or_else(|| uart().try_read_byte()) {
-                return b;
-            }
-            core::hint::spin_loop();
-            continue;
-        }
-        let saved = crate::cpu::mask_interrupts();
-        if let Some(b) = RX_RING.pop() {
-            crate::cpu::restore_interrupts(saved);
+        if let Some(b) = wait_byte_until(None) {
             return b;
         }
-        // WFI wakes on a pending interrupt even while it is masked; unmasking then takes it.
-        aarch64_cpu::asm::wfi();
-        crate::cpu::restore_interrupts(saved);
     }
 }
 
-/// The next received byte, or `None` once `timeout` has passed without one. Sleeps (WFI)
-/// between checks like [`wait_byte`]; the timer tick wakes it, so the timeout is kept to
-/// a tick.
+/// The next received byte, or `None` once `timeout` has passed without one. Sleeps like
+/// [`wait_byte`]; the timer tick wakes it, so the timeout is kept to a tick.
 pub fn wait_byte_timeout(timeout: core::time::Duration) -> Option<u8> {
     let deadline = crate::driver::timer::uptime().saturating_add(timeout);
+    wait_byte_until(Some(deadline))
+}
+
+/// One wait for a byte: until it arrives, or until `deadline` (uptime) has passed.
+fn wait_byte_until(deadline: Option<core::time::Duration>) -> Option<u8> {
     loop {
         if !RX_BY_IRQ.load(Ordering::Acquire) || !crate::cpu::irqs_enabled() {
+            // Poll the FIFO too: with IRQs masked the handler cannot fill the ring.
             if let Some(b) = RX_RING.pop().or_else(|| uart().try_read_byte()) {
                 return Some(b);
             }
@@ -130,10 +122,12 @@ pub fn wait_byte_timeout(timeout: core::time::Duration) -> Option<u8> {
                 crate::cpu::restore_interrupts(saved);
                 return Some(b);
             }
+            // WFI wakes on a pending interrupt even while it is masked; unmasking then
+            // takes it.
             aarch64_cpu::asm::wfi();
             crate::cpu::restore_interrupts(saved);
         }
-        if crate::driver::timer::uptime() >= deadline {
+        if deadline.is_some_and(|d| crate::driver::timer::uptime() >= d) {
             return None;
         }
     }

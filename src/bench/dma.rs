@@ -35,11 +35,11 @@
 //!   memcpy of the same bytes with kmem's copy routine (as `cma_latency`).
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use super::report::Stats;
+use super::report::{ratio, Stats};
 use crate::display::{draw_test_pattern, pattern, FrameBuffer};
 use crate::dma::access::DmaDirection;
 use crate::dma::heap::{DEFAULT_CMA_HEAP, SYSTEM_HEAP};
@@ -75,14 +75,6 @@ fn count<R>(f: impl FnOnce() -> R) -> (u64, R) {
     let t0 = instret();
     let r = f();
     (u64::from(instret().wrapping_sub(t0)), r)
-}
-
-fn ratio(x: u64, base: u64) -> String {
-    if base == 0 {
-        String::from("-")
-    } else {
-        format!("{:.2}", x as f64 / base as f64)
-    }
 }
 
 /// A memcpy of `len` bytes (multiple of 128) between two contiguous buffers, kmem's copy.
@@ -149,14 +141,62 @@ fn gpu_slot_path() -> Result<String, DmaBenchError> {
         .ok_or_else(|| String::from("no virtio-gpu in any virtio-mmio slot"))
 }
 
-/// A mutable byte view of a contiguous dma-buf.
-///
-/// # Safety
-/// `id` must be a live, contiguous, CPU-mapped dma-buf the caller holds and that no other
-/// CPU code touches while the slice lives.
-unsafe fn buf_bytes<'a>(phys: u64, len: u64) -> &'a mut [u8] {
-    // Safety: per the contract, identity-mapped RAM the caller owns.
-    unsafe { core::slice::from_raw_parts_mut(phys as *mut u8, len as usize) }
+
+/// `frames` frames drawn in place and `frames` through the staging buffer, each checked;
+/// returns the two rows and how many attachments the brackets synced.
+fn draw_frames(
+    fb: &mut [u8],
+    staging: &mut [u8],
+    fb_id: BufId,
+    (width, height): (u32, u32),
+    frames: usize,
+) -> Result<(Vec<FrameRow>, usize), DmaBenchError> {
+    let bytes = width as usize * height as usize * 4;
+    let mut rows = Vec::new();
+    let mut synced = 0;
+    for staged in [false, true] {
+        let mut ledger = CopyLedger::default();
+        let (mut draw, mut copy, mut flush, mut total, mut ticks) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..frames {
+            fb.fill(0);
+            let t0 = instret();
+            synced += step("begin_cpu_access", dma::begin_cpu_access(fb_id, DmaDirection::ToDevice))?;
+            let target: &mut [u8] = if staged { &mut staging[..] } else { &mut fb[..] };
+            let mut canvas = step(
+                "FrameBuffer",
+                FrameBuffer::new(target, width, height, width as usize * 4),
+            )?;
+            let _ = draw_test_pattern(&mut canvas);
+            let t1 = instret();
+            if staged {
+                ledger.copy(&mut fb[..bytes], &staging[..bytes]);
+            }
+            let t2 = instret();
+            synced += step("end_cpu_access", dma::end_cpu_access(fb_id, DmaDirection::ToDevice))?;
+            let c0 = crate::driver::timer::counter();
+            let t3 = instret();
+            step("flush", gpu::flush(Rect::new(0, 0, width, height)))?;
+            let t4 = instret();
+            ticks.push(crate::driver::timer::counter() - c0);
+            draw.push(u64::from(t1.wrapping_sub(t0)));
+            copy.push(u64::from(t2.wrapping_sub(t1)));
+            flush.push(u64::from(t4.wrapping_sub(t3)));
+            total.push(u64::from(t4.wrapping_sub(t0)));
+            check_pattern(fb, width, height)?;
+        }
+        rows.push(FrameRow {
+            label: if staged { "staging + copy" } else { "in place" },
+            draw: Stats::of(&mut draw),
+            copy: Stats::of(&mut copy),
+            flush: Stats::of(&mut flush),
+            total: Stats::of(&mut total),
+            flush_ticks: Stats::of(&mut ticks).median,
+            copies_per_frame: ledger.copies as f64 / frames.max(1) as f64,
+            bytes_per_frame: ledger.bytes as f64 / frames.max(1) as f64,
+        });
+    }
+    Ok((rows, synced))
 }
 
 fn check_pattern(fb: &[u8], width: u32, height: u32) -> Result<(), DmaBenchError> {
@@ -192,63 +232,20 @@ pub fn frame_costs(frames: usize) -> Result<FrameReport, DmaBenchError> {
     };
     let result = (|| -> Result<FrameReport, DmaBenchError> {
         let attachment = step("attach", dma::attach(fb_id, &gpu_dev))?;
-        step("map", dma::map(fb_id, attachment))?;
-        let (phys, len) = step("buf_phys", dma::buf_phys(fb_id))?;
-        let (sphys, slen) = step("buf_phys", dma::buf_phys(staging_id))?;
+        // The device gets the buffer's bus address, as any DMA user would.
+        let mapped = step("map", dma::map(fb_id, attachment))?;
+        let segment = mapped.first().ok_or("map gave no segment")?;
         let shown = (|| -> Result<FrameReport, DmaBenchError> {
             step(
                 "attach_framebuffer",
-                gpu::attach_framebuffer(phys, len, width, height, Format::B8G8R8A8),
+                gpu::attach_framebuffer(segment.bus, segment.len, width, height, Format::B8G8R8A8),
             )?;
-            // Safety: both are contiguous CMA dma-bufs this function holds; only this code
-            // writes them (the GPU reads the framebuffer during a flush).
-            let fb = unsafe { buf_bytes(phys, len) };
-            // Safety: as above, and a different buffer.
-            let staging = unsafe { buf_bytes(sphys, slen) };
-            let mut rows = Vec::new();
-            let mut synced = 0;
-            for staged in [false, true] {
-                let mut ledger = CopyLedger::default();
-                let (mut draw, mut copy, mut flush, mut total, mut ticks) =
-                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for _ in 0..frames {
-                    fb.fill(0);
-                    let t0 = instret();
-                    synced += step("begin_cpu_access", dma::begin_cpu_access(fb_id, DmaDirection::ToDevice))?;
-                    let target: &mut [u8] = if staged { &mut staging[..] } else { &mut fb[..] };
-                    let mut canvas = step(
-                        "FrameBuffer",
-                        FrameBuffer::new(target, width, height, width as usize * 4),
-                    )?;
-                    let _ = draw_test_pattern(&mut canvas);
-                    let t1 = instret();
-                    if staged {
-                        ledger.copy(&mut fb[..bytes as usize], &staging[..bytes as usize]);
-                    }
-                    let t2 = instret();
-                    synced += step("end_cpu_access", dma::end_cpu_access(fb_id, DmaDirection::ToDevice))?;
-                    let c0 = crate::driver::timer::counter();
-                    let t3 = instret();
-                    step("flush", gpu::flush(Rect::new(0, 0, width, height)))?;
-                    let t4 = instret();
-                    ticks.push(crate::driver::timer::counter() - c0);
-                    draw.push(u64::from(t1.wrapping_sub(t0)));
-                    copy.push(u64::from(t2.wrapping_sub(t1)));
-                    flush.push(u64::from(t4.wrapping_sub(t3)));
-                    total.push(u64::from(t4.wrapping_sub(t0)));
-                    check_pattern(fb, width, height)?;
-                }
-                rows.push(FrameRow {
-                    label: if staged { "staging + copy" } else { "in place" },
-                    draw: Stats::of(&mut draw),
-                    copy: Stats::of(&mut copy),
-                    flush: Stats::of(&mut flush),
-                    total: Stats::of(&mut total),
-                    flush_ticks: Stats::of(&mut ticks).median,
-                    copies_per_frame: ledger.copies as f64 / frames.max(1) as f64,
-                    bytes_per_frame: ledger.bytes as f64 / frames.max(1) as f64,
-                });
-            }
+            let drawn = dma::vmap(fb_id, |fb| {
+                dma::vmap(staging_id, |staging| {
+                    draw_frames(fb, staging, fb_id, (width, height), frames)
+                })
+            });
+            let (rows, synced) = step("vmap", step("vmap", drawn)?)??;
             Ok(FrameReport {
                 width,
                 height,
@@ -295,7 +292,6 @@ pub fn format_frames(r: &FrameReport) -> String {
         "{:<15} {:>26} {:>22} {:>20} {:>26} {:>14} {:>12} {:>11}",
         "variant", "draw", "copy into fb", "flush", "whole frame", "CNTVCT x16", "copies/frame", "bytes/frame"
     );
-    let s = |st: &Stats| format!("{}/{}/{}", st.min, st.median, st.max);
     let mut agree = true;
     for row in &r.rows {
         let by_counter = row.flush_ticks * 16;
@@ -304,10 +300,10 @@ pub fn format_frames(r: &FrameReport) -> String {
             out,
             "{:<15} {:>26} {:>22} {:>20} {:>26} {:>14} {:>12} {:>11}",
             row.label,
-            s(&row.draw),
-            s(&row.copy),
-            s(&row.flush),
-            s(&row.total),
+            row.draw.to_string(),
+            row.copy.to_string(),
+            row.flush.to_string(),
+            row.total.to_string(),
             by_counter,
             format!("{:.0}", row.copies_per_frame),
             format!("{:.0}", row.bytes_per_frame)

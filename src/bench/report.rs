@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use core::fmt::Write;
 
 /// min / median / max of a set of counter deltas.
@@ -12,6 +12,13 @@ pub struct Stats {
     pub min: u64,
     pub median: u64,
     pub max: u64,
+}
+
+/// `min/median/max`, as every report prints a set of samples.
+impl core::fmt::Display for Stats {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}/{}", self.min, self.median, self.max)
+    }
 }
 
 impl Stats {
@@ -40,7 +47,8 @@ pub struct LatencyRow {
     pub failures: usize,
 }
 
-fn ratio(x: u64, base: u64) -> String {
+/// `x / base` with two decimals, `-` when there is no base: every report's ratio column.
+pub fn ratio(x: u64, base: u64) -> String {
     if base == 0 {
         String::from("-")
     } else {
@@ -61,15 +69,14 @@ pub fn format_latency(area: &str, rows: &[LatencyRow], trials: usize) -> String 
         "pages", "memcpy", "idle", "ratio", "full of anon", "ratio", "migr/alloc", "fail"
     );
     for r in rows {
-        let s = |st: &Stats| format!("{}/{}/{}", st.min, st.median, st.max);
         let _ = writeln!(
             out,
             "{:>6} {:>22} {:>22} {:>7} {:>22} {:>7} {:>9} {:>5}",
             r.pages,
-            s(&r.memcpy),
-            s(&r.idle),
+            r.memcpy.to_string(),
+            r.idle.to_string(),
             ratio(r.idle.median, r.memcpy.median),
-            s(&r.full),
+            r.full.to_string(),
             ratio(r.full.median, r.memcpy.median),
             r.migrated_per_alloc,
             r.failures
