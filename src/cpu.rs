@@ -13,6 +13,6 @@ pub mod pmu;
 
 pub(crate) use arch_cpu::record_boot_exception_level;
 pub use arch_cpu::{
-    boot_exception_level, enable_irqs, irqs_enabled, mask_interrupts, restore_interrupts, wait_forever,
-    InterruptState, IrqSafeLock,
+    boot_exception_level, enable_irqs, irqs_enabled, mask_interrupts, restore_interrupts,
+    wait_forever, InterruptState, IrqSafeLock,
 };

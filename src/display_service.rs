@@ -35,9 +35,9 @@ use embedded_graphics::primitives::Rectangle;
 
 use crate::cpu::IrqSafeLock;
 use crate::display::{self, FrameBuffer, MemoryMapSnapshot};
-use crate::dma::heap::DEFAULT_CMA_HEAP;
 use crate::dma::access::DmaDirection;
 use crate::dma::fence::FenceStatus;
+use crate::dma::heap::DEFAULT_CMA_HEAP;
 use crate::dma_service::{self, AttachId, BufId, DeviceDma, DmaError};
 use crate::driver::virtio_gpu::{self, GpuServiceError};
 use crate::kmem;
@@ -237,10 +237,7 @@ fn rect_of(r: &Rectangle) -> Rect {
 
 impl Screen {
     /// Draw in place with the CPU-access bracket; returns what `draw` returned.
-    fn draw<R>(
-        &mut self,
-        draw: impl FnOnce(&mut FrameBuffer<'_>) -> R,
-    ) -> Result<R, DisplayError> {
+    fn draw<R>(&mut self, draw: impl FnOnce(&mut FrameBuffer<'_>) -> R) -> Result<R, DisplayError> {
         let (width, height, stride) = (self.fb.width, self.fb.height, self.fb.stride as usize);
         dma_service::begin_cpu_access(self.buf, DmaDirection::ToDevice)?;
         let drawn = dma_service::vmap(self.buf, |bytes| {
@@ -259,7 +256,9 @@ impl Screen {
                 FenceStatus::Signalled => {}
                 FenceStatus::Pending => pending.push(fence),
                 FenceStatus::Failed(why) => {
-                    return Err(DisplayError::ProducerFailed(format!("fence {fence}: {why}")))
+                    return Err(DisplayError::ProducerFailed(format!(
+                        "fence {fence}: {why}"
+                    )))
                 }
             }
         }

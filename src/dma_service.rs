@@ -63,13 +63,24 @@ pub enum DmaError {
     Kmem(KmemError),
     Device(DeviceError),
     /// `buf_phys` on a buffer of several segments.
-    NotContiguous { buf: BufId, segments: usize },
+    NotContiguous {
+        buf: BufId,
+        segments: usize,
+    },
     /// `vmap` of a buffer the CPU cannot map (a `no-map` carveout).
-    NotMapped { buf: BufId },
+    NotMapped {
+        buf: BufId,
+    },
     /// `dma_alloc_coherent` found nothing the device can reach.
-    NoCoherentMemory { device: String, bytes: u64, why: String },
+    NoCoherentMemory {
+        device: String,
+        bytes: u64,
+        why: String,
+    },
     /// `dma_free_coherent` of something not handed out.
-    NotCoherent { phys: u64 },
+    NotCoherent {
+        phys: u64,
+    },
 }
 
 impl fmt::Display for DmaError {
@@ -85,10 +96,16 @@ impl fmt::Display for DmaError {
             DmaError::Kmem(e) => write!(f, "{e}"),
             DmaError::Device(e) => write!(f, "{e}"),
             DmaError::NotContiguous { buf, segments } => {
-                write!(f, "dma-buf {buf} has {segments} segments, not one contiguous range")
+                write!(
+                    f,
+                    "dma-buf {buf} has {segments} segments, not one contiguous range"
+                )
             }
             DmaError::NotMapped { buf } => {
-                write!(f, "dma-buf {buf} is in a no-map carveout: the CPU cannot map it")
+                write!(
+                    f,
+                    "dma-buf {buf} is in a no-map carveout: the CPU cannot map it"
+                )
             }
             DmaError::NoCoherentMemory { device, bytes, why } => {
                 write!(f, "{device}: no coherent memory for {bytes} bytes: {why}")
@@ -176,8 +193,15 @@ impl CacheMaintenance for CpuCache {
 /// Where a coherent allocation came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoherentSource {
-    Cma { area: String, pfn: Pfn, count: usize },
-    Pool { pfn: Pfn, pages: usize },
+    Cma {
+        area: String,
+        pfn: Pfn,
+        count: usize,
+    },
+    Pool {
+        pfn: Pfn,
+        pages: usize,
+    },
 }
 
 /// A `dma_alloc_coherent` buffer: its CPU address (identity-mapped) and the device's.
@@ -236,9 +260,10 @@ pub fn init(platform: &Platform) -> Result<(), DmaError> {
     log::info!(
         "dma: heaps {}; atomic pool {}",
         heaps.names().join(", "),
-        pool.as_ref().map_or(String::from("none"), |p| crate::util::size::format_size(
-            (p.size_pages() as u64) << PAGE_SHIFT
-        ))
+        pool.as_ref()
+            .map_or(String::from("none"), |p| crate::util::size::format_size(
+                (p.size_pages() as u64) << PAGE_SHIFT
+            ))
     );
     STATE.lock(|s| {
         *s = Some(DmaState {
@@ -277,7 +302,10 @@ pub fn heap_alloc(heap: &str, bytes: u64) -> Result<BufId, DmaError> {
     })
 }
 
-fn release(s: &mut DmaState, allocation: Option<crate::dma::heap::Allocation>) -> Result<(), DmaError> {
+fn release(
+    s: &mut DmaState,
+    allocation: Option<crate::dma::heap::Allocation>,
+) -> Result<(), DmaError> {
     match allocation {
         Some(a) => s.heaps.free(&a, &mut KmemPages).map_err(DmaError::from),
         None => Ok(()),
@@ -374,7 +402,13 @@ pub fn vmap<R>(id: BufId, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, DmaError>
 /// Every segment of a buffer as (physical address, length).
 pub fn buf_segments(id: BufId) -> Result<Vec<(u64, u64)>, DmaError> {
     with(|s| {
-        Ok(s.bufs.buf(id)?.allocation.segments.iter().map(|g| (g.phys(), g.len())).collect())
+        Ok(s.bufs
+            .buf(id)?
+            .allocation
+            .segments
+            .iter()
+            .map(|g| (g.phys(), g.len()))
+            .collect())
     })
 }
 
@@ -406,7 +440,13 @@ pub fn unmap(id: BufId, attachment: AttachId) -> Result<(), DmaError> {
 
 /// `DMA_BUF_IOCTL_SYNC` start: returns how many attachments were synced.
 pub fn begin_cpu_access(id: BufId, dir: DmaDirection) -> Result<usize, DmaError> {
-    with(|s| Ok(access::begin_cpu_access(s.bufs.buf(id)?, dir, &mut CpuCache)?))
+    with(|s| {
+        Ok(access::begin_cpu_access(
+            s.bufs.buf(id)?,
+            dir,
+            &mut CpuCache,
+        )?)
+    })
 }
 
 /// `DMA_BUF_IOCTL_SYNC` end.
@@ -417,9 +457,19 @@ pub fn end_cpu_access(id: BufId, dir: DmaDirection) -> Result<usize, DmaError> {
 /// `dma_alloc_coherent`. `can_wait` false is Linux's `GFP_ATOMIC`: only the atomic pool
 /// (a CMA allocation may migrate, which waits). Otherwise the device's CMA area, then
 /// the default area. The result must be reachable by the device.
-pub fn dma_alloc_coherent(device: &DeviceDma, bytes: u64, can_wait: bool) -> Result<CoherentBuf, DmaError> {
-    let count = pages_for(bytes).filter(|c| *c > 0).ok_or(DmaError::Heap(HeapError::ZeroSize))?;
-    let fail = |why: String| DmaError::NoCoherentMemory { device: device.name.clone(), bytes, why };
+pub fn dma_alloc_coherent(
+    device: &DeviceDma,
+    bytes: u64,
+    can_wait: bool,
+) -> Result<CoherentBuf, DmaError> {
+    let count = pages_for(bytes)
+        .filter(|c| *c > 0)
+        .ok_or(DmaError::Heap(HeapError::ZeroSize))?;
+    let fail = |why: String| DmaError::NoCoherentMemory {
+        device: device.name.clone(),
+        bytes,
+        why,
+    };
     with(|s| {
         let reach = |phys: u64| {
             let len = (count as u64) << PAGE_SHIFT;
@@ -430,7 +480,9 @@ pub fn dma_alloc_coherent(device: &DeviceDma, bytes: u64, can_wait: bool) -> Res
         let mut why = String::new();
         let mut found = None;
         if can_wait {
-            let default = kmem::plan().and_then(|p| p.default_cma_area()).map(|a| a.name.clone());
+            let default = kmem::plan()
+                .and_then(|p| p.default_cma_area())
+                .map(|a| a.name.clone());
             let mut areas: Vec<String> = device.cma_area.iter().cloned().collect();
             areas.extend(default.filter(|d| device.cma_area.as_ref() != Some(d)));
             let align = crate::dma::get_order(bytes).min(crate::dma::heap::cma::CMA_ALIGNMENT);
@@ -453,7 +505,10 @@ pub fn dma_alloc_coherent(device: &DeviceDma, bytes: u64, can_wait: bool) -> Res
                 why = String::from("no CMA area");
             }
         } else {
-            let pool = s.pool.as_mut().ok_or_else(|| fail(String::from("no atomic pool")))?;
+            let pool = s
+                .pool
+                .as_mut()
+                .ok_or_else(|| fail(String::from("no atomic pool")))?;
             let (pfn, pages) = pool.alloc(bytes)?;
             match reach((pfn as u64) << PAGE_SHIFT) {
                 Some(dma) => found = Some((pfn, dma, CoherentSource::Pool { pfn, pages })),
@@ -468,7 +523,12 @@ pub fn dma_alloc_coherent(device: &DeviceDma, bytes: u64, can_wait: bool) -> Res
         if !device.constraints.coherent {
             CpuCache.clean_invalidate(phys, (count as u64) << PAGE_SHIFT);
         }
-        let buf = CoherentBuf { phys, dma, bytes, source };
+        let buf = CoherentBuf {
+            phys,
+            dma,
+            bytes,
+            source,
+        };
         s.coherent.push(buf.clone());
         Ok(buf)
     })
@@ -477,14 +537,20 @@ pub fn dma_alloc_coherent(device: &DeviceDma, bytes: u64, can_wait: bool) -> Res
 /// `dma_free_coherent`.
 pub fn dma_free_coherent(buf: &CoherentBuf) -> Result<(), DmaError> {
     with(|s| {
-        let at = s.coherent.iter().position(|b| b == buf).ok_or(DmaError::NotCoherent { phys: buf.phys })?;
+        let at = s
+            .coherent
+            .iter()
+            .position(|b| b == buf)
+            .ok_or(DmaError::NotCoherent { phys: buf.phys })?;
         match &buf.source {
             CoherentSource::Cma { area, pfn, count } => {
                 kmem::cma_release(area, *pfn, *count).map_err(DmaError::Kmem)?
             }
-            CoherentSource::Pool { pfn, pages } => {
-                s.pool.as_mut().ok_or(DmaError::NotCoherent { phys: buf.phys })?.free(*pfn, *pages)?
-            }
+            CoherentSource::Pool { pfn, pages } => s
+                .pool
+                .as_mut()
+                .ok_or(DmaError::NotCoherent { phys: buf.phys })?
+                .free(*pfn, *pages)?,
         }
         s.coherent.swap_remove(at);
         Ok(())
@@ -494,14 +560,22 @@ pub fn dma_free_coherent(buf: &CoherentBuf) -> Result<(), DmaError> {
 /// Live `dma_alloc_coherent` buffers: (how many, pages they cover).
 pub fn coherent_outstanding() -> Result<(usize, usize), DmaError> {
     with(|s| {
-        let pages = s.coherent.iter().map(|b| pages_for(b.bytes).unwrap_or(0)).sum();
+        let pages = s
+            .coherent
+            .iter()
+            .map(|b| pages_for(b.bytes).unwrap_or(0))
+            .sum();
         Ok((s.coherent.len(), pages))
     })
 }
 
 /// Atomic pool (size, used) in pages.
 pub fn pool_pages() -> Result<(usize, usize), DmaError> {
-    with(|s| Ok(s.pool.as_ref().map_or((0, 0), |p| (p.size_pages(), p.used_pages()))))
+    with(|s| {
+        Ok(s.pool
+            .as_ref()
+            .map_or((0, 0), |p| (p.size_pages(), p.used_pages())))
+    })
 }
 
 /// Microseconds of uptime: the fences' clock.
@@ -520,7 +594,9 @@ fn run(events: Vec<Event<Job>>) {
     }
 }
 
-fn fence_call<R>(f: impl FnOnce(&mut Fences<Job>, u64) -> Result<(R, Vec<Event<Job>>), FenceOpError>) -> Result<R, DmaError> {
+fn fence_call<R>(
+    f: impl FnOnce(&mut Fences<Job>, u64) -> Result<(R, Vec<Event<Job>>), FenceOpError>,
+) -> Result<R, DmaError> {
     let now = now_us();
     let (r, events) = with(|s| {
         let mut events = s.fences.poll(now);
@@ -551,7 +627,10 @@ pub fn fence_signal(id: FenceId) -> Result<(), DmaError> {
 /// fences fail.
 pub fn fence_fail_context(context: ContextId, reason: Option<&str>) -> Result<(), DmaError> {
     let error = match reason {
-        Some(r) => FenceError::DeviceError { context, reason: String::from(r) },
+        Some(r) => FenceError::DeviceError {
+            context,
+            reason: String::from(r),
+        },
         None => FenceError::Reset { context },
     };
     fence_call(|f, _| Ok(((), f.fail_context(context, error))))
@@ -568,20 +647,29 @@ pub fn fence_poll() -> Result<(), DmaError> {
 pub fn fence_retire() -> Result<(), DmaError> {
     with(|s| {
         let bufs = &s.bufs;
-        s.fences.retire(|id| bufs.iter().any(|b| b.resv.fences().any(|(_, f)| f == id)));
+        s.fences
+            .retire(|id| bufs.iter().any(|b| b.resv.fences().any(|(_, f)| f == id)));
         Ok(())
     })
 }
 
 pub fn fence_status(id: FenceId) -> Result<FenceStatus, DmaError> {
     with(|s| {
-        s.fences.fence(id).map(|f| f.status.clone()).ok_or(DmaError::Fence(FenceOpError::NoSuchFence(id)))
+        s.fences
+            .fence(id)
+            .map(|f| f.status.clone())
+            .ok_or(DmaError::Fence(FenceOpError::NoSuchFence(id)))
     })
 }
 
 /// Queue `job` to run once every fence in `waits` signalled; returns the job's id and
 /// its output fence (on `context`, failing after `timeout_us`). May run it at once.
-pub fn job_submit(context: ContextId, waits: &[FenceId], timeout_us: u64, job: Job) -> Result<(JobId, FenceId), DmaError> {
+pub fn job_submit(
+    context: ContextId,
+    waits: &[FenceId],
+    timeout_us: u64,
+    job: Job,
+) -> Result<(JobId, FenceId), DmaError> {
     fence_call(|f, now| {
         let (id, out, events) = f.submit(context, waits, now, timeout_us, job)?;
         Ok(((id, out), events))
@@ -597,7 +685,9 @@ pub fn buf_waits(id: BufId, write: bool) -> Result<Vec<FenceId>, DmaError> {
 /// Record `fence` in the buffer's reservation as its writer or one of its readers.
 pub fn buf_add_fence(id: BufId, fence: FenceId, usage: Usage) -> Result<(), DmaError> {
     with(|s| {
-        s.fences.fence(fence).ok_or(DmaError::Fence(FenceOpError::NoSuchFence(fence)))?;
+        s.fences
+            .fence(fence)
+            .ok_or(DmaError::Fence(FenceOpError::NoSuchFence(fence)))?;
         let resv = &mut s.bufs.buf_mut(id)?.resv;
         match usage {
             Usage::Write => resv.add_write(fence),

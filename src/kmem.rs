@@ -639,9 +639,7 @@ pub fn free_pinned(pfn: Pfn, order: usize) -> Result<(), KmemError> {
         if !ours {
             return Err(KmemError::NotPinned { pfn, order });
         }
-        s.zone
-            .free_pages(pfn, order)
-            .map_err(KmemError::FreeFailed)
+        s.zone.free_pages(pfn, order).map_err(KmemError::FreeFailed)
     })?
 }
 

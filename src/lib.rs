@@ -40,11 +40,11 @@ pub mod bsp;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
-pub mod driver;
+pub mod display_service;
 #[cfg(target_os = "none")]
 pub mod dma_service;
 #[cfg(target_os = "none")]
-pub mod display_service;
+pub mod driver;
 #[cfg(target_os = "none")]
 pub mod dtb;
 #[cfg(target_os = "none")]

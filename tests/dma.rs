@@ -42,14 +42,20 @@ fn cma_used() -> Result<usize, String> {
 
 fn heaps_are_linuxs() -> Result<(), String> {
     qemu_ensure_eq!(dma::heap_names(), ["system", "default_cma_region", AREA]);
-    qemu_ensure_eq!(dma::dev_dma_heap(), format!("system\ndefault_cma_region\n{AREA}\n"));
+    qemu_ensure_eq!(
+        dma::dev_dma_heap(),
+        format!("system\ndefault_cma_region\n{AREA}\n")
+    );
     Ok(())
 }
 
 fn devices_read_from_the_boot_tree() -> Result<(), String> {
     let virtio = dma::device("/virtio_mmio@a000000").map_err(e)?;
     qemu_ensure_eq!(virtio.name, "a000000.virtio_mmio");
-    qemu_ensure!(virtio.constraints.coherent, "QEMU marks the root and virtio-mmio dma-coherent");
+    qemu_ensure!(
+        virtio.constraints.coherent,
+        "QEMU marks the root and virtio-mmio dma-coherent"
+    );
     qemu_ensure_eq!(virtio.cma_area.as_deref(), Some(AREA));
     qemu_ensure_eq!(virtio.constraints.addr_limit, u64::MAX);
     qemu_ensure!(dma::device("/no-such-node").is_err());
@@ -69,7 +75,10 @@ fn every_heap_gives_every_page_back() -> Result<(), String> {
             qemu_ensure_eq!(cma_used()?, used0);
         } else {
             let (phys, len) = dma::buf_phys(id).map_err(e)?;
-            qemu_ensure!((0x5000_0000..0x6000_0000).contains(&phys), "{heap}: {phys:#x}");
+            qemu_ensure!(
+                (0x5000_0000..0x6000_0000).contains(&phys),
+                "{heap}: {phys:#x}"
+            );
             qemu_ensure_eq!(len, 76 * 4096);
             qemu_ensure_eq!(cma_used()?, used0 + 76);
         }
@@ -82,7 +91,9 @@ fn every_heap_gives_every_page_back() -> Result<(), String> {
 }
 
 fn no_scatter_gather_device_refuses_system_buffers() -> Result<(), String> {
-    let codec = DeviceDma::new("codec", None).with_max_segments(1).map_err(|err| format!("{err}"))?;
+    let codec = DeviceDma::new("codec", None)
+        .with_max_segments(1)
+        .map_err(|err| format!("{err}"))?;
     let sg = dma::heap_alloc("system", 4 * 4096).map_err(e)?;
     let refused = dma::attach(sg, &codec);
     qemu_ensure_eq!(
@@ -90,7 +101,10 @@ fn no_scatter_gather_device_refuses_system_buffers() -> Result<(), String> {
         Err(DmaError::Buf(BufError::Refused {
             buf: sg,
             device: String::from("codec"),
-            reason: Refusal::TooManySegments { segments: 4, max: 1 }
+            reason: Refusal::TooManySegments {
+                segments: 4,
+                max: 1
+            }
         }))
     );
     let contiguous = dma::heap_alloc("default_cma_region", 4 * 4096).map_err(e)?;
@@ -126,21 +140,30 @@ fn cpu_access_runs_real_cache_ops() -> Result<(), String> {
     let dev = DeviceDma::new("noncoherent", None);
     let id = dma::heap_alloc("default_cma_region", 64 * 1024).map_err(e)?;
     let (phys, _) = dma::buf_phys(id).map_err(e)?;
-    qemu_ensure!(dma::begin_cpu_access(id, DmaDirection::FromDevice) == Ok(0), "nothing mapped yet");
+    qemu_ensure!(
+        dma::begin_cpu_access(id, DmaDirection::FromDevice) == Ok(0),
+        "nothing mapped yet"
+    );
     let a = dma::attach(id, &dev).map_err(e)?;
     dma::map(id, a).map_err(e)?;
     write_pattern(phys, 8192, 0x5eed);
     qemu_ensure_eq!(dma::end_cpu_access(id, DmaDirection::ToDevice), Ok(1));
     qemu_ensure_eq!(dma::begin_cpu_access(id, DmaDirection::FromDevice), Ok(1));
     check_pattern(phys, 8192, 0x5eed)?;
-    qemu_ensure_eq!(dma::begin_cpu_access(id, DmaDirection::Bidirectional), Ok(1));
+    qemu_ensure_eq!(
+        dma::begin_cpu_access(id, DmaDirection::Bidirectional),
+        Ok(1)
+    );
     qemu_ensure_eq!(dma::begin_cpu_access(id, DmaDirection::ToDevice), Ok(1));
     check_pattern(phys, 8192, 0x5eed)?;
     let mut coherent = DeviceDma::new("coherent", None);
     coherent.constraints.coherent = true;
     let c = dma::attach(id, &coherent).map_err(e)?;
     dma::map(id, c).map_err(e)?;
-    qemu_ensure!(dma::end_cpu_access(id, DmaDirection::Bidirectional) == Ok(1), "only the non-coherent one");
+    qemu_ensure!(
+        dma::end_cpu_access(id, DmaDirection::Bidirectional) == Ok(1),
+        "only the non-coherent one"
+    );
     for att in [a, c] {
         dma::unmap(id, att).map_err(e)?;
         dma::detach(id, att).map_err(e)?;
@@ -151,7 +174,10 @@ fn cpu_access_runs_real_cache_ops() -> Result<(), String> {
 fn coherent_allocations_use_the_area_then_the_pool() -> Result<(), String> {
     let dev = DeviceDma::new("dev", Some(AREA));
     let (size, used) = dma::pool_pages().map_err(e)?;
-    qemu_ensure!((size, used) == (64, 0), "coherent_pool=256K: {size} pages, {used} used");
+    qemu_ensure!(
+        (size, used) == (64, 0),
+        "coherent_pool=256K: {size} pages, {used} used"
+    );
     let used0 = cma_used()?;
     let waiting = dma::dma_alloc_coherent(&dev, 20_000, true).map_err(e)?;
     qemu_ensure_eq!(cma_used()?, used0 + 5);
@@ -163,7 +189,10 @@ fn coherent_allocations_use_the_area_then_the_pool() -> Result<(), String> {
     qemu_ensure!(matches!(too_big, Err(DmaError::Pool(_))), "{too_big:?}");
     dma::dma_free_coherent(&atomic).map_err(e)?;
     dma::dma_free_coherent(&waiting).map_err(e)?;
-    qemu_ensure!(dma::dma_free_coherent(&waiting).is_err(), "double free refused");
+    qemu_ensure!(
+        dma::dma_free_coherent(&waiting).is_err(),
+        "double free refused"
+    );
     qemu_ensure_eq!(dma::pool_pages().map_err(e)?.1, 0);
     qemu_ensure_eq!(cma_used()?, used0);
     Ok(())
@@ -178,29 +207,49 @@ fn jobs_run_when_their_fences_signal() -> Result<(), String> {
     let seen = ran.clone();
     let waits = dma::buf_waits(id, false).map_err(e)?;
     qemu_ensure_eq!(waits, [decoded]);
-    let (_, out) = dma::job_submit(ctx, &waits, 1_000_000, alloc::boxed::Box::new(move || {
-        seen.fetch_add(1, Ordering::SeqCst);
-    }))
+    let (_, out) = dma::job_submit(
+        ctx,
+        &waits,
+        1_000_000,
+        alloc::boxed::Box::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
     .map_err(e)?;
     qemu_ensure_eq!(ran.load(Ordering::SeqCst), 0);
     dma::fence_signal(decoded).map_err(e)?;
     qemu_ensure!(ran.load(Ordering::SeqCst) == 1, "ran inside fence_signal");
     dma::buf_add_fence(id, out, Usage::Read).map_err(e)?;
     let info = dma::bufinfo();
-    qemu_ensure!(info.contains("\twrite fence:virtio_video dec0 seq 1 signalled\n"), "{info}");
-    qemu_ensure!(info.contains("\tread fence:virtio_video dec0 seq 2 unsignalled\n"), "{info}");
+    qemu_ensure!(
+        info.contains("\twrite fence:virtio_video dec0 seq 1 signalled\n"),
+        "{info}"
+    );
+    qemu_ensure!(
+        info.contains("\tread fence:virtio_video dec0 seq 2 unsignalled\n"),
+        "{info}"
+    );
     qemu_ensure!(info.contains("\tsystem\t"), "{info}");
 
     let late = dma::fence_create(ctx, 1000).map_err(e)?;
     monolith::driver::timer::spin_for(core::time::Duration::from_millis(2));
     dma::fence_poll().map_err(e)?;
     let status = dma::fence_status(late).map_err(e)?;
-    qemu_ensure!(matches!(status, FenceStatus::Failed(FenceError::Timeout { .. })), "{status:?}");
+    qemu_ensure!(
+        matches!(status, FenceStatus::Failed(FenceError::Timeout { .. })),
+        "{status:?}"
+    );
     dma::fence_fail_context(ctx, None).map_err(e)?;
-    qemu_ensure_eq!(dma::fence_status(out).map_err(e)?, FenceStatus::Failed(FenceError::Reset { context: ctx }));
+    qemu_ensure_eq!(
+        dma::fence_status(out).map_err(e)?,
+        FenceStatus::Failed(FenceError::Reset { context: ctx })
+    );
     dma::buf_put(id).map_err(e)?;
     dma::fence_retire().map_err(e)?;
-    qemu_ensure!(dma::fence_status(decoded).is_err(), "retired: no buffer names it any more");
+    qemu_ensure!(
+        dma::fence_status(decoded).is_err(),
+        "retired: no buffer names it any more"
+    );
     let live: Vec<_> = dma::buf_list();
     qemu_ensure!(live.is_empty(), "{live:?}");
     Ok(())
@@ -211,19 +260,34 @@ fn kernel_init() -> ! {
     run_tests(
         "dma",
         &[
-            TestCase { name: "heaps_are_linuxs", run: heaps_are_linuxs },
-            TestCase { name: "devices_read_from_the_boot_tree", run: devices_read_from_the_boot_tree },
-            TestCase { name: "every_heap_gives_every_page_back", run: every_heap_gives_every_page_back },
+            TestCase {
+                name: "heaps_are_linuxs",
+                run: heaps_are_linuxs,
+            },
+            TestCase {
+                name: "devices_read_from_the_boot_tree",
+                run: devices_read_from_the_boot_tree,
+            },
+            TestCase {
+                name: "every_heap_gives_every_page_back",
+                run: every_heap_gives_every_page_back,
+            },
             TestCase {
                 name: "no_scatter_gather_device_refuses_system_buffers",
                 run: no_scatter_gather_device_refuses_system_buffers,
             },
-            TestCase { name: "cpu_access_runs_real_cache_ops", run: cpu_access_runs_real_cache_ops },
+            TestCase {
+                name: "cpu_access_runs_real_cache_ops",
+                run: cpu_access_runs_real_cache_ops,
+            },
             TestCase {
                 name: "coherent_allocations_use_the_area_then_the_pool",
                 run: coherent_allocations_use_the_area_then_the_pool,
             },
-            TestCase { name: "jobs_run_when_their_fences_signal", run: jobs_run_when_their_fences_signal },
+            TestCase {
+                name: "jobs_run_when_their_fences_signal",
+                run: jobs_run_when_their_fences_signal,
+            },
         ],
     )
 }

@@ -54,9 +54,15 @@ fn buffers_come_from_inside_first_fit_and_go_back() -> Result<(), String> {
         dma::begin_cpu_access(a, DmaDirection::FromDevice),
         Err(DmaError::Access(AccessError::NotCpuMapped(_)))
     ));
-    qemu_ensure!(matches!(dma::vmap(a, |_| ()), Err(DmaError::NotMapped { .. })));
+    qemu_ensure!(matches!(
+        dma::vmap(a, |_| ()),
+        Err(DmaError::NotMapped { .. })
+    ));
     // A device reaches it: one bus range.
-    let vpu = dma::device("/vpu").map_err(e)?.with_max_segments(1).map_err(|x| format!("{x}"))?;
+    let vpu = dma::device("/vpu")
+        .map_err(e)?
+        .with_max_segments(1)
+        .map_err(|x| format!("{x}"))?;
     let attachment = dma::attach(a, &vpu).map_err(e)?;
     let map = dma::map(a, attachment).map_err(e)?;
     qemu_ensure_eq!(map.len(), 1);
@@ -65,7 +71,10 @@ fn buffers_come_from_inside_first_fit_and_go_back() -> Result<(), String> {
     dma::detach(a, attachment).map_err(e)?;
     // Freed runs are taken again, first fit.
     dma::buf_put(a).map_err(e)?;
-    qemu_ensure!(matches!(dma::buf_put(a), Err(DmaError::Buf(BufError::Released(_)))));
+    qemu_ensure!(matches!(
+        dma::buf_put(a),
+        Err(DmaError::Buf(BufError::Released(_)))
+    ));
     let c = dma::heap_alloc(HEAP, 512 * 1024).map_err(e)?;
     qemu_ensure_eq!(dma::buf_phys(c).map_err(e)?.0, CARVEOUT.start);
     dma::buf_put(c).map_err(e)?;
@@ -95,12 +104,18 @@ fn kernel_init() -> ! {
     run_tests(
         "dma_carveout",
         &[
-            TestCase { name: "the_carveout_is_a_heap", run: the_carveout_is_a_heap },
+            TestCase {
+                name: "the_carveout_is_a_heap",
+                run: the_carveout_is_a_heap,
+            },
             TestCase {
                 name: "buffers_come_from_inside_first_fit_and_go_back",
                 run: buffers_come_from_inside_first_fit_and_go_back,
             },
-            TestCase { name: "what_does_not_fit_is_refused", run: what_does_not_fit_is_refused },
+            TestCase {
+                name: "what_does_not_fit_is_refused",
+                run: what_does_not_fit_is_refused,
+            },
         ],
     )
 }

@@ -18,16 +18,16 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 
-use monolith::driver::virtio_gpu::{self as gpu, GpuServiceError};
 use monolith::dma::DmaRange;
+use monolith::driver::virtio_gpu::{self as gpu, GpuServiceError};
 use monolith::driver::virtio_mmio::AttachError;
 use monolith::driver::{gicv3, virtio_mmio, virtio_probe};
-use monolith::{dma_service, kmem};
 use monolith::test_harness::{run_tests, TestCase};
 use monolith::util::size::{PAGE_SHIFT, PAGE_SIZE};
 use monolith::virtio::gpu::wire::cmd;
 use monolith::virtio::gpu::{ErrorResponse, Format, GpuError, Rect};
 use monolith::virtio::{id, Hal};
+use monolith::{dma_service, kmem};
 use monolith::{qemu_ensure, qemu_ensure_eq};
 
 fn e(err: impl core::fmt::Display) -> String {
@@ -71,7 +71,10 @@ fn gpu_found_on_the_modern_transport() -> Result<(), String> {
     // The control queue's rings and the command page: coherent buffers from the GPU's
     // CMA area (the default one), at the identity DMA address (`virt` has no dma-ranges).
     let regions = virtio_mmio::dma_regions();
-    qemu_ensure!(regions.len() >= 2, "{regions:?}: rings and command page expected");
+    qemu_ensure!(
+        regions.len() >= 2,
+        "{regions:?}: rings and command page expected"
+    );
     let pages: usize = regions.iter().map(|r| r.pages).sum();
     qemu_ensure_eq!(pages, virtio_mmio::dma_pages_outstanding());
     let cma = kmem::cma_state(&area).map_err(e)?;
@@ -87,7 +90,10 @@ fn gpu_found_on_the_modern_transport() -> Result<(), String> {
         );
     }
     let (buffers, coherent_pages, cma_used, _) = dma_view(&area)?;
-    qemu_ensure!(buffers >= regions.len(), "{buffers} coherent buffers for {regions:?}");
+    qemu_ensure!(
+        buffers >= regions.len(),
+        "{buffers} coherent buffers for {regions:?}"
+    );
     qemu_ensure!(coherent_pages >= pages && cma_used >= pages);
     Ok(())
 }
@@ -99,8 +105,15 @@ fn dma_ranges_offset_is_what_the_device_gets() -> Result<(), String> {
     // The GPU's own description, behind a bus that sees RAM at 0 (bus 0 = CPU
     // 0x4000_0000), as a `dma-ranges` would say.
     let mut dma = dma_service::device(&slot.path).map_err(e)?;
-    qemu_ensure!(dma.constraints.coherent, "QEMU's virt root says dma-coherent");
-    let ram = monolith::runtime::platform().memory.first().cloned().ok_or("no RAM")?;
+    qemu_ensure!(
+        dma.constraints.coherent,
+        "QEMU's virt root says dma-coherent"
+    );
+    let ram = monolith::runtime::platform()
+        .memory
+        .first()
+        .cloned()
+        .ok_or("no RAM")?;
     let range = DmaRange {
         cpu_start: ram.start,
         bus_start: 0,
@@ -120,7 +133,8 @@ fn dma_ranges_offset_is_what_the_device_gets() -> Result<(), String> {
     qemu_ensure_eq!(region.paddr(), live.phys - ram.start);
     // Zeroed, and the CPU's accesses land at the CPU address.
     let mut buf = [0xffu8; 8];
-    hal.read(&region, 2 * PAGE_SIZE as usize - 8, &mut buf).map_err(e)?;
+    hal.read(&region, 2 * PAGE_SIZE as usize - 8, &mut buf)
+        .map_err(e)?;
     qemu_ensure_eq!(buf, [0u8; 8]);
     hal.write_u32(&region, 4, 0x1234_5678).map_err(e)?;
     // Safety: `live.phys` is the region's CPU address, identity-mapped RAM the region
@@ -128,7 +142,8 @@ fn dma_ranges_offset_is_what_the_device_gets() -> Result<(), String> {
     let raw = unsafe { core::ptr::read_volatile((live.phys as usize + 4) as *const u32) };
     qemu_ensure_eq!(u32::from_le(raw), 0x1234_5678);
     qemu_ensure!(
-        hal.write(&region, 2 * PAGE_SIZE as usize - 1, &[0, 0]).is_err(),
+        hal.write(&region, 2 * PAGE_SIZE as usize - 1, &[0, 0])
+            .is_err(),
         "a write past the end was accepted"
     );
     let (buffers, pages, cma_used, pool_used) = dma_view(&area)?;

@@ -141,7 +141,6 @@ fn gpu_slot_path() -> Result<String, DmaBenchError> {
         .ok_or_else(|| String::from("no virtio-gpu in any virtio-mmio slot"))
 }
 
-
 /// `frames` frames drawn in place and `frames` through the staging buffer, each checked;
 /// returns the two rows and how many attachments the brackets synced.
 fn draw_frames(
@@ -161,8 +160,15 @@ fn draw_frames(
         for _ in 0..frames {
             fb.fill(0);
             let t0 = instret();
-            synced += step("begin_cpu_access", dma::begin_cpu_access(fb_id, DmaDirection::ToDevice))?;
-            let target: &mut [u8] = if staged { &mut staging[..] } else { &mut fb[..] };
+            synced += step(
+                "begin_cpu_access",
+                dma::begin_cpu_access(fb_id, DmaDirection::ToDevice),
+            )?;
+            let target: &mut [u8] = if staged {
+                &mut staging[..]
+            } else {
+                &mut fb[..]
+            };
             let mut canvas = step(
                 "FrameBuffer",
                 FrameBuffer::new(target, width, height, width as usize * 4),
@@ -173,7 +179,10 @@ fn draw_frames(
                 ledger.copy(&mut fb[..bytes], &staging[..bytes]);
             }
             let t2 = instret();
-            synced += step("end_cpu_access", dma::end_cpu_access(fb_id, DmaDirection::ToDevice))?;
+            synced += step(
+                "end_cpu_access",
+                dma::end_cpu_access(fb_id, DmaDirection::ToDevice),
+            )?;
             let c0 = crate::driver::timer::counter();
             let t3 = instret();
             step("flush", gpu::flush(Rect::new(0, 0, width, height)))?;
@@ -203,11 +212,18 @@ fn check_pattern(fb: &[u8], width: u32, height: u32) -> Result<(), DmaBenchError
     let stride = width as usize * 4;
     for (bar, colour) in pattern::BAR_COLOURS.iter().enumerate() {
         let columns = pattern::bar_columns(bar, width);
-        for (x, y) in [(columns.start, 0), (columns.end - 1, height - 1), (columns.start, height / 2)] {
+        for (x, y) in [
+            (columns.start, 0),
+            (columns.end - 1, height - 1),
+            (columns.start, height / 2),
+        ] {
             let at = y as usize * stride + x as usize * 4;
             let want = crate::display::framebuffer::bgra(*colour);
             if fb[at..at + 4] != want {
-                return Err(format!("frame check: pixel ({x},{y}) is {:?}, not bar {bar}", &fb[at..at + 4]));
+                return Err(format!(
+                    "frame check: pixel ({x},{y}) is {:?}, not bar {bar}",
+                    &fb[at..at + 4]
+                ));
             }
         }
     }
@@ -222,7 +238,10 @@ pub fn frame_costs(frames: usize) -> Result<FrameReport, DmaBenchError> {
     let (width, height) = (mode.width, mode.height);
     let bytes = u64::from(width) * u64::from(height) * 4;
     let gpu_dev = step("GPU device", dma::device(&gpu_slot_path()?))?;
-    let fb_id = step("framebuffer heap_alloc", dma::heap_alloc(DEFAULT_CMA_HEAP, bytes))?;
+    let fb_id = step(
+        "framebuffer heap_alloc",
+        dma::heap_alloc(DEFAULT_CMA_HEAP, bytes),
+    )?;
     let staging_id = match dma::heap_alloc(DEFAULT_CMA_HEAP, bytes) {
         Ok(id) => id,
         Err(e) => {
@@ -290,7 +309,14 @@ pub fn format_frames(r: &FrameReport) -> String {
     let _ = writeln!(
         out,
         "{:<15} {:>26} {:>22} {:>20} {:>26} {:>14} {:>12} {:>11}",
-        "variant", "draw", "copy into fb", "flush", "whole frame", "CNTVCT x16", "copies/frame", "bytes/frame"
+        "variant",
+        "draw",
+        "copy into fb",
+        "flush",
+        "whole frame",
+        "CNTVCT x16",
+        "copies/frame",
+        "bytes/frame"
     );
     let mut agree = true;
     for row in &r.rows {
@@ -384,7 +410,13 @@ pub struct AccessReport {
 }
 
 /// (name, what it does, begin or end, direction, the bare loop and its total cost).
-type Bracket = (&'static str, &'static str, bool, DmaDirection, Option<(&'static str, u64)>);
+type Bracket = (
+    &'static str,
+    &'static str,
+    bool,
+    DmaDirection,
+    Option<(&'static str, u64)>,
+);
 
 fn median(mut v: Vec<u64>) -> u64 {
     Stats::of(&mut v).median
@@ -423,25 +455,72 @@ pub fn cpu_access_costs(bytes: u64, trials: usize) -> Result<AccessReport, DmaBe
             let bare_cost = |op: Dc| {
                 let mut v = Vec::new();
                 for _ in 0..trials {
-                    v.push(count(|| {
-                        for &(p, l) in &segments {
-                            bare_dc(op, p, l);
-                        }
-                    }).0);
+                    v.push(
+                        count(|| {
+                            for &(p, l) in &segments {
+                                bare_dc(op, p, l);
+                            }
+                        })
+                        .0,
+                    );
                 }
                 median(v)
             };
-            let (ivac, cvac, civac) = (bare_cost(Dc::Ivac), bare_cost(Dc::Cvac), bare_cost(Dc::Civac));
+            let (ivac, cvac, civac) = (
+                bare_cost(Dc::Ivac),
+                bare_cost(Dc::Cvac),
+                bare_cost(Dc::Civac),
+            );
             if heap == DEFAULT_CMA_HEAP {
-                bare = [("DC IVAC", per_mib(ivac)), ("DC CVAC", per_mib(cvac)), ("DC CIVAC", per_mib(civac))];
+                bare = [
+                    ("DC IVAC", per_mib(ivac)),
+                    ("DC CVAC", per_mib(cvac)),
+                    ("DC CIVAC", per_mib(civac)),
+                ];
             }
             let brackets: [Bracket; 6] = [
-                ("begin TO_DEVICE", "nothing", true, DmaDirection::ToDevice, None),
-                ("begin FROM_DEVICE", "invalidate", true, DmaDirection::FromDevice, Some(("DC IVAC", ivac))),
-                ("begin BIDIRECTIONAL", "invalidate", true, DmaDirection::Bidirectional, Some(("DC IVAC", ivac))),
-                ("end TO_DEVICE", "clean", false, DmaDirection::ToDevice, Some(("DC CVAC", cvac))),
-                ("end FROM_DEVICE", "clean", false, DmaDirection::FromDevice, Some(("DC CVAC", cvac))),
-                ("end BIDIRECTIONAL", "clean", false, DmaDirection::Bidirectional, Some(("DC CVAC", cvac))),
+                (
+                    "begin TO_DEVICE",
+                    "nothing",
+                    true,
+                    DmaDirection::ToDevice,
+                    None,
+                ),
+                (
+                    "begin FROM_DEVICE",
+                    "invalidate",
+                    true,
+                    DmaDirection::FromDevice,
+                    Some(("DC IVAC", ivac)),
+                ),
+                (
+                    "begin BIDIRECTIONAL",
+                    "invalidate",
+                    true,
+                    DmaDirection::Bidirectional,
+                    Some(("DC IVAC", ivac)),
+                ),
+                (
+                    "end TO_DEVICE",
+                    "clean",
+                    false,
+                    DmaDirection::ToDevice,
+                    Some(("DC CVAC", cvac)),
+                ),
+                (
+                    "end FROM_DEVICE",
+                    "clean",
+                    false,
+                    DmaDirection::FromDevice,
+                    Some(("DC CVAC", cvac)),
+                ),
+                (
+                    "end BIDIRECTIONAL",
+                    "clean",
+                    false,
+                    DmaDirection::Bidirectional,
+                    Some(("DC CVAC", cvac)),
+                ),
             ];
             for (op, does, begin, dir, base) in brackets {
                 let (cost, synced) = if begin {
@@ -504,7 +583,9 @@ pub fn format_access(r: &AccessReport) -> String {
         "heap", "segments", "bracket", "does", "instr/MiB", "bare/MiB", "ratio", "synced"
     );
     for row in &r.rows {
-        let (bare_name, bare) = row.bare.map_or((String::from("-"), 0), |(n, c)| (format!("{c} {}", &n[3..]), c));
+        let (bare_name, bare) = row.bare.map_or((String::from("-"), 0), |(n, c)| {
+            (format!("{c} {}", &n[3..]), c)
+        });
         let _ = writeln!(
             out,
             "{:<20} {:>8} {:<22} {:>10} {:>12} {:>12} {:>7} {:>6}",
@@ -587,14 +668,18 @@ pub fn alloc_costs(sizes: &[u64], trials: usize) -> Result<AllocReport, DmaBench
             .map(|&n| {
                 let mut v = Vec::new();
                 for _ in 0..trials {
-                    let (c, r) = count(|| dma::heap_alloc(&heap, n).and_then(|id: BufId| dma::buf_put(id)));
+                    let (c, r) =
+                        count(|| dma::heap_alloc(&heap, n).and_then(|id: BufId| dma::buf_put(id)));
                     r.map_err(|e| short(&e))?;
                     v.push(c);
                 }
                 Ok(median(v))
             })
             .collect();
-        rows.push(AllocRow { label: format!("heap {heap}"), costs });
+        rows.push(AllocRow {
+            label: format!("heap {heap}"),
+            costs,
+        });
     }
     let device = step("GPU device", dma::device(&gpu_slot_path()?))?;
     for (label, can_wait) in [("coherent, CMA", true), ("coherent, atomic pool", false)] {
@@ -604,7 +689,8 @@ pub fn alloc_costs(sizes: &[u64], trials: usize) -> Result<AllocReport, DmaBench
                 let mut v = Vec::new();
                 for _ in 0..trials {
                     let (c, r) = count(|| {
-                        dma::dma_alloc_coherent(&device, n, can_wait).and_then(|b| dma::dma_free_coherent(&b))
+                        dma::dma_alloc_coherent(&device, n, can_wait)
+                            .and_then(|b| dma::dma_free_coherent(&b))
                     });
                     r.map_err(|e| short(&e))?;
                     v.push(c);
@@ -612,7 +698,10 @@ pub fn alloc_costs(sizes: &[u64], trials: usize) -> Result<AllocReport, DmaBench
                 Ok(median(v))
             })
             .collect();
-        rows.push(AllocRow { label: String::from(label), costs });
+        rows.push(AllocRow {
+            label: String::from(label),
+            costs,
+        });
     }
     let pool_bytes = step("pool", dma::pool_pages())?.0 as u64 * crate::util::PAGE_SIZE;
     let areas = crate::kmem::cma_area_names();
@@ -627,7 +716,15 @@ pub fn alloc_costs(sizes: &[u64], trials: usize) -> Result<AllocReport, DmaBench
         rows,
         pool_bytes,
         carveouts,
-        device: format!("{} ({})", device.name, if device.constraints.coherent { "dma-coherent" } else { "non-coherent" }),
+        device: format!(
+            "{} ({})",
+            device.name,
+            if device.constraints.coherent {
+                "dma-coherent"
+            } else {
+                "non-coherent"
+            }
+        ),
     })
 }
 

@@ -51,16 +51,27 @@ mod tests {
     fn the_last_value_wins_and_bad_ones_are_refused() {
         assert_eq!(boot_screen(None), Ok(BootScreen::Off));
         assert_eq!(boot_screen(Some("console=ttyAMA0")), Ok(BootScreen::Off));
-        assert_eq!(boot_screen(Some("monolith.display=map")), Ok(BootScreen::Map));
         assert_eq!(
-            boot_screen(Some("monolith.display=map cma=64M monolith.display=pattern")),
+            boot_screen(Some("monolith.display=map")),
+            Ok(BootScreen::Map)
+        );
+        assert_eq!(
+            boot_screen(Some(
+                "monolith.display=map cma=64M monolith.display=pattern"
+            )),
             Ok(BootScreen::Pattern)
         );
-        assert_eq!(boot_screen(Some("monolith.display=off")), Ok(BootScreen::Off));
+        assert_eq!(
+            boot_screen(Some("monolith.display=off")),
+            Ok(BootScreen::Off)
+        );
         let bad = boot_screen(Some("monolith.display=movie")).unwrap_err();
         assert!(bad.contains("monolith.display=movie"), "{bad}");
         assert!(boot_screen(Some("monolith.display")).is_err());
         // Arguments after `--` belong to init, as in Linux.
-        assert_eq!(boot_screen(Some("-- monolith.display=map")), Ok(BootScreen::Off));
+        assert_eq!(
+            boot_screen(Some("-- monolith.display=map")),
+            Ok(BootScreen::Off)
+        );
     }
 }

@@ -440,7 +440,10 @@ pub(crate) mod tests {
         );
         let uart =
             DeviceDma::from_tree(&tree, &ReservedMemoryPlan::default(), "/pl011@9000000").unwrap();
-        assert!(uart.constraints.coherent, "QEMU puts dma-coherent on the root: every device inherits it");
+        assert!(
+            uart.constraints.coherent,
+            "QEMU puts dma-coherent on the root: every device inherits it"
+        );
     }
 
     #[test]

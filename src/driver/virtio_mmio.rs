@@ -59,8 +59,8 @@ use tock_registers::interfaces::{Readable, Writeable};
 use super::gicv3;
 use super::virtio_mmio_regs::{VirtioMmioRegisters, CONFIG_OFFSET};
 use crate::cpu::IrqSafeLock;
-use crate::dt::platform::MmioDevice;
 use crate::dma_service::{self, CoherentBuf, DeviceDma, DmaError};
+use crate::dt::platform::MmioDevice;
 use crate::util::size::PAGE_SIZE;
 use crate::virtio::transport::{interrupt, reg};
 use crate::virtio::{Barrier, DmaRegion, Hal, HalError, Registers};
@@ -422,7 +422,10 @@ impl KmemHal {
     fn alloc_coherent(&self, bytes: u64) -> Result<CoherentBuf, DmaError> {
         match dma_service::dma_alloc_coherent(&self.dma, bytes, true) {
             Err(DmaError::NoCoherentMemory { why, .. }) => {
-                log::debug!("{}: {bytes} DMA bytes from the atomic pool: {why}", self.dma.name);
+                log::debug!(
+                    "{}: {bytes} DMA bytes from the atomic pool: {why}",
+                    self.dma.name
+                );
                 dma_service::dma_alloc_coherent(&self.dma, bytes, false)
             }
             other => other,

@@ -304,7 +304,11 @@ pub fn cma_request(line: &CommandLine<'_>, messages: &mut Vec<String>) -> Option
         if text.is_empty() {
             // early_cma(): memparse("") reads 0, so `cma=` asks for no default area at
             // all and bypasses the tree's linux,cma-default pool too (the planner says so).
-            let mut next = request.unwrap_or(CmaRequest { size: 0, base: 0, limit: 0 });
+            let mut next = request.unwrap_or(CmaRequest {
+                size: 0,
+                base: 0,
+                limit: 0,
+            });
             next.size = 0;
             request = Some(next);
             continue;

@@ -73,7 +73,11 @@ impl core::error::Error for PairsError {}
 
 /// Split a `reg`-shaped value into `(address, size)` pairs of the given cell counts. An
 /// empty value is zero pairs.
-pub fn pairs(value: &[u8], address_cells: u32, size_cells: u32) -> Result<Vec<(u64, u64)>, PairsError> {
+pub fn pairs(
+    value: &[u8],
+    address_cells: u32,
+    size_cells: u32,
+) -> Result<Vec<(u64, u64)>, PairsError> {
     if address_cells > 2 || size_cells > 2 {
         return Err(PairsError::TooManyCells);
     }
@@ -151,7 +155,10 @@ mod tests {
     fn pairs_check_the_shape() {
         let reg = [0, 0, 0, 0x40, 0, 0, 0, 0x10, 0, 0, 0, 0x80, 0, 0, 0, 0x20];
         assert_eq!(pairs(&reg, 1, 1), Ok(vec![(0x40, 0x10), (0x80, 0x20)]));
-        assert_eq!(pairs(&reg, 2, 2), Ok(vec![(0x40_0000_0010, 0x80_0000_0020)]));
+        assert_eq!(
+            pairs(&reg, 2, 2),
+            Ok(vec![(0x40_0000_0010, 0x80_0000_0020)])
+        );
         assert_eq!(pairs(&reg[..12], 1, 2), Ok(vec![(0x40, 0x10_0000_0080)]));
         assert_eq!(pairs(&reg[..12], 1, 1), Err(PairsError::NotWholeEntries));
         assert_eq!(pairs(&reg, 3, 1), Err(PairsError::TooManyCells));
@@ -168,7 +175,11 @@ mod tests {
         let list: Vec<&str> = string_list(b"arm,pl011\0\0arm,primecell\0").collect();
         assert_eq!(list, vec!["arm,pl011", "arm,primecell"]);
         assert_eq!(printable_string_list(b"a\0bc\0"), Some(vec!["a", "bc"]));
-        assert_eq!(printable_string_list(b"a\0\0b\0"), None, "an empty string: not a list");
+        assert_eq!(
+            printable_string_list(b"a\0\0b\0"),
+            None,
+            "an empty string: not a list"
+        );
         assert_eq!(printable_string_list(b"\x01\0"), None);
         assert_eq!(printable_string_list(b"\0"), None);
     }

@@ -68,11 +68,7 @@ impl fmt::Display for DtError {
                 HEADER_LEN
             ),
             DtError::BadMagic(magic) => {
-                write!(
-                    f,
-                    "bad magic {magic:#010x} (expected {:#010x})",
-                    FDT_MAGIC
-                )
+                write!(f, "bad magic {magic:#010x} (expected {:#010x})", FDT_MAGIC)
             }
             DtError::TotalSizeTooSmall(size) => write!(
                 f,

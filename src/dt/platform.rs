@@ -315,7 +315,10 @@ fn parse_uart(reader: &Reader, stdout_path: Option<&str>) -> Result<Option<Pl011
         } else {
             reader.node(tree.find("/aliases")?).string(path)?
         };
-        uarts.iter().copied().find(|&i| reader.node(i).path() == path)
+        uarts
+            .iter()
+            .copied()
+            .find(|&i| reader.node(i).path() == path)
     });
     let Some(id) = stdout_node.or(uarts.first().copied()) else {
         return Ok(None);

@@ -269,7 +269,10 @@ pub enum HeapOp<'a> {
     List,
     /// Allocate `bytes` from the heap named `heap` and export it as a dma-buf; success
     /// text should contain the buffer's id.
-    Alloc { heap: &'a str, bytes: u64 },
+    Alloc {
+        heap: &'a str,
+        bytes: u64,
+    },
 }
 
 /// `dmabuf ...`: the exported buffers.
@@ -277,7 +280,9 @@ pub enum HeapOp<'a> {
 pub enum DmabufOp {
     List,
     /// Drop the shell's reference to buffer `id` (released when it was the last one).
-    Free { id: u64 },
+    Free {
+        id: u64,
+    },
 }
 
 /// Everything the shell needs from the firmware.

@@ -452,6 +452,9 @@ mod tests {
         let plan = list.free(debugfs_free_count("1000000").unwrap(), 0);
         assert_eq!(plan.releases, vec![(200, 2), (100, 4)]);
         assert!(list.is_empty());
-        assert_eq!(list.free(debugfs_free_count("0").unwrap(), 0).releases, vec![]);
+        assert_eq!(
+            list.free(debugfs_free_count("0").unwrap(), 0).releases,
+            vec![]
+        );
     }
 }

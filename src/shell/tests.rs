@@ -682,8 +682,14 @@ fn gpu_heap_and_dmabuf_commands() {
         assert_eq!(rig.run(line), format!("gpu {} done\n", op));
     }
     assert_eq!(rig.run("heap list"), "system\nreserved\n");
-    assert_eq!(rig.run("heap alloc system 8K"), "dmabuf 1 8192 bytes from system\n");
-    assert_eq!(rig.run("heap alloc reserved 0x1001"), "dmabuf 2 4097 bytes from reserved\n");
+    assert_eq!(
+        rig.run("heap alloc system 8K"),
+        "dmabuf 1 8192 bytes from system\n"
+    );
+    assert_eq!(
+        rig.run("heap alloc reserved 0x1001"),
+        "dmabuf 2 4097 bytes from reserved\n"
+    );
     assert_eq!(rig.run("dmabuf list"), "1 system 8192\n2 reserved 4097\n");
     assert_eq!(rig.run("dmabuf free 1"), "");
     rig.calls();
@@ -692,24 +698,51 @@ fn gpu_heap_and_dmabuf_commands() {
     let dmabuf_usage = "dmabuf list|free ID";
     for (line, error) in [
         ("gpu", String::from("gpu: usage: gpu info|pattern|map|off")),
-        ("gpu on", String::from("gpu: unknown subcommand 'on' (usage: gpu info|pattern|map|off)")),
-        ("gpu info now", String::from("gpu: usage: gpu info|pattern|map|off")),
+        (
+            "gpu on",
+            String::from("gpu: unknown subcommand 'on' (usage: gpu info|pattern|map|off)"),
+        ),
+        (
+            "gpu info now",
+            String::from("gpu: usage: gpu info|pattern|map|off"),
+        ),
         ("heap", format!("heap: usage: {}", heap_usage)),
         ("heap alloc system", format!("heap: usage: {}", heap_usage)),
-        ("heap alloc system 4K 1", format!("heap: usage: {}", heap_usage)),
-        ("heap alloc system 0", String::from("heap: size must be at least 1 byte")),
-        ("heap alloc system x", String::from("heap: bad number: 'x' (decimal, 0x hex, or K/M/G size)")),
-        ("heap alloc system 2G", String::from("heap: size 2G is over the limit of 1073741824 bytes (all of RAM)")),
-        ("heap grab", format!("heap: unknown subcommand 'grab' (usage: {})", heap_usage)),
+        (
+            "heap alloc system 4K 1",
+            format!("heap: usage: {}", heap_usage),
+        ),
+        (
+            "heap alloc system 0",
+            String::from("heap: size must be at least 1 byte"),
+        ),
+        (
+            "heap alloc system x",
+            String::from("heap: bad number: 'x' (decimal, 0x hex, or K/M/G size)"),
+        ),
+        (
+            "heap alloc system 2G",
+            String::from("heap: size 2G is over the limit of 1073741824 bytes (all of RAM)"),
+        ),
+        (
+            "heap grab",
+            format!("heap: unknown subcommand 'grab' (usage: {})", heap_usage),
+        ),
         ("dmabuf", format!("dmabuf: usage: {}", dmabuf_usage)),
         ("dmabuf free", format!("dmabuf: usage: {}", dmabuf_usage)),
-        ("dmabuf free -3", String::from("dmabuf: bad id: bad number: '-3' (decimal, 0x hex, or K/M/G size)")),
+        (
+            "dmabuf free -3",
+            String::from("dmabuf: bad id: bad number: '-3' (decimal, 0x hex, or K/M/G size)"),
+        ),
     ] {
         assert_eq!(rig.run(line), format!("{}\n", error), "for {:?}", line);
     }
     assert!(rig.calls().is_empty());
     // The backend's refusals pass through, state unchanged.
-    assert_eq!(rig.run("heap alloc carveout 4K"), "heap: no heap 'carveout'\n");
+    assert_eq!(
+        rig.run("heap alloc carveout 4K"),
+        "heap: no heap 'carveout'\n"
+    );
     assert_eq!(rig.run("dmabuf free 1"), "dmabuf: no dma-buf 1\n");
     assert_eq!(rig.run("dmabuf list"), "2 reserved 4097\n");
     assert_eq!(complete(&mut rig, "heap alloc sy"), "heap alloc system ");

@@ -107,7 +107,11 @@ impl ShellBuffers {
             DmabufOp::List => {
                 let mut text = String::from("id    size        segments refs devices exporter\n");
                 for b in dma_service::buf_list() {
-                    let mine = if self.owned.contains(&b.id) { " (shell)" } else { "" };
+                    let mine = if self.owned.contains(&b.id) {
+                        " (shell)"
+                    } else {
+                        ""
+                    };
                     let _ = writeln!(
                         text,
                         "{:<5} {:<11} {:<8} {:<4} {:<7} {}{}",
@@ -126,7 +130,9 @@ impl ShellBuffers {
                 let owned = BufId::try_from(id)
                     .ok()
                     .filter(|id| self.owned.contains(id))
-                    .ok_or(BackendError::service(BufferCommandError::NotTheShells { id }))?;
+                    .ok_or(BackendError::service(BufferCommandError::NotTheShells {
+                        id,
+                    }))?;
                 dma_service::buf_put(owned).map_err(dma)?;
                 self.owned.remove(&owned);
                 Ok(String::new())

@@ -322,5 +322,4 @@ mod tests {
         assert_eq!(string_list(b"a\0bc\0"), Some(vec!["a", "bc"]));
         assert_eq!(string_list(b"\0"), None);
     }
-
 }

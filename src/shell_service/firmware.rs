@@ -30,12 +30,12 @@ use core::ops::Range;
 use crate::kmem::{self, KmemError};
 use crate::mm::Pfn;
 use crate::shell::linuxfmt::{self, debugfs_free_count, CmaDebugAllocations, FreeOrder};
-use crate::util::PAGE_SIZE;
 use crate::shell::vfs::VfsTree;
 use crate::shell::{
     Access, Action, Backend, BackendError, CmaOp, DirEntry, DmabufOp, FsError, GpuOp, HeapOp,
     LevelFilter, MemOp, Shell, TraceOp,
 };
+use crate::util::PAGE_SIZE;
 
 use super::buffers::ShellBuffers;
 use super::devtree::{self, DtEntry, DtView};

@@ -117,7 +117,10 @@ mod tests {
     fn overlap_is_strict_about_touching() {
         assert!(overlaps(&(0..10), &(9..20)));
         assert!(!overlaps(&(0..10), &(10..20)));
-        assert!(!overlaps(&(5..5), &(0..10)), "an empty range overlaps nothing");
+        assert!(
+            !overlaps(&(5..5), &(0..10)),
+            "an empty range overlaps nothing"
+        );
     }
 
     #[test]

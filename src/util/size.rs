@@ -67,7 +67,11 @@ mod tests {
     fn summary_sizes_round_only_when_inexact() {
         assert_eq!(format!("{}", ByteSize(GIB)), "1 GiB");
         assert_eq!(format!("{}", ByteSize(256 * MIB)), "256 MiB");
-        assert_eq!(format!("{}", ByteSize(3 * MIB / 2)), "1536 KiB", "exact KiB stay exact");
+        assert_eq!(
+            format!("{}", ByteSize(3 * MIB / 2)),
+            "1536 KiB",
+            "exact KiB stay exact"
+        );
         assert_eq!(format!("{}", ByteSize(3 * MIB / 2 + 1)), "1.5 MiB");
         assert_eq!(format!("{}", ByteSize(36176)), "35.3 KiB");
         assert_eq!(format!("{}", ByteSize(1000)), "1000 B");

@@ -28,11 +28,13 @@
 //! hardware half is `crate::driver::virtio_mmio`.
 #![forbid(unsafe_code)]
 
+pub mod bytes;
 pub mod device;
 pub mod gpu;
 pub mod hal;
 pub mod queue;
 pub mod transport;
+pub mod video;
 
 #[cfg(test)]
 pub mod fake;

@@ -163,7 +163,10 @@ fn two_banks_reserved_memory_listing() {
     let placed = cma.primary();
     assert_eq!(placed.end - placed.start, 64 << 20);
     assert_eq!(placed.start % (4 << 20), 0, "alignment = 4 MiB");
-    assert!(0x4000_0000 <= placed.start && placed.end <= 0x6000_0000, "alloc-ranges");
+    assert!(
+        0x4000_0000 <= placed.start && placed.end <= 0x6000_0000,
+        "alloc-ranges"
+    );
     assert_eq!(cma.compatible, ["shared-dma-pool"]);
     let secure = region(1);
     assert_eq!(secure.ranges, vec![0x5f00_0000..0x5f10_0000]);
@@ -684,7 +687,8 @@ proptest! {
 fn broken_reserved_node_is_listed_with_its_problem_and_the_boot_goes_on() {
     let blob = include_bytes!("../testdata/reserved/broken.virt.dtb");
     let tree = DeviceTree::from_blob(blob).unwrap();
-    let p = Platform::from_tree(&tree, 0x4000_0000).expect("a bad reserved-memory child is not fatal");
+    let p =
+        Platform::from_tree(&tree, 0x4000_0000).expect("a bad reserved-memory child is not fatal");
     let plan = plan_reserved_memory(&tree, &p.memory, &[], None);
     let short = plan
         .nodes

@@ -6,7 +6,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::{show, Planner, RegionKind, RegionSource, ReservedRegion, CMDLINE_CMA_NAME, DMA32_LIMIT, PAGEBLOCK_SIZE};
+use super::{
+    show, Planner, RegionKind, RegionSource, ReservedRegion, CMDLINE_CMA_NAME, DMA32_LIMIT,
+    PAGEBLOCK_SIZE,
+};
 use crate::dt::bootargs::CmaRequest;
 use crate::util::ranges::{align_down, align_up, is_aligned, overlaps};
 use crate::util::size::format_size;

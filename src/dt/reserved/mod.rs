@@ -55,9 +55,9 @@
 mod cmdline;
 mod place;
 mod summary;
-mod tree;
 #[cfg(test)]
 mod tests;
+mod tree;
 
 use alloc::format;
 use alloc::string::String;
@@ -291,7 +291,6 @@ pub fn plan_reserved_memory(
     }
     planner.finish(tree, outcomes)
 }
-
 
 /// `[0x40000000..0x44000000)`-style text for messages.
 fn show(range: &Range<u64>) -> String {

@@ -9,8 +9,8 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::tree::{Cells, RmemNode};
-use crate::dt::cells;
 use super::{show, Planner, PAGEBLOCK_SIZE};
+use crate::dt::cells;
 use crate::util::ranges::{align_down, align_up, is_aligned, overlaps};
 use crate::util::size::format_size;
 use crate::util::PAGE_SIZE;
@@ -22,11 +22,7 @@ fn read_cells(bytes: &[u8], cells: usize) -> u64 {
 
 /// (address, size) pairs of a `reg`-shaped property; `None` unless the length is a
 /// non-zero multiple of the pair size.
-fn read_pairs(
-    value: &[u8],
-    address_cells: usize,
-    size_cells: usize,
-) -> Option<Vec<(u64, u64)>> {
+fn read_pairs(value: &[u8], address_cells: usize, size_cells: usize) -> Option<Vec<(u64, u64)>> {
     if value.is_empty() {
         return None;
     }

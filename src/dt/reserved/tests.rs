@@ -478,15 +478,26 @@ fn cma_with_an_empty_value_drops_the_default_area() {
                     vec![reg(0x5000_0000, 32 * MIB), flag("linux,cma-default")],
                 ),
             ),
-            node("other@60000000", with(cma_pool(), vec![reg(0x6000_0000, 32 * MIB)])),
+            node(
+                "other@60000000",
+                with(cma_pool(), vec![reg(0x6000_0000, 32 * MIB)]),
+            ),
         ],
         vec![],
     );
     let plan = plan_for(&blob, Some("cma="));
     assert!(plan.default_cma_area().is_none(), "{:?}", plan.cma_areas);
-    assert_eq!(names(&plan), ["other@60000000"], "only the non-default pool stays");
+    assert_eq!(
+        names(&plan),
+        ["other@60000000"],
+        "only the non-default pool stays"
+    );
     assert_eq!(plan.nodes[0].outcome, NodeOutcome::BypassedForCmdline);
-    assert_eq!(plan, plan_for(&blob, Some("cma=0")), "the same plan as cma=0");
+    assert_eq!(
+        plan,
+        plan_for(&blob, Some("cma=0")),
+        "the same plan as cma=0"
+    );
 }
 
 #[test]
@@ -690,7 +701,10 @@ fn per_device_regions_two_devices_and_one_with_two_banks() {
 #[test]
 fn several_tree_defaults_the_last_initialised_wins() {
     let default_pool = |name: &str, placement: (&'static str, Prop)| {
-        node(name, with(cma_pool(), vec![placement, flag("linux,cma-default")]))
+        node(
+            name,
+            with(cma_pool(), vec![placement, flag("linux,cma-default")]),
+        )
     };
     let size = |bytes: u64| ("size", cells64(&[bytes]));
     // Two static pools: the later in tree order wins, whatever the bases.
@@ -720,7 +734,10 @@ fn several_tree_defaults_the_last_initialised_wins() {
 
     // Only dynamic pools: the later in tree order wins.
     let blob = tree(
-        vec![default_pool("first", size(32 * MIB)), default_pool("second", size(32 * MIB))],
+        vec![
+            default_pool("first", size(32 * MIB)),
+            default_pool("second", size(32 * MIB)),
+        ],
         vec![],
     );
     let plan = plan_for(&blob, None);
@@ -1021,7 +1038,10 @@ fn device_pointing_at_a_refused_region_is_reported() {
     assert!(plan.device_regions.is_empty());
     assert_eq!(plan.messages.len(), 2, "{:?}", plan.messages);
     assert!(plan.messages[0].starts_with("reserved-memory/bad@50100000: "));
-    assert_eq!(plan.messages[1], "/dev: memory-region[0] points at bad@50100000, which was not reserved (see its message)");
+    assert_eq!(
+        plan.messages[1],
+        "/dev: memory-region[0] points at bad@50100000, which was not reserved (see its message)"
+    );
 }
 
 #[test]
@@ -1171,8 +1191,17 @@ mod qemu_virt_overlays {
     fn plan_virt(blob: &[u8]) -> ReservedMemoryPlan {
         let tree = DeviceTree::from_blob(blob).expect("merged blob parses");
         let platform = crate::dt::platform::Platform::from_tree(&tree, 0).unwrap();
-        assert_eq!(platform.memory, vec![RAM], "fixture is the 1 GiB virt machine");
-        plan_reserved_memory(&tree, &platform.memory, &[FIRMWARE], platform.bootargs.as_deref())
+        assert_eq!(
+            platform.memory,
+            vec![RAM],
+            "fixture is the 1 GiB virt machine"
+        );
+        plan_reserved_memory(
+            &tree,
+            &platform.memory,
+            &[FIRMWARE],
+            platform.bootargs.as_deref(),
+        )
     }
 
     #[test]
@@ -1201,7 +1230,9 @@ mod qemu_virt_overlays {
 
     #[test]
     fn nomap_carveout() {
-        let plan = plan_virt(include_bytes!("../testdata/reserved/nomap-carveout.virt.dtb"));
+        let plan = plan_virt(include_bytes!(
+            "../testdata/reserved/nomap-carveout.virt.dtb"
+        ));
         assert!(plan.messages.is_empty(), "{:?}", plan.messages);
         assert_eq!(
             plan.not_mapped(),
@@ -1343,13 +1374,7 @@ mod fuzz {
             prop::collection::vec(wild_property(), 0..2),
         )
             .prop_map(
-                |(
-                    (is_static, b, sz),
-                    (pool, no_map, reusable, default),
-                    align,
-                    window,
-                    wild,
-                )| {
+                |((is_static, b, sz), (pool, no_map, reusable, default), align, window, wild)| {
                     let mut props = Vec::new();
                     if is_static {
                         props.push(reg(b, sz));
@@ -1423,7 +1448,12 @@ fn nop_and_version_16_trees_plan_the_same_areas_as_the_clean_tree() {
     let plan_of = |blob: &[u8]| {
         let tree = DeviceTree::from_blob(blob).unwrap();
         let platform = crate::dt::platform::Platform::from_tree(&tree, 0x4000_0000).unwrap();
-        plan_reserved_memory(&tree, &platform.memory, &[FIRMWARE], platform.bootargs.as_deref())
+        plan_reserved_memory(
+            &tree,
+            &platform.memory,
+            &[FIRMWARE],
+            platform.bootargs.as_deref(),
+        )
     };
     let clean = plan_of(include_bytes!("../testdata/variants/virt-board.dtb"));
     assert_eq!(clean.cma_areas.len(), 1, "{clean:?}");
@@ -1432,8 +1462,14 @@ fn nop_and_version_16_trees_plan_the_same_areas_as_the_clean_tree() {
         (area.name.as_str(), area.base, area.size, area.is_default),
         ("linux,cma@50000000", 0x5000_0000, 256 * MIB, true)
     );
-    assert_eq!(clean, plan_of(include_bytes!("../testdata/variants/virt-board.nop.dtb")));
-    assert_eq!(clean, plan_of(include_bytes!("../testdata/variants/virt-board.v16.dtb")));
+    assert_eq!(
+        clean,
+        plan_of(include_bytes!("../testdata/variants/virt-board.nop.dtb"))
+    );
+    assert_eq!(
+        clean,
+        plan_of(include_bytes!("../testdata/variants/virt-board.v16.dtb"))
+    );
 }
 
 // ---- the boot summary: what is printed is what was planned ----
@@ -1447,7 +1483,11 @@ fn static_regions_with_alignment_are_reserved_and_listed() {
     let carveout = |name: &str, base: u64, size: u64| {
         node(
             name,
-            vec![reg(base, size), ("alignment", Prop::Cells(vec![0x1000])), flag("no-map")],
+            vec![
+                reg(base, size),
+                ("alignment", Prop::Cells(vec![0x1000])),
+                flag("no-map"),
+            ],
         )
     };
     let blob = tree(
@@ -1469,7 +1509,9 @@ fn static_regions_with_alignment_are_reserved_and_listed() {
         "{lines:?}"
     );
     assert!(lines[2].contains("0x007e800000..0x0080000000"), "{lines:?}");
-    assert!(!lines.iter().any(|l| l.contains("alignment") || l.contains("skipped")));
+    assert!(!lines
+        .iter()
+        .any(|l| l.contains("alignment") || l.contains("skipped")));
 }
 
 /// `__reserved_mem_alloc_size` checks a dynamic region's `alignment` against
@@ -1485,7 +1527,10 @@ fn dynamic_alignment_is_address_cells_long() {
     let dynamic = |name: &str, alignment: Prop| {
         node(
             name,
-            vec![("size", Prop::Cells(vec![0x10_0000])), ("alignment", alignment)],
+            vec![
+                ("size", Prop::Cells(vec![0x10_0000])),
+                ("alignment", alignment),
+            ],
         )
     };
     let blob = tree_with(
@@ -1513,10 +1558,22 @@ fn dynamic_alignment_is_address_cells_long() {
 fn refused_regions_show_as_skipped_in_the_summary() {
     let blob = tree(
         vec![
-            node("good@50000000", with(cma_pool(), vec![reg(0x5000_0000, 32 * MIB)])),
+            node(
+                "good@50000000",
+                with(cma_pool(), vec![reg(0x5000_0000, 32 * MIB)]),
+            ),
             node("outside@90000000", vec![reg(0x9000_0000, MIB)]),
-            node("both", with(cma_pool(), vec![reg(0x6000_0000, 32 * MIB), flag("no-map")])),
-            node("off@70000000", vec![reg(0x7000_0000, MIB), ("status", Prop::Strings(vec!["disabled"]))]),
+            node(
+                "both",
+                with(cma_pool(), vec![reg(0x6000_0000, 32 * MIB), flag("no-map")]),
+            ),
+            node(
+                "off@70000000",
+                vec![
+                    reg(0x7000_0000, MIB),
+                    ("status", Prop::Strings(vec!["disabled"])),
+                ],
+            ),
         ],
         vec![],
     );
@@ -1539,5 +1596,8 @@ fn refused_regions_show_as_skipped_in_the_summary() {
         .filter(|n| matches!(n.outcome, NodeOutcome::Skipped(_)))
         .count();
     assert_eq!(skipped, 2);
-    assert_eq!(lines.iter().filter(|l| l.contains("skipped:")).count(), skipped);
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("skipped:")).count(),
+        skipped
+    );
 }

@@ -361,7 +361,8 @@ impl Planner {
                 .map(|(i, _)| i)
                 .next_back()
         };
-        let chosen = from_cmdline.or_else(|| initialised_last(false).or_else(|| initialised_last(true)));
+        let chosen =
+            from_cmdline.or_else(|| initialised_last(false).or_else(|| initialised_last(true)));
         let Some(chosen) = chosen else { return };
         cma_areas[chosen].is_default = true;
         let winner = cma_areas[chosen].name.clone();

@@ -3,7 +3,6 @@
 
 use super::*;
 
-
 static QEMU_VIRT: &[u8] = include_bytes!("../testdata/qemu-virt-1g.dtb");
 static BOARD_VIRT: &[u8] = include_bytes!("../testdata/reserved/static-cma.virt.dtb");
 
@@ -183,9 +182,16 @@ fn fdt_nop_property_blob_reads_like_the_clean_tree_minus_that_property() {
         assert_eq!((a.path(), a.children()), (b.path(), b.children()));
         if a != b {
             differing += 1;
-            assert!(a.has("clock-names") && !b.has("clock-names"), "{}", a.path());
-            let kept: alloc::vec::Vec<_> =
-                a.properties().iter().filter(|p| p.name != "clock-names").collect();
+            assert!(
+                a.has("clock-names") && !b.has("clock-names"),
+                "{}",
+                a.path()
+            );
+            let kept: alloc::vec::Vec<_> = a
+                .properties()
+                .iter()
+                .filter(|p| p.name != "clock-names")
+                .collect();
             assert_eq!(kept, b.properties().iter().collect::<alloc::vec::Vec<_>>());
         }
     }

@@ -164,12 +164,10 @@ pub fn identity_map_plan_excluding(
     ];
     regions.retain(|r| r.range.start < r.range.end);
 
-    let ram = merge(
-        platform
-            .memory
-            .iter()
-            .map(|bank| align_up_saturating(bank.start, PAGE_SIZE)..align_down(bank.end, PAGE_SIZE)),
-    );
+    let ram =
+        merge(platform.memory.iter().map(|bank| {
+            align_up_saturating(bank.start, PAGE_SIZE)..align_down(bank.end, PAGE_SIZE)
+        }));
     let holes: Vec<Range<u64>> = no_map
         .iter()
         .map(|r| align_down(r.start, PAGE_SIZE)..align_up_saturating(r.end, PAGE_SIZE))

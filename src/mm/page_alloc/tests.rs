@@ -293,7 +293,9 @@ fn pageblock_map_counts_every_frame_of_every_pageblock() {
     assert_eq!(empty[1].free, PAGEBLOCK_NR_PAGES);
     assert_eq!(empty[4].free, PAGEBLOCK_NR_PAGES / 2);
     // Take three pages and a whole pageblock; isolate another.
-    let small: Vec<Pfn> = (0..3).map(|_| z.alloc_pages(0, Gfp::KERNEL).unwrap()).collect();
+    let small: Vec<Pfn> = (0..3)
+        .map(|_| z.alloc_pages(0, Gfp::KERNEL).unwrap())
+        .collect();
     let big = z.alloc_pages(PAGEBLOCK_ORDER, Gfp::MOVABLE).unwrap();
     let used = z.pageblock_map();
     let cell_of = |pfn: Pfn| (pfn - BASE) / PAGEBLOCK_NR_PAGES;
@@ -312,8 +314,12 @@ fn pageblock_map_counts_every_frame_of_every_pageblock() {
         .find(|&i| used[i].allocated == 0 && used[i].unmanaged == 0)
         .expect("one pageblock is untouched");
     let free_pfn = BASE + free_cell * PAGEBLOCK_NR_PAGES;
-    z.start_isolate_page_range(free_pfn, free_pfn + PAGEBLOCK_NR_PAGES, MigrateType::Movable)
-        .unwrap();
+    z.start_isolate_page_range(
+        free_pfn,
+        free_pfn + PAGEBLOCK_NR_PAGES,
+        MigrateType::Movable,
+    )
+    .unwrap();
     let isolated = z.pageblock_map();
     assert!(isolated[free_cell].isolated());
     assert_eq!(isolated.iter().filter(|c| c.isolated()).count(), 1);

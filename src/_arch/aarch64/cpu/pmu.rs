@@ -15,13 +15,17 @@ pub fn count_instructions() -> Result<(), &'static str> {
     let dfr0: u64;
     let ceid0: u64;
     // Safety: ID_AA64DFR0_EL1 is a read-only ID register, readable at EL1.
-    unsafe { core::arch::asm!("mrs {r}, ID_AA64DFR0_EL1", r = out(reg) dfr0, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("mrs {r}, ID_AA64DFR0_EL1", r = out(reg) dfr0, options(nomem, nostack))
+    };
     let pmuver = (dfr0 >> 8) & 0xf;
     if pmuver == 0 || pmuver == 0xf {
         return Err("no PMUv3 (ID_AA64DFR0_EL1.PMUVer is 0 or IMPLEMENTATION DEFINED)");
     }
     // Safety: PMCEID0_EL0 is read-only and readable at EL1 once PMUv3 is present.
-    unsafe { core::arch::asm!("mrs {r}, PMCEID0_EL0", r = out(reg) ceid0, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("mrs {r}, PMCEID0_EL0", r = out(reg) ceid0, options(nomem, nostack))
+    };
     if ceid0 & (1 << INST_RETIRED) == 0 {
         return Err("the PMU does not count INST_RETIRED (QEMU needs -icount with a fixed shift)");
     }
@@ -57,8 +61,6 @@ pub fn instructions_retired() -> u32 {
     let v: u64;
     // Safety: PMEVCNTR0_EL0 is readable at EL1; [`count_instructions`] programmed it (before
     // that it reads an unspecified value, which only makes a figure wrong, not unsound).
-    unsafe {
-        core::arch::asm!("isb", "mrs {v}, PMEVCNTR0_EL0", v = out(reg) v, options(nostack))
-    };
+    unsafe { core::arch::asm!("isb", "mrs {v}, PMEVCNTR0_EL0", v = out(reg) v, options(nostack)) };
     v as u32
 }

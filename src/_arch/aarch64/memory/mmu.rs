@@ -226,7 +226,13 @@ pub fn init_excluding(
     // TLBI and IC have no wrappers in aarch64-cpu.
     // Safety: drops every EL1&0 TLB entry and instruction-cache line of this core (stale
     // from before the MMU was on); the walker refills from the new tables.
-    unsafe { core::arch::asm!("tlbi vmalle1", "ic iallu", options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!(
+            "tlbi vmalle1",
+            "ic iallu",
+            options(nostack, preserves_flags)
+        )
+    };
     barrier::dsb(barrier::NSH);
     barrier::isb(barrier::SY);
     SCTLR_EL1.modify(
