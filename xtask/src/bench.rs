@@ -80,7 +80,9 @@ pub fn verb() -> Result<ExitCode> {
         let source = std::fs::read_to_string(&image.source)
             .with_context(|| format!("reading {}", image.source.display()))?;
         let boot = Boot::resolve(&qemu_header_options(&source)?, &tools)?;
-        let mut command = boot.command(&tools, &image.executable, qemu::Console::Pipes, true)?;
+        let launch = boot.launch(&image.executable, qemu::Console::Pipes, true)?;
+        let mut command = launch.command;
+        let _video = launch.video;
         command.args(ICOUNT);
         let captured = qemu::run_captured(&mut command, GUEST_BENCH_TIMEOUT)?;
         println!("{}", captured.output.trim_end());

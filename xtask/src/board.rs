@@ -58,7 +58,26 @@ pub struct BoardFile {
     /// More QEMU arguments (devices, for instance), one word per element.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// Whether the board has our virtio-video decoder (a vhost-user device, which needs
+    /// the patched QEMU of `cargo xtask qemu`).
+    #[serde(default)]
+    pub video: Option<VideoMode>,
 }
+
+/// When a board gets the virtio-video decoder.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum VideoMode {
+    /// Every boot: the patched QEMU is built if it is missing.
+    Always,
+    /// `cargo xtask run` attaches it when the patched QEMU is already built (and says so
+    /// when it is not); tests and benches boot the board as is unless they ask
+    /// (`--video on`), so their expectations never depend on what was built before.
+    WhenBuilt,
+}
+
+/// The overlay applied on top of the board's when the decoder is attached.
+pub const VIDEO_OVERLAY: &str = "video.dtso";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Board {
@@ -135,6 +154,9 @@ pub struct MachineConfig {
     pub board: Board,
     pub mem_bytes: u64,
     pub smp: u32,
+    /// The virtio-video decoder is attached: guest RAM is a shared memfd (the device maps
+    /// it) and the tree gets [`VIDEO_OVERLAY`].
+    pub video: bool,
 }
 
 impl MachineConfig {
@@ -143,6 +165,7 @@ impl MachineConfig {
             mem_bytes: mem_bytes.unwrap_or(board.memory_bytes),
             smp: smp.unwrap_or(board.file.smp),
             board,
+            video: false,
         };
         config.qemu_args()?;
         Ok(config)
@@ -153,8 +176,19 @@ impl MachineConfig {
         self.args_with_machine(self.board.file.machine.clone())
     }
 
-    fn args_with_machine(&self, machine: String) -> Result<Vec<String>> {
+    /// The same machine with the decoder attached (or not).
+    pub fn with_video(mut self, video: bool) -> MachineConfig {
+        self.video = video;
+        self
+    }
+
+    fn args_with_machine(&self, mut machine: String) -> Result<Vec<String>> {
         let file = &self.board.file;
+        // A vhost-user device maps guest RAM itself: it must be a shared file.
+        let shared_ram = self.video && file.numa_nodes.is_none();
+        if shared_ram {
+            machine.push_str(",memory-backend=ram");
+        }
         let mut args: Vec<String> = vec![
             "-machine".into(),
             machine,
@@ -167,8 +201,15 @@ impl MachineConfig {
             "-nic".into(),
             "none".into(),
         ];
+        if shared_ram {
+            args.push("-object".into());
+            args.push(format!(
+                "memory-backend-memfd,id=ram,size={},share=on",
+                size_for_qemu(self.mem_bytes)
+            ));
+        }
         if let Some(nodes) = file.numa_nodes {
-            args.extend(numa_args(nodes, self.mem_bytes, self.smp)?);
+            args.extend(numa_args(nodes, self.mem_bytes, self.smp, self.video)?);
         }
         args.extend(file.extra_args.iter().cloned());
         Ok(args)
@@ -179,14 +220,17 @@ impl MachineConfig {
         let Some(overlay_name) = &self.board.file.overlay else {
             return Ok(None);
         };
-        let overlay_path = paths::boards_dir().join(overlay_name);
-        let overlay = std::fs::read(&overlay_path).with_context(|| {
-            format!(
-                "board `{}`: overlay {}",
-                self.board.name,
-                overlay_path.display()
-            )
-        })?;
+        let mut overlay_paths = vec![paths::boards_dir().join(overlay_name)];
+        if self.video {
+            overlay_paths.push(paths::boards_dir().join(VIDEO_OVERLAY));
+        }
+        let mut overlay = Vec::new();
+        for path in &overlay_paths {
+            overlay.extend(std::fs::read(path).with_context(|| {
+                format!("board `{}`: overlay {}", self.board.name, path.display())
+            })?);
+            overlay.push(0);
+        }
         let args = self.qemu_args()?;
         let key = cache_key(&tools.qemu_version, &args, &overlay);
         let cache_dir = paths::dtb_cache_dir();
@@ -194,10 +238,11 @@ impl MachineConfig {
         if dtb.is_file() {
             return Ok(Some(dtb));
         }
+        let shown: Vec<String> = overlay_paths.iter().map(|p| p.display().to_string()).collect();
         println!(
             "board: making {} from QEMU's tree + {}",
             dtb.display(),
-            overlay_path.display()
+            shown.join(" + ")
         );
         // Two test images may need the same board at once: each maker gets its own work
         // directory, and the finished DTB is renamed into place (atomic on one filesystem).
@@ -205,7 +250,7 @@ impl MachineConfig {
         let maker = MAKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let work = cache_dir.join(format!("tmp-{}-{maker}-{key:016x}", std::process::id()));
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let outcome = self.make_device_tree(tools, &overlay_path, &work, &dtb);
+        let outcome = self.make_device_tree(tools, &overlay_paths, &work, &dtb);
         let _ = std::fs::remove_dir_all(&work);
         outcome.map(|_| Some(dtb))
     }
@@ -213,12 +258,11 @@ impl MachineConfig {
     fn make_device_tree(
         &self,
         tools: &Tools,
-        overlay: &Path,
+        overlays: &[PathBuf],
         work: &Path,
         dtb: &Path,
     ) -> Result<()> {
         let base = work.join("base.dtb");
-        let dtbo = work.join("overlay.dtbo");
         let merged = work.join("merged.dtb");
         let machine = format!("{},dumpdtb={}", self.board.file.machine, base.display());
         let mut dump = Command::new(&tools.qemu);
@@ -227,14 +271,18 @@ impl MachineConfig {
             .arg(&tools.qemu_data_dir)
             .args(["-display", "none", "-serial", "null", "-monitor", "none"]);
         run_tool(&mut dump, "dumping QEMU's device tree")?;
-        let mut compile = Command::new(&tools.dtc);
-        compile
-            .args(["-@", "-q", "-I", "dts", "-O", "dtb", "-o"])
-            .arg(&dtbo)
-            .arg(overlay);
-        run_tool(&mut compile, "compiling the board overlay")?;
         let mut apply = Command::new(&tools.fdtoverlay);
-        apply.arg("-i").arg(&base).arg("-o").arg(&merged).arg(&dtbo);
+        apply.arg("-i").arg(&base).arg("-o").arg(&merged);
+        for (n, overlay) in overlays.iter().enumerate() {
+            let dtbo = work.join(format!("overlay-{n}.dtbo"));
+            let mut compile = Command::new(&tools.dtc);
+            compile
+                .args(["-@", "-q", "-I", "dts", "-O", "dtb", "-o"])
+                .arg(&dtbo)
+                .arg(overlay);
+            run_tool(&mut compile, "compiling the board overlay")?;
+            apply.arg(dtbo);
+        }
         run_tool(&mut apply, "applying the board overlay")?;
         std::fs::rename(&merged, dtb).with_context(|| format!("moving DTB into {}", dtb.display()))
     }
@@ -260,7 +308,8 @@ fn run_tool(command: &mut Command, what: &str) -> Result<()> {
 /// Equal memory backends, one per node; every core on node 0. The point is memory
 /// banks, not CPU locality: splitting the cores would put CPUs of one socket in different
 /// nodes, which QEMU warns about, and further nodes are memory-only banks.
-pub fn numa_args(nodes: u32, mem_bytes: u64, smp: u32) -> Result<Vec<String>> {
+/// With `shared`, each node is a shared memfd (for a vhost-user device).
+pub fn numa_args(nodes: u32, mem_bytes: u64, smp: u32, shared: bool) -> Result<Vec<String>> {
     let per_node = mem_bytes / u64::from(nodes);
     if per_node == 0
         || !per_node.is_multiple_of(1 << 20)
@@ -274,10 +323,14 @@ pub fn numa_args(nodes: u32, mem_bytes: u64, smp: u32) -> Result<Vec<String>> {
     let mut args = Vec::new();
     for node in 0..nodes {
         args.push("-object".to_string());
-        args.push(format!(
-            "memory-backend-ram,id=ram{node},size={}",
-            size_for_qemu(per_node)
-        ));
+        args.push(if shared {
+            format!(
+                "memory-backend-memfd,id=ram{node},size={},share=on",
+                size_for_qemu(per_node)
+            )
+        } else {
+            format!("memory-backend-ram,id=ram{node},size={}", size_for_qemu(per_node))
+        });
         let cpus = match (node, smp) {
             (0, 1) => ",cpus=0".to_string(),
             (0, _) => format!(",cpus=0-{}", smp - 1),
@@ -377,11 +430,36 @@ smp = 2
             joined.ends_with("-numa node,nodeid=1,memdev=ram1"),
             "{joined}"
         );
-        let one = numa_args(2, 2 << 30, 1).unwrap().join(" ");
+        let one = numa_args(2, 2 << 30, 1, false).unwrap().join(" ");
+        let shared = numa_args(2, 2 << 30, 1, true).unwrap().join(" ");
+        assert!(
+            shared.contains("memory-backend-memfd,id=ram1,size=1024M,share=on"),
+            "{shared}"
+        );
         assert!(one.contains("nodeid=0,memdev=ram0,cpus=0 "), "{one}");
         assert!(one.ends_with("nodeid=1,memdev=ram1"), "{one}");
         // 3 MiB cannot split into 2 whole MiB.
         assert!(MachineConfig::new(board, Some(3 << 20), None).is_err());
+    }
+
+    #[test]
+    fn video_shares_guest_ram_and_boards_say_when() {
+        let board = parse_board("t", &format!("{MINIMAL}video = \"always\"\n")).unwrap();
+        assert_eq!(board.file.video, Some(VideoMode::Always));
+        let when = parse_board("t", &format!("{MINIMAL}video = \"when-built\"\n")).unwrap();
+        assert_eq!(when.file.video, Some(VideoMode::WhenBuilt));
+        assert!(parse_board("t", &format!("{MINIMAL}video = \"sometimes\"\n")).is_err());
+        let plain = MachineConfig::new(board.clone(), None, None).unwrap();
+        assert!(!plain.qemu_args().unwrap().join(" ").contains("memfd"));
+        let args = plain.with_video(true).qemu_args().unwrap().join(" ");
+        assert!(
+            args.contains("-machine virt,gic-version=3,memory-backend=ram "),
+            "{args}"
+        );
+        assert!(
+            args.contains("-object memory-backend-memfd,id=ram,size=1024M,share=on"),
+            "{args}"
+        );
     }
 
     #[test]
@@ -430,7 +508,10 @@ smp = 2
             let Some(overlay) = &board.file.overlay else {
                 continue;
             };
-            let text = std::fs::read_to_string(paths::boards_dir().join(overlay)).unwrap();
+            let mut text = std::fs::read_to_string(paths::boards_dir().join(overlay)).unwrap();
+            if board.file.video.is_some() {
+                text += &std::fs::read_to_string(paths::boards_dir().join(VIDEO_OVERLAY)).unwrap();
+            }
             let regions = reserved_regs(&text);
             assert!(!regions.is_empty(), "{name}: overlay reserves nothing");
             let ram = 0x4000_0000..0x4000_0000 + config.mem_bytes;

@@ -27,6 +27,7 @@
 mod bench;
 mod board;
 mod build;
+mod clip;
 mod console_tests;
 mod expect;
 mod fuzz;
@@ -34,6 +35,7 @@ mod image;
 mod paths;
 mod profile;
 mod qemu;
+mod qemu_build;
 mod qmp;
 mod run;
 mod run_options;
@@ -43,6 +45,7 @@ mod setup;
 mod size;
 mod test;
 mod test_header;
+mod video_device;
 
 use std::process::ExitCode;
 
@@ -194,6 +197,7 @@ mod tests {
                     mem_bytes: Some(2 << 30),
                     smp: Some(4),
                     trace: Some(PathBuf::from("t.bin")),
+                    ..RunOptions::default()
                 },
                 debug: true,
             })

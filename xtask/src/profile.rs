@@ -175,7 +175,9 @@ fn profile_image(
     let log = TemporaryFile(log_dir.join(format!("{}.log", image.name)));
     // QEMU appends to nothing, but a stale log from a killed run must not be read instead.
     let _ = std::fs::remove_file(&log.0);
-    let mut command = boot.command(tools, &image.executable, qemu::Console::Pipes, true)?;
+    let launch = boot.launch(&image.executable, qemu::Console::Pipes, true)?;
+    let mut command = launch.command;
+    let _video = launch.video;
     command.args(ICOUNT).args(LOG_ITEMS).arg("-D").arg(&log.0);
     println!("$ {}", qemu::describe(&command));
     let started = Instant::now();

@@ -13,6 +13,15 @@
 //! - `Pipes`: `-display none -serial stdio -monitor none`, for programs (test images,
 //!   [`crate::expect`]); the caller pipes stdin/stdout and never hands QEMU the terminal.
 //!
+//! The virtio-video decoder ([`wants_video`]): a board with `video = "always"` gets it on
+//! every boot; `video = "when-built"` boards only when asked (`--video on`, or `auto`,
+//! which `run` passes, and which attaches it only if the patched QEMU is already built).
+//! With it, the boot runs the patched QEMU of `cargo xtask qemu` (built if needed), guest
+//! RAM becomes a shared memfd, the tree gets `boards/video.dtso`, the clip is loaded
+//! ([`crate::clip`]), and [`Boot::launch`] starts the device before QEMU and hands back a
+//! [`Launch`] whose drop stops it ([`crate::video_device`]). Every caller spawns QEMU
+//! through [`Boot::launch`], so no boot can forget the device it needs.
+//!
 //! [`run_captured`] runs a command with a timeout and returns its whole output; reader
 //! threads drain the pipes so a chatty guest can never block on a full pipe.
 
@@ -24,10 +33,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::board::{load_board, MachineConfig, DEFAULT_BOARD};
+use crate::board::{load_board, MachineConfig, VideoMode, DEFAULT_BOARD};
 use crate::build::repo_relative;
-use crate::run_options::RunOptions;
+use crate::run_options::{RunOptions, VideoChoice};
 use crate::setup::Tools;
+use crate::{clip, qemu_build, video_device};
 
 /// A `-dtb` needs room for about twice its size (+10 kB) below the image at 0x4020_0000
 /// (shared/reference/qemu-virt.md): larger files are silently dropped by QEMU.
@@ -105,13 +115,100 @@ pub struct Boot {
     pub dtb: Option<PathBuf>,
     pub append: Option<String>,
     pub trace: Option<PathBuf>,
+    /// The QEMU to run: the stock one, or the patched build when the decoder is attached.
+    pub qemu: PathBuf,
+    pub qemu_data_dir: PathBuf,
+    pub video: Option<VideoAttachment>,
+}
+
+/// The virtio-video decoder of one boot: the device to start and the clip to load.
+#[derive(Debug, Clone)]
+pub struct VideoAttachment {
+    pub device: PathBuf,
+    pub clip_image: PathBuf,
+    pub faults: Vec<String>,
+}
+
+/// A QEMU command ready to spawn, and the processes it needs running beside it: keep
+/// this alive until QEMU has exited.
+pub struct Launch {
+    pub command: Command,
+    pub video: Option<video_device::Running>,
+}
+
+/// Whether this boot gets the decoder, from the user's choice and the board's mode.
+/// `patched_built` is asked only when it matters (it looks at the build cache).
+pub fn wants_video(
+    board: &str,
+    mode: Option<VideoMode>,
+    choice: Option<VideoChoice>,
+    patched_built: impl FnOnce() -> bool,
+) -> Result<VideoDecision> {
+    Ok(match (mode, choice) {
+        (None, Some(VideoChoice::On)) => bail!(
+            "board `{board}` has no virtio-video decoder (`video` in boards/{board}.toml); \
+             try --board virt-video"
+        ),
+        (None, _) | (_, Some(VideoChoice::Off)) => VideoDecision::Without,
+        (Some(_), Some(VideoChoice::On)) | (Some(VideoMode::Always), None) => VideoDecision::With,
+        (Some(_), Some(VideoChoice::Auto)) => {
+            if patched_built() {
+                VideoDecision::With
+            } else {
+                VideoDecision::WithoutNotBuilt
+            }
+        }
+        (Some(VideoMode::WhenBuilt), None) => VideoDecision::Without,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoDecision {
+    With,
+    Without,
+    /// Wanted if available, and the patched QEMU is not built: boot without, and say so.
+    WithoutNotBuilt,
 }
 
 impl Boot {
     pub fn resolve(options: &RunOptions, tools: &Tools) -> Result<Boot> {
         let board = load_board(options.board.as_deref().unwrap_or(DEFAULT_BOARD))?;
         let append = options.append.clone().or_else(|| board.file.append.clone());
-        let machine = MachineConfig::new(board, options.mem_bytes, options.smp)?;
+        let decision = wants_video(&board.name, board.file.video, options.video, || {
+            qemu_build::cached().is_some()
+        })?;
+        if decision == VideoDecision::WithoutNotBuilt {
+            println!(
+                "note: booting `{}` without the virtio-video decoder: it needs the patched \
+                 QEMU, which is not built yet (`cargo xtask qemu` builds it, about 10 minutes)",
+                board.name
+            );
+        }
+        if decision != VideoDecision::With && (options.clip.is_some() || !options.video_faults.is_empty()) {
+            bail!("--clip and --video-fault need the virtio-video decoder (--video on on a board that has one)");
+        }
+        let machine = MachineConfig::new(board, options.mem_bytes, options.smp)?
+            .with_video(decision == VideoDecision::With);
+        let (qemu, qemu_data_dir, video) = if decision == VideoDecision::With {
+            let patched = qemu_build::ensure()?;
+            let device = video_device::binary()?;
+            let clip_source = match &options.clip {
+                Some(file) => repo_relative(file),
+                None => clip::default_clip(&device)?,
+            };
+            let clip_image = clip::prepare(&device, &clip_source)?;
+            (
+                patched.binary,
+                patched.data_dir,
+                Some(VideoAttachment {
+                    device,
+                    clip_image,
+                    faults: options.video_faults.clone(),
+                }),
+            )
+        } else {
+            (tools.qemu.clone(), tools.qemu_data_dir.clone(), None)
+        };
         let dtb = match &options.dtb {
             Some(user_dtb) => {
                 let path = repo_relative(user_dtb);
@@ -143,20 +240,52 @@ impl Boot {
             dtb,
             append,
             trace,
+            qemu,
+            qemu_data_dir,
+            video,
+        })
+    }
+
+    /// Starts what QEMU needs beside it (the decoder device), then gives the command.
+    pub fn launch(
+        &self,
+        kernel: &std::path::Path,
+        console: Console,
+        semihosting: bool,
+    ) -> Result<Launch> {
+        let running = match &self.video {
+            Some(video) => Some(video_device::Running::start(
+                &video.device,
+                &video_device::new_socket_path(),
+                &video.faults,
+            )?),
+            None => None,
+        };
+        let socket = running.as_ref().map(|r| r.socket().to_path_buf());
+        let command = self.command(kernel, console, semihosting, socket.as_deref())?;
+        Ok(Launch {
+            command,
+            video: running,
         })
     }
 
     /// QEMU booting `kernel`. `semihosting` lets a test image exit QEMU with its verdict.
-    pub fn command(
+    fn command(
         &self,
-        tools: &Tools,
         kernel: &std::path::Path,
         console: Console,
         semihosting: bool,
+        video_socket: Option<&std::path::Path>,
     ) -> Result<Command> {
-        let mut command = Command::new(&tools.qemu);
+        let mut command = Command::new(&self.qemu);
         command.args(self.machine.qemu_args()?);
-        command.arg("-L").arg(&tools.qemu_data_dir);
+        if let Some(socket) = video_socket {
+            command.args(video_device::qemu_args(socket));
+        }
+        if let Some(video) = &self.video {
+            command.args(clip::loader_args(&video.clip_image));
+        }
+        command.arg("-L").arg(&self.qemu_data_dir);
         match console {
             Console::Terminal(screen) => {
                 command.args(screen.qemu_args());
@@ -284,6 +413,28 @@ pub fn run_captured(command: &mut Command, timeout: Duration) -> Result<Captured
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn who_gets_the_video_decoder() {
+        use VideoChoice::*;
+        use VideoDecision::*;
+        let never = || -> bool { panic!("the build cache is asked only for auto") };
+        let decide = |mode, choice, built: bool| {
+            wants_video("b", mode, choice, || built).map_err(|e| format!("{e:#}"))
+        };
+        // A board that always has it, whatever is built, unless told off.
+        assert_eq!(wants_video("b", Some(VideoMode::Always), None, never).unwrap(), With);
+        assert_eq!(decide(Some(VideoMode::Always), Some(Off), true), Ok(Without));
+        // when-built: tests (no choice) never; run (auto) only when built.
+        assert_eq!(wants_video("b", Some(VideoMode::WhenBuilt), None, never).unwrap(), Without);
+        assert_eq!(decide(Some(VideoMode::WhenBuilt), Some(Auto), true), Ok(With));
+        assert_eq!(decide(Some(VideoMode::WhenBuilt), Some(Auto), false), Ok(WithoutNotBuilt));
+        assert_eq!(decide(Some(VideoMode::WhenBuilt), Some(On), false), Ok(With));
+        // A board without one: auto and off boot without; on is an error naming the board.
+        assert_eq!(decide(None, Some(Auto), true), Ok(Without));
+        let error = decide(None, Some(On), true).unwrap_err();
+        assert!(error.contains("board `b` has no virtio-video decoder"), "{error}");
+    }
 
     #[test]
     fn describe_quotes_only_what_needs_it() {

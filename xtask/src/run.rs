@@ -17,6 +17,10 @@
 //! On a GPU board the boot arguments get `monolith.display=map` (unless they already
 //! choose), so the screen shows the live memory map from boot on ([`show_map_at_boot`]).
 //!
+//! The virtio-video decoder: `run` asks for it as `--video auto` unless told otherwise,
+//! so a board that may have it (`virt`) gets it when the patched QEMU is already built,
+//! and the run says so when it is not (see [`crate::qemu::wants_video`]).
+//!
 //! Every run also opens a QMP server at [`qmp_socket`] (`target/qemu/qmp.sock`) for
 //! `cargo xtask screendump`. A socket file left by a crashed run is removed; one a live
 //! QEMU still answers on is refused (two runs would fight over it). The file is removed
@@ -30,7 +34,7 @@ use anyhow::{bail, Context, Result};
 use crate::build::{self, Profile};
 use crate::paths::host_target_dir;
 use crate::qemu::{self, Boot, Console, Screen};
-use crate::run_options::RunOptions;
+use crate::run_options::{RunOptions, VideoChoice};
 use crate::setup::{self, Tools};
 
 /// `cargo xtask run [options]`: the boot options, plus which build to boot.
@@ -171,7 +175,10 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
         Profile::Release
     };
     // The board first: a typo in --board should not cost a firmware build.
-    let mut boot = Boot::resolve(&args.options, &tools)?;
+    // A person running the default board sees video when the patched QEMU is built.
+    let mut options = args.options.clone();
+    options.video.get_or_insert(VideoChoice::Auto);
+    let mut boot = Boot::resolve(&options, &tools)?;
     let firmware = build::firmware(&tools, profile)?;
     let desktop = desktop_session(|name| std::env::var(name).ok());
     let has_gpu = board_has_gpu(&boot.machine.board.file.extra_args);
@@ -186,7 +193,9 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
     )?;
     let socket = qmp_socket();
     prepare_socket(&socket)?;
-    let mut command = boot.command(&tools, &firmware.elf, Console::Terminal(screen), false)?;
+    let launch = boot.launch(&firmware.elf, Console::Terminal(screen), false)?;
+    let mut command = launch.command;
+    let _video = launch.video;
     command.args(qemu::qmp_args(&socket));
     println!("== run: board {}", boot.machine.board.name);
     println!("{}", qemu::describe(&command));

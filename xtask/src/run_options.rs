@@ -40,6 +40,25 @@ pub struct RunOptions {
     /// 1 MiB)
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// The virtio-video decoder: on, off, or auto (on when the patched QEMU is built).
+    /// Default: on for boards that always have it, auto for `run`, off otherwise
+    #[arg(long, value_name = "WHEN")]
+    pub video: Option<VideoChoice>,
+    /// H.264 (Constrained Baseline, Annex-B) clip to load for the decoder [default: a
+    /// 1280x720 clip encoded from a moving pattern at build time]
+    #[arg(long, value_name = "FILE")]
+    pub clip: Option<PathBuf>,
+    /// Fault for the decoder device to inject (its `--fault` syntax; repeatable)
+    #[arg(long = "video-fault", value_name = "SPEC")]
+    pub video_faults: Vec<String>,
+}
+
+/// `--video on|off|auto`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoChoice {
+    On,
+    Off,
+    Auto,
 }
 
 /// The word-list reader: only [`RunOptions`], no program name, no `--help`, and a later
@@ -179,8 +198,18 @@ mod tests {
                 mem_bytes: Some(2 << 30),
                 smp: Some(4),
                 trace: Some(PathBuf::from("t.bin")),
+                ..RunOptions::default()
             }
         );
+        let video = RunOptions::from_words(&words(
+            "--board virt-video --video on --clip c.h264 --video-fault stall@3 \
+             --video-fault error-event@5",
+        ))
+        .unwrap();
+        assert_eq!(video.video, Some(VideoChoice::On));
+        assert_eq!(video.clip, Some(PathBuf::from("c.h264")));
+        assert_eq!(video.video_faults, ["stall@3", "error-event@5"]);
+        assert!(RunOptions::from_words(&words("--video maybe")).is_err());
         assert!(RunOptions::from_words(&words("--debug")).is_err());
         assert!(RunOptions::from_words(&words("--help")).is_err());
         let later = RunOptions::from_words(&words("--smp 1 --smp 2")).unwrap();

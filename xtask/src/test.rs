@@ -283,8 +283,9 @@ fn run_image(tools: &Tools, image: &TestImage) -> (Tally, String) {
             .with_context(|| format!("reading {}", image.source.display()))?;
         let options = qemu_header_options(&source)?;
         let boot = Boot::resolve(&options, tools)?;
-        let mut command = boot.command(tools, &image.executable, qemu::Console::Pipes, true)?;
-        let captured = qemu::run_captured(&mut command, IMAGE_TIMEOUT)?;
+        let mut launch = boot.launch(&image.executable, qemu::Console::Pipes, true)?;
+        let command = &mut launch.command;
+        let captured = qemu::run_captured(command, IMAGE_TIMEOUT)?;
         let code = captured.status.and_then(|status| status.code());
         let tally = match expected_stop(&source) {
             Some(pattern) => stop_verdict(&pattern, &captured.output, code)?,
@@ -304,7 +305,7 @@ fn run_image(tools: &Tools, image: &TestImage) -> (Tally, String) {
             report.push_str(&format!(
                 "----- serial log of {} -----\n$ {}\n{}\n----- end of log -----\n",
                 image.name,
-                qemu::describe(&command),
+                qemu::describe(command),
                 captured.output.trim_end()
             ));
         }
@@ -369,7 +370,9 @@ fn run_console_test(tools: &Tools, kernel: &Path, test: &ConsoleTest) -> (Tally,
     let attempt = || -> Result<()> {
         let options = RunOptions::from_words(&split_words(test.qemu)?)?;
         let boot = Boot::resolve(&options, tools)?;
-        let mut command = boot.command(tools, kernel, qemu::Console::Pipes, false)?;
+        let launch = boot.launch(kernel, qemu::Console::Pipes, false)?;
+        let mut command = launch.command;
+        let _video = launch.video;
         let socket = crate::console_tests::add_qmp(&mut command, test.name)?;
         let shown = qemu::describe(&command);
         let mut console = Console::spawn(command)
