@@ -22,6 +22,7 @@ pub mod mm;
 pub mod shell;
 pub mod shell_service;
 pub mod util;
+pub mod video;
 pub mod virtio;
 
 // The device-tree fuzz target's one entry point (host only; see `fuzz/`).

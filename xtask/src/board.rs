@@ -238,7 +238,10 @@ impl MachineConfig {
         if dtb.is_file() {
             return Ok(Some(dtb));
         }
-        let shown: Vec<String> = overlay_paths.iter().map(|p| p.display().to_string()).collect();
+        let shown: Vec<String> = overlay_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         println!(
             "board: making {} from QEMU's tree + {}",
             dtb.display(),
@@ -329,7 +332,10 @@ pub fn numa_args(nodes: u32, mem_bytes: u64, smp: u32, shared: bool) -> Result<V
                 size_for_qemu(per_node)
             )
         } else {
-            format!("memory-backend-ram,id=ram{node},size={}", size_for_qemu(per_node))
+            format!(
+                "memory-backend-ram,id=ram{node},size={}",
+                size_for_qemu(per_node)
+            )
         });
         let cpus = match (node, smp) {
             (0, 1) => ",cpus=0".to_string(),

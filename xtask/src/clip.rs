@@ -86,7 +86,12 @@ pub fn generated(
         DEFAULT_FPS.to_string(),
     ];
     if let Some((s2, f2)) = then {
-        args.extend(["--then".into(), s2.into(), "--then-frames".into(), f2.to_string()]);
+        args.extend([
+            "--then".into(),
+            s2.into(),
+            "--then-frames".into(),
+            f2.to_string(),
+        ]);
     }
     device_tool(device, &args).context("encoding the clip")?;
     std::fs::rename(&partial, &path)?;
@@ -163,9 +168,7 @@ mod tests {
     #[test]
     fn the_overlay_reserves_the_window_the_loader_fills() {
         let text = std::fs::read_to_string(crate::paths::boards_dir().join("video.dtso")).unwrap();
-        let reg = format!(
-            "reg = <0x0 {CLIP_ADDR:#x} 0x0 {CLIP_WINDOW:#x}>"
-        );
+        let reg = format!("reg = <0x0 {CLIP_ADDR:#x} 0x0 {CLIP_WINDOW:#x}>");
         assert!(text.contains(&reg), "boards/video.dtso must hold `{reg}`");
         assert!(text.contains(&format!("video-clip@{CLIP_ADDR:x}")));
         assert!(text.contains("\"monolith,video-clip\"") && text.contains("no-map"));
@@ -175,7 +178,10 @@ mod tests {
     fn loader_arguments() {
         assert_eq!(
             loader_args(Path::new("/t/c.bin")),
-            ["-device", "loader,file=/t/c.bin,addr=0x48000000,force-raw=on"]
+            [
+                "-device",
+                "loader,file=/t/c.bin,addr=0x48000000,force-raw=on"
+            ]
         );
     }
 }

@@ -184,7 +184,9 @@ impl Boot {
                 board.name
             );
         }
-        if decision != VideoDecision::With && (options.clip.is_some() || !options.video_faults.is_empty()) {
+        if decision != VideoDecision::With
+            && (options.clip.is_some() || !options.video_faults.is_empty())
+        {
             bail!("--clip and --video-fault need the virtio-video decoder (--video on on a board that has one)");
         }
         let machine = MachineConfig::new(board, options.mem_bytes, options.smp)?
@@ -423,17 +425,38 @@ mod tests {
             wants_video("b", mode, choice, || built).map_err(|e| format!("{e:#}"))
         };
         // A board that always has it, whatever is built, unless told off.
-        assert_eq!(wants_video("b", Some(VideoMode::Always), None, never).unwrap(), With);
-        assert_eq!(decide(Some(VideoMode::Always), Some(Off), true), Ok(Without));
+        assert_eq!(
+            wants_video("b", Some(VideoMode::Always), None, never).unwrap(),
+            With
+        );
+        assert_eq!(
+            decide(Some(VideoMode::Always), Some(Off), true),
+            Ok(Without)
+        );
         // when-built: tests (no choice) never; run (auto) only when built.
-        assert_eq!(wants_video("b", Some(VideoMode::WhenBuilt), None, never).unwrap(), Without);
-        assert_eq!(decide(Some(VideoMode::WhenBuilt), Some(Auto), true), Ok(With));
-        assert_eq!(decide(Some(VideoMode::WhenBuilt), Some(Auto), false), Ok(WithoutNotBuilt));
-        assert_eq!(decide(Some(VideoMode::WhenBuilt), Some(On), false), Ok(With));
+        assert_eq!(
+            wants_video("b", Some(VideoMode::WhenBuilt), None, never).unwrap(),
+            Without
+        );
+        assert_eq!(
+            decide(Some(VideoMode::WhenBuilt), Some(Auto), true),
+            Ok(With)
+        );
+        assert_eq!(
+            decide(Some(VideoMode::WhenBuilt), Some(Auto), false),
+            Ok(WithoutNotBuilt)
+        );
+        assert_eq!(
+            decide(Some(VideoMode::WhenBuilt), Some(On), false),
+            Ok(With)
+        );
         // A board without one: auto and off boot without; on is an error naming the board.
         assert_eq!(decide(None, Some(Auto), true), Ok(Without));
         let error = decide(None, Some(On), true).unwrap_err();
-        assert!(error.contains("board `b` has no virtio-video decoder"), "{error}");
+        assert!(
+            error.contains("board `b` has no virtio-video decoder"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -187,8 +187,14 @@ mod tests {
     fn qemu_and_device_arguments() {
         let socket = Path::new("/tmp/a,b.sock");
         let args = qemu_args(socket).join(" ");
-        assert!(args.contains("socket,id=video,path=/tmp/a,,b.sock"), "{args}");
-        assert!(args.contains("vhost-user-device,chardev=video,virtio-id=31,num_vqs=2"), "{args}");
+        assert!(
+            args.contains("socket,id=video,path=/tmp/a,,b.sock"),
+            "{args}"
+        );
+        assert!(
+            args.contains("vhost-user-device,chardev=video,virtio-id=31,num_vqs=2"),
+            "{args}"
+        );
         assert!(args.contains("config_size=44"), "{args}");
         let serve = serve_args(Path::new("/tmp/s"), &["stall@3".into()]);
         assert_eq!(serve, ["serve", "--socket", "/tmp/s", "--fault", "stall@3"]);

@@ -1,0 +1,525 @@
+//! Playing a clip: bitstream in, every decoded frame on the screen, no frame byte touched
+//! by the CPU.
+//!
+//! # Theory of operation
+//!
+//! The player is the policy between three seams, each a trait so it runs on the host
+//! against fakes and on the board against the real drivers (`crate::video_service`):
+//! - [`Decoder`]: a virtio-video decoder stream (create, resources, queue, poll, clear,
+//!   destroy);
+//! - [`Buffers`]: DMA buffers from the device's CMA area, one contiguous range each. A
+//!   frame buffer is a dma-buf attached to both the decoder and the GPU, so the bus
+//!   address the decoder writes is the one the GPU reads;
+//! - [`Screen`]: one GPU resource per frame buffer, backed by that buffer's pages, and
+//!   "show this one" (scan-out switch and flush, which waits for the buffer's write fence:
+//!   the decoder's).
+//!
+//! The sequence is the v3 decoder's: start the stream, create every bitstream buffer,
+//! queue the first access units, and wait for `DECODER_RESOLUTION_CHANGED`. Then read the
+//! output parameters, create every frame buffer at that size, and queue them all. Each
+//! decoded frame is shown at once. The frame shown before it goes back to the decoder,
+//! because a buffer on screen must not be written. Each returned bitstream buffer is
+//! refilled with the next access unit. After the last unit the stream is drained, and
+//! the buffer flagged EOS ends the play, or starts it again from the first unit when
+//! looping.
+//!
+//! A resolution change midway (a new SPS) is the same event again. The frame buffers are
+//! taken back (`QUEUE_CLEAR`), removed from the screen, destroyed and freed, and new ones
+//! are made at the new size. The decoder holds the new picture until they are queued.
+//! Any error (a failed command, an `ERROR` event, a timeout) ends the play through the
+//! same teardown as [`Player::stop`]: the stream is destroyed and every buffer freed, so
+//! nothing is leaked whatever went wrong.
+#![forbid(unsafe_code)]
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
+
+/// Bitstream buffers in flight: enough that the decoder never waits for the CPU's refill.
+pub const INPUT_BUFFERS: usize = 4;
+/// Frame buffers: one on screen, one being decoded, and the rest queued.
+pub const FRAME_BUFFERS: usize = 6;
+/// Events one [`Player::step`] handles at most, so a long clip never keeps the console
+/// (which calls it when idle) from reading a key.
+pub const EVENTS_PER_STEP: usize = 32;
+/// Resource ids of frame buffers start here (bitstream buffers from 1).
+pub const FIRST_FRAME_RESOURCE: u32 = 100;
+
+/// What kind of buffer to allocate: the two may come from different regions
+/// (`memory-region-names = "bitstream", "frames"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferKind {
+    Bitstream,
+    Frame,
+}
+
+/// One allocated DMA buffer, as the player sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// The buffer's handle for [`Buffers`] (a dma-buf id on the board).
+    pub handle: u32,
+    /// Its one contiguous range, as the decoder addresses it.
+    pub bus: u64,
+    pub len: u64,
+}
+
+/// The decoded frames' format, from the output queue's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameFormat {
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per row of the first plane.
+    pub stride: u32,
+    /// Bytes of one frame (all planes).
+    pub size: u64,
+}
+
+/// What the decoder reports from [`Decoder::poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecoderEvent {
+    /// A bitstream buffer is consumed and may be refilled.
+    InputDone {
+        resource: u32,
+    },
+    /// A frame buffer comes back, decoded (or flagged).
+    Frame {
+        resource: u32,
+        timestamp: u64,
+        eos: bool,
+        error: bool,
+    },
+    ResolutionChanged,
+    /// The device's `ERROR` event for the stream.
+    Error,
+}
+
+/// Why playing failed: which step, and the driver's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayError {
+    pub step: &'static str,
+    pub reason: String,
+}
+
+impl PlayError {
+    pub fn new(step: &'static str, reason: impl fmt::Display) -> Self {
+        PlayError {
+            step,
+            reason: format!("{reason}"),
+        }
+    }
+}
+
+impl fmt::Display for PlayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.step, self.reason)
+    }
+}
+
+impl core::error::Error for PlayError {}
+
+type Result<T> = core::result::Result<T, PlayError>;
+
+/// A decoder stream (one at a time).
+pub trait Decoder {
+    /// Create the H.264 stream and set its input parameters.
+    fn start(&mut self) -> Result<()>;
+    fn add_input(&mut self, resource: u32, slot: &Slot) -> Result<()>;
+    fn queue_input(&mut self, resource: u32, timestamp: u64, bytes: u32) -> Result<()>;
+    /// The output queue's parameters after a resolution change.
+    fn output_format(&mut self) -> Result<FrameFormat>;
+    fn add_output(&mut self, resource: u32, slot: &Slot, format: &FrameFormat) -> Result<()>;
+    fn queue_output(&mut self, resource: u32) -> Result<()>;
+    /// The next event, if any, without waiting.
+    fn poll(&mut self) -> Result<Option<DecoderEvent>>;
+    fn drain(&mut self) -> Result<()>;
+    /// Take back and destroy every frame buffer's resource (before new sizes).
+    fn drop_outputs(&mut self) -> Result<()>;
+    /// Destroy the stream and everything in it; after an error too (it must not fail to
+    /// release what it holds on the guest side).
+    fn stop(&mut self);
+}
+
+/// DMA buffers for the decoder (and the GPU, for frames).
+pub trait Buffers {
+    fn alloc(&mut self, kind: BufferKind, bytes: u64) -> Result<Slot>;
+    /// Copy bitstream bytes into a bitstream buffer (bitstream, never frames).
+    fn fill(&mut self, slot: &Slot, bytes: &[u8]) -> Result<()>;
+    fn free(&mut self, slot: Slot);
+}
+
+/// The GPU side.
+pub trait Screen {
+    /// A scan-out resource backed by frame buffer `slot`.
+    fn add(&mut self, index: usize, slot: &Slot, format: &FrameFormat) -> Result<()>;
+    /// Scan out frame buffer `index` (after its producer's fence).
+    fn show(&mut self, index: usize, format: &FrameFormat) -> Result<()>;
+    /// Remove every resource [`Screen::add`] made, and give the screen back.
+    fn remove_all(&mut self);
+}
+
+/// Where the player is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Bitstream queued, no frame size yet.
+    WaitingForFormat,
+    Playing,
+    /// Every access unit queued and the drain sent; waiting for EOS.
+    Draining,
+    /// EOS seen (not looping), torn down.
+    Finished,
+    Stopped,
+    Failed(String),
+}
+
+/// Counters for `video info` and the bench.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub frames_decoded: u64,
+    pub frames_shown: u64,
+    pub resolution_changes: u64,
+    pub loops: u64,
+    pub first_frame_us: Option<u64>,
+    pub last_frame_us: Option<u64>,
+}
+
+impl Stats {
+    /// Frames shown per second between the first and the last, in thousandths.
+    pub fn millifps(&self) -> Option<u64> {
+        let (first, last) = (self.first_frame_us?, self.last_frame_us?);
+        let shown = self.frames_shown.checked_sub(1)?;
+        let span = last.checked_sub(first).filter(|&s| s > 0)?;
+        Some(shown * 1_000_000_000 / span)
+    }
+}
+
+/// A frame just shown (for the caller's checks: CRCs in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    /// Frames shown before this one since the play started.
+    pub number: u64,
+    pub slot: Slot,
+    pub format: FrameFormat,
+}
+
+/// One play of one clip.
+pub struct Player {
+    units: Vec<Range<usize>>,
+    next_unit: usize,
+    looping: bool,
+    state: State,
+    inputs: Vec<Slot>,
+    /// Bitstream buffers the decoder has given back.
+    idle_inputs: Vec<u32>,
+    frames: Vec<Slot>,
+    format: Option<FrameFormat>,
+    /// The frame buffer on screen (not queued to the decoder).
+    on_screen: Option<u32>,
+    stats: Stats,
+    drained: bool,
+}
+
+fn input_resource(index: usize) -> u32 {
+    1 + index as u32
+}
+
+fn frame_resource(index: usize) -> u32 {
+    FIRST_FRAME_RESOURCE + index as u32
+}
+
+fn page_round(bytes: u64) -> u64 {
+    bytes.div_ceil(4096) * 4096
+}
+
+impl Player {
+    /// Starts playing `clip`, whose access units are `units` (ranges into `clip`).
+    pub fn start(
+        clip: &[u8],
+        units: Vec<Range<usize>>,
+        looping: bool,
+        decoder: &mut impl Decoder,
+        buffers: &mut impl Buffers,
+    ) -> Result<Player> {
+        if units.is_empty() || units.iter().any(|u| u.end > clip.len() || u.is_empty()) {
+            return Err(PlayError::new("clip", "no access unit to decode"));
+        }
+        let mut player = Player {
+            units,
+            next_unit: 0,
+            looping,
+            state: State::WaitingForFormat,
+            inputs: Vec::new(),
+            idle_inputs: Vec::new(),
+            frames: Vec::new(),
+            format: None,
+            on_screen: None,
+            stats: Stats::default(),
+            drained: false,
+        };
+        let started = player.start_inner(clip, decoder, buffers);
+        if let Err(e) = started {
+            decoder.stop();
+            player.free_all(buffers);
+            return Err(e);
+        }
+        Ok(player)
+    }
+
+    fn start_inner(
+        &mut self,
+        clip: &[u8],
+        decoder: &mut impl Decoder,
+        buffers: &mut impl Buffers,
+    ) -> Result<()> {
+        decoder.start()?;
+        let largest = self.units.iter().map(|u| u.len()).max().unwrap_or(0) as u64;
+        let input_bytes = page_round(largest);
+        for index in 0..INPUT_BUFFERS.min(self.units.len().max(1)) {
+            let slot = buffers.alloc(BufferKind::Bitstream, input_bytes)?;
+            self.inputs.push(slot);
+            decoder.add_input(input_resource(index), &slot)?;
+            self.idle_inputs.push(input_resource(index));
+        }
+        self.refill(clip, decoder, buffers)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn format(&self) -> Option<FrameFormat> {
+        self.format
+    }
+
+    /// Whether the play is over (finished, stopped or failed) and holds nothing.
+    pub fn is_over(&self) -> bool {
+        matches!(
+            self.state,
+            State::Finished | State::Stopped | State::Failed(_)
+        )
+    }
+
+    /// Queue the next access units into every idle bitstream buffer; drain after the last.
+    fn refill(
+        &mut self,
+        clip: &[u8],
+        decoder: &mut impl Decoder,
+        buffers: &mut impl Buffers,
+    ) -> Result<()> {
+        while let Some(resource) = self.idle_inputs.pop() {
+            if self.next_unit == self.units.len() {
+                if self.looping {
+                    self.next_unit = 0;
+                    self.stats.loops += 1;
+                } else {
+                    self.idle_inputs.push(resource);
+                    if !self.drained && self.idle_inputs.len() == self.inputs.len() {
+                        decoder.drain()?;
+                        self.drained = true;
+                        if self.state == State::Playing {
+                            self.state = State::Draining;
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+            let unit = self.units[self.next_unit].clone();
+            let slot = self.inputs[(resource - 1) as usize];
+            buffers.fill(&slot, &clip[unit.clone()])?;
+            decoder.queue_input(resource, self.next_unit as u64, unit.len() as u32)?;
+            self.next_unit += 1;
+        }
+        Ok(())
+    }
+
+    /// Handles everything the decoder has reported; returns the frames shown. An error
+    /// tears the play down and is returned once; afterwards the player is over.
+    pub fn step(
+        &mut self,
+        clip: &[u8],
+        now_us: u64,
+        decoder: &mut impl Decoder,
+        buffers: &mut impl Buffers,
+        screen: &mut impl Screen,
+    ) -> Result<Vec<Shown>> {
+        if self.is_over() {
+            return Ok(Vec::new());
+        }
+        let mut shown = Vec::new();
+        match self.step_inner(clip, now_us, decoder, buffers, screen, &mut shown) {
+            Ok(()) => Ok(shown),
+            Err(e) => {
+                self.teardown(decoder, buffers, screen);
+                self.state = State::Failed(format!("{e}"));
+                Err(e)
+            }
+        }
+    }
+
+    fn step_inner(
+        &mut self,
+        clip: &[u8],
+        now_us: u64,
+        decoder: &mut impl Decoder,
+        buffers: &mut impl Buffers,
+        screen: &mut impl Screen,
+        shown: &mut Vec<Shown>,
+    ) -> Result<()> {
+        for _ in 0..EVENTS_PER_STEP {
+            let Some(event) = decoder.poll()? else {
+                break;
+            };
+            match event {
+                DecoderEvent::InputDone { resource } => {
+                    if !self.is_input(resource) {
+                        return Err(PlayError::new(
+                            "decoder",
+                            format!("returned bitstream buffer {resource} it does not hold"),
+                        ));
+                    }
+                    self.idle_inputs.push(resource);
+                    self.refill(clip, decoder, buffers)?;
+                }
+                DecoderEvent::ResolutionChanged => {
+                    self.new_frame_buffers(decoder, buffers, screen)?;
+                }
+                DecoderEvent::Frame {
+                    resource,
+                    eos,
+                    error,
+                    ..
+                } => {
+                    let Some(index) = self.frame_index(resource) else {
+                        return Err(PlayError::new(
+                            "decoder",
+                            format!("returned frame buffer {resource} it does not hold"),
+                        ));
+                    };
+                    if error {
+                        // Given back by a clear: it is ours again, nothing to show.
+                        continue;
+                    }
+                    let format = self
+                        .format
+                        .ok_or_else(|| PlayError::new("decoder", "a frame before any format"))?;
+                    if eos {
+                        // The drain's end marker carries no picture: the play is over.
+                        self.teardown(decoder, buffers, screen);
+                        self.state = State::Finished;
+                        return Ok(());
+                    }
+                    self.stats.frames_decoded += 1;
+                    screen.show(index, &format)?;
+                    self.stats.first_frame_us.get_or_insert(now_us);
+                    self.stats.last_frame_us = Some(now_us);
+                    shown.push(Shown {
+                        number: self.stats.frames_shown,
+                        slot: self.frames[index],
+                        format,
+                    });
+                    self.stats.frames_shown += 1;
+                    if let Some(previous) = self.on_screen.replace(resource) {
+                        decoder.queue_output(previous)?;
+                    }
+                    if self.state == State::WaitingForFormat {
+                        self.state = State::Playing;
+                    }
+                }
+                DecoderEvent::Error => {
+                    return Err(PlayError::new(
+                        "decoder",
+                        "the device reported an error on the stream",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_input(&self, resource: u32) -> bool {
+        (1..=self.inputs.len() as u32).contains(&resource) && !self.idle_inputs.contains(&resource)
+    }
+
+    fn frame_index(&self, resource: u32) -> Option<usize> {
+        let index = resource.checked_sub(FIRST_FRAME_RESOURCE)? as usize;
+        (index < self.frames.len()).then_some(index)
+    }
+
+    fn new_frame_buffers(
+        &mut self,
+        decoder: &mut impl Decoder,
+        buffers: &mut impl Buffers,
+        screen: &mut impl Screen,
+    ) -> Result<()> {
+        if !self.frames.is_empty() {
+            self.stats.resolution_changes += 1;
+            decoder.drop_outputs()?;
+            screen.remove_all();
+            for slot in self.frames.drain(..) {
+                buffers.free(slot);
+            }
+            self.on_screen = None;
+        }
+        let format = decoder.output_format()?;
+        if format.width == 0 || format.height == 0 || format.size == 0 {
+            return Err(PlayError::new(
+                "decoder",
+                format!(
+                    "output format {}x{} of {} bytes",
+                    format.width, format.height, format.size
+                ),
+            ));
+        }
+        self.format = Some(format);
+        for index in 0..FRAME_BUFFERS {
+            let slot = buffers.alloc(BufferKind::Frame, page_round(format.size))?;
+            self.frames.push(slot);
+            decoder.add_output(frame_resource(index), &slot, &format)?;
+            screen.add(index, &slot, &format)?;
+        }
+        for index in 0..FRAME_BUFFERS {
+            decoder.queue_output(frame_resource(index))?;
+        }
+        Ok(())
+    }
+
+    /// Stops playing now: the stream destroyed, every buffer freed, the screen given back.
+    pub fn stop(
+        &mut self,
+        decoder: &mut impl Decoder,
+        buffers: &mut impl Buffers,
+        screen: &mut impl Screen,
+    ) {
+        if self.is_over() {
+            return;
+        }
+        self.teardown(decoder, buffers, screen);
+        self.state = State::Stopped;
+    }
+
+    fn teardown(
+        &mut self,
+        decoder: &mut impl Decoder,
+        buffers: &mut impl Buffers,
+        screen: &mut impl Screen,
+    ) {
+        // The device first: after the stream is gone it writes no buffer, so freeing them
+        // cannot hand a page the decoder still writes to someone else.
+        decoder.stop();
+        screen.remove_all();
+        self.free_all(buffers);
+    }
+
+    fn free_all(&mut self, buffers: &mut impl Buffers) {
+        for slot in self.inputs.drain(..).chain(self.frames.drain(..)) {
+            buffers.free(slot);
+        }
+        self.idle_inputs.clear();
+        self.on_screen = None;
+    }
+}
