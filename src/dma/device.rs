@@ -160,6 +160,17 @@ impl DeviceDma {
         })
     }
 
+    /// The same device allocating from its `memory-region-names` entry `name` when that
+    /// is a CMA area (a codec with bitstream and frame regions in different banks);
+    /// otherwise unchanged (its first region or the default area), as Linux drivers fall
+    /// back when `of_reserved_mem_device_init_by_name` fails.
+    pub fn for_region_named(mut self, plan: &ReservedMemoryPlan, name: &str) -> DeviceDma {
+        if let Some(area) = plan.cma_area_for_device_by_name(&self.path, name) {
+            self.cma_area = Some(area.name.clone());
+        }
+        self
+    }
+
     /// The driver's limit on segments per mapping (1: no scatter-gather).
     pub fn with_max_segments(mut self, max: usize) -> Result<DeviceDma, DeviceError> {
         if max == 0 {

@@ -247,6 +247,24 @@ impl ReservedMemoryPlan {
         own.or_else(|| self.default_cma_area())
     }
 
+    /// The CMA area `device_path` names `name` in `memory-region-names`
+    /// (`of_reserved_mem_device_init_by_name`); `None` when no entry has that name or it
+    /// is not a CMA area (the driver then falls back to [`Self::cma_area_for_device`]).
+    pub fn cma_area_for_device_by_name(
+        &self,
+        device_path: &str,
+        name: &str,
+    ) -> Option<&CmaAreaSpec> {
+        let entry = self
+            .regions_of(device_path)?
+            .regions
+            .iter()
+            .find(|r| r.name.as_deref() == Some(name))?;
+        self.cma_areas
+            .iter()
+            .find(|a| a.region_index == entry.region_index)
+    }
+
     /// Ranges the page allocator must not get as ordinary free memory: every region except
     /// the CMA areas themselves (those enter the buddy as MIGRATE_CMA pageblocks).
     pub fn kept_from_buddy(&self) -> Vec<Range<u64>> {

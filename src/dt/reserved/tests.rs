@@ -684,6 +684,18 @@ fn per_device_regions_two_devices_and_one_with_two_banks() {
     );
     assert_eq!(plan.cma_areas[0].owners, ["/video-codec@a000000"]);
     assert_eq!(plan.cma_areas[1].owners, ["/video-codec@a000000"]);
+    // By name, as of_reserved_mem_device_init_by_name: each bank's own area.
+    let by_name = |name| {
+        plan.cma_area_for_device_by_name("/video-codec@a000000", name)
+            .map(|a| a.name.as_str())
+    };
+    assert_eq!(by_name("right"), Some("codec-bank1@100000000"));
+    assert_eq!(by_name("left"), Some("codec-bank0@50000000"));
+    assert_eq!(by_name("middle"), None);
+    assert_eq!(
+        plan.cma_area_for_device_by_name("/display-controller", "left"),
+        None
+    );
 
     let display = plan.regions_of("/display-controller").unwrap();
     assert_eq!(display.regions[0].kind, RegionKind::NoMap);
