@@ -263,6 +263,20 @@ pub enum GpuOp {
     Off,
 }
 
+/// `video ...`: play the loaded clip through the virtio-video decoder onto the screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoOp {
+    /// Start playing; `looping` starts again after the last frame, `crc` prints each
+    /// shown frame's CRC-32 (a test's oracle).
+    Play {
+        looping: bool,
+        crc: bool,
+    },
+    Stop,
+    /// Format, size, frames, fps, CPU copies per frame.
+    Info,
+}
+
 /// `heap ...`: the DMA-BUF heaps (`/dev/dma_heap`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeapOp<'a> {
@@ -313,6 +327,8 @@ pub trait Backend {
     fn gpu(&mut self, op: GpuOp) -> Result<String, BackendError>;
 
     fn heap(&mut self, op: HeapOp<'_>) -> Result<String, BackendError>;
+
+    fn video(&mut self, op: VideoOp) -> Result<String, BackendError>;
 
     fn dmabuf(&mut self, op: DmabufOp) -> Result<String, BackendError>;
 

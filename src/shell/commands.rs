@@ -19,7 +19,7 @@ use core::fmt::Write;
 
 use super::backend::{
     Backend, BackendError, CmaOp, DmabufOp, EntryKind, FsError, GpuOp, HeapOp, LevelFilter, MemOp,
-    TraceOp,
+    TraceOp, VideoOp,
 };
 use super::lexer;
 use super::number::{parse_pages, parse_size, parse_u64};
@@ -81,6 +81,11 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "show the display: device info, test pattern, live memory map, or blank it",
     },
     CommandSpec {
+        name: "video",
+        usage: "video play [loop] [crc]|stop|info",
+        summary: "play the loaded clip on the screen (decoder to display, no CPU copy)",
+    },
+    CommandSpec {
         name: "heap",
         usage: "heap list|alloc HEAP SIZE",
         summary: "list the DMA-BUF heaps, allocate a dma-buf from one (SIZE: bytes, or 4K/2M)",
@@ -120,6 +125,7 @@ pub const COMMANDS: &[CommandSpec] = &[
 pub const MEM_SUBCOMMANDS: &[&str] = &["start", "grow", "shrink", "verify", "status"];
 pub const CMA_SUBCOMMANDS: &[&str] = &["list", "alloc", "free"];
 pub const GPU_SUBCOMMANDS: &[&str] = &["info", "pattern", "map", "off"];
+pub const VIDEO_SUBCOMMANDS: &[&str] = &["play", "stop", "info"];
 pub const HEAP_SUBCOMMANDS: &[&str] = &["list", "alloc"];
 pub const DMABUF_SUBCOMMANDS: &[&str] = &["list", "free"];
 pub const TRACE_SUBCOMMANDS: &[&str] = &["record", "stop", "replay", "show"];
@@ -186,6 +192,7 @@ pub fn run<B: Backend + ?Sized, W: Write + ?Sized>(
         "cma" => ctx.cma(&args, backend),
         "trace" => ctx.trace(&args, backend),
         "gpu" => ctx.gpu(&args, backend),
+        "video" => ctx.video(&args, backend),
         "heap" => ctx.heap(&args, backend),
         "dmabuf" => ctx.dmabuf(&args, backend),
         "bench" => ctx.bench(&args, backend),
@@ -428,6 +435,32 @@ impl<W: Write + ?Sized> Context<'_, W> {
             _ => return self.bad_subcommand(args, GPU_SUBCOMMANDS),
         };
         let result = backend.gpu(op);
+        self.report(result);
+    }
+
+    fn video<B: Backend + ?Sized>(&mut self, args: &[&str], backend: &mut B) {
+        let op = match args {
+            ["play", flags @ ..] => {
+                let (mut looping, mut crc) = (false, false);
+                for flag in flags {
+                    match *flag {
+                        "loop" if !looping => looping = true,
+                        "crc" if !crc => crc = true,
+                        other => {
+                            return self.fail(format_args!(
+                                "play: unknown or repeated option `{}` (use loop, crc)",
+                                other
+                            ))
+                        }
+                    }
+                }
+                VideoOp::Play { looping, crc }
+            }
+            ["stop"] => VideoOp::Stop,
+            ["info"] => VideoOp::Info,
+            _ => return self.bad_subcommand(args, VIDEO_SUBCOMMANDS),
+        };
+        let result = backend.video(op);
         self.report(result);
     }
 

@@ -43,7 +43,7 @@ use core::fmt::{self, Write};
 
 pub use backend::{
     Access, Backend, BackendError, CmaOp, DirEntry, DmabufOp, EntryKind, FsError, GpuOp, HeapOp,
-    LevelFilter, MemOp, ServiceError, TraceOp,
+    LevelFilter, MemOp, ServiceError, TraceOp, VideoOp,
 };
 pub use commands::Action;
 pub use editor::{HISTORY_LEN, MAX_LINE};

@@ -311,6 +311,11 @@ impl Backend for Fake {
         Ok(format!("gpu {:?} done", op))
     }
 
+    fn video(&mut self, op: VideoOp) -> Result<String, BackendError> {
+        self.calls.push(format!("video {:?}", op));
+        Ok(format!("video {:?} done", op))
+    }
+
     fn heap(&mut self, op: HeapOp<'_>) -> Result<String, BackendError> {
         self.calls.push(format!("heap {:?}", op));
         match op {
@@ -668,6 +673,27 @@ fn cma_commands() {
     );
     assert_eq!(rig.fake.used(), 18);
     rig.fake.check_consistent();
+}
+
+#[test]
+fn video_commands_and_their_options() {
+    let mut rig = Rig::new();
+    for (line, op) in [
+        ("video play", "Play { looping: false, crc: false }"),
+        ("video play loop", "Play { looping: true, crc: false }"),
+        ("video play crc loop", "Play { looping: true, crc: true }"),
+        ("video stop", "Stop"),
+        ("video info", "Info"),
+    ] {
+        assert_eq!(rig.run(line), format!("video {} done\n", op), "{line}");
+    }
+    let calls = rig.fake.calls.len();
+    assert!(rig
+        .run("video play twice")
+        .contains("unknown or repeated option `twice`"));
+    assert!(rig.run("video play loop loop").contains("`loop`"));
+    assert!(rig.run("video rewind").contains("play"));
+    assert_eq!(rig.fake.calls.len(), calls, "a bad line reaches no backend");
 }
 
 #[test]
