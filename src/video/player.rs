@@ -44,8 +44,6 @@ pub const FRAME_BUFFERS: usize = 6;
 /// Events one [`Player::step`] handles at most, so a long clip never keeps the console
 /// (which calls it when idle) from reading a key.
 pub const EVENTS_PER_STEP: usize = 32;
-/// Resource ids of frame buffers start here (bitstream buffers from 1).
-pub const FIRST_FRAME_RESOURCE: u32 = 100;
 
 /// What kind of buffer to allocate: the two may come from different regions
 /// (`memory-region-names = "bitstream", "frames"`).
@@ -125,11 +123,13 @@ type Result<T> = core::result::Result<T, PlayError>;
 pub trait Decoder {
     /// Create the H.264 stream and set its input parameters.
     fn start(&mut self) -> Result<()>;
-    fn add_input(&mut self, resource: u32, slot: &Slot) -> Result<()>;
+    /// Create a bitstream resource backed by `slot`; returns its resource id.
+    fn add_input(&mut self, slot: &Slot) -> Result<u32>;
     fn queue_input(&mut self, resource: u32, timestamp: u64, bytes: u32) -> Result<()>;
     /// The output queue's parameters after a resolution change.
     fn output_format(&mut self) -> Result<FrameFormat>;
-    fn add_output(&mut self, resource: u32, slot: &Slot, format: &FrameFormat) -> Result<()>;
+    /// Create a frame resource backed by `slot`; returns its resource id.
+    fn add_output(&mut self, slot: &Slot, format: &FrameFormat) -> Result<u32>;
     fn queue_output(&mut self, resource: u32) -> Result<()>;
     /// The next event, if any, without waiting.
     fn poll(&mut self) -> Result<Option<DecoderEvent>>;
@@ -209,23 +209,17 @@ pub struct Player {
     next_unit: usize,
     looping: bool,
     state: State,
-    inputs: Vec<Slot>,
+    /// Bitstream buffers and their resource ids.
+    inputs: Vec<(u32, Slot)>,
     /// Bitstream buffers the decoder has given back.
     idle_inputs: Vec<u32>,
-    frames: Vec<Slot>,
+    /// Frame buffers and their resource ids; the index is the screen's.
+    frames: Vec<(u32, Slot)>,
     format: Option<FrameFormat>,
     /// The frame buffer on screen (not queued to the decoder).
     on_screen: Option<u32>,
     stats: Stats,
     drained: bool,
-}
-
-fn input_resource(index: usize) -> u32 {
-    1 + index as u32
-}
-
-fn frame_resource(index: usize) -> u32 {
-    FIRST_FRAME_RESOURCE + index as u32
 }
 
 fn page_round(bytes: u64) -> u64 {
@@ -275,11 +269,15 @@ impl Player {
         decoder.start()?;
         let largest = self.units.iter().map(|u| u.len()).max().unwrap_or(0) as u64;
         let input_bytes = page_round(largest);
-        for index in 0..INPUT_BUFFERS.min(self.units.len().max(1)) {
+        for _ in 0..INPUT_BUFFERS.min(self.units.len()) {
             let slot = buffers.alloc(BufferKind::Bitstream, input_bytes)?;
-            self.inputs.push(slot);
-            decoder.add_input(input_resource(index), &slot)?;
-            self.idle_inputs.push(input_resource(index));
+            // Owned before the device knows it, so a refused create still frees it.
+            self.inputs.push((0, slot));
+            let resource = decoder.add_input(&slot)?;
+            if let Some(last) = self.inputs.last_mut() {
+                last.0 = resource;
+            }
+            self.idle_inputs.push(resource);
         }
         self.refill(clip, decoder, buffers)
     }
@@ -329,7 +327,9 @@ impl Player {
                 }
             }
             let unit = self.units[self.next_unit].clone();
-            let slot = self.inputs[(resource - 1) as usize];
+            let slot = self.input_slot(resource).ok_or_else(|| {
+                PlayError::new("player", format!("no bitstream buffer {resource}"))
+            })?;
             buffers.fill(&slot, &clip[unit.clone()])?;
             decoder.queue_input(resource, self.next_unit as u64, unit.len() as u32)?;
             self.next_unit += 1;
@@ -419,7 +419,7 @@ impl Player {
                     self.stats.last_frame_us = Some(now_us);
                     shown.push(Shown {
                         number: self.stats.frames_shown,
-                        slot: self.frames[index],
+                        slot: self.frames[index].1,
                         format,
                     });
                     self.stats.frames_shown += 1;
@@ -441,13 +441,20 @@ impl Player {
         Ok(())
     }
 
+    fn input_slot(&self, resource: u32) -> Option<Slot> {
+        self.inputs
+            .iter()
+            .find(|(r, _)| *r == resource)
+            .map(|(_, s)| *s)
+    }
+
+    /// A bitstream buffer the decoder holds (queued, not yet given back).
     fn is_input(&self, resource: u32) -> bool {
-        (1..=self.inputs.len() as u32).contains(&resource) && !self.idle_inputs.contains(&resource)
+        self.input_slot(resource).is_some() && !self.idle_inputs.contains(&resource)
     }
 
     fn frame_index(&self, resource: u32) -> Option<usize> {
-        let index = resource.checked_sub(FIRST_FRAME_RESOURCE)? as usize;
-        (index < self.frames.len()).then_some(index)
+        self.frames.iter().position(|(r, _)| *r == resource)
     }
 
     fn new_frame_buffers(
@@ -460,7 +467,7 @@ impl Player {
             self.stats.resolution_changes += 1;
             decoder.drop_outputs()?;
             screen.remove_all();
-            for slot in self.frames.drain(..) {
+            for (_, slot) in self.frames.drain(..) {
                 buffers.free(slot);
             }
             self.on_screen = None;
@@ -478,12 +485,13 @@ impl Player {
         self.format = Some(format);
         for index in 0..FRAME_BUFFERS {
             let slot = buffers.alloc(BufferKind::Frame, page_round(format.size))?;
-            self.frames.push(slot);
-            decoder.add_output(frame_resource(index), &slot, &format)?;
+            self.frames.push((0, slot));
+            let resource = decoder.add_output(&slot, &format)?;
+            self.frames[index].0 = resource;
             screen.add(index, &slot, &format)?;
         }
-        for index in 0..FRAME_BUFFERS {
-            decoder.queue_output(frame_resource(index))?;
+        for (resource, _) in self.frames.clone() {
+            decoder.queue_output(resource)?;
         }
         Ok(())
     }
@@ -516,7 +524,7 @@ impl Player {
     }
 
     fn free_all(&mut self, buffers: &mut impl Buffers) {
-        for slot in self.inputs.drain(..).chain(self.frames.drain(..)) {
+        for (_, slot) in self.inputs.drain(..).chain(self.frames.drain(..)) {
             buffers.free(slot);
         }
         self.idle_inputs.clear();

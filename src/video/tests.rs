@@ -111,6 +111,7 @@ struct FakeDecoder {
     error_event_after: Option<u64>,
     frames_out: u64,
     stopped: usize,
+    next_output: u32,
 }
 
 impl FakeDecoder {
@@ -132,6 +133,7 @@ impl FakeDecoder {
             error_event_after: None,
             frames_out: 0,
             stopped: 0,
+            next_output: 100,
         }
     }
 
@@ -198,13 +200,11 @@ impl Decoder for FakeDecoder {
         self.started = true;
         Ok(())
     }
-    fn add_input(&mut self, resource: u32, slot: &Slot) -> Result<(), PlayError> {
+    fn add_input(&mut self, slot: &Slot) -> Result<u32, PlayError> {
         assert!(self.started);
-        assert!(
-            self.inputs.insert(resource, *slot).is_none(),
-            "input {resource} twice"
-        );
-        Ok(())
+        let resource = 1 + self.inputs.len() as u32;
+        self.inputs.insert(resource, *slot);
+        Ok(resource)
     }
     fn queue_input(&mut self, resource: u32, timestamp: u64, bytes: u32) -> Result<(), PlayError> {
         let slot = self
@@ -222,18 +222,11 @@ impl Decoder for FakeDecoder {
     fn output_format(&mut self) -> Result<FrameFormat, PlayError> {
         Ok(self.format())
     }
-    fn add_output(
-        &mut self,
-        resource: u32,
-        slot: &Slot,
-        format: &FrameFormat,
-    ) -> Result<(), PlayError> {
+    fn add_output(&mut self, slot: &Slot, format: &FrameFormat) -> Result<u32, PlayError> {
         assert!(slot.len >= format.size);
-        assert!(
-            self.outputs.insert(resource, (*slot, *format)).is_none(),
-            "output {resource} twice"
-        );
-        Ok(())
+        self.next_output += 1;
+        self.outputs.insert(self.next_output, (*slot, *format));
+        Ok(self.next_output)
     }
     fn queue_output(&mut self, resource: u32) -> Result<(), PlayError> {
         assert!(
