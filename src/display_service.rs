@@ -36,7 +36,6 @@ use embedded_graphics::primitives::Rectangle;
 use crate::cpu::IrqSafeLock;
 use crate::display::{self, FrameBuffer, MemoryMapSnapshot};
 use crate::dma::access::DmaDirection;
-use crate::dma::fence::FenceStatus;
 use crate::dma::heap::DEFAULT_CMA_HEAP;
 use crate::dma_service::{self, AttachId, BufId, DeviceDma, DmaError};
 use crate::driver::virtio_gpu::{self, GpuServiceError};
@@ -170,34 +169,11 @@ fn bring_up_screen() -> Result<Screen, DisplayError> {
     let device = gpu_device()?;
     let heap = String::from(device.cma_area.as_deref().unwrap_or(DEFAULT_CMA_HEAP));
     let bytes = u64::from(width) * u64::from(height) * u64::from(BYTES_PER_PIXEL);
-    let buf = dma_service::heap_alloc(&heap, bytes)?;
-    let attached = (|| {
-        dma_service::set_name(buf, "framebuffer")?;
-        let attachment = dma_service::attach(buf, &device)?;
-        match dma_service::map(buf, attachment) {
-            Ok(segments) => Ok((attachment, segments)),
-            Err(e) => {
-                let _ = dma_service::detach(buf, attachment);
-                Err(e)
-            }
-        }
-    })();
-    let (attachment, segments) = match attached {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = dma_service::buf_put(buf);
-            return Err(e.into());
-        }
-    };
+    let (buf, mapping) = dma_service::device_buffer(&device, bytes, "framebuffer")?;
+    let (attachment, segment) = (mapping.attachment, mapping.segment);
     let undo = || {
-        let _ = dma_service::unmap(buf, attachment);
-        let _ = dma_service::detach(buf, attachment);
+        let _ = dma_service::detach_contiguous(buf, &mapping);
         let _ = dma_service::buf_put(buf);
-    };
-    // Attach refused more than one segment, so this is the buffer's one bus range.
-    let Some(segment) = segments.first() else {
-        undo();
-        return Err(DmaError::NotContiguous { buf, segments: 0 }.into());
     };
     match virtio_gpu::attach_framebuffer(segment.bus, segment.len, width, height, Format::B8G8R8X8)
     {
@@ -249,19 +225,14 @@ impl Screen {
 
     /// Show `rect`: now if the buffer's writers are done, else as a job when they are.
     fn flush(&mut self, rect: Rect) -> Result<(), DisplayError> {
-        let waits = dma_service::buf_waits(self.buf, false)?;
-        let mut pending = Vec::new();
-        for fence in waits {
-            match dma_service::fence_status(fence)? {
-                FenceStatus::Signalled => {}
-                FenceStatus::Pending => pending.push(fence),
-                FenceStatus::Failed(why) => {
-                    return Err(DisplayError::ProducerFailed(format!(
-                        "fence {fence}: {why}"
-                    )))
-                }
+        let pending = match dma_service::pending_writers(self.buf) {
+            Err(DmaError::WriterFailed { fence, why, .. }) => {
+                return Err(DisplayError::ProducerFailed(format!(
+                    "fence {fence}: {why}"
+                )))
             }
-        }
+            other => other?,
+        };
         self.frames += 1;
         if pending.is_empty() {
             return Ok(virtio_gpu::flush(rect)?);
@@ -361,6 +332,14 @@ pub fn show(what: Showing) -> Result<String, DisplayError> {
 }
 
 /// `gpu off`: scanout off, backing detached, resource dropped, framebuffer given back.
+/// What the screen shows, if it is on (the video asks, to give it back after a play).
+pub fn showing() -> Option<Showing> {
+    SCREEN.lock(|slot| match slot {
+        Slot::On(screen) => Some(screen.showing),
+        _ => None,
+    })
+}
+
 pub fn off() -> Result<String, DisplayError> {
     let taken = SCREEN.lock(|slot| match core::mem::replace(slot, Slot::Off) {
         Slot::On(screen) => Ok(Some(screen)),

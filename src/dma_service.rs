@@ -71,6 +71,12 @@ pub enum DmaError {
     NotMapped {
         buf: BufId,
     },
+    /// A buffer's writer fence failed: what it wrote must not be read.
+    WriterFailed {
+        buf: BufId,
+        fence: FenceId,
+        why: String,
+    },
     /// `dma_alloc_coherent` found nothing the device can reach.
     NoCoherentMemory {
         device: String,
@@ -100,6 +106,9 @@ impl fmt::Display for DmaError {
                     f,
                     "dma-buf {buf} has {segments} segments, not one contiguous range"
                 )
+            }
+            DmaError::WriterFailed { buf, fence, why } => {
+                write!(f, "dma-buf {buf}: its writer (fence {fence}) failed: {why}")
             }
             DmaError::NotMapped { buf } => {
                 write!(
@@ -429,6 +438,68 @@ pub fn detach(id: BufId, attachment: AttachId) -> Result<(), DmaError> {
     })
 }
 
+/// A device's attachment to a buffer, mapped as one bus range (the device cannot
+/// scatter-gather: its attach refused more than one segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContiguousMapping {
+    pub attachment: AttachId,
+    pub segment: DmaSegment,
+}
+
+/// `dma_buf_attach` + `dma_buf_map_attachment` for a device that takes one segment; on
+/// any refusal nothing stays attached.
+pub fn attach_contiguous(id: BufId, device: &DeviceDma) -> Result<ContiguousMapping, DmaError> {
+    let attachment = attach(id, device)?;
+    let mapped = map(id, attachment).and_then(|segments| match segments.as_slice() {
+        [segment] => Ok(*segment),
+        _ => {
+            let _ = unmap(id, attachment);
+            Err(DmaError::NotContiguous {
+                buf: id,
+                segments: segments.len(),
+            })
+        }
+    });
+    match mapped {
+        Ok(segment) => Ok(ContiguousMapping {
+            attachment,
+            segment,
+        }),
+        Err(e) => {
+            let _ = detach(id, attachment);
+            Err(e)
+        }
+    }
+}
+
+/// Undo [`attach_contiguous`].
+pub fn detach_contiguous(id: BufId, mapping: &ContiguousMapping) -> Result<(), DmaError> {
+    let unmapped = unmap(id, mapping.attachment);
+    detach(id, mapping.attachment).and(unmapped)
+}
+
+/// A named dma-buf of `bytes` from `device`'s CMA heap (its own area, else the default
+/// one), attached to and mapped for `device` as one range. On failure nothing is left.
+pub fn device_buffer(
+    device: &DeviceDma,
+    bytes: u64,
+    name: &str,
+) -> Result<(BufId, ContiguousMapping), DmaError> {
+    let heap = device
+        .cma_area
+        .as_deref()
+        .unwrap_or(crate::dma::heap::DEFAULT_CMA_HEAP);
+    let buf = heap_alloc(heap, bytes)?;
+    let mapped = set_name(buf, name).and_then(|()| attach_contiguous(buf, device));
+    match mapped {
+        Ok(mapping) => Ok((buf, mapping)),
+        Err(e) => {
+            let _ = buf_put(buf);
+            Err(e)
+        }
+    }
+}
+
 /// `dma_buf_map_attachment`: device addresses, one entry per segment.
 pub fn map(id: BufId, attachment: AttachId) -> Result<Vec<DmaSegment>, DmaError> {
     with(|s| Ok(s.bufs.map(id, attachment)?))
@@ -441,12 +512,18 @@ pub fn unmap(id: BufId, attachment: AttachId) -> Result<(), DmaError> {
 /// `DMA_BUF_IOCTL_SYNC` start: returns how many attachments were synced.
 pub fn begin_cpu_access(id: BufId, dir: DmaDirection) -> Result<usize, DmaError> {
     with(|s| {
-        Ok(access::begin_cpu_access(
-            s.bufs.buf(id)?,
-            dir,
-            &mut CpuCache,
-        )?)
+        let synced = access::begin_cpu_access(s.bufs.buf(id)?, dir, &mut CpuCache)?;
+        if dir != DmaDirection::FromDevice {
+            s.bufs.buf_mut(id)?.cpu_writes += 1;
+        }
+        Ok(synced)
     })
+}
+
+/// How often the CPU opened buffer `id` for writing ([`begin_cpu_access`] with
+/// `TO_DEVICE` or `BIDIRECTIONAL`).
+pub fn cpu_writes(id: BufId) -> Result<u64, DmaError> {
+    with(|s| Ok(s.bufs.buf(id)?.cpu_writes))
 }
 
 /// `DMA_BUF_IOCTL_SYNC` end.
@@ -680,6 +757,26 @@ pub fn job_submit(
 /// reader the writer).
 pub fn buf_waits(id: BufId, write: bool) -> Result<Vec<FenceId>, DmaError> {
     with(|s| Ok(s.bufs.buf(id)?.resv.waits_for(write)))
+}
+
+/// The writer fences a reader of buffer `id` must still wait for (none: read now), or
+/// [`DmaError::WriterFailed`] when a writer failed and the contents are not to be shown.
+pub fn pending_writers(id: BufId) -> Result<Vec<FenceId>, DmaError> {
+    let mut pending = Vec::new();
+    for fence in buf_waits(id, false)? {
+        match fence_status(fence)? {
+            FenceStatus::Signalled => {}
+            FenceStatus::Pending => pending.push(fence),
+            FenceStatus::Failed(why) => {
+                return Err(DmaError::WriterFailed {
+                    buf: id,
+                    fence,
+                    why: format!("{why}"),
+                })
+            }
+        }
+    }
+    Ok(pending)
 }
 
 /// Record `fence` in the buffer's reservation as its writer or one of its readers.

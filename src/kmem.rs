@@ -301,6 +301,28 @@ pub fn plan() -> Option<&'static ReservedMemoryPlan> {
     unsafe { plan.as_ref() }
 }
 
+/// The bytes of the reserved region whose `compatible` is `compatible`, when it is a plain
+/// reserved region (mapped, never given to the page allocator): what a boot loader left
+/// there (QEMU's generic loader: the video clip). `None` if there is no such region or it
+/// is `no-map` or CMA.
+pub fn reserved_region_bytes(compatible: &str) -> Option<&'static [u8]> {
+    let region = plan()?
+        .regions
+        .iter()
+        .find(|r| r.compatible.iter().any(|c| c == compatible))?;
+    if region.kind != crate::dt::reserved::RegionKind::Reserved {
+        return None;
+    }
+    let range = region.primary();
+    let len = usize::try_from(range.end.checked_sub(range.start)?).ok()?;
+    // Safety: a `Reserved` region of the plan the zone was built from: inside a memory
+    // bank (the planner only accepts regions in RAM), identity-mapped as normal memory
+    // (only `no-map` ranges are left out of the map), and kept from the page allocator
+    // (`kept_from_buddy`), so nothing in the firmware ever writes it. Shared reads for the
+    // rest of the run are sound; `u8` accepts any content.
+    Some(unsafe { core::slice::from_raw_parts(range.start as usize as *const u8, len) })
+}
+
 /// Linux's `min_free_kbytes = sqrt(lowmem_kbytes * 16)`, clamped to [128 KiB, 256 MiB],
 /// as pages.
 fn default_min_watermark(managed_pages: usize) -> usize {

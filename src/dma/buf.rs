@@ -191,6 +191,9 @@ pub struct DmaBuf {
     attachments: Vec<Attachment>,
     next_attachment: AttachId,
     pub resv: Resv,
+    /// CPU-access brackets opened for writing (`TO_DEVICE`, `BIDIRECTIONAL`): how often
+    /// the CPU wrote into the buffer, e.g. copied a frame.
+    pub cpu_writes: u64,
 }
 
 impl DmaBuf {
@@ -272,6 +275,7 @@ impl BufTable {
             attachments: Vec::new(),
             next_attachment: 1,
             resv: Resv::default(),
+            cpu_writes: 0,
         };
         self.bufs.insert(id, buf);
         id

@@ -61,6 +61,8 @@ pub struct Slot {
     /// Its one contiguous range, as the decoder addresses it.
     pub bus: u64,
     pub len: u64,
+    /// A frame buffer's address for the display device (attached to it too).
+    pub display_bus: Option<u64>,
 }
 
 /// The decoded frames' format, from the output queue's parameters.

@@ -292,10 +292,12 @@ impl Buffers for FakeBuffers {
             return Err(PlayError::new("frame buffer", "out of CMA"));
         }
         self.next += 1;
+        let bus = 0x5000_0000 + u64::from(self.next) * 0x10_0000;
         let slot = Slot {
             handle: self.next,
-            bus: 0x5000_0000 + u64::from(self.next) * 0x10_0000,
+            bus,
             len: bytes,
+            display_bus: (kind == BufferKind::Frame).then_some(bus),
         };
         self.live.insert(self.next, slot);
         Ok(slot)
