@@ -52,6 +52,8 @@ use crate::virtio::gpu::{Format as GpuFormat, Rect};
 use crate::virtio::video::driver::Completion;
 use crate::virtio::video::wire::{Format, Params, QueueType};
 
+/// How often a console waiting for a key steps a running play, at least.
+pub const STEP_US: u64 = 2_000;
 /// GPU resource ids for frame buffers (the display's own resource ids start at 1).
 const GPU_RESOURCE_BASE: u32 = 0x1000;
 /// A queued frame that has not come back after this long fails its fence.
@@ -423,14 +425,31 @@ impl Screen for GpuScreen<'_> {
     }
 
     fn remove_all(&mut self) {
-        let resources: Vec<u32> = self.resources.values().map(|(r, _)| *r).collect();
-        self.resources.clear();
+        self.remove(|_| true, true);
+    }
+
+    fn keep_only(&mut self, index: usize) {
+        self.remove(|i| i != index, false);
+    }
+}
+
+impl GpuScreen<'_> {
+    /// Detach and drop the resources whose index `which` picks; `blank` turns the scanout
+    /// off first (it may show one of them).
+    fn remove(&mut self, which: impl Fn(usize) -> bool, blank: bool) {
+        let picked: Vec<usize> = self.resources.keys().copied().filter(|&i| which(i)).collect();
+        let resources: Vec<u32> = picked
+            .iter()
+            .filter_map(|i| self.resources.remove(i).map(|(r, _)| r))
+            .collect();
         if resources.is_empty() {
             return;
         }
         let scanout = self.scanout;
         let outcome = virtio_gpu::with(|g| {
-            let _ = g.set_scanout(scanout, 0, Rect::new(0, 0, 0, 0));
+            if blank {
+                let _ = g.set_scanout(scanout, 0, Rect::new(0, 0, 0, 0));
+            }
             for resource in &resources {
                 let _ = g.detach_backing(*resource);
                 let _ = g.resource_unref(*resource);
@@ -522,14 +541,15 @@ fn loaded_clip() -> Result<(&'static [u8], Vec<Range<usize>>), VideoServiceError
 
 /// `video play [loop] [crc]`.
 pub fn play(looping: bool, crc: bool) -> Result<String, VideoServiceError> {
-    if take()?.is_some() {
-        // Put it back untouched: one play at a time.
-        PLAYBACK.lock(|slot| {
-            if let PlaySlot::InUse = slot {
-                *slot = PlaySlot::Idle;
-            }
-        });
-        return Err(VideoServiceError::Busy);
+    match take()? {
+        Some(playback) if !playback.player.is_over() => {
+            // One play at a time: put it back untouched.
+            put(Some(playback));
+            return Err(VideoServiceError::Busy);
+        }
+        // A finished play's last frame makes way for the new one.
+        Some(mut finished) => release(&mut finished),
+        None => {}
     }
     let outcome = start(looping, crc);
     match outcome {
@@ -629,11 +649,39 @@ pub fn poll() {
     let Ok(Some(mut playback)) = take() else {
         return;
     };
-    let p = &mut *playback;
+    if playback.player.is_over() {
+        put(Some(playback));
+        return;
+    }
     let now = dma_service::now_us();
-    let clip = p.clip;
-    let crc = p.crc;
-    let stepped = virtio_video::with(|driver| {
+    let (clip, crc) = (playback.clip, playback.crc);
+    let stepped = with_adapters(&mut playback, |player, decoder, buffers, screen| {
+        player.step(clip, now, decoder, buffers, screen)
+    });
+    match stepped {
+        Ok(Ok(shown)) => {
+            if crc {
+                for frame in shown {
+                    log_crc(frame.slot.handle, frame.number, &frame.format);
+                }
+            }
+        }
+        Ok(Err(e)) => log::warn!("video: {e}"),
+        Err(e) => log::warn!("video: {e}"),
+    }
+    if playback.player.is_over() {
+        finish(playback);
+    } else {
+        put(Some(playback));
+    }
+}
+
+/// Runs `f` with the play's three adapters over the decoder driver.
+fn with_adapters<R>(
+    p: &mut Playback,
+    f: impl FnOnce(&mut Player, &mut BoardDecoder<'_>, &mut BoardBuffers<'_>, &mut GpuScreen<'_>) -> R,
+) -> Result<R, virtio_video::VideoServiceError> {
+    virtio_video::with(|driver| {
         let mut decoder = BoardDecoder {
             driver,
             fences: &mut p.fences,
@@ -650,24 +698,19 @@ pub fn poll() {
             resources: &mut p.resources,
             scanout: 0,
         };
-        Ok(p.player.step(clip, now, &mut decoder, &mut buffers, &mut screen))
-    });
-    match stepped {
-        Ok(Ok(shown)) => {
-            if crc {
-                for frame in shown {
-                    log_crc(frame.slot.handle, frame.number, &frame.format);
-                }
-            }
-        }
-        Ok(Err(e)) => log::warn!("video: {e}"),
-        Err(e) => log::warn!("video: {e}"),
+        Ok(f(&mut p.player, &mut decoder, &mut buffers, &mut screen))
+    })
+}
+
+/// Stop the play (a finished one: free its last frame) and give the screen back.
+fn release(playback: &mut Playback) {
+    if let Err(e) = with_adapters(playback, |player, decoder, buffers, screen| {
+        player.stop(decoder, buffers, screen)
+    }) {
+        log::warn!("video: stop: {e}");
     }
-    if p.player.is_over() {
-        finish(playback);
-    } else {
-        put(Some(playback));
-    }
+    let _ = dma_service::fence_retire();
+    give_screen_back(playback.restore);
 }
 
 fn log_crc(buf: BufId, number: u64, format: &FrameFormat) {
@@ -699,8 +742,13 @@ fn finish(playback: alloc::boxed::Box<Playback>) {
     log::info!("video: {outcome}; {summary}");
     LAST.lock(|last| *last = Some(format!("last play {outcome}\n{summary}")));
     let _ = dma_service::fence_retire();
-    give_screen_back(playback.restore);
-    put(None);
+    if playback.player.holds_buffers() {
+        // The last frame stays on screen until `video stop` or the next play.
+        put(Some(playback));
+    } else {
+        give_screen_back(playback.restore);
+        put(None);
+    }
 }
 
 fn describe(p: &Playback) -> String {
@@ -733,42 +781,32 @@ fn describe(p: &Playback) -> String {
     )
 }
 
-/// `video stop`.
+/// `video stop`: stop a running play, or take a finished play's last frame off the screen.
 pub fn stop() -> Result<String, VideoServiceError> {
     let mut playback = take()?.ok_or(VideoServiceError::NotPlaying)?;
-    let p = &mut *playback;
-    let outcome = virtio_video::with(|driver| {
-        let mut decoder = BoardDecoder {
-            driver,
-            fences: &mut p.fences,
-            stash: &mut p.stash,
-        };
-        let mut buffers = BoardBuffers {
-            bitstream_device: &p.bitstream_device,
-            frame_device: &p.frame_device,
-            gpu: &p.gpu,
-            live: &mut p.live,
-            frame_copies: &mut p.frame_copies,
-        };
-        let mut screen = GpuScreen {
-            resources: &mut p.resources,
-            scanout: 0,
-        };
-        p.player.stop(&mut decoder, &mut buffers, &mut screen);
-        Ok(())
-    });
-    if let Err(e) = outcome {
-        log::warn!("video: stop: {e}");
+    let was_over = playback.player.is_over();
+    release(&mut playback);
+    let text = describe(&playback);
+    if !was_over {
+        log::info!("video: stopped; {text}");
+        LAST.lock(|last| *last = Some(format!("last play stopped\n{text}")));
     }
-    let text = describe(p);
-    finish(playback);
-    Ok(format!("stopped\n{text}"))
+    put(None);
+    Ok(if was_over {
+        String::from("last frame released")
+    } else {
+        format!("stopped\n{text}")
+    })
 }
 
 /// `video info`.
 pub fn info() -> Result<String, VideoServiceError> {
     let current = take()?;
     let text = match &current {
+        Some(p) if p.player.is_over() => format!(
+            "{}\n(its last frame is on screen: video stop releases it)",
+            LAST.lock(|last| last.clone()).unwrap_or_default()
+        ),
         Some(p) => format!("playing ({:?})\n{}", p.player.state(), describe(p)),
         None => LAST
             .lock(|last| last.clone())
@@ -780,5 +818,9 @@ pub fn info() -> Result<String, VideoServiceError> {
 
 /// Whether a play is running (the console polls faster then).
 pub fn is_playing() -> bool {
-    PLAYBACK.lock(|slot| !matches!(slot, PlaySlot::Idle))
+    PLAYBACK.lock(|slot| match slot {
+        PlaySlot::Playing(p) => !p.player.is_over(),
+        PlaySlot::InUse => true,
+        PlaySlot::Idle => false,
+    })
 }

@@ -33,7 +33,7 @@ use crate::shell::linuxfmt::{self, debugfs_free_count, CmaDebugAllocations, Free
 use crate::shell::vfs::VfsTree;
 use crate::shell::{
     Access, Action, Backend, BackendError, CmaOp, DirEntry, DmabufOp, FsError, GpuOp, HeapOp,
-    LevelFilter, MemOp, Shell, TraceOp,
+    LevelFilter, MemOp, Shell, TraceOp, VideoOp,
 };
 use crate::util::PAGE_SIZE;
 
@@ -611,6 +611,16 @@ impl Backend for FirmwareBackend {
         self.buffers.dmabuf(op)
     }
 
+    fn video(&mut self, op: VideoOp) -> Result<String, BackendError> {
+        use crate::video_service as video;
+        match op {
+            VideoOp::Play { looping, crc } => video::play(looping, crc),
+            VideoOp::Stop => video::stop(),
+            VideoOp::Info => video::info(),
+        }
+        .map_err(BackendError::service)
+    }
+
     fn gpu(&mut self, op: GpuOp) -> Result<String, BackendError> {
         use crate::display_service::{self as display, Showing};
         match op {
@@ -756,11 +766,19 @@ pub fn run() -> ! {
     let mut out = ConsoleOut;
     shell.show_prompt(&mut out);
     let idle = core::time::Duration::from_micros(crate::display_service::REFRESH_US);
+    let playing_idle = core::time::Duration::from_micros(crate::video_service::STEP_US);
     loop {
         // An idle console does the housekeeping nobody asks for: fences past their
         // deadline fail (so whatever waits on them is released), ended fences nobody
-        // names are forgotten, and the live memory map is brought up to date.
-        let Some(byte) = crate::console::wait_byte_timeout(idle) else {
+        // names are forgotten, and the live memory map is brought up to date. While a
+        // clip plays, the video is stepped after every wake-up (the decoder's interrupt
+        // wakes the wait too) and at least every `STEP_US`.
+        let playing = crate::video_service::is_playing();
+        let byte = crate::console::wait_byte_timeout(if playing { playing_idle } else { idle });
+        if playing {
+            crate::video_service::poll();
+        }
+        let Some(byte) = byte else {
             let _ = crate::dma_service::fence_poll();
             let _ = crate::dma_service::fence_retire();
             crate::display_service::refresh();

@@ -159,7 +159,15 @@ pub trait Screen {
     fn show(&mut self, index: usize, format: &FrameFormat) -> Result<()>;
     /// Remove every resource [`Screen::add`] made, and give the screen back.
     fn remove_all(&mut self);
+    /// Remove every resource but `index`'s, which stays on screen (the last frame of a
+    /// finished play).
+    fn keep_only(&mut self, index: usize);
 }
+
+/// A play whose decoder reports nothing for this long, while it holds bitstream and frame
+/// buffers, has stalled: it fails (and the teardown resets a device that stopped
+/// answering).
+pub const STALL_US: u64 = 3_000_000;
 
 /// Where the player is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +230,10 @@ pub struct Player {
     on_screen: Option<u32>,
     stats: Stats,
     drained: bool,
+    /// When the decoder last reported something.
+    last_event_us: Option<u64>,
+    /// A finished play's last frame, kept on screen until [`Player::stop`].
+    still: Option<Slot>,
 }
 
 fn page_round(bytes: u64) -> u64 {
@@ -252,6 +264,8 @@ impl Player {
             on_screen: None,
             stats: Stats::default(),
             drained: false,
+            last_event_us: None,
+            still: None,
         };
         let started = player.start_inner(clip, decoder, buffers);
         if let Err(e) = started {
@@ -296,7 +310,12 @@ impl Player {
         self.format
     }
 
-    /// Whether the play is over (finished, stopped or failed) and holds nothing.
+    /// Whether the player still holds a buffer (a finished play's last frame on screen).
+    pub fn holds_buffers(&self) -> bool {
+        self.still.is_some() || !self.inputs.is_empty() || !self.frames.is_empty()
+    }
+
+    /// Whether the play is over (finished, stopped or failed).
     pub fn is_over(&self) -> bool {
         matches!(
             self.state,
@@ -353,7 +372,24 @@ impl Player {
             return Ok(Vec::new());
         }
         let mut shown = Vec::new();
-        match self.step_inner(clip, now_us, decoder, buffers, screen, &mut shown) {
+        let outcome = self
+            .step_inner(clip, now_us, decoder, buffers, screen, &mut shown)
+            .and_then(|progressed| {
+                let last = *self.last_event_us.get_or_insert(now_us);
+                if progressed {
+                    self.last_event_us = Some(now_us);
+                } else if !self.is_over() && now_us.saturating_sub(last) > STALL_US {
+                    return Err(PlayError::new(
+                        "decoder",
+                        format!(
+                            "no progress for {} ms: the device stalled",
+                            (now_us - last) / 1000
+                        ),
+                    ));
+                }
+                Ok(())
+            });
+        match outcome {
             Ok(()) => Ok(shown),
             Err(e) => {
                 self.teardown(decoder, buffers, screen);
@@ -371,11 +407,13 @@ impl Player {
         buffers: &mut impl Buffers,
         screen: &mut impl Screen,
         shown: &mut Vec<Shown>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let mut progressed = false;
         for _ in 0..EVENTS_PER_STEP {
             let Some(event) = decoder.poll()? else {
                 break;
             };
+            progressed = true;
             match event {
                 DecoderEvent::InputDone { resource } => {
                     if !self.is_input(resource) {
@@ -411,9 +449,8 @@ impl Player {
                         .ok_or_else(|| PlayError::new("decoder", "a frame before any format"))?;
                     if eos {
                         // The drain's end marker carries no picture: the play is over.
-                        self.teardown(decoder, buffers, screen);
-                        self.state = State::Finished;
-                        return Ok(());
+                        self.finish(decoder, buffers, screen);
+                        return Ok(true);
                     }
                     self.stats.frames_decoded += 1;
                     screen.show(index, &format)?;
@@ -440,7 +477,31 @@ impl Player {
                 }
             }
         }
-        Ok(())
+        Ok(progressed)
+    }
+
+    /// End of stream: the stream goes, every buffer but the frame on screen is freed.
+    fn finish(
+        &mut self,
+        decoder: &mut impl Decoder,
+        buffers: &mut impl Buffers,
+        screen: &mut impl Screen,
+    ) {
+        decoder.stop();
+        let shown = self
+            .on_screen
+            .take()
+            .and_then(|resource| self.frame_index(resource));
+        match shown {
+            Some(index) => {
+                screen.keep_only(index);
+                let (_, still) = self.frames.remove(index);
+                self.still = Some(still);
+            }
+            None => screen.remove_all(),
+        }
+        self.free_all(buffers);
+        self.state = State::Finished;
     }
 
     fn input_slot(&self, resource: u32) -> Option<Slot> {
@@ -498,18 +559,22 @@ impl Player {
         Ok(())
     }
 
-    /// Stops playing now: the stream destroyed, every buffer freed, the screen given back.
+    /// Stops playing now: the stream destroyed, every buffer freed (a finished play's last
+    /// frame too), the screen given back.
     pub fn stop(
         &mut self,
         decoder: &mut impl Decoder,
         buffers: &mut impl Buffers,
         screen: &mut impl Screen,
     ) {
-        if self.is_over() {
-            return;
+        if !self.is_over() {
+            self.teardown(decoder, buffers, screen);
+            self.state = State::Stopped;
         }
-        self.teardown(decoder, buffers, screen);
-        self.state = State::Stopped;
+        if let Some(still) = self.still.take() {
+            screen.remove_all();
+            buffers.free(still);
+        }
     }
 
     fn teardown(

@@ -343,6 +343,9 @@ impl Screen for FakeScreen {
     fn remove_all(&mut self) {
         self.resources.clear();
     }
+    fn keep_only(&mut self, index: usize) {
+        self.resources.retain(|&i, _| i == index);
+    }
 }
 
 struct Rig {
@@ -390,6 +393,28 @@ impl Rig {
         }
         shown
     }
+    /// A finished play keeps exactly its last frame on screen; stopping frees it.
+    fn finish_and_stop(&mut self, player: &mut Player) {
+        assert_eq!(player.state(), &State::Finished);
+        assert_eq!(self.buffers.live.len(), 1, "only the last frame stays");
+        assert_eq!(self.screen.resources.len(), 1);
+        let (&index, _) = self.screen.resources.iter().next().unwrap();
+        assert_eq!(
+            self.screen.shown.last().map(|s| s.0),
+            Some(index),
+            "it is the last shown"
+        );
+        assert!(player.holds_buffers());
+        player.stop(&mut self.decoder, &mut self.buffers, &mut self.screen);
+        assert!(!player.holds_buffers());
+        assert_eq!(
+            player.state(),
+            &State::Finished,
+            "stopping a finished play keeps its verdict"
+        );
+        self.nothing_held();
+    }
+
     fn nothing_held(&self) {
         assert!(
             self.buffers.live.is_empty(),
@@ -423,7 +448,7 @@ fn a_clip_plays_to_the_end_every_frame_shown_once_and_nothing_left() {
         rig.buffers.fills, 20,
         "each access unit copied into a bitstream buffer once"
     );
-    rig.nothing_held();
+    rig.finish_and_stop(&mut player);
 }
 
 #[test]
@@ -459,7 +484,7 @@ fn a_resolution_change_midway_replaces_every_frame_buffer() {
     assert!(shown[6..]
         .iter()
         .all(|s| s.slot.len >= u64::from(W * 48 * 4)));
-    rig.nothing_held();
+    rig.finish_and_stop(&mut player);
 }
 
 #[test]
@@ -505,6 +530,32 @@ fn a_failed_command_or_an_error_event_ends_the_play_with_nothing_leaked() {
     let outcome: Result<Vec<_>, _> = (0..50).map(|s| rig.step(&mut player, s)).collect();
     assert!(outcome.unwrap_err().reason.contains("error"));
     rig.nothing_held();
+}
+
+#[test]
+fn a_decoder_that_goes_silent_is_a_stall_and_the_play_fails_clean() {
+    let mut rig = Rig::new(10);
+    let mut player = rig.start(true).unwrap();
+    for step in 0..3 {
+        rig.step(&mut player, step).unwrap();
+    }
+    // From now on the device answers nothing: a fresh fake has nothing to report.
+    let mut silent = FakeDecoder::new();
+    silent.started = true;
+    rig.decoder = silent;
+    assert!(
+        rig.step(&mut player, 1_000_000).unwrap().is_empty(),
+        "silence under 3 s is fine"
+    );
+    let error = rig.step(&mut player, 5_000_000).unwrap_err();
+    assert!(error.reason.contains("stalled"), "{error}");
+    assert!(matches!(player.state(), State::Failed(_)));
+    assert!(rig.buffers.live.is_empty(), "buffers leaked after a stall");
+    assert!(rig.screen.resources.is_empty());
+    assert_eq!(
+        rig.decoder.stopped, 1,
+        "the stream is torn down (a reset for a stalled device)"
+    );
 }
 
 #[test]
