@@ -36,8 +36,8 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use super::hal::Hal;
-use super::queue::{Buffer, SplitQueue};
 pub use super::queue::Used;
+use super::queue::{Buffer, SplitQueue};
 use super::transport::{Registers, Transport, TransportError};
 use super::VirtioError;
 
@@ -101,7 +101,9 @@ impl<H: Hal, R: Registers> Device<H, R> {
             let queue = SplitQueue::new(&device.hal, index, size)?;
             let at = queue.addresses();
             device.queues.push(queue);
-            device.stash.push(VecDeque::with_capacity(usize::from(size)));
+            device
+                .stash
+                .push(VecDeque::with_capacity(usize::from(size)));
             if let Err(e) = device.transport.setup_queue(index, size, at) {
                 device.transport.fail();
                 return Err(e.into());

@@ -255,6 +255,13 @@ pub struct FakeQueue {
     used_idx: u16,
 }
 
+/// A chain the model holds: its queue, head descriptor and writable buffers.
+struct Held {
+    queue: usize,
+    head: u16,
+    writable: Vec<(u64, u32)>,
+}
+
 /// The whole fake: registers, memory, device model, fault injection, protocol checks.
 pub struct Fake {
     pub memory: FakeMemory,
@@ -286,8 +293,8 @@ pub struct Fake {
     pub chains_served: usize,
     /// Every chain the device walked, in order.
     pub shapes: Vec<ChainShape>,
-    /// Chains the model holds: queue, head, writable buffers.
-    held: BTreeMap<ChainId, (usize, u16, Vec<(u64, u32)>)>,
+    /// Chains the model holds.
+    held: BTreeMap<ChainId, Held>,
     next_chain: ChainId,
     model: Box<dyn FakeDevice>,
 }
@@ -544,7 +551,14 @@ impl Fake {
         match reply {
             Reply::Now(response) => self.complete(index, head, &writable, &response),
             Reply::Hold => {
-                self.held.insert(id, (index, head, writable));
+                self.held.insert(
+                    id,
+                    Held {
+                        queue: index,
+                        head,
+                        writable,
+                    },
+                );
             }
         }
         self.complete_held();
@@ -556,11 +570,13 @@ impl Fake {
         let mut any = false;
         for (id, response) in self.model.completions() {
             match self.held.remove(&id) {
-                Some((index, head, writable)) => {
-                    self.complete(index, head, &writable, &response);
+                Some(held) => {
+                    self.complete(held.queue, held.head, &held.writable, &response);
                     any = true;
                 }
-                None => self.violation(format!("model answered chain {id}, which it does not hold")),
+                None => {
+                    self.violation(format!("model answered chain {id}, which it does not hold"))
+                }
             }
         }
         any

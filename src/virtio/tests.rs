@@ -443,7 +443,11 @@ fn chains_stay_outstanding_while_requests_run_and_are_stashed_for_pop_used() {
     model.borrow_mut().release(b"H-thr");
     model.borrow_mut().release(b"H-one");
     assert_eq!(dev.request(0, &[req], &[resp]).unwrap(), 4);
-    assert_eq!(dev.outstanding(0), 3 - 2 + 2, "stashed chains still count until popped");
+    assert_eq!(
+        dev.outstanding(0),
+        3 - 2 + 2,
+        "stashed chains still count until popped"
+    );
     let first = dev.pop_used(0).unwrap().unwrap();
     let second = dev.pop_used(0).unwrap().unwrap();
     assert_eq!((first.token, second.token), (tokens[2], tokens[0]));
@@ -480,7 +484,11 @@ fn event_buffers_complete_when_the_device_posts_and_waits_time_out_quietly() {
     // Nothing to give back: the wait ends at its timeout without touching the device.
     assert!(!dev.wait_used(5_000_000).unwrap());
     assert!(!dev.is_broken());
-    assert_eq!(model.borrow().events.len(), 1, "the buffer reached the device");
+    assert_eq!(
+        model.borrow().events.len(),
+        1,
+        "the buffer reached the device"
+    );
     model.borrow_mut().post(&[1, 0, 0, 0, 7, 0, 0, 0]);
     fake.borrow_mut().run();
     assert!(dev.wait_used(5_000_000).unwrap());
@@ -512,7 +520,11 @@ fn a_reset_forgets_held_and_stashed_chains() {
     assert_eq!(dev.pop_used(0), Err(VirtioError::Broken));
     assert_eq!(fake.borrow().held_chains(), 0);
     dev.reset().unwrap();
-    assert_eq!(dev.outstanding(0), 0, "nothing stashed or in flight after a reset");
+    assert_eq!(
+        dev.outstanding(0),
+        0,
+        "nothing stashed or in flight after a reset"
+    );
     assert_eq!(dev.pop_used(0).unwrap(), None);
     assert_eq!(dev.request(0, &[sreq], &[sresp]).unwrap(), 4);
     assert!(fake.borrow().violations.is_empty());

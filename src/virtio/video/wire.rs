@@ -874,7 +874,9 @@ impl FormatRange {
     pub const SIZE: usize = 16;
 
     pub fn contains(&self, v: u32) -> bool {
-        v >= self.min && v <= self.max && (self.step == 0 || (v - self.min).is_multiple_of(self.step))
+        v >= self.min
+            && v <= self.max
+            && (self.step == 0 || (v - self.min).is_multiple_of(self.step))
     }
     fn encode(&self, w: &mut Writer) {
         w.u32(self.min);
