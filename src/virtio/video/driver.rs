@@ -341,6 +341,9 @@ struct Slot {
 struct Stream {
     id: u32,
     failed: bool,
+    /// STREAM_CREATE got an answer that was neither OK nor a refusal: the device may not
+    /// know the stream, and teardown accepts "invalid stream id" as done.
+    uncertain: bool,
     draining: bool,
     /// DECODER_RESOLUTION_CHANGED seen, no output resource created since.
     awaiting_outputs: bool,
@@ -348,6 +351,27 @@ struct Stream {
     /// A buffer was queued since the queue's last RESOURCE_DESTROY_ALL.
     streaming: [bool; 2],
     next_resource: [u32; 2],
+}
+
+impl Stream {
+    fn new(id: u32, failed: bool) -> Self {
+        Stream {
+            id,
+            failed,
+            uncertain: failed,
+            draining: false,
+            awaiting_outputs: false,
+            params: [None; 2],
+            streaming: [false; 2],
+            next_resource: [1; 2],
+        }
+    }
+}
+
+/// Whether a failed create may still have happened on the device: it answered, but not
+/// with a spec error (a refusal) and not by going silent (it was reset).
+fn ambiguous(e: &VideoError) -> bool {
+    !matches!(e, VideoError::Device { .. } | VideoError::Virtio(_))
 }
 
 fn qi(queue: QueueType) -> usize {
@@ -637,16 +661,15 @@ impl<H: Hal, R: Registers> VideoDecoder<H, R> {
         let id = self.next_stream_id;
         self.next_stream_id = self.next_stream_id.checked_add(1).unwrap_or(1);
         let request = StreamCreate::new(coded_format, "monolith").encode(id);
-        self.command::<NoData>(cmd::STREAM_CREATE, id, &request, None)?;
-        self.stream = Some(Stream {
-            id,
-            failed: false,
-            draining: false,
-            awaiting_outputs: false,
-            params: [None; 2],
-            streaming: [false; 2],
-            next_resource: [1; 2],
-        });
+        let result = self.command::<NoData>(cmd::STREAM_CREATE, id, &request, None);
+        if let Err(e) = result {
+            if ambiguous(&e) {
+                // The device may have made the stream: keep it, failed, for teardown.
+                self.stream = Some(Stream::new(id, true));
+            }
+            return Err(e);
+        }
+        self.stream = Some(Stream::new(id, false));
         Ok(id)
     }
 
@@ -730,8 +753,26 @@ impl<H: Hal, R: Registers> VideoDecoder<H, R> {
             length,
         };
         let request = create.encode(id);
-        if let Err(e) = self.command::<NoData>(cmd::RESOURCE_CREATE, id, &request, Some(entry)) {
-            let _ = self.device.hal().dma_free(page);
+        let result = self.command::<NoData>(cmd::RESOURCE_CREATE, id, &request, Some(entry));
+        if let Err(e) = result {
+            if ambiguous(&e) && !self.device.is_broken() {
+                // The device may hold the resource (and the caller's memory): keep it,
+                // so destroying the queue's resources covers it, and fail the stream.
+                self.slots.insert(
+                    (queue, resource_id),
+                    Slot {
+                        page,
+                        len: length,
+                        token: None,
+                    },
+                );
+                if let Some(s) = self.stream.as_mut() {
+                    s.next_resource[qi(queue)] = resource_id.checked_add(1).unwrap_or(1);
+                    s.failed = true;
+                }
+            } else {
+                let _ = self.device.hal().dma_free(page);
+            }
             return Err(e);
         }
         let stream = self.stream_mut()?;
@@ -1072,9 +1113,23 @@ impl<H: Hal, R: Registers> VideoDecoder<H, R> {
             let arrived = self.device.wait_used(timeout - waited);
             self.virtio(arrived)?;
         }
-        self.destroy_resources(QueueType::Input)?;
-        self.destroy_resources(QueueType::Output)?;
-        self.stream_destroy()
+        let result = self
+            .destroy_resources(QueueType::Input)
+            .and_then(|()| self.destroy_resources(QueueType::Output))
+            .and_then(|()| self.stream_destroy());
+        let uncertain = self.stream.as_ref().is_some_and(|s| s.uncertain);
+        match result {
+            Err(VideoError::Device {
+                code: ErrorCode::InvalidStreamId,
+                ..
+            }) if uncertain => {
+                // The stream never existed on the device: nothing holds our pages.
+                self.free_slots(None);
+                self.stream = None;
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Reset the device and bring it up again (after a timeout, DEVICE_NEEDS_RESET, or

@@ -155,6 +155,11 @@ impl FakeDecoder {
             .map_or(0, VecDeque::len)
     }
 
+    /// Queue any event.
+    pub fn push_event(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+
     /// Queue an ERROR event for the stream.
     pub fn raise_error(&mut self) {
         let stream_id = self.stream.as_ref().map_or(0, |s| s.id);
