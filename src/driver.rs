@@ -17,6 +17,7 @@ pub mod virtio_gpu;
 pub mod virtio_mmio;
 pub mod virtio_mmio_regs;
 pub mod virtio_probe;
+pub mod virtio_video;
 
 use crate::dt::platform::Platform;
 

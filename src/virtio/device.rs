@@ -1,5 +1,5 @@
 //! A virtio device as a driver sees it: transport + queues + Hal, brought up and torn down
-//! as one, with a synchronous request helper.
+//! as one, with a synchronous request helper and asynchronous chains beside it.
 //!
 //! # Theory of operation
 //!
@@ -18,24 +18,42 @@
 //! is about to reuse or free, and it stays [`VirtioError::Broken`] until
 //! [`Device::reset`] brings it up again with the same features and queues.
 //!
+//! Asynchronous chains (what virtio-video needs: many RESOURCE_QUEUE chains outstanding on
+//! queue 0, each answered only when its buffer is done, an event buffer always posted on
+//! queue 1): [`Device::submit`] adds a chain and notifies, returning its [`Token`];
+//! [`Device::pop_used`] hands back completed chains, and [`Device::wait_used`] sleeps until
+//! any queue has one or a timeout passes (a timeout there is not a failure: whether
+//! silence means a stalled device is the driver's call, and it can [`Device::halt`]).
+//! `request` may run while chains of the same queue are outstanding: whatever it pops
+//! that is not its own chain goes to a per-queue stash (capacity reserved at bring-up,
+//! so no allocation per chain), and `pop_used` returns stashed completions first, in the
+//! order the device used them. A reset empties the stash: the device gave nothing back.
+//!
 //! Dropping a `Device` resets it, then frees its queue memory.
 #![forbid(unsafe_code)]
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use super::hal::Hal;
-use super::queue::{Buffer, SplitQueue, Used};
+pub use super::queue::Used;
+use super::queue::{Buffer, SplitQueue};
 use super::transport::{Registers, Transport, TransportError};
 use super::VirtioError;
 
 /// Default time a request may take before the device counts as dead.
 pub const DEFAULT_TIMEOUT_NS: u64 = 1_000_000_000;
 
+/// A chain handed to the device: its head descriptor, as [`Used::token`] names it.
+pub type Token = u16;
+
 /// A device driven through one transport, with its queues.
 pub struct Device<H: Hal, R: Registers> {
     hal: H,
     transport: Transport<R>,
     queues: Vec<SplitQueue>,
+    /// Per queue: completions `request` popped that were not its chain.
+    stash: Vec<VecDeque<Used>>,
     wanted_features: u64,
     broken: bool,
     timeout_ns: u64,
@@ -64,6 +82,7 @@ impl<H: Hal, R: Registers> Device<H, R> {
             hal,
             transport,
             queues: Vec::new(),
+            stash: Vec::new(),
             wanted_features: features,
             broken: true,
             timeout_ns: DEFAULT_TIMEOUT_NS,
@@ -82,6 +101,9 @@ impl<H: Hal, R: Registers> Device<H, R> {
             let queue = SplitQueue::new(&device.hal, index, size)?;
             let at = queue.addresses();
             device.queues.push(queue);
+            device
+                .stash
+                .push(VecDeque::with_capacity(usize::from(size)));
             if let Err(e) = device.transport.setup_queue(index, size, at) {
                 device.transport.fail();
                 return Err(e.into());
@@ -110,6 +132,10 @@ impl<H: Hal, R: Registers> Device<H, R> {
         self.timeout_ns = timeout_ns;
     }
 
+    pub fn timeout_ns(&self) -> u64 {
+        self.timeout_ns
+    }
+
     /// Whether an earlier failure left the device reset.
     pub fn is_broken(&self) -> bool {
         self.broken
@@ -119,6 +145,7 @@ impl<H: Hal, R: Registers> Device<H, R> {
     /// zeroed and reused), DRIVER_OK.
     pub fn reset(&mut self) -> Result<(), VirtioError> {
         self.broken = true;
+        self.stash.iter_mut().for_each(VecDeque::clear);
         self.transport.negotiate(self.wanted_features)?;
         for queue in &mut self.queues {
             queue.restart(&self.hal)?;
@@ -139,19 +166,21 @@ impl<H: Hal, R: Registers> Device<H, R> {
     /// gave up.
     pub fn halt(&mut self) {
         self.broken = true;
+        self.stash.iter_mut().for_each(VecDeque::clear);
         if self.transport.reset().is_err() {
             self.transport.fail();
         }
     }
 
-    /// Send one chain on queue `queue` and wait until the device gives it back. Returns
-    /// the number of bytes the device wrote into `writable`.
-    pub fn request(
-        &mut self,
-        queue: u16,
-        readable: &[Buffer],
-        writable: &[Buffer],
-    ) -> Result<u32, VirtioError> {
+    /// Chains of `queue` handed to the device and not yet returned by
+    /// [`Device::pop_used`] (stashed ones count as returned by the device, not yet by us).
+    pub fn outstanding(&self, queue: u16) -> usize {
+        let index = usize::from(queue);
+        let in_ring = self.queues.get(index).map_or(0, SplitQueue::in_flight);
+        in_ring + self.stash.get(index).map_or(0, VecDeque::len)
+    }
+
+    fn check_live(&mut self) -> Result<(), VirtioError> {
         if self.broken {
             return Err(VirtioError::Broken);
         }
@@ -159,6 +188,19 @@ impl<H: Hal, R: Registers> Device<H, R> {
             self.halt();
             return Err(e.into());
         }
+        Ok(())
+    }
+
+    /// Put one chain on queue `queue` (readable buffers, then writable ones) and notify
+    /// the device if it wants it; the chain comes back later through
+    /// [`Device::pop_used`] under the returned token.
+    pub fn submit(
+        &mut self,
+        queue: u16,
+        readable: &[Buffer],
+        writable: &[Buffer],
+    ) -> Result<Token, VirtioError> {
+        self.check_live()?;
         let q = self
             .queues
             .get_mut(usize::from(queue))
@@ -167,6 +209,77 @@ impl<H: Hal, R: Registers> Device<H, R> {
         if q.needs_notify(&self.hal)? {
             self.transport.notify(queue);
         }
+        Ok(token)
+    }
+
+    /// The next chain of `queue` the device is done with (stashed ones first), or `None`.
+    /// A used element the queue refuses resets the device (it can no longer be trusted
+    /// with the buffers) and is returned as the error.
+    pub fn pop_used(&mut self, queue: u16) -> Result<Option<Used>, VirtioError> {
+        if self.broken {
+            return Err(VirtioError::Broken);
+        }
+        let index = usize::from(queue);
+        let q = self
+            .queues
+            .get_mut(index)
+            .ok_or(TransportError::QueueUnavailable { queue })?;
+        if let Some(used) = self.stash[index].pop_front() {
+            return Ok(Some(used));
+        }
+        match q.pop_used(&self.hal) {
+            Ok(used) => Ok(used),
+            Err(e) => {
+                self.halt();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether any queue has a completion waiting (stashed or in the used ring).
+    fn any_used(&self) -> Result<bool, VirtioError> {
+        for (q, stash) in self.queues.iter().zip(&self.stash) {
+            if !stash.is_empty() || q.has_used(&self.hal)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Sleep until some queue has a completion (`Ok(true)`) or `timeout_ns` passed
+    /// (`Ok(false)`; the device is left as it is). DEVICE_NEEDS_RESET resets it and is
+    /// the error.
+    pub fn wait_used(&mut self, timeout_ns: u64) -> Result<bool, VirtioError> {
+        if self.broken {
+            return Err(VirtioError::Broken);
+        }
+        let start = self.hal.now_ns();
+        loop {
+            let seen = self.hal.interrupt_count();
+            if self.any_used()? {
+                return Ok(true);
+            }
+            if self.transport.check_needs_reset().is_err() {
+                self.halt();
+                return Err(VirtioError::NeedsReset);
+            }
+            if self.hal.now_ns().saturating_sub(start) >= timeout_ns {
+                return Ok(false);
+            }
+            self.hal.wait_for_interrupt(seen);
+        }
+    }
+
+    /// Send one chain on queue `queue` and wait until the device gives it back. Returns
+    /// the number of bytes the device wrote into `writable`. Other chains of the queue
+    /// that complete meanwhile are stashed for [`Device::pop_used`].
+    pub fn request(
+        &mut self,
+        queue: u16,
+        readable: &[Buffer],
+        writable: &[Buffer],
+    ) -> Result<u32, VirtioError> {
+        let token = self.submit(queue, readable, writable)?;
         match self.wait(queue, token) {
             Ok(used) => Ok(used.len),
             Err(e) => {
@@ -176,21 +289,18 @@ impl<H: Hal, R: Registers> Device<H, R> {
         }
     }
 
-    fn wait(&mut self, queue: u16, token: u16) -> Result<Used, VirtioError> {
+    fn wait(&mut self, queue: u16, token: Token) -> Result<Used, VirtioError> {
         let start = self.hal.now_ns();
+        let index = usize::from(queue);
         loop {
             let seen = self.hal.interrupt_count();
-            let q = &mut self.queues[usize::from(queue)];
-            if let Some(used) = q.pop_used(&self.hal)? {
+            // The queue checked each element names a chain in flight, so anything that
+            // is not ours is another outstanding chain: keep it for `pop_used`.
+            while let Some(used) = self.queues[index].pop_used(&self.hal)? {
                 if used.token == token {
                     return Ok(used);
                 }
-                // One request at a time: anything else is a chain we never sent (the
-                // queue checked it was in flight, so this cannot happen short of a bug).
-                return Err(crate::virtio::QueueError::UsedIdNotInFlight {
-                    id: u32::from(used.token),
-                }
-                .into());
+                self.stash[index].push_back(used);
             }
             if self.transport.check_needs_reset().is_err() {
                 return Err(VirtioError::NeedsReset);

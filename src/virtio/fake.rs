@@ -17,6 +17,13 @@
 //! notifications only when live) and records every breach in [`Fake::violations`], which
 //! tests assert empty. [`Misbehaviour`] makes it lie in the used ring, go silent or set
 //! DEVICE_NEEDS_RESET.
+//!
+//! Deferred completion: a model sees each chain through [`FakeDevice::chain`] with a
+//! [`ChainId`] and may answer [`Reply::Hold`]; the fake then keeps the chain's writable
+//! buffers, and the model answers it later from [`FakeDevice::completions`], which runs
+//! after every chain it is handed and on every device run (so a model can post to an
+//! event queue whose buffers it holds). Every chain's shape (queue, readable and
+//! writable descriptor lengths) is recorded in [`Fake::shapes`].
 #![forbid(unsafe_code)]
 
 use alloc::boxed::Box;
@@ -96,9 +103,48 @@ impl FakeMemory {
     }
 }
 
+/// Names one chain the fake handed to its model, unique for the fake's life.
+pub type ChainId = u64;
+
+/// One chain as the model sees it.
+#[derive(Debug)]
+pub struct Chain<'a> {
+    pub id: ChainId,
+    pub queue: u16,
+    /// The readable descriptors' bytes, concatenated.
+    pub request: &'a [u8],
+    /// Bytes of writable space the chain offers.
+    pub writable: u32,
+}
+
+/// What a model does with a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Answer now with these bytes.
+    Now(Vec<u8>),
+    /// Keep it; answer later through [`FakeDevice::completions`].
+    Hold,
+}
+
+/// Queue, readable lengths and writable lengths of one chain, in descriptor order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainShape {
+    pub queue: u16,
+    pub readable: Vec<u32>,
+    pub writable: Vec<u32>,
+}
+
 /// A device model: one request's readable bytes in, the response bytes out.
 pub trait FakeDevice {
     fn handle(&mut self, queue: u16, request: &[u8]) -> Vec<u8>;
+    /// A chain; by default answered at once by [`FakeDevice::handle`].
+    fn chain(&mut self, chain: &Chain) -> Reply {
+        Reply::Now(self.handle(chain.queue, chain.request))
+    }
+    /// Held chains the model answers now, in the order the device uses them.
+    fn completions(&mut self) -> Vec<(ChainId, Vec<u8>)> {
+        Vec::new()
+    }
     /// The transport was reset: forget everything, as a device does.
     fn reset(&mut self) {}
 }
@@ -106,6 +152,12 @@ pub trait FakeDevice {
 impl<T: FakeDevice> FakeDevice for Rc<RefCell<T>> {
     fn handle(&mut self, queue: u16, request: &[u8]) -> Vec<u8> {
         self.borrow_mut().handle(queue, request)
+    }
+    fn chain(&mut self, chain: &Chain) -> Reply {
+        self.borrow_mut().chain(chain)
+    }
+    fn completions(&mut self) -> Vec<(ChainId, Vec<u8>)> {
+        self.borrow_mut().completions()
     }
     fn reset(&mut self) {
         self.borrow_mut().reset();
@@ -118,6 +170,61 @@ pub struct Echo;
 impl FakeDevice for Echo {
     fn handle(&mut self, _queue: u16, request: &[u8]) -> Vec<u8> {
         request.to_vec()
+    }
+}
+
+/// A device that echoes chains whose request starts with `b'H'` only when told to
+/// ([`Deferred::release`]), holds every chain of queue 1 as an event buffer
+/// ([`Deferred::post`] fills the oldest), and echoes everything else at once.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    /// Held request chains: id and request bytes.
+    pub held: Vec<(ChainId, Vec<u8>)>,
+    /// Posted event buffers, oldest first.
+    pub events: Vec<ChainId>,
+    ready: Vec<(ChainId, Vec<u8>)>,
+}
+
+impl Deferred {
+    /// Answer the held chain whose request is `request` (echo).
+    pub fn release(&mut self, request: &[u8]) {
+        if let Some(at) = self.held.iter().position(|(_, r)| r == request) {
+            let (id, bytes) = self.held.remove(at);
+            self.ready.push((id, bytes));
+        }
+    }
+
+    /// Fill the oldest posted event buffer with `event`.
+    pub fn post(&mut self, event: &[u8]) {
+        if !self.events.is_empty() {
+            let id = self.events.remove(0);
+            self.ready.push((id, event.to_vec()));
+        }
+    }
+}
+
+impl FakeDevice for Deferred {
+    fn handle(&mut self, _queue: u16, request: &[u8]) -> Vec<u8> {
+        request.to_vec()
+    }
+    fn chain(&mut self, chain: &Chain) -> Reply {
+        if chain.queue == 1 {
+            self.events.push(chain.id);
+            Reply::Hold
+        } else if chain.request.first() == Some(&b'H') {
+            self.held.push((chain.id, chain.request.to_vec()));
+            Reply::Hold
+        } else {
+            Reply::Now(chain.request.to_vec())
+        }
+    }
+    fn completions(&mut self) -> Vec<(ChainId, Vec<u8>)> {
+        core::mem::take(&mut self.ready)
+    }
+    fn reset(&mut self) {
+        self.held.clear();
+        self.events.clear();
+        self.ready.clear();
     }
 }
 
@@ -146,6 +253,13 @@ pub struct FakeQueue {
     pub device: u64,
     last_avail: u16,
     used_idx: u16,
+}
+
+/// A chain the model holds: its queue, head descriptor and writable buffers.
+struct Held {
+    queue: usize,
+    head: u16,
+    writable: Vec<(u64, u32)>,
 }
 
 /// The whole fake: registers, memory, device model, fault injection, protocol checks.
@@ -177,6 +291,11 @@ pub struct Fake {
     pub notifications: usize,
     pub resets: usize,
     pub chains_served: usize,
+    /// Every chain the device walked, in order.
+    pub shapes: Vec<ChainShape>,
+    /// Chains the model holds.
+    held: BTreeMap<ChainId, Held>,
+    next_chain: ChainId,
     model: Box<dyn FakeDevice>,
 }
 
@@ -229,6 +348,9 @@ impl Fake {
             notifications: 0,
             resets: 0,
             chains_served: 0,
+            shapes: Vec::new(),
+            held: BTreeMap::new(),
+            next_chain: 0,
             model,
         }));
         (FakeHal(fake.clone()), FakeRegs(fake.clone()), fake)
@@ -247,6 +369,7 @@ impl Fake {
         self.driver_features = 0;
         self.interrupt_status = 0;
         self.resets += 1;
+        self.held.clear();
         self.model.reset();
         for q in &mut self.queues {
             *q = FakeQueue {
@@ -350,6 +473,7 @@ impl Fake {
                 served = true;
             }
         }
+        served |= self.complete_held();
         if served {
             self.interrupt_status |= super::transport::interrupt::USED_BUFFER;
             self.interrupts += 1;
@@ -374,6 +498,7 @@ impl Fake {
         };
         // Walk the chain as a device would, bounded by the queue size.
         let mut request = Vec::new();
+        let mut readable_lens = Vec::new();
         let mut writable: Vec<(u64, u32)> = Vec::new();
         let mut id = head;
         for step in 0.. {
@@ -395,6 +520,7 @@ impl Fake {
                     "queue {index}: readable descriptor after a writable one"
                 ));
             } else {
+                readable_lens.push(len);
                 match self.memory.read_phys(addr, len as usize) {
                     Some(bytes) => request.extend_from_slice(&bytes),
                     None => {
@@ -407,9 +533,60 @@ impl Fake {
             }
             id = next;
         }
-        let response = self.model.handle(index as u16, &request);
+        let id = self.next_chain;
+        self.next_chain += 1;
+        self.queues[index].last_avail = q.last_avail.wrapping_add(1);
+        self.shapes.push(ChainShape {
+            queue: index as u16,
+            readable: readable_lens,
+            writable: writable.iter().map(|&(_, len)| len).collect(),
+        });
+        let offered = writable.iter().map(|&(_, len)| len).sum();
+        let reply = self.model.chain(&Chain {
+            id,
+            queue: index as u16,
+            request: &request,
+            writable: offered,
+        });
+        match reply {
+            Reply::Now(response) => self.complete(index, head, &writable, &response),
+            Reply::Hold => {
+                self.held.insert(
+                    id,
+                    Held {
+                        queue: index,
+                        head,
+                        writable,
+                    },
+                );
+            }
+        }
+        self.complete_held();
+        true
+    }
+
+    /// Answer the held chains the model is done with; whether there was any.
+    fn complete_held(&mut self) -> bool {
+        let mut any = false;
+        for (id, response) in self.model.completions() {
+            match self.held.remove(&id) {
+                Some(held) => {
+                    self.complete(held.queue, held.head, &held.writable, &response);
+                    any = true;
+                }
+                None => {
+                    self.violation(format!("model answered chain {id}, which it does not hold"))
+                }
+            }
+        }
+        any
+    }
+
+    /// Write `response` into a chain's writable buffers and its used element.
+    fn complete(&mut self, index: usize, head: u16, writable: &[(u64, u32)], response: &[u8]) {
+        let q = self.queues[index].clone();
         let mut written = 0usize;
-        for (addr, len) in writable {
+        for &(addr, len) in writable {
             let take = (response.len() - written).min(len as usize);
             if take > 0
                 && self
@@ -452,11 +629,13 @@ impl Fake {
         if !ok {
             self.violation(format!("queue {index}: device area not in memory"));
         }
-        let live = &mut self.queues[index];
-        live.last_avail = q.last_avail.wrapping_add(1);
-        live.used_idx = used_idx;
+        self.queues[index].used_idx = used_idx;
         self.chains_served += 1;
-        true
+    }
+
+    /// Chains the model holds now.
+    pub fn held_chains(&self) -> usize {
+        self.held.len()
     }
 }
 

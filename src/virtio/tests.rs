@@ -5,7 +5,7 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::fake::{Echo, Fake, FakeHal, FakeRegs, Misbehaviour};
+use super::fake::{Deferred, Echo, Fake, FakeHal, FakeRegs, Misbehaviour};
 use super::hal::Hal;
 use super::queue::{Buffer, QueueError, SplitQueue};
 use super::transport::{status, Transport, TransportError};
@@ -390,4 +390,143 @@ fn interrupt_status_reports_used_buffers_until_acknowledged() {
     t.ack_interrupt(super::transport::interrupt::USED_BUFFER);
     assert_eq!(t.interrupt_status(), 0);
     assert!(fake.borrow().violations.is_empty());
+}
+
+type DeferredRig = (
+    FakeHal,
+    Device<FakeHal, FakeRegs>,
+    alloc::rc::Rc<core::cell::RefCell<Fake>>,
+    alloc::rc::Rc<core::cell::RefCell<Deferred>>,
+    super::DmaRegion,
+);
+
+/// A device with the deferring model and one page holding requests at 0, 64, 128, ...
+/// and responses at 2048 + the same offsets.
+fn deferred_device() -> DeferredRig {
+    let model = alloc::rc::Rc::new(core::cell::RefCell::new(Deferred::default()));
+    let (hal, regs, fake) = Fake::new(ID, 0, 2, 256, vec![0; 44], Box::new(model.clone()));
+    let dev = Device::new(hal.clone(), regs, ID, 0, &[16, 4]).unwrap();
+    let page = hal.dma_alloc(1).unwrap();
+    (hal, dev, fake, model, page)
+}
+
+/// Request `slot` of the page (its bytes written first) and its response buffer.
+fn slot(hal: &FakeHal, page: &super::DmaRegion, n: u64, bytes: &[u8]) -> (Buffer, Buffer) {
+    hal.write(page, 64 * n as usize, bytes).unwrap();
+    (
+        Buffer {
+            paddr: page.paddr() + 64 * n,
+            len: bytes.len() as u32,
+        },
+        Buffer {
+            paddr: page.paddr() + 2048 + 64 * n,
+            len: 32,
+        },
+    )
+}
+
+#[test]
+fn chains_stay_outstanding_while_requests_run_and_are_stashed_for_pop_used() {
+    let (hal, mut dev, fake, model, page) = deferred_device();
+    let mut tokens = Vec::new();
+    for (n, bytes) in [b"H-one", b"H-two", b"H-thr"].iter().enumerate() {
+        let (req, resp) = slot(&hal, &page, n as u64, *bytes);
+        tokens.push(dev.submit(0, &[req], &[resp]).unwrap());
+    }
+    assert_eq!(dev.outstanding(0), 3);
+    // A synchronous command while three chains are held: it comes back, they do not.
+    let (req, resp) = slot(&hal, &page, 5, b"sync");
+    assert_eq!(dev.request(0, &[req], &[resp]).unwrap(), 4);
+    assert_eq!(model.borrow().held.len(), 3);
+    assert_eq!(dev.pop_used(0).unwrap(), None);
+    // The device finishes two of them, out of order, while the next request waits.
+    model.borrow_mut().release(b"H-thr");
+    model.borrow_mut().release(b"H-one");
+    assert_eq!(dev.request(0, &[req], &[resp]).unwrap(), 4);
+    assert_eq!(
+        dev.outstanding(0),
+        3 - 2 + 2,
+        "stashed chains still count until popped"
+    );
+    let first = dev.pop_used(0).unwrap().unwrap();
+    let second = dev.pop_used(0).unwrap().unwrap();
+    assert_eq!((first.token, second.token), (tokens[2], tokens[0]));
+    assert_eq!(first.len, 5);
+    assert_eq!(dev.pop_used(0).unwrap(), None);
+    assert_eq!(dev.outstanding(0), 1);
+    // The last one comes back through a plain wait.
+    model.borrow_mut().release(b"H-two");
+    fake.borrow_mut().run();
+    assert!(dev.wait_used(1_000_000).unwrap());
+    assert_eq!(dev.pop_used(0).unwrap().unwrap().token, tokens[1]);
+    let mut back = [0u8; 5];
+    hal.read(&page, 2048 + 64, &mut back).unwrap();
+    assert_eq!(&back, b"H-two");
+    assert_eq!(dev.outstanding(0), 0);
+    assert_eq!(dev.queue(0).unwrap().free_descriptors(), 16);
+    let f = fake.borrow();
+    assert!(f.violations.is_empty(), "{:?}", f.violations);
+    assert_eq!(f.shapes.len(), 5);
+    assert_eq!(f.shapes[0].readable, vec![5]);
+    assert_eq!(f.shapes[0].writable, vec![32]);
+    drop(f);
+    hal.dma_free(page).unwrap();
+}
+
+#[test]
+fn event_buffers_complete_when_the_device_posts_and_waits_time_out_quietly() {
+    let (hal, mut dev, fake, model, page) = deferred_device();
+    let event = Buffer {
+        paddr: page.paddr() + 1024,
+        len: 8,
+    };
+    let token = dev.submit(1, &[], &[event]).unwrap();
+    // Nothing to give back: the wait ends at its timeout without touching the device.
+    assert!(!dev.wait_used(5_000_000).unwrap());
+    assert!(!dev.is_broken());
+    assert_eq!(
+        model.borrow().events.len(),
+        1,
+        "the buffer reached the device"
+    );
+    model.borrow_mut().post(&[1, 0, 0, 0, 7, 0, 0, 0]);
+    fake.borrow_mut().run();
+    assert!(dev.wait_used(5_000_000).unwrap());
+    assert_eq!(dev.pop_used(0).unwrap(), None);
+    let used = dev.pop_used(1).unwrap().unwrap();
+    assert_eq!((used.token, used.len), (token, 8));
+    let mut back = [0u8; 8];
+    hal.read(&page, 1024, &mut back).unwrap();
+    assert_eq!(back, [1, 0, 0, 0, 7, 0, 0, 0]);
+    assert!(fake.borrow().violations.is_empty());
+    hal.dma_free(page).unwrap();
+}
+
+#[test]
+fn a_reset_forgets_held_and_stashed_chains() {
+    let (hal, mut dev, fake, model, page) = deferred_device();
+    let (req, resp) = slot(&hal, &page, 0, b"H-held");
+    dev.submit(0, &[req], &[resp]).unwrap();
+    let (req, resp) = slot(&hal, &page, 1, b"H-done");
+    dev.submit(0, &[req], &[resp]).unwrap();
+    model.borrow_mut().release(b"H-done");
+    let (sreq, sresp) = slot(&hal, &page, 2, b"sync");
+    dev.request(0, &[sreq], &[sresp]).unwrap();
+    assert_eq!(dev.outstanding(0), 2);
+    // A used element naming a descriptor not in flight: the device is reset.
+    fake.borrow_mut().misbehave = Some(Misbehaviour::UsedId(9));
+    assert!(dev.request(0, &[sreq], &[sresp]).is_err());
+    assert!(dev.is_broken());
+    assert_eq!(dev.pop_used(0), Err(VirtioError::Broken));
+    assert_eq!(fake.borrow().held_chains(), 0);
+    dev.reset().unwrap();
+    assert_eq!(
+        dev.outstanding(0),
+        0,
+        "nothing stashed or in flight after a reset"
+    );
+    assert_eq!(dev.pop_used(0).unwrap(), None);
+    assert_eq!(dev.request(0, &[sreq], &[sresp]).unwrap(), 4);
+    assert!(fake.borrow().violations.is_empty());
+    hal.dma_free(page).unwrap();
 }

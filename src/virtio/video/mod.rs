@@ -2,7 +2,14 @@
 //! decoder device under `qemu/`, and the decoder driver on our virtio layer.
 #![forbid(unsafe_code)]
 
+pub mod driver;
 pub mod wire;
 
 #[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
 mod wire_tests;
+
+pub use driver::{BufferFlags, Completion, VideoDecoder, VideoError};
