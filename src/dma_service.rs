@@ -28,6 +28,7 @@
 //! On QEMU every device is in fact coherent.
 
 use alloc::boxed::Box;
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;

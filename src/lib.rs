@@ -67,3 +67,5 @@ pub mod psci;
 pub mod runtime;
 #[cfg(all(target_os = "none", feature = "qemu-test"))]
 pub mod test_harness;
+#[cfg(target_os = "none")]
+pub mod video_service;

@@ -40,7 +40,7 @@ use crate::dma::access::DmaDirection;
 use crate::dma::fence::Usage;
 use crate::dma_service::{self, BufId, ContextId, ContiguousMapping, DeviceDma, FenceId};
 use crate::driver::virtio_gpu;
-use crate::driver::virtio_video::{self, VideoDriver};
+use crate::driver::virtio_video::{self, Decoder as VideoDriver};
 use crate::kmem;
 use crate::video::annexb;
 use crate::video::clip::{self, ClipError};

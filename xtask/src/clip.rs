@@ -98,6 +98,50 @@ pub fn generated(
     Ok(path)
 }
 
+/// `--clip` as given: a file, or `generated:SIZE:FRAMES[,SIZE:FRAMES]` for a pattern clip
+/// made on the spot (the second part: a resolution change midway).
+pub fn source(device: &Path, spec: &Path) -> Result<PathBuf> {
+    let text = spec.to_string_lossy();
+    let Some(generated_spec) = text.strip_prefix("generated:") else {
+        return Ok(crate::build::repo_relative(spec));
+    };
+    let (first, then) = parse_generated(generated_spec)?;
+    generated(device, &first.0, first.1, then.as_ref().map(|(s, f)| (s.as_str(), *f)))
+}
+
+type Part = (String, u32);
+
+/// `SIZE:FRAMES[,SIZE:FRAMES]`, SIZE as `WxH`.
+pub fn parse_generated(spec: &str) -> Result<(Part, Option<Part>)> {
+    let part = |text: &str| -> Result<Part> {
+        let (size, frames) = text
+            .split_once(':')
+            .with_context(|| format!("`{text}`: expected SIZE:FRAMES, e.g. 640x360:30"))?;
+        let (w, h) = size
+            .split_once('x')
+            .with_context(|| format!("`{size}`: expected WIDTHxHEIGHT"))?;
+        let (w, h): (u32, u32) = (
+            w.parse().with_context(|| format!("width `{w}`"))?,
+            h.parse().with_context(|| format!("height `{h}`"))?,
+        );
+        if !(16..=1920).contains(&w) || !(16..=1088).contains(&h) || w % 2 != 0 || h % 2 != 0 {
+            bail!("{w}x{h}: the decoder takes even sizes from 16x16 to 1920x1088");
+        }
+        let frames: u32 = frames.parse().with_context(|| format!("frame count `{frames}`"))?;
+        if frames == 0 || frames > 10_000 {
+            bail!("{frames} frames: give 1 to 10000");
+        }
+        Ok((format!("{w}x{h}"), frames))
+    };
+    let mut parts = spec.split(',');
+    let first = part(parts.next().unwrap_or_default())?;
+    let then = parts.next().map(part).transpose()?;
+    if parts.next().is_some() {
+        bail!("`{spec}`: at most two parts (one resolution change)");
+    }
+    Ok((first, then))
+}
+
 /// The default clip.
 pub fn default_clip(device: &Path) -> Result<PathBuf> {
     generated(device, DEFAULT_SIZE, DEFAULT_FRAMES, None)
@@ -174,6 +218,21 @@ mod tests {
         assert!(text.contains("\"monolith,video-clip\""));
         // Mapped, so the firmware can read it: a plain reserved region.
         assert!(!text.contains("no-map;"));
+    }
+
+    #[test]
+    fn generated_clip_specs() {
+        assert_eq!(
+            parse_generated("640x360:30").unwrap(),
+            (("640x360".into(), 30), None)
+        );
+        assert_eq!(
+            parse_generated("640x360:20,320x240:10").unwrap(),
+            (("640x360".into(), 20), Some(("320x240".into(), 10)))
+        );
+        for bad in ["640x360", "640:30", "641x360:3", "640x360:0", "a,b,c", "8x8:1", "640x360:1,2x2:1,3x3:1"] {
+            assert!(parse_generated(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl Boot {
             let patched = qemu_build::ensure()?;
             let device = video_device::binary()?;
             let clip_source = match &options.clip {
-                Some(file) => repo_relative(file),
+                Some(spec) => clip::source(&device, spec)?,
                 None => clip::default_clip(&device)?,
             };
             let clip_image = clip::prepare(&device, &clip_source)?;

@@ -44,7 +44,8 @@ pub struct RunOptions {
     /// Default: on for boards that always have it, auto for `run`, off otherwise
     #[arg(long, value_name = "WHEN")]
     pub video: Option<VideoChoice>,
-    /// H.264 (Constrained Baseline, Annex-B) clip to load for the decoder [default: a
+    /// H.264 (Constrained Baseline, Annex-B) clip to load for the decoder, or
+    /// `generated:WxH:FRAMES[,WxH:FRAMES]` for a pattern clip made now [default: a
     /// 1280x720 clip encoded from a moving pattern at build time]
     #[arg(long, value_name = "FILE")]
     pub clip: Option<PathBuf>,
