@@ -492,7 +492,7 @@ impl FakeDecoder {
                         if p.format != Format::Nv12 as u32 && p.format != Format::Argb8888 as u32 {
                             return Err(ErrorCode::InvalidParameter);
                         }
-                        let announced = s.announced.is_some();
+                        let announced = s.announced.is_some() || s.change_sent;
                         let mut params = self.output_params(p.format);
                         if !announced {
                             params.num_planes = 0;

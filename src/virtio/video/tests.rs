@@ -764,3 +764,36 @@ fn bad_arguments_are_refused_before_the_device_sees_them() {
     rig.check_empty();
     rig.finish();
 }
+
+#[test]
+fn the_output_format_can_be_set_to_argb_for_the_gpu() {
+    let mut rig = Rig::new();
+    let inputs = rig.start(1).unwrap();
+    rig.d().queue_input(inputs[0], 100, 42).unwrap();
+    let Some(Completion::ResolutionChanged(mut params)) = rig.d().wait(WAIT).unwrap() else {
+        panic!("no resolution change");
+    };
+    params.format = Format::Argb8888 as u32;
+    let params = rig.d().set_params(params).unwrap();
+    assert_eq!(params.format, Format::Argb8888 as u32);
+    assert_eq!(params.num_planes, 1);
+    assert_eq!(params.buffer_size(), Some(320 * 240 * 4));
+    assert_eq!(rig.d().cached_params(QueueType::Output), Some(params));
+    let outputs = rig.outputs(&params, 2).unwrap();
+    input_done(rig.d().wait(WAIT).unwrap());
+    assert_eq!(frame(rig.d().wait(WAIT).unwrap()).0, outputs[0]);
+    // A format the device does not produce is its error, and nothing changes.
+    let mut bad = params;
+    bad.format = Format::Yvu420 as u32;
+    assert_eq!(
+        rig.d().set_params(bad),
+        Err(VideoError::Device {
+            command: cmd::SET_PARAMS_EXT,
+            code: ErrorCode::InvalidParameter
+        })
+    );
+    assert_eq!(rig.d().cached_params(QueueType::Output), Some(params));
+    rig.d().teardown().unwrap();
+    rig.check_empty();
+    rig.finish();
+}
