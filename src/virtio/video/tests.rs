@@ -149,21 +149,31 @@ impl Rig {
             "{:?}",
             dec.entry_counts
         );
-        for shape in &fake.shapes {
-            match shape.queue {
-                0 => {
-                    assert_eq!(shape.writable.len(), 1, "{shape:?}");
-                    match shape.readable.as_slice() {
-                        [88, 16] => {}
-                        [n] => assert!([8, 16, 64, 88, 128].contains(n), "{shape:?}"),
-                        _ => panic!("chain of {shape:?}"),
-                    }
-                }
-                _ => {
-                    assert!(shape.readable.is_empty(), "{shape:?}");
-                    assert_eq!(shape.writable, vec![8]);
-                }
-            }
+        // Each command chain against the command it carried: one readable descriptor of
+        // exactly the request struct (RESOURCE_CREATE: and one 16-byte entry), one
+        // writable descriptor.
+        let commands = fake.shapes.iter().filter(|s| s.queue == 0);
+        assert_eq!(commands.clone().count(), dec.commands.len());
+        for (shape, &command) in commands.zip(&dec.commands) {
+            let readable: &[u32] = match command {
+                cmd::QUERY_CAPABILITY
+                | cmd::RESOURCE_DESTROY_ALL
+                | cmd::QUEUE_CLEAR
+                | cmd::GET_PARAMS_EXT => &[16],
+                cmd::STREAM_CREATE => &[88],
+                cmd::STREAM_DESTROY | cmd::STREAM_DRAIN => &[8],
+                cmd::RESOURCE_CREATE => &[88, 16],
+                cmd::RESOURCE_QUEUE => &[64],
+                cmd::SET_PARAMS_EXT => &[128],
+                other => panic!("unexpected command {other:#x}"),
+            };
+            assert_eq!(shape.readable, readable, "{command:#x}: {shape:?}");
+            assert_eq!(shape.writable.len(), 1, "{command:#x}: {shape:?}");
+        }
+        for shape in fake.shapes.iter().filter(|s| s.queue != 0) {
+            assert_eq!(shape.queue, 1);
+            assert!(shape.readable.is_empty(), "{shape:?}");
+            assert_eq!(shape.writable, vec![8]);
         }
     }
 
