@@ -1,5 +1,5 @@
 //! Our virtio layer: the modern virtio-mmio transport, the split virtqueue and the device
-//! drivers on top (virtio 1.x; today virtio-gpu 2D, later virtio-video).
+//! drivers on top (virtio 1.x; virtio-gpu 2D and the virtio-video decoder).
 //!
 //! # Theory of operation
 //!
@@ -16,8 +16,11 @@
 //!
 //! [`device::Device`] puts them together for a driver: bring-up, one synchronous
 //! `request` helper (add a chain, notify, wait for the interrupt until the used ring
-//! advances, with a timeout), the DEVICE_NEEDS_RESET and timeout paths, and teardown that
-//! frees every byte of DMA memory. [`gpu`] is the first driver on it.
+//! advances, with a timeout), asynchronous chains beside it (`submit`, `pop_used`,
+//! `wait_used`; completions `request` meets that are not its own are stashed, not
+//! refused), the DEVICE_NEEDS_RESET and timeout paths, and teardown that frees every
+//! byte of DMA memory. [`gpu`] (one command at a time) and [`video`] (many buffers
+//! outstanding on its command queue, an event buffer always posted) are the drivers on it.
 //!
 //! We wrote our own rather than take `virtio-drivers`: its MMIO transport maps the
 //! DeviceID through `DeviceType::try_from`, which knows no id above 25, so the

@@ -530,3 +530,19 @@ fn a_reset_forgets_held_and_stashed_chains() {
     assert!(fake.borrow().violations.is_empty());
     hal.dma_free(page).unwrap();
 }
+
+#[test]
+fn waiting_for_chains_notices_device_needs_reset() {
+    let (hal, mut dev, fake, _model, page) = deferred_device();
+    let (req, resp) = slot(&hal, &page, 0, b"H-held");
+    dev.submit(0, &[req], &[resp]).unwrap();
+    fake.borrow_mut().misbehave = Some(Misbehaviour::NeedsReset);
+    assert_eq!(dev.wait_used(10_000_000), Err(VirtioError::NeedsReset));
+    assert!(dev.is_broken());
+    assert_eq!(fake.borrow().status, 0, "reset at once");
+    assert_eq!(dev.submit(0, &[req], &[resp]), Err(VirtioError::Broken));
+    fake.borrow_mut().misbehave = None;
+    dev.reset().unwrap();
+    assert_eq!(dev.outstanding(0), 0);
+    hal.dma_free(page).unwrap();
+}

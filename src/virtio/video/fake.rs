@@ -169,8 +169,7 @@ impl FakeDecoder {
         });
     }
 
-    fn output_params(&self, format: u32) -> Params {
-        let (w, h) = (self.width, self.height);
+    fn output_params((w, h): (u32, u32), format: u32) -> Params {
         let mut p = Params::new(QueueType::Output, Format::Nv12);
         p.format = format;
         p.frame_width = w;
@@ -284,8 +283,7 @@ impl FakeDecoder {
                     // Announce once, then wait for output resources of the new size.
                     stream.change_sent = true;
                     let format = stream.params[&QueueType::Output].format;
-                    let params = self.output_params(format);
-                    let stream = self.stream.as_mut().unwrap_or_else(|| unreachable!());
+                    let params = Self::output_params(size, format);
                     stream.params.insert(QueueType::Output, params);
                     self.events.push_back(Event {
                         event_type: event::DECODER_RESOLUTION_CHANGED,
@@ -492,8 +490,8 @@ impl FakeDecoder {
                         if p.format != Format::Nv12 as u32 && p.format != Format::Argb8888 as u32 {
                             return Err(ErrorCode::InvalidParameter);
                         }
-                        let announced = s.announced.is_some();
-                        let mut params = self.output_params(p.format);
+                        let announced = s.announced.is_some() || s.change_sent;
+                        let mut params = Self::output_params((self.width, self.height), p.format);
                         if !announced {
                             params.num_planes = 0;
                             params.plane_formats = [PlaneFormat::default(); 8];

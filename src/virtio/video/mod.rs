@@ -1,5 +1,6 @@
 //! virtio-video (v3 draft, device ids 30/31): the wire format shared with our vhost-user
-//! decoder device under `qemu/`, and the decoder driver on our virtio layer.
+//! decoder device under `qemu/` ([`wire`]), and the decoder driver on our virtio layer
+//! ([`driver`]; its fake device model and tests run on the host).
 #![forbid(unsafe_code)]
 
 pub mod driver;

@@ -149,21 +149,31 @@ impl Rig {
             "{:?}",
             dec.entry_counts
         );
-        for shape in &fake.shapes {
-            match shape.queue {
-                0 => {
-                    assert_eq!(shape.writable.len(), 1, "{shape:?}");
-                    match shape.readable.as_slice() {
-                        [88, 16] => {}
-                        [n] => assert!([8, 16, 64, 88, 128].contains(n), "{shape:?}"),
-                        _ => panic!("chain of {shape:?}"),
-                    }
-                }
-                _ => {
-                    assert!(shape.readable.is_empty(), "{shape:?}");
-                    assert_eq!(shape.writable, vec![8]);
-                }
-            }
+        // Each command chain against the command it carried: one readable descriptor of
+        // exactly the request struct (RESOURCE_CREATE: and one 16-byte entry), one
+        // writable descriptor.
+        let commands = fake.shapes.iter().filter(|s| s.queue == 0);
+        assert_eq!(commands.clone().count(), dec.commands.len());
+        for (shape, &command) in commands.zip(&dec.commands) {
+            let readable: &[u32] = match command {
+                cmd::QUERY_CAPABILITY
+                | cmd::RESOURCE_DESTROY_ALL
+                | cmd::QUEUE_CLEAR
+                | cmd::GET_PARAMS_EXT => &[16],
+                cmd::STREAM_CREATE => &[88],
+                cmd::STREAM_DESTROY | cmd::STREAM_DRAIN => &[8],
+                cmd::RESOURCE_CREATE => &[88, 16],
+                cmd::RESOURCE_QUEUE => &[64],
+                cmd::SET_PARAMS_EXT => &[128],
+                other => panic!("unexpected command {other:#x}"),
+            };
+            assert_eq!(shape.readable, readable, "{command:#x}: {shape:?}");
+            assert_eq!(shape.writable.len(), 1, "{command:#x}: {shape:?}");
+        }
+        for shape in fake.shapes.iter().filter(|s| s.queue != 0) {
+            assert_eq!(shape.queue, 1);
+            assert!(shape.readable.is_empty(), "{shape:?}");
+            assert_eq!(shape.writable, vec![8]);
         }
     }
 
@@ -760,6 +770,39 @@ fn bad_arguments_are_refused_before_the_device_sees_them() {
             resource: 77
         })
     );
+    rig.d().teardown().unwrap();
+    rig.check_empty();
+    rig.finish();
+}
+
+#[test]
+fn the_output_format_can_be_set_to_argb_for_the_gpu() {
+    let mut rig = Rig::new();
+    let inputs = rig.start(1).unwrap();
+    rig.d().queue_input(inputs[0], 100, 42).unwrap();
+    let Some(Completion::ResolutionChanged(mut params)) = rig.d().wait(WAIT).unwrap() else {
+        panic!("no resolution change");
+    };
+    params.format = Format::Argb8888 as u32;
+    let params = rig.d().set_params(params).unwrap();
+    assert_eq!(params.format, Format::Argb8888 as u32);
+    assert_eq!(params.num_planes, 1);
+    assert_eq!(params.buffer_size(), Some(320 * 240 * 4));
+    assert_eq!(rig.d().cached_params(QueueType::Output), Some(params));
+    let outputs = rig.outputs(&params, 2).unwrap();
+    input_done(rig.d().wait(WAIT).unwrap());
+    assert_eq!(frame(rig.d().wait(WAIT).unwrap()).0, outputs[0]);
+    // A format the device does not produce is its error, and nothing changes.
+    let mut bad = params;
+    bad.format = Format::Yvu420 as u32;
+    assert_eq!(
+        rig.d().set_params(bad),
+        Err(VideoError::Device {
+            command: cmd::SET_PARAMS_EXT,
+            code: ErrorCode::InvalidParameter
+        })
+    );
+    assert_eq!(rig.d().cached_params(QueueType::Output), Some(params));
     rig.d().teardown().unwrap();
     rig.check_empty();
     rig.finish();
