@@ -45,8 +45,7 @@ use crate::kmem;
 use crate::video::annexb;
 use crate::video::clip::{self, ClipError};
 use crate::video::player::{
-    BufferKind, Buffers, Decoder, DecoderEvent, FrameFormat, PlayError, Player, Screen, Slot,
-    State,
+    BufferKind, Buffers, Decoder, DecoderEvent, FrameFormat, PlayError, Player, Screen, Slot, State,
 };
 use crate::virtio::gpu::{Format as GpuFormat, Rect};
 use crate::virtio::video::driver::Completion;
@@ -106,7 +105,9 @@ struct Fencing {
     pending: BTreeMap<u32, FenceId>,
 }
 
-fn play_error(step: &'static str) -> impl Fn(crate::virtio::video::driver::VideoError) -> PlayError {
+fn play_error(
+    step: &'static str,
+) -> impl Fn(crate::virtio::video::driver::VideoError) -> PlayError {
     move |e| PlayError::new(step, e)
 }
 
@@ -183,7 +184,10 @@ impl Decoder for BoardDecoder<'_> {
         if params.format != Format::Argb8888 as u32 {
             return Err(PlayError::new(
                 "output params",
-                format!("the decoder offers format {:#x}, not ARGB8888", params.format),
+                format!(
+                    "the decoder offers format {:#x}, not ARGB8888",
+                    params.format
+                ),
             ));
         }
         let format = frame_format(&params)?;
@@ -209,11 +213,10 @@ impl Decoder for BoardDecoder<'_> {
     }
 
     fn queue_output(&mut self, resource: u32) -> Result<(), PlayError> {
-        let buf = *self
-            .fences
-            .frame_bufs
-            .get(&resource)
-            .ok_or_else(|| PlayError::new("queue frame", format!("no frame buffer {resource}")))?;
+        let buf =
+            *self.fences.frame_bufs.get(&resource).ok_or_else(|| {
+                PlayError::new("queue frame", format!("no frame buffer {resource}"))
+            })?;
         let fence = dma_service::fence_create(self.fences.context, FRAME_FENCE_TIMEOUT_US)
             .map_err(dma_error("decode fence"))?;
         dma_service::buf_add_fence(buf, fence, Usage::Write).map_err(dma_error("decode fence"))?;
@@ -267,7 +270,12 @@ impl Decoder for BoardDecoder<'_> {
             {
                 Some(Completion::Frame { resource, .. }) => self.fences.signal(resource),
                 Some(other) => self.stash.insert(0, other),
-                None => return Err(PlayError::new("clear frames", "the decoder kept frame buffers")),
+                None => {
+                    return Err(PlayError::new(
+                        "clear frames",
+                        "the decoder kept frame buffers",
+                    ))
+                }
             }
         }
         self.driver
@@ -370,9 +378,9 @@ fn gpu_error(step: &'static str) -> impl Fn(virtio_gpu::GpuServiceError) -> Play
 
 impl Screen for GpuScreen<'_> {
     fn add(&mut self, index: usize, slot: &Slot, format: &FrameFormat) -> Result<(), PlayError> {
-        let gpu_bus = slot
-            .display_bus
-            .ok_or_else(|| PlayError::new("GPU resource", "frame buffer not attached to the GPU"))?;
+        let gpu_bus = slot.display_bus.ok_or_else(|| {
+            PlayError::new("GPU resource", "frame buffer not attached to the GPU")
+        })?;
         let resource = GPU_RESOURCE_BASE + index as u32;
         let len = u32::try_from(format.size)
             .map_err(|_| PlayError::new("GPU resource", "frame larger than 4 GiB"))?;
@@ -437,7 +445,12 @@ impl GpuScreen<'_> {
     /// Detach and drop the resources whose index `which` picks; `blank` turns the scanout
     /// off first (it may show one of them).
     fn remove(&mut self, which: impl Fn(usize) -> bool, blank: bool) {
-        let picked: Vec<usize> = self.resources.keys().copied().filter(|&i| which(i)).collect();
+        let picked: Vec<usize> = self
+            .resources
+            .keys()
+            .copied()
+            .filter(|&i| which(i))
+            .collect();
         let resources: Vec<u32> = picked
             .iter()
             .filter_map(|i| self.resources.remove(i).map(|(r, _)| r))
@@ -510,12 +523,20 @@ fn put(playback: Option<alloc::boxed::Box<Playback>>) {
 }
 
 fn decoder_devices() -> Result<(DeviceDma, DeviceDma), PlayError> {
-    let path = virtio_video::device_path()
-        .ok_or_else(|| PlayError::new("decoder", "no virtio-video decoder (boot --board virt-video)"))?;
+    let path = virtio_video::device_path().ok_or_else(|| {
+        PlayError::new(
+            "decoder",
+            "no virtio-video decoder (boot --board virt-video)",
+        )
+    })?;
     let device = dma_service::device(&path)
-        .and_then(|d| d.with_max_segments(1).map_err(dma_service::DmaError::Device))
+        .and_then(|d| {
+            d.with_max_segments(1)
+                .map_err(dma_service::DmaError::Device)
+        })
         .map_err(dma_error("decoder DMA"))?;
-    let plan = kmem::plan().ok_or_else(|| PlayError::new("decoder DMA", "no reserved-memory plan"))?;
+    let plan =
+        kmem::plan().ok_or_else(|| PlayError::new("decoder DMA", "no reserved-memory plan"))?;
     Ok((
         device.clone().for_region_named(plan, "bitstream"),
         device.for_region_named(plan, "frames"),
@@ -523,9 +544,13 @@ fn decoder_devices() -> Result<(DeviceDma, DeviceDma), PlayError> {
 }
 
 fn gpu_device() -> Result<DeviceDma, PlayError> {
-    let path = virtio_gpu::device_path().ok_or_else(|| PlayError::new("GPU", "no virtio-gpu device"))?;
+    let path =
+        virtio_gpu::device_path().ok_or_else(|| PlayError::new("GPU", "no virtio-gpu device"))?;
     dma_service::device(&path)
-        .and_then(|d| d.with_max_segments(1).map_err(dma_service::DmaError::Device))
+        .and_then(|d| {
+            d.with_max_segments(1)
+                .map_err(dma_service::DmaError::Device)
+        })
         .map_err(dma_error("GPU DMA"))
 }
 
@@ -600,7 +625,13 @@ fn start(
             live: &mut live,
             frame_copies: &mut frame_copies,
         };
-        Ok(Player::start(clip, units, looping, &mut decoder, &mut buffers))
+        Ok(Player::start(
+            clip,
+            units,
+            looping,
+            &mut decoder,
+            &mut buffers,
+        ))
     });
     let player = match started {
         Ok(Ok(player)) => player,
@@ -754,12 +785,15 @@ fn finish(playback: alloc::boxed::Box<Playback>) {
 fn describe(p: &Playback) -> String {
     let stats = p.player.stats();
     let (size, format) = match p.player.format() {
-        Some(f) => (format!("{}x{}", f.width, f.height), "ARGB8888 (B8G8R8A8 on the GPU)"),
+        Some(f) => (
+            format!("{}x{}", f.width, f.height),
+            "ARGB8888 (B8G8R8A8 on the GPU)",
+        ),
         None => (String::from("-"), "-"),
     };
-    let fps = stats
-        .millifps()
-        .map_or(String::from("-"), |m| format!("{}.{:03}", m / 1000, m % 1000));
+    let fps = stats.millifps().map_or(String::from("-"), |m| {
+        format!("{}.{:03}", m / 1000, m % 1000)
+    });
     let copies = p.frame_copies
         + p.live
             .values()
@@ -799,8 +833,16 @@ pub fn stop() -> Result<String, VideoServiceError> {
     })
 }
 
-/// `video info`.
+/// `video info`: the decoder (probed on first use, so its rings count from here on) and
+/// the current or last play.
 pub fn info() -> Result<String, VideoServiceError> {
+    let device = match virtio_video::with(|d| Ok(String::from(d.config().name()))) {
+        Ok(name) => format!(
+            "decoder {name} at {}",
+            virtio_video::device_path().unwrap_or_default()
+        ),
+        Err(e) => format!("decoder: {e}"),
+    };
     let current = take()?;
     let text = match &current {
         Some(p) if p.player.is_over() => format!(
@@ -813,7 +855,7 @@ pub fn info() -> Result<String, VideoServiceError> {
             .unwrap_or_else(|| String::from("nothing played yet (video play)")),
     };
     put(current);
-    Ok(text)
+    Ok(format!("{device}\n{text}"))
 }
 
 /// Whether a play is running (the console polls faster then).

@@ -106,7 +106,12 @@ pub fn source(device: &Path, spec: &Path) -> Result<PathBuf> {
         return Ok(crate::build::repo_relative(spec));
     };
     let (first, then) = parse_generated(generated_spec)?;
-    generated(device, &first.0, first.1, then.as_ref().map(|(s, f)| (s.as_str(), *f)))
+    generated(
+        device,
+        &first.0,
+        first.1,
+        then.as_ref().map(|(s, f)| (s.as_str(), *f)),
+    )
 }
 
 type Part = (String, u32);
@@ -127,7 +132,9 @@ pub fn parse_generated(spec: &str) -> Result<(Part, Option<Part>)> {
         if !(16..=1920).contains(&w) || !(16..=1088).contains(&h) || w % 2 != 0 || h % 2 != 0 {
             bail!("{w}x{h}: the decoder takes even sizes from 16x16 to 1920x1088");
         }
-        let frames: u32 = frames.parse().with_context(|| format!("frame count `{frames}`"))?;
+        let frames: u32 = frames
+            .parse()
+            .with_context(|| format!("frame count `{frames}`"))?;
         if frames == 0 || frames > 10_000 {
             bail!("{frames} frames: give 1 to 10000");
         }
@@ -230,7 +237,15 @@ mod tests {
             parse_generated("640x360:20,320x240:10").unwrap(),
             (("640x360".into(), 20), Some(("320x240".into(), 10)))
         );
-        for bad in ["640x360", "640:30", "641x360:3", "640x360:0", "a,b,c", "8x8:1", "640x360:1,2x2:1,3x3:1"] {
+        for bad in [
+            "640x360",
+            "640:30",
+            "641x360:3",
+            "640x360:0",
+            "a,b,c",
+            "8x8:1",
+            "640x360:1,2x2:1,3x3:1",
+        ] {
             assert!(parse_generated(bad).is_err(), "{bad}");
         }
     }
