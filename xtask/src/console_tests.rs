@@ -26,6 +26,8 @@ mod buffers;
 pub mod display;
 /// The debug shell's scripts: every command, bad input, Linux file formats, random lines.
 mod shell;
+/// Video: the clip decoded by our vhost-user device and shown on the GPU.
+mod video;
 
 pub struct ConsoleTest {
     pub name: &'static str,
@@ -35,6 +37,42 @@ pub struct ConsoleTest {
 }
 
 pub const CONSOLE_TESTS: &[ConsoleTest] = &[
+    ConsoleTest {
+        name: "video_plays_every_frame",
+        qemu: "--board virt-video",
+        script: video::plays_every_frame,
+    },
+    ConsoleTest {
+        name: "video_resolution_change",
+        qemu: "--board virt-video --clip generated:640x360:20,320x240:20",
+        script: video::resolution_change,
+    },
+    ConsoleTest {
+        name: "video_fault_error_response",
+        qemu: "--board virt-video --clip generated:320x240:30 \
+               --video-fault error-response=resource-queue@5",
+        script: video::error_response,
+    },
+    ConsoleTest {
+        name: "video_fault_error_event",
+        qemu: "--board virt-video --clip generated:320x240:30 --video-fault error-event@10",
+        script: video::error_event,
+    },
+    ConsoleTest {
+        name: "video_fault_stalled_queue",
+        qemu: "--board virt-video --clip generated:320x240:30 --video-fault stall@10",
+        script: video::stalled_queue,
+    },
+    ConsoleTest {
+        name: "video_stop_mid_play",
+        qemu: "--board virt-video --clip generated:320x240:30",
+        script: video::stop_mid_play,
+    },
+    ConsoleTest {
+        name: "video_without_decoder",
+        qemu: "",
+        script: video::without_decoder,
+    },
     ConsoleTest {
         name: "shell_heaps_and_buffers",
         qemu: "",

@@ -43,7 +43,7 @@ pub(super) fn run(console: &mut Console, line: &str) -> Result<String> {
     run_with(console, line, REPLY)
 }
 
-fn run_with(console: &mut Console, line: &str, timeout: Duration) -> Result<String> {
+pub(super) fn run_with(console: &mut Console, line: &str, timeout: Duration) -> Result<String> {
     console.send_line(line)?;
     let captured = console.expect(&regex::escape(PROMPT), timeout)?;
     let body = captured.strip_suffix(PROMPT).unwrap_or(&captured);
