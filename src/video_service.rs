@@ -491,6 +491,9 @@ struct Playback {
     live: BTreeMap<u32, BufferState>,
     resources: BTreeMap<usize, (u32, BufId)>,
     frame_copies: u64,
+    /// Guest instructions spent in the play's steps (player, both drivers, fences), when
+    /// the PMU counts them (under QEMU's `-icount`).
+    instructions: Option<u64>,
 }
 
 enum PlaySlot {
@@ -663,6 +666,7 @@ fn start(
         live,
         resources: BTreeMap::new(),
         frame_copies,
+        instructions: crate::cpu::pmu::count_instructions().ok().map(|()| 0),
     });
     Ok((playback, text))
 }
@@ -686,9 +690,13 @@ pub fn poll() {
     }
     let now = dma_service::now_us();
     let (clip, crc) = (playback.clip, playback.crc);
+    let before = crate::cpu::pmu::instructions_retired();
     let stepped = with_adapters(&mut playback, |player, decoder, buffers, screen| {
         player.step(clip, now, decoder, buffers, screen)
     });
+    if let Some(total) = playback.instructions.as_mut() {
+        *total += u64::from(crate::cpu::pmu::instructions_retired().wrapping_sub(before));
+    }
     match stepped {
         Ok(Ok(shown)) => {
             if crc {
@@ -804,9 +812,14 @@ fn describe(p: &Playback) -> String {
         0 => String::from("-"),
         shown => format!("{}.{:02}", copies / shown, copies * 100 / shown % 100),
     };
+    let instructions = match (p.instructions, stats.frames_shown) {
+        (Some(total), shown) if shown > 0 => format!("{}", total / shown),
+        _ => String::from("- (the PMU counts instructions under -icount only)"),
+    };
     format!(
         "format {format}\nsize {size}\nframes {} shown, {} decoded, {} access units\nfps {fps}\n\
-         resolution changes {}\nloops {}\ncopies per frame {copies_per_frame} ({copies} CPU writes into frame buffers)",
+         resolution changes {}\nloops {}\ncopies per frame {copies_per_frame} ({copies} CPU writes into frame buffers)\n\
+         guest instructions per frame {instructions}",
         stats.frames_shown,
         stats.frames_decoded,
         p.units_total,

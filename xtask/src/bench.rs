@@ -95,6 +95,10 @@ pub fn verb() -> Result<ExitCode> {
             failures.push(image.name.as_str());
         }
     }
+    if let Err(e) = crate::bench_video::run(&tools) {
+        println!("video pipeline: {e:#}");
+        failures.push("video pipeline");
+    }
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

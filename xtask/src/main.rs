@@ -25,6 +25,7 @@
 //! the ELF into a raw binary; [`size`] reads and writes RAM sizes.
 
 mod bench;
+mod bench_video;
 mod board;
 mod build;
 mod clip;
