@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use crate::expect::{Console, ExpectError};
 
+/// DMA-BUF heaps, dma-bufs and their files.
+mod buffers;
 /// The display's scripts (`gpu pattern`, `gpu map`), not listed below until the firmware
 /// has its `gpu` command.
 pub mod display;
-/// DMA-BUF heaps, dma-bufs and their files.
-mod buffers;
 /// The debug shell's scripts: every command, bad input, Linux file formats, random lines.
 mod shell;
 
@@ -137,9 +137,9 @@ pub const CONSOLE_TESTS: &[ConsoleTest] = &[
 pub fn add_qmp(command: &mut Command, name: &str) -> anyhow::Result<PathBuf> {
     // Short and outside the work tree: a Unix socket address holds about 108 bytes, and a
     // clone's path (CI's, say) may already use most of them. Unique per test and per run.
-    let name_hash = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let name_hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let socket = std::env::temp_dir().join(format!(
         "monolith-{}-{:08x}.sock",
         std::process::id(),

@@ -157,8 +157,12 @@ fn write_seeds(tools: &Tools, dir: &Path) -> Result<usize> {
     }
     let mut count = 0;
     for (index, source) in sources.iter().enumerate() {
-        let blob = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
-        let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("seed");
+        let blob =
+            std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+        let stem = source
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("seed");
         let seed = dir.join(format!("{index:02}-{stem}.dtb"));
         std::fs::write(&seed, &blob).with_context(|| format!("writing {}", seed.display()))?;
         count += 1;
@@ -368,7 +372,10 @@ mod tests {
         assert!(!parse_log(&panicked).passed());
         let slow = CLEAN.replace("4706 us", "10001 us");
         assert!(!parse_log(&slow).passed());
-        assert!(!parse_log("INFO: Seed: 1\n").passed(), "no runs is not a pass");
+        assert!(
+            !parse_log("INFO: Seed: 1\n").passed(),
+            "no runs is not a pass"
+        );
     }
 
     #[test]

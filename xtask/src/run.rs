@@ -212,7 +212,10 @@ mod tests {
     #[test]
     fn gpu_runs_show_the_map_unless_told_otherwise() {
         assert_eq!(show_map_at_boot(None), "monolith.display=map");
-        assert_eq!(show_map_at_boot(Some("cma=64M")), "cma=64M monolith.display=map");
+        assert_eq!(
+            show_map_at_boot(Some("cma=64M")),
+            "cma=64M monolith.display=map"
+        );
         assert_eq!(
             show_map_at_boot(Some("monolith.display=off")),
             "monolith.display=off"

@@ -172,8 +172,15 @@ fn two_at_a_time<T: Sync, R: Send>(items: &[T], job: impl Fn(&T) -> R + Sync) ->
 fn clippy(tools: Option<&Tools>) -> Tally {
     section("clippy (host and bare-metal, warnings are errors)");
     let mut host = Command::new(setup::host_cargo());
-    host.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
-        .current_dir(crate::paths::repo_root());
+    host.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])
+    .current_dir(crate::paths::repo_root());
     without_xtask_package_vars(&mut host);
     let mut total = lint_run("clippy host", host);
     match tools {
@@ -410,7 +417,10 @@ fn console_tests(tools: &Tools, filter: Option<&str>) -> Tally {
 /// `cargo xtask test`: the sections the options select, one `N passed, N failed` total.
 /// The bounded fuzz pass: one test, passed when no input panicked and none was slow.
 fn fuzz_pass(tools: &Tools) -> Tally {
-    println!("\n== fuzz (device tree, {} s)", crate::fuzz::TEST_PASS_SECONDS);
+    println!(
+        "\n== fuzz (device tree, {} s)",
+        crate::fuzz::TEST_PASS_SECONDS
+    );
     match crate::fuzz::bounded_pass(tools) {
         Ok(report) if report.passed() => {
             println!("fuzz dt ... ok ({})", report.summary());

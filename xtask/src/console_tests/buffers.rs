@@ -41,10 +41,9 @@ pub fn parse_bufinfo(text: &str) -> std::result::Result<(Vec<BufinfoObject>, (u6
     let body = text
         .strip_prefix(header)
         .ok_or_else(|| format!("bufinfo does not start with Linux's header: {text:?}"))?;
-    let object = Regex::new(
-        r"^(\d{8,})\t([0-9a-f]{8})\t([0-9a-f]{8})\t(\d{8,})\t(\S+)\t(\d{8,})\t(.*)$",
-    )
-    .unwrap();
+    let object =
+        Regex::new(r"^(\d{8,})\t([0-9a-f]{8})\t([0-9a-f]{8})\t(\d{8,})\t(\S+)\t(\d{8,})\t(.*)$")
+            .unwrap();
     let totals = Regex::new(r"^Total (\d+) objects, (\d+) bytes$").unwrap();
     let attached = Regex::new(r"^Total (\d+) devices attached$").unwrap();
     let mut objects: Vec<BufinfoObject> = Vec::new();
@@ -60,7 +59,10 @@ pub fn parse_bufinfo(text: &str) -> std::result::Result<(Vec<BufinfoObject>, (u6
                 devices: Vec::new(),
             });
             // Fence lines (`\t<kind> fence: ...`) until the device list.
-            while lines.peek().is_some_and(|l| l.starts_with('\t') && !l.starts_with("\tAttached")) {
+            while lines
+                .peek()
+                .is_some_and(|l| l.starts_with('\t') && !l.starts_with("\tAttached"))
+            {
                 lines.next();
             }
             if lines.next() != Some("\tAttached Devices:") {
@@ -69,9 +71,9 @@ pub fn parse_bufinfo(text: &str) -> std::result::Result<(Vec<BufinfoObject>, (u6
             let last = objects.last_mut().unwrap();
             loop {
                 match lines.next() {
-                    Some(device) if device.starts_with('\t') => {
-                        last.devices.push(device.trim_start_matches('\t').to_string())
-                    }
+                    Some(device) if device.starts_with('\t') => last
+                        .devices
+                        .push(device.trim_start_matches('\t').to_string()),
                     Some(total) => match attached.captures(total) {
                         Some(n) if n[1].parse::<usize>().unwrap() == last.devices.len() => break,
                         _ => return Err(format!("bad device total {total:?} for {line:?}")),
@@ -103,7 +105,11 @@ pub fn heaps_and_buffers(console: &mut Console) -> Result<()> {
         "ls /dev/dma_heap",
         &format!("default_cma_region\n{AREA}\nsystem\n"),
     )?;
-    expect_exact(console, "heap list", &format!("system\ndefault_cma_region\n{AREA}\n"))?;
+    expect_exact(
+        console,
+        "heap list",
+        &format!("system\ndefault_cma_region\n{AREA}\n"),
+    )?;
     expect_output(
         console,
         "cat /dev/dma_heap/system",
@@ -116,9 +122,11 @@ pub fn heaps_and_buffers(console: &mut Console) -> Result<()> {
     let used_before = number_file(console, &debugfs("used"))?;
 
     let system = run(console, "heap alloc system 64K")?;
-    check(console, system.contains("64 KiB from system, 16 segments"), || {
-        format!("a 64 KiB system buffer should be 16 pages: {system:?}")
-    })?;
+    check(
+        console,
+        system.contains("64 KiB from system, 16 segments"),
+        || format!("a 64 KiB system buffer should be 16 pages: {system:?}"),
+    )?;
     let system = buffer_id(console, &system)?;
     let cma = run(console, &format!("heap alloc {AREA} 1M"))?;
     let contiguous = Regex::new(r"contiguous at 0x([0-9a-f]+)").unwrap();
@@ -126,23 +134,35 @@ pub fn heaps_and_buffers(console: &mut Console) -> Result<()> {
         return Err(console.error(format!("a CMA buffer must be contiguous: {cma:?}")));
     };
     let at = u64::from_str_radix(&at[1], 16).unwrap();
-    check(console, (0x5000_0000..0x6000_0000 - 0x10_0000).contains(&at), || {
-        format!("the CMA buffer at {at:#x} is outside {AREA}")
-    })?;
+    check(
+        console,
+        (0x5000_0000..0x6000_0000 - 0x10_0000).contains(&at),
+        || format!("the CMA buffer at {at:#x} is outside {AREA}"),
+    )?;
     let cma = buffer_id(console, &cma)?;
     let default = run(console, "heap alloc default_cma_region 8K")?;
     let default = buffer_id(console, &default)?;
     let used = number_file(console, &debugfs("used"))?;
     check(console, used == used_before + 256 + 2, || {
-        format!("CMA `used` must grow by the two CMA buffers' pages (256 + 2): {used_before} -> {used}")
+        format!(
+            "CMA `used` must grow by the two CMA buffers' pages (256 + 2): {used_before} -> {used}"
+        )
     })?;
 
     let text = run(console, "cat /sys/kernel/debug/dma_buf/bufinfo")?;
     let (objects, (count, bytes)) = parse_bufinfo(&text).map_err(|e| console.error(e))?;
-    let sizes: Vec<(u64, &str)> = objects.iter().map(|o| (o.size, o.exp_name.as_str())).collect();
+    let sizes: Vec<(u64, &str)> = objects
+        .iter()
+        .map(|o| (o.size, o.exp_name.as_str()))
+        .collect();
     check(
         console,
-        sizes == [(65536, "system"), (1 << 20, AREA), (8192, "default_cma_region")]
+        sizes
+            == [
+                (65536, "system"),
+                (1 << 20, AREA),
+                (8192, "default_cma_region"),
+            ]
             && count == 3
             && bytes == 65536 + (1 << 20) + 8192
             && objects.iter().all(|o| o.count == 1 && o.devices.is_empty()),
@@ -161,7 +181,10 @@ pub fn heaps_and_buffers(console: &mut Console) -> Result<()> {
     check(
         console,
         objects.iter().any(|o| {
-            o.ino == fb && o.name == "framebuffer" && o.devices.len() == 1 && o.devices[0].ends_with(".virtio_mmio")
+            o.ino == fb
+                && o.name == "framebuffer"
+                && o.devices.len() == 1
+                && o.devices[0].ends_with(".virtio_mmio")
         }),
         || format!("bufinfo should show the framebuffer attached to the GPU: {objects:?}"),
     )?;
@@ -174,12 +197,24 @@ pub fn heaps_and_buffers(console: &mut Console) -> Result<()> {
 
     // Bad requests change nothing.
     expect_output(console, "heap alloc nosuch 4K", r"^heap: ")?;
-    expect_output(console, "heap alloc system 0", r"^heap: size must be at least 1 byte\n$")?;
-    expect_output(console, "dmabuf free 999", r"^dmabuf: dma-buf 999 was not allocated")?;
+    expect_output(
+        console,
+        "heap alloc system 0",
+        r"^heap: size must be at least 1 byte\n$",
+    )?;
+    expect_output(
+        console,
+        "dmabuf free 999",
+        r"^dmabuf: dma-buf 999 was not allocated",
+    )?;
     for id in [system, cma, default] {
         expect_exact(console, &format!("dmabuf free {id}"), "")?;
     }
-    expect_output(console, &format!("dmabuf free {cma}"), r"^dmabuf: dma-buf \d+ was not allocated")?;
+    expect_output(
+        console,
+        &format!("dmabuf free {cma}"),
+        r"^dmabuf: dma-buf \d+ was not allocated",
+    )?;
     expect_exact(
         console,
         "cat /sys/kernel/debug/dma_buf/bufinfo",
@@ -187,12 +222,16 @@ pub fn heaps_and_buffers(console: &mut Console) -> Result<()> {
     )?;
     let used_after = number_file(console, &debugfs("used"))?;
     let free_after = meminfo(console)?["MemFree"];
-    check(console, used_after == used_before && free_after == free_before, || {
-        format!(
+    check(
+        console,
+        used_after == used_before && free_after == free_before,
+        || {
+            format!(
             "freeing every buffer must give every page back: used {used_before} -> {used_after}, \
              MemFree {free_before} -> {free_after} kB"
         )
-    })
+        },
+    )
 }
 
 #[cfg(test)]

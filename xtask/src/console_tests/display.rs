@@ -65,7 +65,10 @@ pub fn test_pattern(console: &mut Console) -> Result<()> {
 
 /// Booted with `monolith.display=pattern`: the screen shows the pattern before any command.
 pub fn pattern_at_boot(console: &mut Console) -> Result<()> {
-    console.expect(r"(?m)^display: showing the test pattern on \d+x\d+", Duration::from_secs(30))?;
+    console.expect(
+        r"(?m)^display: showing the test pattern on \d+x\d+",
+        Duration::from_secs(30),
+    )?;
     boot(console)?;
     let matches = |image: &Image| {
         crate::screen::diff(image, &expected_test_pattern(image.width, image.height)).is_none()

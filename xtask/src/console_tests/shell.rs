@@ -468,7 +468,11 @@ pub fn linux_formats(console: &mut Console) -> Result<()> {
     expect_exact(console, &format!("echo 5 > {}", debugfs("alloc")), "")?;
     expect_exact(console, &format!("echo 0 > {}", debugfs("free")), "")?;
     expect_number(console, &debugfs("used"), 5)?;
-    expect_exact(console, &format!("echo 99999999999 > {}", debugfs("free")), "")?;
+    expect_exact(
+        console,
+        &format!("echo 99999999999 > {}", debugfs("free")),
+        "",
+    )?;
     expect_number(console, &debugfs("used"), 0)?;
     let end = meminfo(console)?;
     check(
