@@ -81,6 +81,10 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "libcapstone-dev",
 ];
 const MESON_PACKAGE: &str = "meson";
+/// Build dependencies that must come from bookworm-backports: meson (version, above), and
+/// libwayland-dev (libgtk-3-dev needs it, and it must match the libwayland-client0 that
+/// backports' qemu-system-gui brought in: bookworm's 1.21 -dev refuses backports' 1.23 libs).
+pub const BACKPORTS_BUILD_PACKAGES: &[&str] = &[MESON_PACKAGE, "libwayland-dev"];
 /// Lines of the log shown when a stage fails.
 const TAIL_LINES: usize = 40;
 /// Build progress is printed each time it passes a multiple of this many percent.
@@ -297,19 +301,25 @@ pub fn dependency_plan(installed: &BTreeMap<String, String>, deb_src: bool) -> V
         .copied()
         .filter(|package| !installed.contains_key(*package))
         .collect();
-    let meson_missing = !installed
-        .get(MESON_PACKAGE)
-        .is_some_and(|version| meson_new_enough(version));
+    let backports: Vec<&'static str> = BACKPORTS_BUILD_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| match installed.get(*package) {
+            None => true,
+            Some(version) => *package == MESON_PACKAGE && !meson_new_enough(version),
+        })
+        .collect();
     let mut plan = Vec::new();
     if !deb_src {
         plan.push(Step::AddBackportsSource);
     }
-    if !deb_src || meson_missing || !missing.is_empty() {
+    if !deb_src || !backports.is_empty() || !missing.is_empty() {
         plan.push(Step::AptUpdate);
     }
-    if meson_missing {
+    // Backports first: the plain install's libgtk-3-dev then finds its libwayland-dev.
+    if !backports.is_empty() {
         plan.push(Step::AptInstall {
-            packages: vec![MESON_PACKAGE],
+            packages: backports,
             from_backports: true,
         });
     }
@@ -643,7 +653,7 @@ fn build(force: bool) -> Result<PatchedQemu> {
 /// Stage 1: the build dependencies.
 fn install_dependencies() -> Result<()> {
     let mut wanted = BUILD_PACKAGES.to_vec();
-    wanted.push(MESON_PACKAGE);
+    wanted.extend_from_slice(BACKPORTS_BUILD_PACKAGES);
     let installed = installed_versions(&wanted);
     let plan = dependency_plan(&installed, setup::backports_deb_src_configured());
     if plan.is_empty() {
@@ -780,6 +790,7 @@ mod tests {
             .map(|p| (p.to_string(), "1.0".to_string()))
             .collect();
         installed.insert("meson".into(), "1.7.0-1~bpo12+1".into());
+        installed.insert("libwayland-dev".into(), "1.23.0-1~bpo12+1".into());
         installed
     }
 
@@ -920,7 +931,7 @@ mod tests {
                 Step::AddBackportsSource,
                 Step::AptUpdate,
                 Step::AptInstall {
-                    packages: vec!["meson"],
+                    packages: vec!["meson", "libwayland-dev"],
                     from_backports: true
                 },
                 Step::AptInstall {
@@ -951,6 +962,19 @@ mod tests {
                 Step::AptUpdate,
                 Step::AptInstall {
                     packages: vec!["meson"],
+                    from_backports: true
+                }
+            ]
+        );
+        // Wayland's -dev missing: from backports, whatever meson is.
+        let mut no_wayland = warm();
+        no_wayland.remove("libwayland-dev");
+        assert_eq!(
+            dependency_plan(&no_wayland, true),
+            vec![
+                Step::AptUpdate,
+                Step::AptInstall {
+                    packages: vec!["libwayland-dev"],
                     from_backports: true
                 }
             ]
@@ -991,7 +1015,7 @@ mod tests {
         assert!(text.contains("  sudo apt-get update\n"), "{text}");
         assert!(
             text.contains(
-                "apt-get install -y --no-install-recommends -t bookworm-backports meson\n"
+                "apt-get install -y --no-install-recommends -t bookworm-backports meson libwayland-dev\n"
             ),
             "{text}"
         );
