@@ -81,10 +81,15 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "libcapstone-dev",
 ];
 const MESON_PACKAGE: &str = "meson";
-/// Build dependencies that must come from bookworm-backports: meson (version, above), and
-/// libwayland-dev (libgtk-3-dev needs it, and it must match the libwayland-client0 that
-/// backports' qemu-system-gui brought in: bookworm's 1.21 -dev refuses backports' 1.23 libs).
-pub const BACKPORTS_BUILD_PACKAGES: &[&str] = &[MESON_PACKAGE, "libwayland-dev"];
+/// Build dependencies that must come from bookworm-backports: meson (version, above);
+/// python3-pycotap, which QEMU's configure wants next to meson (pythondeps.toml) and
+/// bookworm lacks; and libwayland-dev (libgtk-3-dev needs it, and it must match the
+/// libwayland-client0 that backports' qemu-system-gui brought in: bookworm's 1.21 -dev
+/// refuses backports' 1.23 libraries).
+pub const BACKPORTS_BUILD_PACKAGES: &[&str] = &[MESON_PACKAGE, "python3-pycotap", "libwayland-dev"];
+/// Debian's Python, where meson and pycotap are installed: not whatever `python3` comes
+/// first in PATH (pyenv's, on this workplace, has neither).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 /// Lines of the log shown when a stage fails.
 const TAIL_LINES: usize = 40;
 /// Build progress is printed each time it passes a multiple of this many percent.
@@ -360,6 +365,7 @@ pub fn configure_args(prefix: &Path, version: &str, patch_hash: &str) -> Vec<Str
     let mut args = vec![
         format!("--prefix={}", prefix.display()),
         "--target-list=aarch64-softmmu".to_string(),
+        format!("--python={SYSTEM_PYTHON}"),
         format!("--with-pkgversion=Debian {version} + Monolith patches {patch_hash}"),
         "--without-default-features".to_string(),
         // Nothing from PyPI or git: the tree and the system's meson must suffice.
@@ -791,6 +797,7 @@ mod tests {
             .collect();
         installed.insert("meson".into(), "1.7.0-1~bpo12+1".into());
         installed.insert("libwayland-dev".into(), "1.23.0-1~bpo12+1".into());
+        installed.insert("python3-pycotap".into(), "1.3.1-2~bpo12+1".into());
         installed
     }
 
@@ -931,7 +938,7 @@ mod tests {
                 Step::AddBackportsSource,
                 Step::AptUpdate,
                 Step::AptInstall {
-                    packages: vec!["meson", "libwayland-dev"],
+                    packages: vec!["meson", "python3-pycotap", "libwayland-dev"],
                     from_backports: true
                 },
                 Step::AptInstall {
@@ -1015,7 +1022,7 @@ mod tests {
         assert!(text.contains("  sudo apt-get update\n"), "{text}");
         assert!(
             text.contains(
-                "apt-get install -y --no-install-recommends -t bookworm-backports meson libwayland-dev\n"
+                "apt-get install -y --no-install-recommends -t bookworm-backports meson python3-pycotap libwayland-dev\n"
             ),
             "{text}"
         );
@@ -1047,6 +1054,7 @@ mod tests {
         for wanted in [
             "--prefix=/p",
             "--target-list=aarch64-softmmu",
+            "--python=/usr/bin/python3",
             "--without-default-features",
             "--disable-modules",
             "--disable-docs",
