@@ -22,7 +22,8 @@
 //!    orig tarball (apt verified its hash, but the `.dsc`/`.debian.tar.xz` are missing, as on
 //!    this workplace's package mirror), the tarball is unpacked instead and the build says
 //!    loudly that Debian's own patches are not in it (`BUILD-INFO`: `debian_patches=no`);
-//! 4. patch: `patch -p1` with each of our patches, in name order;
+//! 4. patch: `patch -p1` with each of our patches, in name order, then (orig tarball only)
+//!    those in `qemu/patches/orig-tarball/`, which stand in for Debian's build fixes;
 //! 5. configure: [`configure_args`]: aarch64 only, `--without-default-features`, then
 //!    exactly what our verbs use (TCG, pixman, GTK, VNC, PNG screendumps, system libfdt,
 //!    vhost-user, capstone for `-d in_asm`), UI built in (no modules), no docs or tools;
@@ -144,7 +145,8 @@ pub fn ensure() -> Result<PatchedQemu> {
     build(false)
 }
 
-/// A patch file: its name (part of the key: renaming reorders) and bytes.
+/// A patch file: its name relative to `qemu/patches` (part of the key: renaming reorders)
+/// and bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Patch {
     pub name: String,
@@ -152,15 +154,40 @@ pub struct Patch {
     pub bytes: Vec<u8>,
 }
 
+impl Patch {
+    /// Whether it is applied only to a tree unpacked from the orig tarball alone
+    /// (`qemu/patches/orig-tarball/`: what Debian's own patches would otherwise fix).
+    pub fn orig_tarball_only(&self) -> bool {
+        self.name.starts_with(ORIG_TARBALL_PATCHES)
+    }
+}
+
+/// The subdirectory of `qemu/patches` for patches that stand in for Debian's.
+const ORIG_TARBALL_PATCHES: &str = "orig-tarball/";
+
 fn patch_dir() -> PathBuf {
     repo_root().join("qemu/patches")
 }
 
-/// Every `qemu/patches/*.patch`, in name order (the order they are applied).
+/// Every `qemu/patches/*.patch`, then every `qemu/patches/orig-tarball/*.patch`, each in
+/// name order (the order they are applied).
 fn read_patches() -> Result<Vec<Patch>> {
     let dir = patch_dir();
+    let mut patches = patches_in(&dir, "")?;
+    if patches.is_empty() {
+        bail!("no *.patch in {}: nothing to build", dir.display());
+    }
+    let orig_only = dir.join(ORIG_TARBALL_PATCHES);
+    if orig_only.is_dir() {
+        patches.extend(patches_in(&orig_only, ORIG_TARBALL_PATCHES)?);
+    }
+    Ok(patches)
+}
+
+/// The `*.patch` files directly in `dir`, sorted, named `prefix` + file name.
+fn patches_in(dir: &Path, prefix: &str) -> Result<Vec<Patch>> {
     let mut patches = Vec::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
@@ -170,13 +197,10 @@ fn read_patches() -> Result<Vec<Patch>> {
         }
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         patches.push(Patch {
-            name: name.to_string(),
+            name: format!("{prefix}{name}"),
             path,
             bytes,
         });
-    }
-    if patches.is_empty() {
-        bail!("no *.patch in {}: nothing to build", dir.display());
     }
     patches.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(patches)
@@ -574,7 +598,11 @@ fn build(force: bool) -> Result<PatchedQemu> {
 
     let (source, debian_patches) = download_and_unpack(&mut staging, &version)?;
 
-    for patch in &patches {
+    let applied: Vec<&Patch> = patches
+        .iter()
+        .filter(|patch| !debian_patches || !patch.orig_tarball_only())
+        .collect();
+    for patch in &applied {
         println!("qemu: patch: {}", patch.name);
         staging.run(
             "patch",
@@ -618,7 +646,7 @@ fn build(force: bool) -> Result<PatchedQemu> {
     }
 
     let seconds = started.elapsed().as_secs();
-    let names: Vec<&str> = patches.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = applied.iter().map(|p| p.name.as_str()).collect();
     let info = format!(
         "debian_version={version}\npatches={}\npatches_sha256={hash}\ndebian_patches={}\n\
          build_seconds={seconds}\n",
@@ -1075,6 +1103,17 @@ mod tests {
     #[test]
     fn the_repository_patch_is_found_and_flips_both_devices() {
         let patches = read_patches().unwrap();
+        assert!(!patches[0].orig_tarball_only(), "{patches:?}");
+        let stand_in = patches
+            .iter()
+            .find(|p| p.name == "orig-tarball/pc-bios-without-blobs.patch")
+            .expect("qemu/patches/orig-tarball/pc-bios-without-blobs.patch");
+        assert!(stand_in.orig_tarball_only());
+        assert_eq!(
+            patches.last(),
+            Some(stand_in),
+            "the orig-tarball patches come after the others"
+        );
         let ours = patches
             .iter()
             .find(|p| p.name == "vhost-user-device-user-creatable.patch")
