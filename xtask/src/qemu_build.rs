@@ -33,8 +33,11 @@
 //!
 //! All of it happens in `<key>.partial/` next to the final directory, which is renamed into
 //! place only when complete: a directory named by the key is always a whole build, so
-//! [`cached`] just looks. A lock file (`<key>.lock`) serialises concurrent builders; a
-//! leftover `.partial` from a killed build is removed by the next one. Every command's
+//! [`cached`] just looks. A lock file (`<key>.lock`) serialises concurrent builders. A
+//! `.partial` left by a killed build is resumed when it got through configure with the
+//! same arguments (its `CONFIGURED` marker: ninja then goes on where it stopped, which
+//! matters when a build takes half an hour on a busy machine), else removed; `--force`
+//! always starts from scratch. Every command's
 //! output goes to `build.log`; a failure prints the last lines and the log's path.
 
 use std::collections::BTreeMap;
@@ -580,15 +583,26 @@ fn build(force: bool) -> Result<PatchedQemu> {
     install_dependencies()?;
 
     let staging_dir = root.join(format!("{key}.partial"));
-    if staging_dir.exists() {
+    let build_dir = staging_dir.join("build");
+    let prefix = staging_dir.join("install");
+    let args = configure_args(&prefix, &version, &hash[..12]);
+    let resume = if force {
+        None
+    } else {
+        resumable(&staging_dir, &args)
+    };
+    if resume.is_none() && staging_dir.exists() {
         std::fs::remove_dir_all(&staging_dir)
             .with_context(|| format!("removing the leftover {}", staging_dir.display()))?;
     }
     std::fs::create_dir_all(&staging_dir)
         .with_context(|| format!("creating {}", staging_dir.display()))?;
     let log_path = staging_dir.join(LOG_NAME);
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let mut staging = Staging {
         dir: staging_dir.clone(),
         log_path,
@@ -596,39 +610,58 @@ fn build(force: bool) -> Result<PatchedQemu> {
     };
     println!("qemu: log {}", staging.log_path.display());
 
-    let (source, debian_patches) = download_and_unpack(&mut staging, &version)?;
-
-    let applied: Vec<&Patch> = patches
-        .iter()
-        .filter(|patch| !debian_patches || !patch.orig_tarball_only())
-        .collect();
-    for patch in &applied {
-        println!("qemu: patch: {}", patch.name);
-        staging.run(
-            "patch",
-            Command::new("patch")
-                .args([
-                    "-p1",
-                    "--batch",
-                    "--forward",
-                    "--no-backup-if-mismatch",
-                    "-i",
-                ])
-                .arg(&patch.path)
-                .current_dir(&source),
-        )?;
-    }
-
-    let build_dir = staging.dir.join("build");
-    let prefix = staging.dir.join("install");
-    std::fs::create_dir_all(&build_dir)?;
-    println!("qemu: configure: aarch64-softmmu, GTK + VNC built in, vhost-user");
-    staging.run(
-        "configure",
-        Command::new(source.join("configure"))
-            .args(configure_args(&prefix, &version, &hash[..12]))
-            .current_dir(&build_dir),
-    )?;
+    let configured = match resume {
+        Some(configured) => {
+            println!(
+                "qemu: resuming the interrupted build in {} (configured; ninja goes on where \
+                 it stopped)",
+                staging_dir.display()
+            );
+            configured
+        }
+        None => {
+            let (source, debian_patches) = download_and_unpack(&mut staging, &version)?;
+            let applied: Vec<String> = patches
+                .iter()
+                .filter(|patch| !debian_patches || !patch.orig_tarball_only())
+                .map(|patch| patch.name.clone())
+                .collect();
+            for patch in patches.iter().filter(|p| applied.contains(&p.name)) {
+                println!("qemu: patch: {}", patch.name);
+                staging.run(
+                    "patch",
+                    Command::new("patch")
+                        .args([
+                            "-p1",
+                            "--batch",
+                            "--forward",
+                            "--no-backup-if-mismatch",
+                            "-i",
+                        ])
+                        .arg(&patch.path)
+                        .current_dir(&source),
+                )?;
+            }
+            std::fs::create_dir_all(&build_dir)?;
+            println!("qemu: configure: aarch64-softmmu, GTK + VNC built in, vhost-user");
+            staging.run(
+                "configure",
+                Command::new(source.join("configure"))
+                    .args(&args)
+                    .current_dir(&build_dir),
+            )?;
+            let configured = Configured {
+                debian_patches,
+                applied,
+            };
+            // Written whole, then renamed: a marker is never half a marker.
+            let marker = staging_dir.join(CONFIGURED);
+            let part = staging_dir.join(format!("{CONFIGURED}.part"));
+            std::fs::write(&part, configured_marker(&args, &configured))?;
+            std::fs::rename(&part, &marker)?;
+            configured
+        }
+    };
 
     println!("qemu: build: ninja (minutes; progress every {PROGRESS_STEP}%)");
     staging.run_ninja("build", Command::new("ninja").arg("-C").arg(&build_dir))?;
@@ -646,7 +679,7 @@ fn build(force: bool) -> Result<PatchedQemu> {
     }
 
     let seconds = started.elapsed().as_secs();
-    let names: Vec<&str> = applied.iter().map(|p| p.name.as_str()).collect();
+    let (debian_patches, names) = (configured.debian_patches, configured.applied);
     let info = format!(
         "debian_version={version}\npatches={}\npatches_sha256={hash}\ndebian_patches={}\n\
          build_seconds={seconds}\n",
@@ -682,6 +715,67 @@ fn build(force: bool) -> Result<PatchedQemu> {
     );
     complete_build(&final_dir, &version)
         .ok_or_else(|| anyhow!("{} is incomplete after the build", final_dir.display()))
+}
+
+/// In the staging directory once configure succeeded: [`configured_marker`].
+const CONFIGURED: &str = "CONFIGURED";
+
+/// What the download, unpack and patch stages found, kept for a resumed build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Configured {
+    pub debian_patches: bool,
+    /// The patches applied, by name.
+    pub applied: Vec<String>,
+}
+
+/// The configure arguments one a line, then what [`Configured`] holds.
+pub fn configured_marker(args: &[String], configured: &Configured) -> String {
+    let mut text: String = args.iter().map(|arg| format!("{arg}\n")).collect();
+    text.push_str(&format!(
+        "debian_patches={}\napplied={}\n",
+        if configured.debian_patches {
+            "yes"
+        } else {
+            "no"
+        },
+        configured.applied.join(" ")
+    ));
+    text
+}
+
+/// [`configured_marker`]'s text back, if it was written for exactly `args`.
+pub fn parse_configured_marker(text: &str, args: &[String]) -> Option<Configured> {
+    let mut lines = text.lines();
+    for arg in args {
+        if lines.next()? != arg {
+            return None;
+        }
+    }
+    let debian_patches = match lines.next()?.strip_prefix("debian_patches=")? {
+        "yes" => true,
+        "no" => false,
+        _ => return None,
+    };
+    let applied = lines
+        .next()?
+        .strip_prefix("applied=")?
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    lines.next().is_none().then_some(Configured {
+        debian_patches,
+        applied,
+    })
+}
+
+/// An interrupted build that got through configure with these very arguments (so the same
+/// version, patches and prefix): ninja can go on from where it stopped.
+fn resumable(staging_dir: &Path, args: &[String]) -> Option<Configured> {
+    if !staging_dir.join("build/build.ninja").is_file() {
+        return None;
+    }
+    let text = std::fs::read_to_string(staging_dir.join(CONFIGURED)).ok()?;
+    parse_configured_marker(&text, args)
 }
 
 /// Stage 1: the build dependencies.
@@ -1098,6 +1192,39 @@ mod tests {
         assert!(args.contains(&format!(
             "--with-pkgversion=Debian {VERSION} + Monolith patches 0123456789ab"
         )));
+    }
+
+    #[test]
+    fn configured_marker_round_trip() {
+        let args = configure_args(Path::new("/c/k.partial/install"), VERSION, "0123456789ab");
+        let configured = Configured {
+            debian_patches: false,
+            applied: vec!["a.patch".into(), "orig-tarball/b.patch".into()],
+        };
+        let text = configured_marker(&args, &configured);
+        assert_eq!(
+            parse_configured_marker(&text, &args),
+            Some(configured.clone())
+        );
+        // Other arguments (another prefix, version or option): no resume.
+        let other = configure_args(Path::new("/elsewhere"), VERSION, "0123456789ab");
+        assert_eq!(parse_configured_marker(&text, &other), None);
+        let mut fewer = args.clone();
+        fewer.pop();
+        assert_eq!(parse_configured_marker(&text, &fewer), None);
+        assert_eq!(parse_configured_marker("", &args), None);
+        let no_patch_line = text.trim_end().rsplit_once('\n').unwrap().0;
+        assert_eq!(parse_configured_marker(no_patch_line, &args), None);
+        let extra = format!("{text}more\n");
+        assert_eq!(parse_configured_marker(&extra, &args), None);
+        let with_debian = Configured {
+            debian_patches: true,
+            applied: vec!["a.patch".into()],
+        };
+        assert_eq!(
+            parse_configured_marker(&configured_marker(&args, &with_debian), &args),
+            Some(with_debian)
+        );
     }
 
     #[test]
