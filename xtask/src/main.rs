@@ -12,7 +12,8 @@
 //!
 //! This file only parses the command line (`clap`: [`Cli`], one [`Verb`] per subcommand)
 //! and hands the verb to its module: `setup`, `build`, `run`, `test`, `bench`, `profile`,
-//! `fuzz`, `screendump`,
+//! `fuzz`, `screendump`, `qemu` (module [`qemu_build`]: the patched QEMU that hosts our
+//! vhost-user devices),
 //! each with its options (`Args`) and its entry point (`verb`). Adding a verb is one
 //! variant here plus one module. Errors are `anyhow` chains; the one that reaches `main`
 //! is printed once, whole (`{:#}`), and the exit code is non-zero.
@@ -83,6 +84,8 @@ enum Verb {
     Fuzz(fuzz::Args),
     /// Save what the running firmware's screen shows as a PNG (QMP screendump)
     Screendump(screendump::Args),
+    /// Build the patched QEMU (vhost-user-device user-creatable) into the user's cache
+    Qemu(qemu_build::Args),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Some(Verb::Profile(args)) => profile::verb(&args),
         Some(Verb::Fuzz(args)) => fuzz::verb(&args),
         Some(Verb::Screendump(args)) => screendump::verb(&args),
+        Some(Verb::Qemu(args)) => qemu_build::verb(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -150,6 +154,7 @@ mod tests {
             "profile",
             "fuzz",
             "screendump",
+            "qemu",
             "help",
         ] {
             assert!(
@@ -271,6 +276,16 @@ mod tests {
         assert!(parse("fuzz --seconds soon").is_err());
         assert!(parse("fuzz --jobs 0").is_err());
         assert!(parse("fuzz corpus").is_err());
+    }
+
+    #[test]
+    fn qemu_verb_force() {
+        assert_eq!(verb("qemu"), Verb::Qemu(qemu_build::Args { force: false }));
+        assert_eq!(
+            verb("qemu --force"),
+            Verb::Qemu(qemu_build::Args { force: true })
+        );
+        assert!(parse("qemu now").is_err());
     }
 
     #[test]

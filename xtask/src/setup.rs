@@ -162,10 +162,17 @@ fn apt_install_words(packages: &[&str], from_backports: bool) -> Vec<String> {
 
 /// The plan as shell lines a person pastes, for when xtask may not run it itself.
 pub fn manual_instructions(reason: &str, plan: &[Step]) -> String {
-    let mut text = format!(
+    format!(
         "setup cannot install the missing tools: {reason}.\n\
-         Run these commands, then run `cargo xtask setup` again:\n\n"
-    );
+         Run these commands, then run `cargo xtask setup` again:\n\n{}",
+        plan_commands(plan)
+    )
+}
+
+/// The plan's steps as shell lines, two spaces in, one per line (also used by
+/// [`crate::qemu_build`] for its build dependencies).
+pub fn plan_commands(plan: &[Step]) -> String {
+    let mut text = String::new();
     for step in plan {
         match step {
             Step::AddBackportsSource => {
@@ -198,19 +205,31 @@ pub fn manual_instructions(reason: &str, plan: &[Step]) -> String {
 
 /// Why this machine cannot run the plan itself, if it cannot.
 pub fn refusal_reason(euid: Option<u32>, os_release: Option<&str>) -> Option<String> {
-    let os = os_release.map(parse_os_release).unwrap_or_default();
-    if os.id != "debian" || os.version_id != "12" {
-        let name = if os.pretty_name.is_empty() {
-            "unknown OS"
-        } else {
-            &os.pretty_name
-        };
+    if let Err(name) = debian_12(os_release) {
         return Some(format!(
             "this machine is {name}, not Debian 12; the commands below are Debian 12's: \
              elsewhere install QEMU >= {MIN_QEMU_MAJOR} (qemu-system-aarch64), dtc and \
              fdtoverlay, and `rustup component add rust-src`"
         ));
     }
+    root_refusal(euid)
+}
+
+/// `Ok` on Debian 12, else the OS's name (`/etc/os-release` text, if readable).
+pub fn debian_12(os_release: Option<&str>) -> Result<(), String> {
+    let os = os_release.map(parse_os_release).unwrap_or_default();
+    if os.id == "debian" && os.version_id == "12" {
+        return Ok(());
+    }
+    Err(if os.pretty_name.is_empty() {
+        "unknown OS".to_string()
+    } else {
+        os.pretty_name
+    })
+}
+
+/// Why apt may not be run by this user (`euid` from [`effective_uid`]), if it may not.
+pub fn root_refusal(euid: Option<u32>) -> Option<String> {
     match euid {
         Some(0) => None,
         Some(uid) => Some(format!("not running as root (uid {uid})")),
@@ -271,13 +290,25 @@ pub fn qemu_gui_missing(
 }
 
 /// The installed version of Debian package `package`, if it is installed.
-fn dpkg_version(package: &str) -> Option<String> {
+pub fn dpkg_version(package: &str) -> Option<String> {
     let line = first_line_of(
         Path::new("dpkg-query"),
         &["-W", "-f=${db:Status-Abbrev} ${Version}", package],
     )?;
     let (status, version) = line.split_once(' ')?;
     (status.starts_with("ii") && !version.trim().is_empty()).then(|| version.trim().to_string())
+}
+
+/// `MONOLITH_QEMU=/path/to/qemu-system-aarch64`: the QEMU every verb runs instead of the
+/// one in PATH (for example the patched build of `cargo xtask qemu`). It is checked like
+/// the stock one (version >= 10); its data directory is still Debian's, which matches a
+/// build of the same version. Unset or empty: PATH.
+pub const QEMU_OVERRIDE_VAR: &str = "MONOLITH_QEMU";
+
+fn qemu_override() -> Option<PathBuf> {
+    std::env::var_os(QEMU_OVERRIDE_VAR)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Look `program` up in PATH (what `Command::new` would run), without running it.
@@ -319,7 +350,7 @@ fn probe() -> Probe {
     let mut lines = Vec::new();
     let mut missing = Missing::default();
 
-    let qemu = which("qemu-system-aarch64");
+    let qemu = qemu_override().or_else(|| which("qemu-system-aarch64"));
     let qemu_version = qemu
         .as_deref()
         .and_then(|q| first_line_of(q, &["--version"]));
@@ -468,7 +499,7 @@ fn detect_firmware_toolchain(
     }
 }
 
-fn backports_configured() -> bool {
+fn apt_source_texts() -> Vec<String> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
         files.extend(entries.flatten().map(|entry| entry.path()));
@@ -476,21 +507,72 @@ fn backports_configured() -> bool {
     files
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
-        .any(|text| {
-            text.lines()
-                .filter(|line| !line.trim_start().starts_with('#'))
-                .any(|line| line.contains("bookworm-backports"))
-        })
+        .collect()
 }
 
-fn effective_uid() -> Option<u32> {
+pub fn backports_configured() -> bool {
+    apt_source_texts().iter().any(|text| {
+        text.lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .any(|line| line.contains("bookworm-backports"))
+    })
+}
+
+/// Whether apt can download bookworm-backports *source* packages (`apt-get source`, for
+/// [`crate::qemu_build`]): some sources file has a `deb-src` entry for the suite.
+pub fn backports_deb_src_configured() -> bool {
+    apt_source_texts()
+        .iter()
+        .any(|text| has_backports_deb_src(text))
+}
+
+/// [`backports_deb_src_configured`] for one file's text: a one-line `deb-src URI
+/// bookworm-backports ...` entry, or a deb822 stanza whose `Types:` has `deb-src` and whose
+/// `Suites:` has `bookworm-backports` (and is not `Enabled: no`).
+pub fn has_backports_deb_src(text: &str) -> bool {
+    let lines = || {
+        text.lines()
+            .map(str::trim)
+            .filter(|line| !line.starts_with('#'))
+    };
+    let one_line = lines().any(|line| {
+        let mut words = line.split_whitespace();
+        words.next() == Some("deb-src") && words.any(|word| word == "bookworm-backports")
+    });
+    let deb822 = text.split("\n\n").any(|stanza| {
+        let mut types = false;
+        let mut suite = false;
+        let mut enabled = true;
+        for line in stanza
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+        {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let mut words = value.split_whitespace();
+            match key.trim().to_ascii_lowercase().as_str() {
+                "types" => types = words.any(|w| w == "deb-src"),
+                "suites" => suite = words.any(|w| w == "bookworm-backports"),
+                "enabled" => enabled = value.trim() != "no",
+                _ => {}
+            }
+        }
+        types && suite && enabled
+    });
+    one_line || deb822
+}
+
+pub fn effective_uid() -> Option<u32> {
     first_line_of(Path::new("id"), &["-u"])?.parse().ok()
 }
 
-fn run_step(step: &Step) -> Result<()> {
+/// Carry out one step as root, its output streamed, each action announced as `label: ...`.
+pub fn run_step(label: &str, step: &Step) -> Result<()> {
     let words: Vec<String> = match step {
         Step::AddBackportsSource => {
-            println!("setup: writing {BACKPORTS_SOURCE_PATH}");
+            println!("{label}: writing {BACKPORTS_SOURCE_PATH}");
             return std::fs::write(BACKPORTS_SOURCE_PATH, BACKPORTS_SOURCE)
                 .with_context(|| format!("writing {BACKPORTS_SOURCE_PATH}"));
         }
@@ -500,7 +582,7 @@ fn run_step(step: &Step) -> Result<()> {
             from_backports,
         } => apt_install_words(packages, *from_backports),
     };
-    println!("setup: running `{}`", words.join(" "));
+    println!("{label}: running `{}`", words.join(" "));
     let status = Command::new(&words[0])
         .args(&words[1..])
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -522,6 +604,18 @@ pub fn verb() -> Result<ExitCode> {
 /// Check the tools; install what is missing where that is allowed. Idempotent.
 pub fn ensure() -> Result<Tools> {
     println!("== setup");
+    if let Some(qemu) = qemu_override() {
+        // Installing Debian's QEMU would not help a QEMU named by hand: say so instead.
+        let major = first_line_of(&qemu, &["--version"]).and_then(|v| parse_qemu_major(&v));
+        if major.is_none_or(|major| major < MIN_QEMU_MAJOR) {
+            bail!(
+                "{QEMU_OVERRIDE_VAR}={} is not a QEMU >= {MIN_QEMU_MAJOR} (`--version` failed \
+                 or is older); unset it, or point it at a qemu-system-aarch64 (`cargo xtask \
+                 qemu` builds one)",
+                qemu.display()
+            );
+        }
+    }
     let first = probe();
     for line in &first.lines {
         println!("setup: {line}");
@@ -535,7 +629,7 @@ pub fn ensure() -> Result<Tools> {
         bail!(manual_instructions(&reason, &plan));
     }
     for step in &plan {
-        run_step(step)?;
+        run_step("setup", step)?;
     }
     let second = probe();
     for line in &second.lines {
@@ -717,6 +811,29 @@ mod tests {
         let update = text.find("apt-get update").unwrap();
         let install = text.find("apt-get install").unwrap();
         assert!(source < update && update < install);
+    }
+
+    #[test]
+    fn backports_deb_src_detection() {
+        assert!(has_backports_deb_src(BACKPORTS_SOURCE));
+        let binary_only = BACKPORTS_SOURCE.replace("Types: deb deb-src", "Types: deb");
+        assert!(!has_backports_deb_src(&binary_only));
+        let disabled = format!("{BACKPORTS_SOURCE}Enabled: no\n");
+        assert!(!has_backports_deb_src(&disabled));
+        // deb-src for another suite, and bookworm-backports binaries in the next stanza.
+        let split = "Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n\n\
+                     Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\n";
+        assert!(!has_backports_deb_src(split));
+        assert!(has_backports_deb_src(
+            "deb http://deb.debian.org/debian bookworm main\n\
+             deb-src http://deb.debian.org/debian bookworm-backports main\n"
+        ));
+        assert!(!has_backports_deb_src(
+            "# deb-src http://deb.debian.org/debian bookworm-backports main\n"
+        ));
+        assert!(!has_backports_deb_src(
+            "deb http://deb.debian.org/debian bookworm-backports main\n"
+        ));
     }
 
     #[test]
