@@ -135,7 +135,6 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
 
 /// A complete build for the installed QEMU version and the current patches, if there is
 /// one. No side effects beyond one `dpkg-query` and reading the patch files.
-#[allow(dead_code)] // API for the board wiring: boards that need the patched QEMU.
 pub fn cached() -> Option<PatchedQemu> {
     let version = setup::dpkg_version(QEMU_BINARY_PACKAGE)?;
     let patches = read_patches().ok()?;
