@@ -5,12 +5,12 @@
 //! vertical bars 16 pixels wide that move 8 pixels a frame, a frame counter in the top left
 //! corner (8 blocks of 16x16, bit i of the frame number white or black), and chroma
 //! gradients that drift in opposite directions. Same arguments, same bytes: one encoder
-//! thread, no frame skipping, a fixed bitrate target. A resolution change (`--then`) is a
+//! thread, no frame skipping, a fixed quantiser (26). A resolution change (`--then`) is a
 //! second encoder session concatenated after the first: new SPS, PPS and IDR.
 #![forbid(unsafe_code)]
 
 use anyhow::{bail, Context, Result};
-use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, Profile, RateControlMode};
+use openh264::encoder::{Encoder, EncoderConfig, FrameRate, Profile, QpRange, RateControlMode};
 use openh264::formats::YUVBuffer;
 use openh264::OpenH264API;
 
@@ -76,8 +76,10 @@ fn encode_segment(segment: Segment, fps: f32, first_frame: u32, out: &mut Vec<u8
         .num_threads(1)
         .skip_frames(false)
         .max_frame_rate(FrameRate::from_hz(fps))
-        .rate_control_mode(RateControlMode::Bitrate)
-        .bitrate(BitRate::from_bps(2_000_000))
+        // A fixed quantiser instead of rate control: rate control wants frame skipping,
+        // and a skipped frame would make the clip's frame count differ from --frames.
+        .rate_control_mode(RateControlMode::Off)
+        .qp(QpRange::new(26, 26))
         .scene_change_detect(false)
         .background_detection(false)
         .adaptive_quantization(false);

@@ -1,6 +1,7 @@
 //! `monolith-video-device`: the command line. `serve` runs the vhost-user device; `encode`,
 //! `decode` and `probe` are the offline tools the tests use (see the crate docs).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -117,8 +118,10 @@ fn run(cli: Cli) -> Result<()> {
             if frames.is_empty() {
                 bail!("{}: no frame decoded", clip.display());
             }
+            let mut out = std::io::stdout().lock();
             for (n, f) in frames.iter().enumerate() {
-                println!("frame {n} {}x{} crc32 {:08x}", f.width, f.height, f.crc);
+                writeln!(out, "frame {n} {}x{} crc32 {:08x}", f.width, f.height, f.crc)
+                    .context("writing to stdout")?;
             }
             if let Some(path) = dump_last {
                 std::fs::write(&path, &last).with_context(|| format!("writing {}", path.display()))?;
