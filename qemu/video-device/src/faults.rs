@@ -5,7 +5,8 @@
 //! - `error-response=CMD@N[/CODE]`: the Nth command (1-based) of type CMD gets an error
 //!   response instead of being handled (CODE 0x300..=0x305, default 0x300).
 //! - `error-event@FRAME`: once a stream has delivered its FRAMEth decoded frame (1-based), the
-//!   device sends an ERROR event for it and stops decoding that stream.
+//!   device sends an ERROR event for it and stops decoding that stream (the first stream
+//!   to get there; once per device lifetime, like every fault).
 //! - `stall@FRAME`: once any stream has delivered frame FRAME, the device stops answering the
 //!   command queue; chains stay unanswered until the driver resets the device.
 #![forbid(unsafe_code)]

@@ -50,6 +50,7 @@ pub struct Device {
     events: EventQueue,
     stalled: bool,
     stall_fired: bool,
+    error_event_fired: bool,
     /// Chains kept unanswered while stalled.
     unanswered: u64,
     completions: Vec<Completion>,
@@ -76,6 +77,7 @@ impl Device {
             events: EventQueue::default(),
             stalled: false,
             stall_fired: false,
+            error_event_fired: false,
             unanswered: 0,
             completions: Vec::new(),
         }
@@ -174,6 +176,7 @@ impl Device {
             mem,
             faults: &self.faults,
             stall_armed: !self.stall_fired,
+            error_event_armed: !self.error_event_fired,
             effects: Effects::default(),
         };
         let (reply, chain, pump) = handle(
@@ -197,6 +200,7 @@ impl Device {
         }
         effects.events.append(&mut ctx.effects.events);
         effects.stall |= ctx.effects.stall;
+        self.error_event_fired |= effects.error_event | ctx.effects.error_event;
         self.completions.append(&mut ctx.effects.completions);
         for event in effects.events {
             self.events.send(mem, event, &mut self.completions);

@@ -61,6 +61,8 @@ pub struct Effects {
     pub events: Vec<Event>,
     /// A stall fault fired: stop answering the command queue.
     pub stall: bool,
+    /// The error-event fault fired.
+    pub error_event: bool,
 }
 
 /// What one call into a stream needs from the device.
@@ -69,6 +71,8 @@ pub struct Ctx<'a, M> {
     pub faults: &'a Faults,
     /// May a stall fault still fire (faults fire once per device lifetime)?
     pub stall_armed: bool,
+    /// May the error-event fault still fire?
+    pub error_event_armed: bool,
     pub effects: Effects,
 }
 
@@ -256,8 +260,9 @@ impl Frames {
             return;
         }
         self.delivered += 1;
-        if ctx.faults.error_event_after(self.delivered) {
+        if ctx.error_event_armed && !ctx.effects.error_event && ctx.faults.error_event_after(self.delivered) {
             warn!("stream {}: fault: ERROR event after frame {}", self.stream_id, self.delivered);
+            ctx.effects.error_event = true;
             self.fail(ctx);
         }
         if ctx.stall_armed && ctx.faults.stall_after(self.delivered) {
@@ -533,12 +538,39 @@ impl Stream {
         self.frames.give_back(ctx);
     }
 
+    /// Answer the oldest input once every NAL unit of it went to the decoder, even while
+    /// its pictures are still held: the driver may refill it.
+    fn finish_consumed_input<M: GuestMemory>(&mut self, ctx: &mut Ctx<'_, M>) {
+        let Some(input) = self.queued_inputs.front() else {
+            return;
+        };
+        let Some(data) = &input.data else {
+            return;
+        };
+        if annexb::next_nal(data, input.consumed).is_some() {
+            return;
+        }
+        let Some(input) = self.queued_inputs.pop_front() else {
+            return;
+        };
+        let flags = if input.error { buffer_flag::ERR } else { 0 };
+        if let Some(r) = self.inputs.get_mut(input.resource_id) {
+            r.queued = false;
+        }
+        ctx.effects.completions.push(input.chain.respond(
+            ctx.mem,
+            QueueIndex::Command,
+            &queue_response(input.timestamp, flags, self.id),
+        ));
+    }
+
     /// Move what can move: held pictures out, bitstream in, EOS at the end of a drain.
     pub fn pump<M: GuestMemory>(&mut self, ctx: &mut Ctx<'_, M>) {
         loop {
             if self.frames.failed || ctx.effects.stall {
                 return;
             }
+            self.finish_consumed_input(ctx);
             self.frames.place_held(ctx);
             if !self.frames.held.is_empty() || self.frames.failed || ctx.effects.stall {
                 return;
@@ -594,20 +626,8 @@ impl Stream {
                         input.error = true;
                     }
                 }
-                None => {
-                    let flags = if input.error { buffer_flag::ERR } else { 0 };
-                    let (timestamp, resource_id) = (input.timestamp, input.resource_id);
-                    if let Some(input) = self.queued_inputs.pop_front() {
-                        ctx.effects.completions.push(input.chain.respond(
-                            ctx.mem,
-                            QueueIndex::Command,
-                            &queue_response(timestamp, flags, self.id),
-                        ));
-                    }
-                    if let Some(r) = self.inputs.get_mut(resource_id) {
-                        r.queued = false;
-                    }
-                }
+                // Consumed: answered at the top of the loop.
+                None => {}
             }
         }
     }

@@ -32,6 +32,7 @@ fn error_response_on_a_resource_queue() {
     // The faulted queue was answered 0x300 at once (a plain command answer, not a
     // buffer), so one of the three output buffers never reached the device.
     assert_eq!(p.frames.len(), 1);
+    assert_eq!(p.refused.len(), 1);
     p.feed(&nal(fake::NOW, 16, 16, 2), 2);
     p.feed(&nal(fake::NOW, 16, 16, 3), 3);
     assert_eq!(p.frames.len(), 3);
@@ -45,6 +46,7 @@ fn error_event_after_frame_stops_the_stream() {
     assert_eq!(p.frames.len(), 2);
     assert_eq!(p.events.last().map(|e| (e.event_type, e.stream_id)), Some((event::ERROR, 1)));
     assert!(p.t.dev.stream(1).unwrap().failed());
+    assert_eq!(p.refused.len(), 1, "re-queueing on a failed stream is refused");
     err(&p.t.cmd(&queue(1, QueueType::Input, 0, 3, 1)), ErrorCode::InvalidOperation);
     // Recovery: destroy returns the pending buffers, a new stream decodes.
     ok(&p.t.cmd(&StreamDestroy.encode(1)));
