@@ -248,7 +248,9 @@ mod tests {
 
     #[test]
     fn nal_units_split_on_three_and_four_byte_start_codes() {
-        let data = [9, 0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65];
+        let data = [
+            9, 0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65,
+        ];
         let nals: Vec<&[u8]> = nal_units(&data).collect();
         assert_eq!(nals, vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65][..]]);
         assert_eq!(next_nal(&data, 0), Some((1, 8)));

@@ -29,7 +29,11 @@ pub fn parse_size(text: &str) -> Result<(u32, u32)> {
         .with_context(|| format!("size {text:?} is not WxH"))?;
     let w: u32 = w.parse().with_context(|| format!("width in {text:?}"))?;
     let h: u32 = h.parse().with_context(|| format!("height in {text:?}"))?;
-    if !(16..=1920).contains(&w) || !(16..=1088).contains(&h) || w % 2 != 0 || h % 2 != 0 {
+    if !(16..=1920).contains(&w)
+        || !(16..=1088).contains(&h)
+        || !w.is_multiple_of(2)
+        || !h.is_multiple_of(2)
+    {
         bail!("size {w}x{h}: width 16..=1920 and height 16..=1088, both even");
     }
     Ok((w, h))

@@ -300,11 +300,32 @@ mod tests {
     fn layouts_match_the_documented_geometry() {
         let argb = FrameLayout::new(OutputFormat::Argb8888, 320, 240);
         assert_eq!(argb.num_planes, 1);
-        assert_eq!(argb.planes[0], Plane { offset: 0, stride: 1280, size: 1280 * 240 });
+        assert_eq!(
+            argb.planes[0],
+            Plane {
+                offset: 0,
+                stride: 1280,
+                size: 1280 * 240
+            }
+        );
         assert_eq!(argb.total_size(), 320 * 240 * 4);
         let nv12 = FrameLayout::new(OutputFormat::Nv12, 320, 240);
-        assert_eq!(nv12.planes[0], Plane { offset: 0, stride: 320, size: 76800 });
-        assert_eq!(nv12.planes[1], Plane { offset: 76800, stride: 320, size: 38400 });
+        assert_eq!(
+            nv12.planes[0],
+            Plane {
+                offset: 0,
+                stride: 320,
+                size: 76800
+            }
+        );
+        assert_eq!(
+            nv12.planes[1],
+            Plane {
+                offset: 76800,
+                stride: 320,
+                size: 38400
+            }
+        );
         assert_eq!(nv12.total_size(), 320 * 240 * 3 / 2);
         let formats = nv12.plane_formats();
         assert_eq!((formats[1].plane_size, formats[1].stride), (38400, 320));
@@ -332,22 +353,45 @@ mod tests {
     fn nv12_interleaves_chroma_and_drops_decoder_padding() {
         let (w, h, stride) = (8, 4, 16);
         let (y, u, v) = picture(w, h, stride);
-        let pic = Picture { width: w, height: h, y: &y, u: &u, v: &v, y_stride: stride, uv_stride: stride / 2 };
+        let pic = Picture {
+            width: w,
+            height: h,
+            y: &y,
+            u: &u,
+            v: &v,
+            y_stride: stride,
+            uv_stride: stride / 2,
+        };
         let layout = FrameLayout::new(OutputFormat::Nv12, w, h);
         let mut out = Vec::new();
         convert(&pic, &layout, &mut out).unwrap();
         assert_eq!(out.len(), 48);
-        assert_eq!(&out[8..16], &y[16..24], "row 1 of Y comes from the decoder's row 1");
+        assert_eq!(
+            &out[8..16],
+            &y[16..24],
+            "row 1 of Y comes from the decoder's row 1"
+        );
         assert_eq!(out[32], u[0]);
         assert_eq!(out[33], v[0]);
-        assert_eq!(out[40], u[8], "chroma row 1 starts at the decoder's chroma stride");
+        assert_eq!(
+            out[40], u[8],
+            "chroma row 1 starts at the decoder's chroma stride"
+        );
     }
 
     #[test]
     fn argb_and_the_owned_copy_convert_alike() {
         let (w, h, stride) = (6, 4, 32);
         let (y, u, v) = picture(w, h, stride);
-        let pic = Picture { width: w, height: h, y: &y, u: &u, v: &v, y_stride: stride, uv_stride: stride / 2 };
+        let pic = Picture {
+            width: w,
+            height: h,
+            y: &y,
+            u: &u,
+            v: &v,
+            y_stride: stride,
+            uv_stride: stride / 2,
+        };
         let layout = FrameLayout::new(OutputFormat::Argb8888, w, h);
         let mut direct = Vec::new();
         convert(&pic, &layout, &mut direct).unwrap();
@@ -356,12 +400,23 @@ mod tests {
         convert(&owned.as_picture(), &layout, &mut held).unwrap();
         assert_eq!(direct, held);
         // Byte 28 is row 1, pixel 1: its chroma sample is (0, 0).
-        assert_eq!(&direct[4 * 7..4 * 8], &yuv_to_bgra(y[stride + 1], u[0], v[0]));
+        assert_eq!(
+            &direct[4 * 7..4 * 8],
+            &yuv_to_bgra(y[stride + 1], u[0], v[0])
+        );
     }
 
     #[test]
     fn a_short_plane_is_padded_not_a_panic() {
-        let pic = Picture { width: 4, height: 4, y: &[200; 5], u: &[], v: &[], y_stride: 4, uv_stride: 2 };
+        let pic = Picture {
+            width: 4,
+            height: 4,
+            y: &[200; 5],
+            u: &[],
+            v: &[],
+            y_stride: 4,
+            uv_stride: 2,
+        };
         let mut out = Vec::new();
         convert(&pic, &FrameLayout::new(OutputFormat::Nv12, 4, 4), &mut out).unwrap();
         assert_eq!(out.len(), 24);

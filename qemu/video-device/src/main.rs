@@ -15,7 +15,11 @@ use monolith_video_device::openh264_codec::OpenH264;
 use monolith_video_device::{reference, serve};
 
 #[derive(Parser, Debug)]
-#[command(name = "monolith-video-device", version, about = "vhost-user virtio-video H.264 decoder device")]
+#[command(
+    name = "monolith-video-device",
+    version,
+    about = "vhost-user virtio-video H.264 decoder device"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,7 +112,8 @@ fn run(cli: Cli) -> Result<()> {
             format,
             dump_last,
         } => {
-            let bytes = std::fs::read(&clip).with_context(|| format!("reading {}", clip.display()))?;
+            let bytes =
+                std::fs::read(&clip).with_context(|| format!("reading {}", clip.display()))?;
             let format = match format {
                 FormatArg::Argb8888 => OutputFormat::Argb8888,
                 FormatArg::Nv12 => OutputFormat::Nv12,
@@ -120,16 +125,22 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut out = std::io::stdout().lock();
             for (n, f) in frames.iter().enumerate() {
-                writeln!(out, "frame {n} {}x{} crc32 {:08x}", f.width, f.height, f.crc)
-                    .context("writing to stdout")?;
+                writeln!(
+                    out,
+                    "frame {n} {}x{} crc32 {:08x}",
+                    f.width, f.height, f.crc
+                )
+                .context("writing to stdout")?;
             }
             if let Some(path) = dump_last {
-                std::fs::write(&path, &last).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, &last)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(())
         }
         Command::Probe { clip } => {
-            let bytes = std::fs::read(&clip).with_context(|| format!("reading {}", clip.display()))?;
+            let bytes =
+                std::fs::read(&clip).with_context(|| format!("reading {}", clip.display()))?;
             let sps = reference::probe(&bytes).with_context(|| clip.display().to_string())?;
             println!(
                 "{}: H.264 {} (profile_idc {}, level {}), {}x{}",

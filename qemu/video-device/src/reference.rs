@@ -57,7 +57,8 @@ pub fn decode_clip(
 
 /// The clip's first SPS, which must be (Constrained) Baseline: its size and profile.
 pub fn probe(clip: &[u8]) -> Result<annexb::Sps> {
-    let Some(payload) = annexb::nal_units(clip).find(|n| n.first().map(|b| b & 0x1f) == Some(NAL_SPS))
+    let Some(payload) =
+        annexb::nal_units(clip).find(|n| n.first().map(|b| b & 0x1f) == Some(NAL_SPS))
     else {
         bail!("no H.264 sequence parameter set found: not an Annex-B H.264 stream");
     };

@@ -83,7 +83,11 @@ impl fmt::Display for ChainError {
                 write!(f, "readable part of {n} bytes, at most {MAX_REQUEST}")
             }
             ChainError::Unreadable(a) => {
-                write!(f, "readable descriptor at {:#x} is outside guest memory", a.0)
+                write!(
+                    f,
+                    "readable descriptor at {:#x} is outside guest memory",
+                    a.0
+                )
             }
         }
     }
@@ -107,7 +111,10 @@ impl Chain {
 
     /// Readable descriptors first, then writable ones?
     pub fn well_ordered(&self) -> bool {
-        self.descs.iter().skip_while(|d| !d.writable).all(|d| d.writable)
+        self.descs
+            .iter()
+            .skip_while(|d| !d.writable)
+            .all(|d| d.writable)
     }
 
     /// The request: the readable descriptors' bytes, concatenated.

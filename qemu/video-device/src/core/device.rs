@@ -25,8 +25,8 @@
 
 use log::{debug, warn};
 use monolith::virtio::video::wire::{
-    cmd, encode_error, ErrorCode, Format, GetParamsResp, Header, MemType, Message, NoData,
-    Request, WireError,
+    cmd, encode_error, ErrorCode, Format, GetParamsResp, Header, MemType, Message, NoData, Request,
+    WireError,
 };
 use vm_memory::GuestMemory;
 

@@ -13,7 +13,9 @@
 //! never land in old-size buffers.
 #![forbid(unsafe_code)]
 
-use monolith::virtio::video::wire::{planes_layout, ErrorCode, MemEntry, QueueType, ResourceCreate};
+use monolith::virtio::video::wire::{
+    planes_layout, ErrorCode, MemEntry, QueueType, ResourceCreate,
+};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use crate::frame::FrameLayout;
@@ -75,7 +77,11 @@ impl Resource {
                     }
                     for (plane, &offset) in layout.planes.iter_mut().zip(offsets) {
                         plane.offset = offset as usize;
-                        if plane.offset.checked_add(plane.size).is_none_or(|end| end > len) {
+                        if plane
+                            .offset
+                            .checked_add(plane.size)
+                            .is_none_or(|end| end > len)
+                        {
                             return Err(ErrorCode::InvalidParameter);
                         }
                     }

@@ -162,8 +162,7 @@ fn queue_response(timestamp: u64, flags: u32, stream_id: u32) -> Vec<u8> {
 
 impl Frames {
     fn layout(&self) -> Option<FrameLayout> {
-        self.size
-            .map(|(w, h)| FrameLayout::new(self.format, w, h))
+        self.size.map(|(w, h)| FrameLayout::new(self.format, w, h))
     }
 
     /// Is the oldest queued output buffer one made for the current layout?
@@ -182,7 +181,12 @@ impl Frames {
             })
     }
 
-    fn on_picture<M: GuestMemory>(&mut self, picture: &Picture<'_>, timestamp: u64, ctx: &mut Ctx<'_, M>) {
+    fn on_picture<M: GuestMemory>(
+        &mut self,
+        picture: &Picture<'_>,
+        timestamp: u64,
+        ctx: &mut Ctx<'_, M>,
+    ) {
         if self.failed {
             return;
         }
@@ -190,7 +194,10 @@ impl Frames {
         if self.size != Some(size) {
             let (w, h) = (picture.width as u32, picture.height as u32);
             if !super::caps::WIDTH.contains(w) || !super::caps::HEIGHT.contains(h) {
-                warn!("stream {}: decoded size {w}x{h} is outside what the device offers", self.stream_id);
+                warn!(
+                    "stream {}: decoded size {w}x{h} is outside what the device offers",
+                    self.stream_id
+                );
                 self.fail(ctx);
                 return;
             }
@@ -239,7 +246,12 @@ impl Frames {
 
     /// Convert `picture` into the front output buffer (which [`Self::front_usable`]
     /// approved) and answer its chain.
-    fn deliver<M: GuestMemory>(&mut self, picture: &Picture<'_>, timestamp: u64, ctx: &mut Ctx<'_, M>) {
+    fn deliver<M: GuestMemory>(
+        &mut self,
+        picture: &Picture<'_>,
+        timestamp: u64,
+        ctx: &mut Ctx<'_, M>,
+    ) {
         let Some(out) = self.queued.pop_front() else {
             return;
         };
@@ -260,13 +272,22 @@ impl Frames {
             return;
         }
         self.delivered += 1;
-        if ctx.error_event_armed && !ctx.effects.error_event && ctx.faults.error_event_after(self.delivered) {
-            warn!("stream {}: fault: ERROR event after frame {}", self.stream_id, self.delivered);
+        if ctx.error_event_armed
+            && !ctx.effects.error_event
+            && ctx.faults.error_event_after(self.delivered)
+        {
+            warn!(
+                "stream {}: fault: ERROR event after frame {}",
+                self.stream_id, self.delivered
+            );
             ctx.effects.error_event = true;
             self.fail(ctx);
         }
         if ctx.stall_armed && ctx.faults.stall_after(self.delivered) {
-            warn!("fault: the command queue stalls after frame {}", self.delivered);
+            warn!(
+                "fault: the command queue stalls after frame {}",
+                self.delivered
+            );
             ctx.effects.stall = true;
         }
     }
@@ -297,7 +318,10 @@ fn write_frame<M: GuestMemory>(mem: &M, resource: &Resource, picture: &Picture<'
     }
     let len = resource.len as usize;
     if layout.total_size() > len || !mem.check_range(resource.addr, len, Permissions::Write) {
-        warn!("output resource {} is no longer inside guest memory", resource.id);
+        warn!(
+            "output resource {} is no longer inside guest memory",
+            resource.id
+        );
         return false;
     }
     let mut sink = GuestSink {
@@ -605,29 +629,29 @@ impl Stream {
                 return;
             };
             if input.data.is_none() {
-                input.data = Some(read_input(ctx.mem, self.inputs.get(input.resource_id), input.size).unwrap_or_else(|| {
-                    input.error = true;
-                    Vec::new()
-                }));
+                input.data = Some(
+                    read_input(ctx.mem, self.inputs.get(input.resource_id), input.size)
+                        .unwrap_or_else(|| {
+                            input.error = true;
+                            Vec::new()
+                        }),
+                );
             }
             let data = input.data.as_deref().unwrap_or_default();
-            match annexb::next_nal(data, input.consumed) {
-                Some((start, end)) => {
-                    input.consumed = end;
-                    let timestamp = input.timestamp;
-                    self.frames.last_timestamp = timestamp;
-                    let frames = &mut self.frames;
-                    let nal = data.get(start..end).unwrap_or_default();
-                    if let Err(e) = self
-                        .decoder
-                        .decode(nal, &mut |p| frames.on_picture(p, timestamp, ctx))
-                    {
-                        warn!("stream {}: input {}: {e}", self.id, input.resource_id);
-                        input.error = true;
-                    }
+            // No NAL unit left: the top of the loop answers the input.
+            if let Some((start, end)) = annexb::next_nal(data, input.consumed) {
+                input.consumed = end;
+                let timestamp = input.timestamp;
+                self.frames.last_timestamp = timestamp;
+                let frames = &mut self.frames;
+                let nal = data.get(start..end).unwrap_or_default();
+                if let Err(e) = self
+                    .decoder
+                    .decode(nal, &mut |p| frames.on_picture(p, timestamp, ctx))
+                {
+                    warn!("stream {}: input {}: {e}", self.id, input.resource_id);
+                    input.error = true;
                 }
-                // Consumed: answered at the top of the loop.
-                None => {}
             }
         }
     }
@@ -636,12 +660,18 @@ impl Stream {
 /// An input buffer's bitstream, if its resource still lies in guest memory.
 fn read_input<M: GuestMemory>(mem: &M, resource: Option<&Resource>, size: u32) -> Option<Vec<u8>> {
     let resource = resource?;
-    let addr = resource.addr.0.checked_add(u64::from(resource.data_offset))?;
+    let addr = resource
+        .addr
+        .0
+        .checked_add(u64::from(resource.data_offset))?;
     let mut data = vec![0u8; size as usize];
     match mem.read_slice(&mut data, GuestAddress(addr)) {
         Ok(()) => Some(data),
         Err(_) => {
-            warn!("input resource {} is no longer inside guest memory", resource.id);
+            warn!(
+                "input resource {} is no longer inside guest memory",
+                resource.id
+            );
             None
         }
     }

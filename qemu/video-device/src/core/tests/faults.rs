@@ -1,6 +1,8 @@
 //! Each fault, through the core.
 
-use monolith::virtio::video::wire::{event, ErrorCode, Format, MemEntry, QueueType, StreamDestroy, Message};
+use monolith::virtio::video::wire::{
+    event, ErrorCode, Format, MemEntry, Message, QueueType, StreamDestroy,
+};
 
 use super::decode::Player;
 use super::fake::{self, nal};
@@ -14,13 +16,21 @@ fn player(fault: &str) -> Player {
 
 #[test]
 fn error_response_hits_the_nth_command_of_its_type_once() {
-    let mut t = T::new(Box::new(fake::FakeFactory), Faults::new(vec!["error-response=stream-create@2/0x301".parse().unwrap()]));
+    let mut t = T::new(
+        Box::new(fake::FakeFactory),
+        Faults::new(vec!["error-response=stream-create@2/0x301"
+            .parse()
+            .unwrap()]),
+    );
     ok(&t.cmd(&stream_create(1)));
     err(&t.cmd(&stream_create(2)), ErrorCode::OutOfMemory);
-    assert!(t.dev.stream(2).is_none(), "the faulted command was not carried out");
+    assert!(
+        t.dev.stream(2).is_none(),
+        "the faulted command was not carried out"
+    );
     ok(&t.cmd(&stream_create(2)));
     t.dev.reset();
-    ok(&t.cmd(&stream_create(2)), );
+    ok(&t.cmd(&stream_create(2)));
 }
 
 #[test]
@@ -44,10 +54,20 @@ fn error_event_after_frame_stops_the_stream() {
     p.feed(&nal(fake::NOW, 16, 16, 1), 1);
     p.feed(&nal(fake::NOW, 16, 16, 2), 2);
     assert_eq!(p.frames.len(), 2);
-    assert_eq!(p.events.last().map(|e| (e.event_type, e.stream_id)), Some((event::ERROR, 1)));
+    assert_eq!(
+        p.events.last().map(|e| (e.event_type, e.stream_id)),
+        Some((event::ERROR, 1))
+    );
     assert!(p.t.dev.stream(1).unwrap().failed());
-    assert_eq!(p.refused.len(), 1, "re-queueing on a failed stream is refused");
-    err(&p.t.cmd(&queue(1, QueueType::Input, 0, 3, 1)), ErrorCode::InvalidOperation);
+    assert_eq!(
+        p.refused.len(),
+        1,
+        "re-queueing on a failed stream is refused"
+    );
+    err(
+        &p.t.cmd(&queue(1, QueueType::Input, 0, 3, 1)),
+        ErrorCode::InvalidOperation,
+    );
     // Recovery: destroy returns the pending buffers, a new stream decodes.
     ok(&p.t.cmd(&StreamDestroy.encode(1)));
     p.process();
@@ -65,7 +85,10 @@ fn stall_after_frame_keeps_chains_until_reset() {
     assert_eq!(p.frames.len(), 1);
     assert!(p.t.dev.is_stalled());
     let head = p.t.send(&[&stream_create(5)], &[RESP]);
-    assert!(p.t.drain_backlog().iter().all(|a| a.head != head), "stalled: not answered");
+    assert!(
+        p.t.drain_backlog().iter().all(|a| a.head != head),
+        "stalled: not answered"
+    );
     assert!(p.t.dev.unanswered() >= 1);
     p.t.dev.reset();
     assert!(!p.t.dev.is_stalled());

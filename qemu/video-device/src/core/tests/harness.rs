@@ -35,7 +35,10 @@ impl Guest {
     pub fn alloc(&mut self, len: usize) -> GuestAddress {
         let addr = GuestAddress(self.next);
         self.next += (len as u64).div_ceil(64) * 64;
-        assert!(self.next <= RAM_BASE + RAM_SIZE as u64, "test guest memory exhausted");
+        assert!(
+            self.next <= RAM_BASE + RAM_SIZE as u64,
+            "test guest memory exhausted"
+        );
         self.mem.write_slice(&vec![0xEE; len], addr).unwrap();
         addr
     }
@@ -112,11 +115,19 @@ impl T {
         for part in readable {
             let addr = self.g.alloc(part.len().max(1));
             self.g.mem.write_slice(part, addr).unwrap();
-            descs.push(Desc { addr, len: part.len() as u32, writable: false });
+            descs.push(Desc {
+                addr,
+                len: part.len() as u32,
+                writable: false,
+            });
         }
         for &len in writable {
             let addr = self.g.alloc(len as usize);
-            descs.push(Desc { addr, len, writable: true });
+            descs.push(Desc {
+                addr,
+                len,
+                writable: true,
+            });
         }
         self.raw_chain(descs)
     }
@@ -140,7 +151,10 @@ impl T {
     }
 
     fn answer(&mut self, c: Completion) -> Answer {
-        let chain = self.chains.remove(&c.head).expect("completion for a chain never sent (or answered twice)");
+        let chain = self
+            .chains
+            .remove(&c.head)
+            .expect("completion for a chain never sent (or answered twice)");
         let mut bytes = Vec::new();
         for d in chain.descs.iter().filter(|d| d.writable) {
             if bytes.len() >= c.len as usize {
@@ -149,7 +163,12 @@ impl T {
             let n = (d.len as usize).min(c.len as usize - bytes.len());
             bytes.extend(self.g.read(d.addr, n));
         }
-        Answer { head: c.head, queue: c.queue, len: c.len, bytes }
+        Answer {
+            head: c.head,
+            queue: c.queue,
+            len: c.len,
+            bytes,
+        }
     }
 
     /// Send one request (one readable descriptor, [`RESP`] writable bytes) and return the
@@ -190,12 +209,22 @@ impl T {
 }
 
 pub fn ok(a: &Answer) {
-    assert_eq!(a.type_(), wire::resp::OK_NODATA, "expected OK_NODATA, got {:x?}", a.bytes);
+    assert_eq!(
+        a.type_(),
+        wire::resp::OK_NODATA,
+        "expected OK_NODATA, got {:x?}",
+        a.bytes
+    );
     assert_eq!(a.len, 8);
 }
 
 pub fn err(a: &Answer, code: wire::ErrorCode) {
-    assert_eq!(a.type_(), code as u32, "expected {code}, got {:x?}", a.bytes);
+    assert_eq!(
+        a.type_(),
+        code as u32,
+        "expected {code}, got {:x?}",
+        a.bytes
+    );
     assert_eq!(a.len, 8);
 }
 
@@ -212,10 +241,19 @@ pub fn params_of(a: &Answer) -> Params {
 }
 
 pub fn set_output_format(id: u32, format: Format) -> Vec<u8> {
-    SetParams { params: Params::new(QueueType::Output, format) }.encode(id)
+    SetParams {
+        params: Params::new(QueueType::Output, format),
+    }
+    .encode(id)
 }
 
-pub fn resource_create(id: u32, q: QueueType, res: u32, offsets: &[u32], entries: &[MemEntry]) -> (Vec<u8>, Vec<u8>) {
+pub fn resource_create(
+    id: u32,
+    q: QueueType,
+    res: u32,
+    offsets: &[u32],
+    entries: &[MemEntry],
+) -> (Vec<u8>, Vec<u8>) {
     let mut plane_offsets = [0; MAX_PLANES];
     plane_offsets[..offsets.len()].copy_from_slice(offsets);
     let mut num_entries = [0; MAX_PLANES];
