@@ -84,7 +84,9 @@ pub fn serve(socket: &Path, faults: Faults) -> Result<()> {
     }
 
     let device = Device::new(Box::new(OpenH264Factory), faults);
-    let backend = Arc::new(RwLock::new(VideoBackend::new(device)));
+    let backend = Arc::new(RwLock::new(
+        VideoBackend::new(device).context("creating the backend's exit event")?,
+    ));
     let mut daemon = VhostUserDaemon::new(
         "monolith-video-device".into(),
         backend,
@@ -118,6 +120,8 @@ pub fn serve(socket: &Path, faults: Faults) -> Result<()> {
     for handler in daemon.get_epoll_handlers() {
         handler.send_exit_event();
     }
+    // Dropping the daemon joins its worker thread, which the exit event has stopped.
+    drop(daemon);
     match result {
         Ok(()) => {
             info!("QEMU disconnected");

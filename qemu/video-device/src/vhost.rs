@@ -34,6 +34,9 @@ use virtio_bindings::bindings::virtio_ring::{
 use virtio_queue::QueueOwnedT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use crate::core::{Chain, Completion, Desc, Device, QueueIndex};
 use monolith::virtio::video::wire::{feature, CONFIG_SIZE};
@@ -50,15 +53,19 @@ pub struct VideoBackend {
     device: Mutex<Device>,
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
     event_idx: bool,
+    // The worker thread's exit event: without one vhost-user-backend cannot stop its
+    // worker, and dropping the daemon (when QEMU disconnects) would wait forever.
+    exit: (EventConsumer, EventNotifier),
 }
 
 impl VideoBackend {
-    pub fn new(device: Device) -> VideoBackend {
-        VideoBackend {
+    pub fn new(device: Device) -> io::Result<VideoBackend> {
+        Ok(VideoBackend {
             device: Mutex::new(device),
             mem: None,
             event_idx: false,
-        }
+            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+        })
     }
 
     fn device(&self) -> std::sync::MutexGuard<'_, Device> {
@@ -183,6 +190,10 @@ impl VhostUserBackendMut for VideoBackend {
         Ok(())
     }
 
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
+    }
+
     fn stop_vring(&mut self, queue_index: u32) -> io::Result<()> {
         if queue_index == QueueIndex::Command as u32 {
             debug!("command ring stopped: device reset");
@@ -210,5 +221,121 @@ impl VhostUserBackendMut for VideoBackend {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::tests::fake::FakeFactory;
+    use crate::faults::Faults;
+    use monolith::virtio::video::wire::{self, Message, QueryCapability, QueueType};
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const SIZE: u16 = 16;
+
+    fn desc(addr: u64, len: u32, flags: u32, next: u16) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
+    }
+
+    fn vring(mem: &GuestMemoryMmap, q: &MockSplitQueue<'_, GuestMemoryMmap>) -> VringRwLock {
+        let vring = VringRwLock::new(GuestMemoryAtomic::new(mem.clone()), SIZE).unwrap();
+        vring.set_queue_size(SIZE);
+        vring
+            .set_queue_info(q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0)
+            .unwrap();
+        vring.set_queue_ready(true);
+        vring.set_enabled(true);
+        vring
+    }
+
+    /// The used ring's entries `(id, len)`.
+    fn used(mem: &GuestMemoryMmap, q: &MockSplitQueue<'_, GuestMemoryMmap>) -> Vec<(u32, u32)> {
+        let base = q.used_addr().0;
+        let idx: u16 = mem.read_obj(GuestAddress(base + 2)).unwrap();
+        (0..u64::from(idx))
+            .map(|i| {
+                let at = base + 4 + 8 * i;
+                (
+                    mem.read_obj(GuestAddress(at)).unwrap(),
+                    mem.read_obj(GuestAddress(at + 4)).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn backend(mem: &GuestMemoryMmap) -> VideoBackend {
+        let mut b =
+            VideoBackend::new(Device::new(Box::new(FakeFactory), Faults::default())).unwrap();
+        b.update_memory(GuestMemoryAtomic::new(mem.clone()))
+            .unwrap();
+        b
+    }
+
+    #[test]
+    fn a_kick_answers_every_chain_on_the_used_ring() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let q0 = MockSplitQueue::create(&mem, GuestAddress(0), SIZE);
+        let q1 = MockSplitQueue::create(&mem, GuestAddress(0x8000), SIZE);
+        let req = QueryCapability {
+            queue_type: QueueType::Output,
+        }
+        .encode(0);
+        mem.write_slice(&req, GuestAddress(0x10_0000)).unwrap();
+        q0.add_desc_chains(
+            &[
+                // A good chain: the request in two descriptors, then the response.
+                desc(0x10_0000, 4, VRING_DESC_F_NEXT, 1),
+                desc(0x10_0004, 12, VRING_DESC_F_NEXT, 2),
+                desc(0x20_0000, 1024, VRING_DESC_F_WRITE, 0),
+                // A malformed one: response first, then the request.
+                desc(0x21_0000, 64, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 4),
+                desc(0x10_0000, 16, 0, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        let vrings = [vring(&mem, &q0), vring(&mem, &q1)];
+        let mut b = backend(&mem);
+        b.handle_event(0, EventSet::IN, &vrings, 0).unwrap();
+        let used = used(&mem, &q0);
+        let caps = crate::core::caps::capabilities(QueueType::Output).encode(0);
+        assert_eq!(used, vec![(0, caps.len() as u32), (3, 8)]);
+        let mut got = vec![0u8; caps.len()];
+        mem.read_slice(&mut got, GuestAddress(0x20_0000)).unwrap();
+        assert_eq!(got, caps);
+        let mut err = [0u8; 8];
+        mem.read_slice(&mut err, GuestAddress(0x21_0000)).unwrap();
+        assert_eq!(
+            wire::Header::decode(&err).unwrap().type_,
+            wire::ErrorCode::InvalidOperation as u32
+        );
+    }
+
+    #[test]
+    fn config_features_and_reset() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mut b = backend(&mem);
+        let features = b.features();
+        assert_ne!(features & (1 << VIRTIO_F_VERSION_1), 0);
+        assert_ne!(features & (1 << feature::RESOURCE_GUEST_PAGES), 0);
+        assert_eq!(features & (1 << feature::RESOURCE_NON_CONTIG), 0);
+        assert!(b
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::RESET_DEVICE));
+        let config = b.get_config(0, CONFIG_SIZE as u32);
+        let decoded = wire::Config::decode(&config).unwrap();
+        assert_eq!(decoded.name(), "monolith-h264");
+        assert_eq!(b.get_config(12, 13), b"monolith-h264".to_vec());
+        assert_eq!(
+            b.get_config(40, 100).len(),
+            100,
+            "past the end reads as zeros"
+        );
+        assert_eq!(b.get_config(u32::MAX, 4), vec![0; 4]);
+        b.reset_device();
     }
 }

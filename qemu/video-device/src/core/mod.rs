@@ -18,4 +18,4 @@ pub use chain::{Chain, Completion, Desc, QueueIndex};
 pub use device::{Device, MAX_STREAMS};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

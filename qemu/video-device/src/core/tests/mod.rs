@@ -4,7 +4,7 @@
 
 mod commands;
 mod decode;
-mod fake;
+pub(crate) mod fake;
 mod faults;
 mod harness;
 mod validation;
