@@ -227,7 +227,7 @@ impl VhostUserBackendMut for VideoBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::tests::fake::FakeFactory;
+    use crate::fake_codec::FakeFactory;
     use crate::faults::Faults;
     use monolith::virtio::video::wire::{self, Message, QueryCapability, QueueType};
     use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -269,7 +269,7 @@ mod tests {
 
     fn backend(mem: &GuestMemoryMmap) -> VideoBackend {
         let mut b =
-            VideoBackend::new(Device::new(Box::new(FakeFactory), Faults::default())).unwrap();
+            VideoBackend::new(Device::new(Box::new(FakeFactory::default()), Faults::default())).unwrap();
         b.update_memory(GuestMemoryAtomic::new(mem.clone()))
             .unwrap();
         b

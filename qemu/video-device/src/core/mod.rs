@@ -18,4 +18,4 @@ pub use chain::{Chain, Completion, Desc, QueueIndex};
 pub use device::{Device, MAX_STREAMS};
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

@@ -10,7 +10,7 @@ use monolith::virtio::video::wire::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::fake::{self, nal};
+use crate::fake_codec::{self as fake, nal};
 use super::harness::*;
 use crate::core::QueueIndex;
 use crate::encode::{encode_clip, Segment};

@@ -5,19 +5,19 @@ use monolith::virtio::video::wire::{
 };
 
 use super::decode::Player;
-use super::fake::{self, nal};
+use crate::fake_codec::{self as fake, nal};
 use super::harness::*;
 use crate::faults::{Fault, Faults};
 
 fn player(fault: &str) -> Player {
     let faults = Faults::new(vec![fault.parse::<Fault>().unwrap()]);
-    Player::new(T::new(Box::new(fake::FakeFactory), faults), Format::Nv12, 2)
+    Player::new(T::new(Box::new(fake::FakeFactory::default()), faults), Format::Nv12, 2)
 }
 
 #[test]
 fn error_response_hits_the_nth_command_of_its_type_once() {
     let mut t = T::new(
-        Box::new(fake::FakeFactory),
+        Box::new(fake::FakeFactory::default()),
         Faults::new(vec!["error-response=stream-create@2/0x301"
             .parse()
             .unwrap()]),

@@ -1,8 +1,10 @@
-//! A fake decoder whose "NAL units" say what picture to make, so state-machine tests need
-//! no real bitstream: after the start code, byte 0 is the kind, then width and height
-//! (u16 LE each) and a fill value.
+//! A fake decoder whose "NAL units" say what picture to make, so the core's tests and its
+//! fuzzer need no real bitstream (and no openh264): after the start code, byte 0 is the
+//! kind, then width and height (u16 LE each, clamped to the factory's `max_dim` so a
+//! fuzzer cannot ask for giant pictures) and a fill value.
 //! - kind 0x65: a picture now; 0x66: a picture held until flush; 0x01: a decode error;
 //!   anything else: no picture (like SPS/PPS).
+#![forbid(unsafe_code)]
 
 use crate::codec::{CodecError, Decoder, DecoderFactory};
 use crate::frame::{chroma, OwnedPicture, Picture};
@@ -30,13 +32,18 @@ pub fn picture(w: usize, h: usize, fill: u8) -> OwnedPicture {
     }
 }
 
-#[derive(Default)]
+/// Pictures a fake decoder holds until flush, at most (like a real decoder's DPB).
+const MAX_DELAYED: usize = 16;
+
 pub struct Fake {
     delayed: Vec<OwnedPicture>,
+    max_dim: usize,
 }
 
 fn parse(nal: &[u8]) -> Option<(u8, usize, usize, u8)> {
-    let body = nal.strip_prefix(&[0, 0, 0, 1][..])?;
+    let body = nal
+        .strip_prefix(&[0, 0, 0, 1][..])
+        .or_else(|| nal.strip_prefix(&[0, 0, 1][..]))?;
     match body {
         [kind, w0, w1, h0, h1, fill, ..] => Some((
             *kind,
@@ -50,9 +57,12 @@ fn parse(nal: &[u8]) -> Option<(u8, usize, usize, u8)> {
 
 impl Decoder for Fake {
     fn decode(&mut self, nal: &[u8], out: &mut dyn FnMut(&Picture<'_>)) -> Result<(), CodecError> {
+        let (m, n) = (self.max_dim, self.max_dim);
         match parse(nal) {
-            Some((NOW, w, h, fill)) => out(&picture(w, h, fill).as_picture()),
-            Some((ON_FLUSH, w, h, fill)) => self.delayed.push(picture(w, h, fill)),
+            Some((NOW, w, h, fill)) => out(&picture(w.min(m), h.min(n), fill).as_picture()),
+            Some((ON_FLUSH, w, h, fill)) if self.delayed.len() < MAX_DELAYED => {
+                self.delayed.push(picture(w.min(m), h.min(n), fill))
+            }
             Some((BROKEN, ..)) => return Err(CodecError("fake: broken NAL".into())),
             _ => {}
         }
@@ -67,10 +77,24 @@ impl Decoder for Fake {
     }
 }
 
-pub struct FakeFactory;
+/// Makes fakes whose pictures are at most `max_dim` pixels wide and high.
+pub struct FakeFactory {
+    pub max_dim: usize,
+}
+
+impl Default for FakeFactory {
+    fn default() -> Self {
+        FakeFactory {
+            max_dim: usize::from(u16::MAX),
+        }
+    }
+}
 
 impl DecoderFactory for FakeFactory {
     fn create(&self) -> Result<Box<dyn Decoder>, CodecError> {
-        Ok(Box::new(Fake::default()))
+        Ok(Box::new(Fake {
+            delayed: Vec::new(),
+            max_dim: self.max_dim,
+        }))
     }
 }
