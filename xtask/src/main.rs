@@ -251,6 +251,7 @@ mod tests {
         assert_eq!(
             verb("fuzz"),
             Verb::Fuzz(fuzz::Args {
+                target: fuzz::Target::Dt,
                 seconds: 60,
                 jobs: 1
             })
@@ -258,6 +259,7 @@ mod tests {
         assert_eq!(
             verb("fuzz --seconds 600 --jobs 2"),
             Verb::Fuzz(fuzz::Args {
+                target: fuzz::Target::Dt,
                 seconds: 600,
                 jobs: 2
             })

@@ -331,6 +331,24 @@ pub fn seeds() -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// `qemu/video-device/fuzz/seeds/` holds [`seeds`] (what `cargo xtask fuzz --target
+    /// video` starts from). `MONOLITH_WRITE_SEEDS=1 cargo test -p monolith-video-device
+    /// committed_seeds` rewrites them after a change of the input format.
+    #[test]
+    fn committed_seeds_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        for (i, seed) in seeds().iter().enumerate() {
+            let path = dir.join(format!("seed-{i:02}"));
+            if std::env::var_os("MONOLITH_WRITE_SEEDS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, seed).unwrap();
+            }
+            let committed = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (see this test's comment)", path.display()));
+            assert_eq!(&committed, seed, "{} is stale (see this test's comment)", path.display());
+        }
+    }
+
     #[test]
     fn seeds_and_junk_run_clean() {
         for seed in seeds() {
