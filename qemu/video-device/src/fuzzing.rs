@@ -88,7 +88,11 @@ impl Outstanding {
             let Some((queue, writable)) = self.chains.remove(&c.head) else {
                 panic!("completion for chain {} that is not outstanding", c.head);
             };
-            assert_eq!(queue, c.queue, "chain {} answered on the wrong queue", c.head);
+            assert_eq!(
+                queue, c.queue,
+                "chain {} answered on the wrong queue",
+                c.head
+            );
             assert!(
                 u64::from(c.len) <= writable,
                 "chain {}: used length {} over its {writable} writable bytes",
@@ -136,7 +140,10 @@ fn template(r: &mut Cursor<'_>) -> Vec<u8> {
     let kind = r.u8() % 11;
     let stream = u32::from(r.u8() % 4);
     match kind {
-        0 => QueryCapability { queue_type: queue_type(r) }.encode(stream),
+        0 => QueryCapability {
+            queue_type: queue_type(r),
+        }
+        .encode(stream),
         1 => StreamCreate::new(Format::H264, "fuzz").encode(stream),
         2 => StreamDestroy.encode(stream),
         3 => StreamDrain.encode(stream),
@@ -176,12 +183,22 @@ fn template(r: &mut Cursor<'_>) -> Vec<u8> {
             }
             .encode(stream)
         }
-        6 => ResourceDestroyAll { queue_type: queue_type(r) }.encode(stream),
-        7 => QueueClear { queue_type: queue_type(r) }.encode(stream),
-        8 => GetParams { queue_type: queue_type(r) }.encode(stream),
+        6 => ResourceDestroyAll {
+            queue_type: queue_type(r),
+        }
+        .encode(stream),
+        7 => QueueClear {
+            queue_type: queue_type(r),
+        }
+        .encode(stream),
+        8 => GetParams {
+            queue_type: queue_type(r),
+        }
+        .encode(stream),
         9 => {
             let queue_type = queue_type(r);
-            let format = [Format::H264, Format::Nv12, Format::Argb8888, Format::Vp8][usize::from(r.u8() % 4)];
+            let format = [Format::H264, Format::Nv12, Format::Argb8888, Format::Vp8]
+                [usize::from(r.u8() % 4)];
             let mut params = Params::new(queue_type, format);
             params.plane_formats[0].plane_size = u32::from(r.u16()) * 64;
             SetParams { params }.encode(stream)
@@ -242,7 +259,11 @@ pub fn exercise(data: &[u8]) {
                 if request.is_empty() {
                     // A fake NAL unit (kind, size) at a fuzzed place.
                     let nal = crate::fake_codec::nal(
-                        [crate::fake_codec::NOW, crate::fake_codec::ON_FLUSH, crate::fake_codec::BROKEN][usize::from(r.u8() % 3)],
+                        [
+                            crate::fake_codec::NOW,
+                            crate::fake_codec::ON_FLUSH,
+                            crate::fake_codec::BROKEN,
+                        ][usize::from(r.u8() % 3)],
                         r.u16(),
                         r.u16(),
                         r.u8(),
@@ -264,7 +285,11 @@ pub fn exercise(data: &[u8]) {
                         });
                     }
                 }
-                let resp_len = if r.u8() % 8 == 0 { u32::from(r.u8()) } else { 1024 };
+                let resp_len = if r.u8() % 8 == 0 {
+                    u32::from(r.u8())
+                } else {
+                    1024
+                };
                 descs.push(Desc {
                     addr: GuestAddress(slot + 0x800),
                     len: resp_len,
@@ -314,7 +339,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
     full.extend([3, 5, 1, 9, 0, 0, 0, 5, 0, 0, 1]);
     // Get output params, then output resource 1 (NV12 16x16: 384 bytes).
     full.extend([3, 8, 1, 1, 0, 0, 1]);
-    full.extend([3, 4, 1, 1, 2, 0x00, 0x01, 1, 0x00, 0x02, 0x60, 0x00, 0, 0, 1]);
+    full.extend([
+        3, 4, 1, 1, 2, 0x00, 0x01, 1, 0x00, 0x02, 0x60, 0x00, 0, 0, 1,
+    ]);
     full.extend([3, 5, 1, 0, 0, 1, 1, 0, 0, 0, 1]);
     // Drain, clear, destroy.
     full.extend([3, 3, 1, 0, 0, 1, 3, 7, 1, 1, 0, 0, 1, 3, 2, 1, 0, 0, 1]);
@@ -345,7 +372,12 @@ mod tests {
             }
             let committed = std::fs::read(&path)
                 .unwrap_or_else(|e| panic!("{}: {e} (see this test's comment)", path.display()));
-            assert_eq!(&committed, seed, "{} is stale (see this test's comment)", path.display());
+            assert_eq!(
+                &committed,
+                seed,
+                "{} is stale (see this test's comment)",
+                path.display()
+            );
         }
     }
 
@@ -354,7 +386,13 @@ mod tests {
         for seed in seeds() {
             exercise(&seed);
         }
-        for junk in [&[][..], &[0xff; 64], &[1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]] {
+        for junk in [
+            &[][..],
+            &[0xff; 64],
+            &[
+                1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
+        ] {
             exercise(junk);
         }
         // A pseudo-random walk: every byte string is an input.

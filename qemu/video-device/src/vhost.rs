@@ -268,8 +268,11 @@ mod tests {
     }
 
     fn backend(mem: &GuestMemoryMmap) -> VideoBackend {
-        let mut b =
-            VideoBackend::new(Device::new(Box::new(FakeFactory::default()), Faults::default())).unwrap();
+        let mut b = VideoBackend::new(Device::new(
+            Box::new(FakeFactory::default()),
+            Faults::default(),
+        ))
+        .unwrap();
         b.update_memory(GuestMemoryAtomic::new(mem.clone()))
             .unwrap();
         b

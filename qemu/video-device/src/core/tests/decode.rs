@@ -10,10 +10,10 @@ use monolith::virtio::video::wire::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::fake_codec::{self as fake, nal};
 use super::harness::*;
 use crate::core::QueueIndex;
 use crate::encode::{encode_clip, Segment};
+use crate::fake_codec::{self as fake, nal};
 use crate::frame::OutputFormat;
 use crate::openh264_codec::{OpenH264, OpenH264Factory};
 use crate::reference;

@@ -5,13 +5,17 @@ use monolith::virtio::video::wire::{
 };
 
 use super::decode::Player;
-use crate::fake_codec::{self as fake, nal};
 use super::harness::*;
+use crate::fake_codec::{self as fake, nal};
 use crate::faults::{Fault, Faults};
 
 fn player(fault: &str) -> Player {
     let faults = Faults::new(vec![fault.parse::<Fault>().unwrap()]);
-    Player::new(T::new(Box::new(fake::FakeFactory::default()), faults), Format::Nv12, 2)
+    Player::new(
+        T::new(Box::new(fake::FakeFactory::default()), faults),
+        Format::Nv12,
+        2,
+    )
 }
 
 #[test]

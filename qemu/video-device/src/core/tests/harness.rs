@@ -97,7 +97,10 @@ impl T {
     }
 
     pub fn fake() -> T {
-        T::new(Box::new(crate::fake_codec::FakeFactory::default()), Faults::default())
+        T::new(
+            Box::new(crate::fake_codec::FakeFactory::default()),
+            Faults::default(),
+        )
     }
 
     /// A chain with raw descriptors (the caller placed their memory).

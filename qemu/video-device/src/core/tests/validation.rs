@@ -171,7 +171,10 @@ fn resource_create_refuses_planes_the_entry_does_not_cover() {
     );
     // Output, once the size is known (16x16 NV12: 256 + 128 bytes).
     let mut p = super::decode::Player::fake(monolith::virtio::video::wire::Format::Nv12);
-    p.feed(&crate::fake_codec::nal(crate::fake_codec::NOW, 16, 16, 1), 1);
+    p.feed(
+        &crate::fake_codec::nal(crate::fake_codec::NOW, 16, 16, 1),
+        1,
+    );
     let buf = p.t.g.alloc(4096);
     for (offsets, length) in [
         (&[0u32, 256][..], 383u32),
