@@ -285,7 +285,7 @@ pub fn exercise(data: &[u8]) {
                         });
                     }
                 }
-                let resp_len = if r.u8() % 8 == 0 {
+                let resp_len = if r.u8().is_multiple_of(8) {
                     u32::from(r.u8())
                 } else {
                     1024
@@ -312,7 +312,7 @@ pub fn exercise(data: &[u8]) {
                 }
             }
             5 => {
-                if r.u8() % 4 == 0 {
+                if r.u8().is_multiple_of(4) {
                     device.reset();
                     // The rings are gone with whatever they held.
                     out.chains.clear();
