@@ -37,7 +37,7 @@ fn settings() -> &'static Settings {
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let settings = settings();
     let start = cpu_time::ThreadTime::now();
-    monolith_video_device::fuzzing::exercise(data);
+    let _ = monolith_video_device::fuzzing::exercise(data);
     let spent = start.elapsed().as_nanos() as u64;
     if settings.replay {
         eprintln!("monolith-fuzz: input {} us", spent / 1000);
