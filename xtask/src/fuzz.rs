@@ -1,4 +1,6 @@
-//! `cargo xtask fuzz [--seconds N] [--jobs N]`: the device-tree fuzz target, coverage-guided.
+//! `cargo xtask fuzz [--target dt|video] [--seconds N] [--jobs N]`: a coverage-guided fuzz
+//! target; `dt` (the default) is the device tree, `video` the vhost-user video device's
+//! protocol core (`qemu/video-device/fuzz`, seeds in its `seeds/`).
 //!
 //! Theory of operation
 //! -------------------
@@ -33,10 +35,39 @@ use crate::board::{self, MachineConfig};
 use crate::paths;
 use crate::setup::{self, Tools};
 
-/// `cargo xtask fuzz [--seconds N] [--jobs N]`.
+/// Which fuzz target.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// The device tree (`fuzz/`).
+    #[default]
+    Dt,
+    /// The video device's protocol core (`qemu/video-device/fuzz/`).
+    Video,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Dt => "dt",
+            Target::Video => "video",
+        }
+    }
+
+    fn fuzz_dir(self) -> PathBuf {
+        match self {
+            Target::Dt => paths::repo_root().join("fuzz"),
+            Target::Video => paths::repo_root().join("qemu/video-device/fuzz"),
+        }
+    }
+}
+
+/// `cargo xtask fuzz [--target dt|video] [--seconds N] [--jobs N]`.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 #[command(args_override_self = true)]
 pub struct Args {
+    /// The fuzz target
+    #[arg(long, value_enum, default_value_t = Target::Dt)]
+    pub target: Target,
     /// How long to fuzz, in seconds (per job)
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
@@ -89,8 +120,8 @@ impl Report {
 
 pub fn verb(args: &Args) -> Result<ExitCode> {
     let tools = setup::ensure()?;
-    let report = run(&tools, args.seconds, args.jobs)?;
-    println!("fuzz dt: {}", report.summary());
+    let report = run(&tools, args.target, args.seconds, args.jobs)?;
+    println!("fuzz {}: {}", args.target.name(), report.summary());
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
@@ -100,11 +131,7 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
 
 /// The short pass of `cargo xtask test`: one job, [`TEST_PASS_SECONDS`].
 pub fn bounded_pass(tools: &Tools) -> Result<Report> {
-    run(tools, TEST_PASS_SECONDS, 1)
-}
-
-fn fuzz_dir() -> PathBuf {
-    paths::repo_root().join("fuzz")
+    run(tools, Target::Dt, TEST_PASS_SECONDS, 1)
 }
 
 fn work_dir() -> PathBuf {
@@ -124,13 +151,18 @@ const SANCOV_FLAGS: &[&str] = &[
 const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
 /// Build the fuzz target; returns the binary.
-fn build_target() -> Result<PathBuf> {
-    let target_dir = work_dir().join("build");
-    println!("fuzz: building the dt target (sanitizer coverage) ...");
+fn build_target(target: Target) -> Result<PathBuf> {
+    // Each target its own build directory: their crate graphs share nothing worth a lock.
+    let target_dir = work_dir().join(match target {
+        Target::Dt => "build",
+        Target::Video => "build-video",
+    });
+    let name = target.name();
+    println!("fuzz: building the {name} target (sanitizer coverage) ...");
     let status = Command::new(setup::host_cargo())
-        .args(["build", "--release", "--bin", "dt", "--target", HOST_TRIPLE])
+        .args(["build", "--release", "--bin", name, "--target", HOST_TRIPLE])
         .arg("--manifest-path")
-        .arg(fuzz_dir().join("Cargo.toml"))
+        .arg(target.fuzz_dir().join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", SANCOV_FLAGS.join(" "))
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -140,7 +172,26 @@ fn build_target() -> Result<PathBuf> {
     if !status.success() {
         bail!("building the fuzz target failed ({status})");
     }
-    Ok(target_dir.join(HOST_TRIPLE).join("release").join("dt"))
+    Ok(target_dir.join(HOST_TRIPLE).join("release").join(name))
+}
+
+/// The video target's seeds: the files committed under `qemu/video-device/fuzz/seeds/`.
+fn write_video_seeds(dir: &Path) -> Result<usize> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let source = Target::Video.fuzz_dir().join("seeds");
+    let mut count = 0;
+    for entry in
+        std::fs::read_dir(&source).with_context(|| format!("reading {}", source.display()))?
+    {
+        let path = entry?.path();
+        if let Some(name) = path.file_name().filter(|_| path.is_file()) {
+            std::fs::copy(&path, dir.join(name))
+                .with_context(|| format!("copying {}", path.display()))?;
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 /// Every seed, fresh: test fixtures and board DTBs, and a version-16 copy of each.
@@ -199,19 +250,25 @@ fn collect_dtbs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Fuzz for `seconds` with `jobs` processes; the report of the whole run.
-pub fn run(tools: &Tools, seconds: u64, jobs: u32) -> Result<Report> {
-    let binary = build_target()?;
-    let work = work_dir();
+/// Fuzz `target` for `seconds` with `jobs` processes; the report of the whole run.
+pub fn run(tools: &Tools, target: Target, seconds: u64, jobs: u32) -> Result<Report> {
+    let binary = build_target(target)?;
+    let work = match target {
+        Target::Dt => work_dir(),
+        Target::Video => work_dir().join("video"),
+    };
     let seeds = work.join("seeds");
-    let corpus = work.join("corpus").join("dt");
+    let corpus = work.join("corpus").join(target.name());
     let artifacts = work.join("artifacts");
     let slow = work.join("slow");
     let _ = std::fs::remove_dir_all(&slow);
     for dir in [&corpus, &artifacts, &slow] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let seed_count = write_seeds(tools, &seeds)?;
+    let seed_count = match target {
+        Target::Dt => write_seeds(tools, &seeds)?,
+        Target::Video => write_video_seeds(&seeds)?,
+    };
     println!(
         "fuzz: {seed_count} seeds, corpus {}, {jobs} job(s) x {seconds} s",
         corpus.display()
@@ -376,6 +433,26 @@ mod tests {
             !parse_log("INFO: Seed: 1\n").passed(),
             "no runs is not a pass"
         );
+    }
+
+    #[test]
+    fn target_defaults_to_dt_and_takes_video() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |line: &str| {
+            <Cli as clap::Parser>::try_parse_from(
+                std::iter::once("fuzz").chain(line.split_whitespace()),
+            )
+            .map(|c| c.args)
+        };
+        assert_eq!(parse("").unwrap().target, Target::Dt);
+        let video = parse("--target video --seconds 5").unwrap();
+        assert_eq!((video.target, video.seconds), (Target::Video, 5));
+        assert!(parse("--target gpu").is_err());
+        assert_eq!(Target::Video.fuzz_dir().file_name().unwrap(), "fuzz");
     }
 
     #[test]

@@ -261,6 +261,7 @@ mod tests {
         assert_eq!(
             verb("fuzz"),
             Verb::Fuzz(fuzz::Args {
+                target: fuzz::Target::Dt,
                 seconds: 60,
                 jobs: 1
             })
@@ -268,6 +269,7 @@ mod tests {
         assert_eq!(
             verb("fuzz --seconds 600 --jobs 2"),
             Verb::Fuzz(fuzz::Args {
+                target: fuzz::Target::Dt,
                 seconds: 600,
                 jobs: 2
             })
