@@ -146,12 +146,16 @@ fn frame_format(params: &Params) -> Result<FrameFormat, PlayError> {
 }
 
 impl Decoder for BoardDecoder<'_> {
-    fn start(&mut self) -> Result<(), PlayError> {
+    fn start(&mut self, input_bytes: u64) -> Result<(), PlayError> {
         self.driver
             .stream_create(Format::H264)
             .map_err(play_error("stream create"))?;
+        let mut params = Params::new(QueueType::Input, Format::H264);
+        params.num_planes = 1;
+        params.plane_formats[0].plane_size = u32::try_from(input_bytes)
+            .map_err(|_| PlayError::new("input params", "an access unit over 4 GiB"))?;
         self.driver
-            .set_params(Params::new(QueueType::Input, Format::H264))
+            .set_params(params)
             .map_err(play_error("input params"))?;
         Ok(())
     }
@@ -370,6 +374,10 @@ struct GpuScreen<'a> {
     /// Screen index → (GPU resource id, its buffer).
     resources: &'a mut BTreeMap<usize, (u32, BufId)>,
     scanout: u32,
+    /// Log each shown frame's CRC-32, read when it is shown (before the buffer can go
+    /// back to the decoder).
+    crc: bool,
+    shown: &'a mut u64,
 }
 
 fn gpu_error(step: &'static str) -> impl Fn(virtio_gpu::GpuServiceError) -> PlayError {
@@ -402,6 +410,10 @@ impl Screen for GpuScreen<'_> {
             .resources
             .get(&index)
             .ok_or_else(|| PlayError::new("show", format!("no GPU resource for frame {index}")))?;
+        if self.crc {
+            log_crc(buf, *self.shown, format);
+        }
+        *self.shown += 1;
         let rect = Rect::new(0, 0, format.width, format.height);
         let scanout = self.scanout;
         let scan_out = move || {
@@ -491,6 +503,8 @@ struct Playback {
     live: BTreeMap<u32, BufferState>,
     resources: BTreeMap<usize, (u32, BufId)>,
     frame_copies: u64,
+    /// Frames handed to the screen (numbers the CRC lines).
+    shown: u64,
     /// Guest instructions spent in the play's steps (player, both drivers, fences), when
     /// the PMU counts them (under QEMU's `-icount`).
     instructions: Option<u64>,
@@ -666,6 +680,7 @@ fn start(
         live,
         resources: BTreeMap::new(),
         frame_copies,
+        shown: 0,
         instructions: crate::cpu::pmu::count_instructions().ok().map(|()| 0),
     });
     Ok((playback, text))
@@ -689,7 +704,7 @@ pub fn poll() {
         return;
     }
     let now = dma_service::now_us();
-    let (clip, crc) = (playback.clip, playback.crc);
+    let clip = playback.clip;
     let before = crate::cpu::pmu::instructions_retired();
     let stepped = with_adapters(&mut playback, |player, decoder, buffers, screen| {
         player.step(clip, now, decoder, buffers, screen)
@@ -698,13 +713,7 @@ pub fn poll() {
         *total += u64::from(crate::cpu::pmu::instructions_retired().wrapping_sub(before));
     }
     match stepped {
-        Ok(Ok(shown)) => {
-            if crc {
-                for frame in shown {
-                    log_crc(frame.slot.handle, frame.number, &frame.format);
-                }
-            }
-        }
+        Ok(Ok(_)) => {}
         Ok(Err(e)) => log::warn!("video: {e}"),
         Err(e) => log::warn!("video: {e}"),
     }
@@ -736,6 +745,8 @@ fn with_adapters<R>(
         let mut screen = GpuScreen {
             resources: &mut p.resources,
             scanout: 0,
+            crc: p.crc,
+            shown: &mut p.shown,
         };
         Ok(f(&mut p.player, &mut decoder, &mut buffers, &mut screen))
     })
@@ -778,7 +789,10 @@ fn finish(playback: alloc::boxed::Box<Playback>) {
         State::Failed(why) => format!("failed: {why}"),
         other => format!("{other:?}"),
     };
-    log::info!("video: {outcome}; {summary}");
+    log::info!(
+        "video: {outcome} ({} frames shown)",
+        playback.player.stats().frames_shown
+    );
     LAST.lock(|last| *last = Some(format!("last play {outcome}\n{summary}")));
     let _ = dma_service::fence_retire();
     if playback.player.holds_buffers() {
@@ -835,7 +849,10 @@ pub fn stop() -> Result<String, VideoServiceError> {
     release(&mut playback);
     let text = describe(&playback);
     if !was_over {
-        log::info!("video: stopped; {text}");
+        log::info!(
+            "video: stopped ({} frames shown)",
+            playback.player.stats().frames_shown
+        );
         LAST.lock(|last| *last = Some(format!("last play stopped\n{text}")));
     }
     put(None);

@@ -123,8 +123,9 @@ type Result<T> = core::result::Result<T, PlayError>;
 
 /// A decoder stream (one at a time).
 pub trait Decoder {
-    /// Create the H.264 stream and set its input parameters.
-    fn start(&mut self) -> Result<()>;
+    /// Create the H.264 stream and set its input parameters: bitstream buffers of
+    /// `input_bytes` each.
+    fn start(&mut self, input_bytes: u64) -> Result<()>;
     /// Create a bitstream resource backed by `slot`; returns its resource id.
     fn add_input(&mut self, slot: &Slot) -> Result<u32>;
     fn queue_input(&mut self, resource: u32, timestamp: u64, bytes: u32) -> Result<()>;
@@ -282,9 +283,9 @@ impl Player {
         decoder: &mut impl Decoder,
         buffers: &mut impl Buffers,
     ) -> Result<()> {
-        decoder.start()?;
         let largest = self.units.iter().map(|u| u.len()).max().unwrap_or(0) as u64;
         let input_bytes = page_round(largest);
+        decoder.start(input_bytes)?;
         for _ in 0..INPUT_BUFFERS.min(self.units.len()) {
             let slot = buffers.alloc(BufferKind::Bitstream, input_bytes)?;
             // Owned before the device knows it, so a refused create still frees it.

@@ -195,8 +195,9 @@ impl FakeDecoder {
 }
 
 impl Decoder for FakeDecoder {
-    fn start(&mut self) -> Result<(), PlayError> {
+    fn start(&mut self, input_bytes: u64) -> Result<(), PlayError> {
         assert!(!self.started, "start twice");
+        assert!(input_bytes > 0 && input_bytes % 4096 == 0);
         self.started = true;
         Ok(())
     }

@@ -72,15 +72,22 @@ fn play(tools: &Tools, kernel: &Path, icount: bool) -> Result<String> {
     }
     let mut console = Console::spawn(command).map_err(|e| anyhow::anyhow!("{e}"))?;
     let fail = |e: crate::expect::ExpectError| anyhow::anyhow!("{e}");
-    console.expect(&regex::escape(PROMPT), Duration::from_secs(60)).map_err(fail)?;
+    console
+        .expect(&regex::escape(PROMPT), Duration::from_secs(60))
+        .map_err(fail)?;
     console.send_line("video play").map_err(fail)?;
     let outcome = console
-        .expect(r"video: (finished|failed[^\n]*)", PLAY)
+        .expect(r"video: (finished|failed)[^\n]*\n", PLAY)
         .map_err(fail)?;
     if outcome.contains("video: failed") {
-        bail!("the play failed: {}", outcome.lines().last().unwrap_or_default());
+        bail!(
+            "the play failed: {}",
+            outcome.lines().last().unwrap_or_default()
+        );
     }
-    console.expect(&regex::escape(PROMPT), Duration::from_secs(5)).ok();
+    console
+        .expect(&regex::escape(PROMPT), Duration::from_secs(5))
+        .ok();
     console.send_line("video info").map_err(fail)?;
     let info = console
         .expect(&regex::escape(PROMPT), Duration::from_secs(30))
@@ -109,7 +116,9 @@ pub fn run(tools: &Tools) -> Result<()> {
     let copies = field(&counted, "copies per frame").unwrap_or("?");
     println!("| figure | value |");
     println!("| --- | --- |");
-    println!("| bare decoder (host, decode + convert to ARGB8888), {frames} frames | {bare:.1} fps |");
+    println!(
+        "| bare decoder (host, decode + convert to ARGB8888), {frames} frames | {bare:.1} fps |"
+    );
     println!("| decode to display (guest, real time) | {fps:.1} fps |");
     println!("| ratio (goal at least 0.9) | {:.2} |", fps / bare);
     println!("| guest instructions per frame (player, decoder and GPU drivers, fences; -icount) | {instructions} |");
@@ -123,7 +132,8 @@ mod tests {
 
     #[test]
     fn fields_are_read_from_video_info() {
-        let info = "decoder monolith-h264 at /x\nfps 87.500\ncopies per frame 0.00 (0 CPU writes)\n\
+        let info =
+            "decoder monolith-h264 at /x\nfps 87.500\ncopies per frame 0.00 (0 CPU writes)\n\
                     guest instructions per frame 12345\n";
         assert_eq!(field(info, "fps"), Some("87.500"));
         assert_eq!(field(info, "copies per frame"), Some("0.00"));

@@ -373,7 +373,15 @@ impl SeedBuilder {
         self.0.push(7);
         self.u16(at)
     }
-    fn resource(&mut self, output: bool, planes: u8, offset1: u16, id: u8, at: u16, len4: u16) -> &mut Self {
+    fn resource(
+        &mut self,
+        output: bool,
+        planes: u8,
+        offset1: u16,
+        id: u8,
+        at: u16,
+        len4: u16,
+    ) -> &mut Self {
         let mut f = vec![u8::from(output), planes - 1];
         f.extend(offset1.to_le_bytes());
         f.extend([0, id]);
@@ -416,7 +424,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
         walk(2),
         walk(3),
         // Raw chains: a request whose readable part is outside RAM, then an event chain.
-        vec![0, 1, 2, 0x10, 0, 0x20, 0, 0x05, 0, 0x01, 0x40, 0, 2, 0, 4, 0, 0, 8, 0],
+        vec![
+            0, 1, 2, 0x10, 0, 0x20, 0, 0x05, 0, 0x01, 0x40, 0, 2, 0, 4, 0, 0, 8, 0,
+        ],
     ]
 }
 
@@ -450,7 +460,10 @@ mod tests {
     #[test]
     fn seeds_and_junk_run_clean() {
         let summaries: Vec<Summary> = seeds().iter().map(|s| exercise(s)).collect();
-        assert!(summaries[0].frames >= 1, "the first seed decodes a frame: {summaries:?}");
+        assert!(
+            summaries[0].frames >= 1,
+            "the first seed decodes a frame: {summaries:?}"
+        );
         assert!(summaries.iter().all(|s| s.completions > 0), "{summaries:?}");
         for junk in [
             &[][..],

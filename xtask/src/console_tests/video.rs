@@ -133,7 +133,7 @@ fn expect_back_to(console: &mut Console, before: (u64, u64), after_what: &str) -
 fn play_to_the_end(console: &mut Console, spec: Option<&str>) -> Result<Vec<FrameCrc>> {
     let start = console.transcript().len();
     expect_output(console, "video play crc", r"^playing \d+ access units")?;
-    console.expect(r"video: (finished|failed[^\n]*)", PLAY)?;
+    console.expect(r"video: (finished|failed)[^\n]*\n", PLAY)?;
     let played = console.transcript()[start..].to_string();
     if let Some(failed) = Regex::new(r"video: failed[^\n]*").unwrap().find(&played) {
         return Err(console.error(format!("the play failed: {}", failed.as_str())));
@@ -208,7 +208,7 @@ fn fault_then_recovery(console: &mut Console, what: &str) -> Result<()> {
     let before = baseline(console)?;
     let start = console.transcript().len();
     expect_output(console, "video play", r"^playing \d+ access units")?;
-    console.expect(r"video: (finished|failed[^\n]*)", PLAY)?;
+    console.expect(r"video: (finished|failed)[^\n]*\n", PLAY)?;
     let outcome = console.transcript()[start..].to_string();
     check(console, outcome.contains("video: failed"), || {
         format!("with {what} the play must fail, not finish: {outcome:?}")
