@@ -147,6 +147,10 @@ fn frame_format(params: &Params) -> Result<FrameFormat, PlayError> {
 
 impl Decoder for BoardDecoder<'_> {
     fn start(&mut self, input_bytes: u64) -> Result<(), PlayError> {
+        if self.driver.device().is_broken() {
+            // An earlier play ended in a reset that did not bring the device back.
+            self.driver.reset().map_err(play_error("decoder reset"))?;
+        }
         self.driver
             .stream_create(Format::H264)
             .map_err(play_error("stream create"))?;
@@ -849,10 +853,6 @@ pub fn stop() -> Result<String, VideoServiceError> {
     release(&mut playback);
     let text = describe(&playback);
     if !was_over {
-        log::info!(
-            "video: stopped ({} frames shown)",
-            playback.player.stats().frames_shown
-        );
         LAST.lock(|last| *last = Some(format!("last play stopped\n{text}")));
     }
     put(None);

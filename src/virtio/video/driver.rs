@@ -935,6 +935,12 @@ impl<H: Hal, R: Registers> VideoDecoder<H, R> {
         };
         let e = Event::decode(&bytes[..used.len as usize]).map_err(wire)?;
         let expected = self.stream.as_ref().map_or(0, |s| s.id);
+        // An event the device queued for a stream we have destroyed since (an ERROR that
+        // crossed our teardown) is stale, not a fault: drop it.
+        let stale = e.stream_id != expected && (1..self.next_stream_id).contains(&e.stream_id);
+        if stale {
+            return Ok(None);
+        }
         if self.stream.is_none() || e.stream_id != expected {
             return Err(VideoError::WrongStream {
                 command: EVENT,

@@ -550,6 +550,34 @@ fn an_event_for_another_stream_is_an_error_and_the_buffer_is_reposted() {
 }
 
 #[test]
+fn an_event_for_a_stream_destroyed_since_is_dropped_and_the_new_stream_goes_on() {
+    let mut rig = Rig::new();
+    rig.start(1).unwrap();
+    rig.d().teardown().unwrap();
+    rig.start(1).unwrap();
+    let current = rig.d().stream_id().unwrap();
+    assert!(current > 1);
+    rig.dec.borrow_mut().push_event(Event {
+        event_type: super::wire::event::ERROR,
+        stream_id: current - 1,
+    });
+    assert_eq!(
+        rig.d().wait(WAIT),
+        Ok(None),
+        "a stale event is no completion"
+    );
+    rig.fake.borrow_mut().run();
+    assert_eq!(
+        rig.dec.borrow().event_buffers(),
+        1,
+        "its buffer is posted again"
+    );
+    rig.d().teardown().unwrap();
+    rig.check_empty();
+    rig.finish();
+}
+
+#[test]
 fn a_stalled_queue_times_out_resets_and_a_fresh_stream_works() {
     let mut rig = Rig::new();
     let (inputs, _) = rig.playing().unwrap();
