@@ -197,7 +197,7 @@ impl FakeDecoder {
 impl Decoder for FakeDecoder {
     fn start(&mut self, input_bytes: u64) -> Result<(), PlayError> {
         assert!(!self.started, "start twice");
-        assert!(input_bytes > 0 && input_bytes % 4096 == 0);
+        assert!(input_bytes > 0 && input_bytes.is_multiple_of(4096));
         self.started = true;
         Ok(())
     }

@@ -129,7 +129,11 @@ pub fn parse_generated(spec: &str) -> Result<(Part, Option<Part>)> {
             w.parse().with_context(|| format!("width `{w}`"))?,
             h.parse().with_context(|| format!("height `{h}`"))?,
         );
-        if !(16..=1920).contains(&w) || !(16..=1088).contains(&h) || w % 2 != 0 || h % 2 != 0 {
+        if !(16..=1920).contains(&w)
+            || !(16..=1088).contains(&h)
+            || !w.is_multiple_of(2)
+            || !h.is_multiple_of(2)
+        {
             bail!("{w}x{h}: the decoder takes even sizes from 16x16 to 1920x1088");
         }
         let frames: u32 = frames
