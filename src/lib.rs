@@ -19,6 +19,7 @@ pub mod display;
 pub mod dma;
 pub mod dt;
 pub mod mm;
+pub mod pasr;
 pub mod shell;
 pub mod shell_service;
 pub mod util;
