@@ -29,6 +29,7 @@ mod bench;
 mod bench_video;
 mod board;
 mod build;
+mod child;
 mod clip;
 mod console_tests;
 mod expect;

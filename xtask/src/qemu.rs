@@ -280,6 +280,7 @@ impl Boot {
         video_socket: Option<&std::path::Path>,
     ) -> Result<Command> {
         let mut command = Command::new(&self.qemu);
+        crate::child::dies_with_xtask(&mut command);
         command.args(self.machine.qemu_args()?);
         if let Some(socket) = video_socket {
             command.args(video_device::qemu_args(socket));

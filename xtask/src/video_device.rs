@@ -15,7 +15,9 @@
 //! meet. The device exits by itself when QEMU disconnects (QEMU quit, Ctrl-A X, a crash);
 //! [`Running`]'s `Drop` covers everything else (a test timeout, an xtask error): it waits a
 //! moment for that clean exit, then kills the device, and always removes the socket. Its
-//! output goes to a log file next to the firmware build, printed on failure.
+//! output goes to a log file next to the firmware build, printed on failure. A `SIGKILL`ed
+//! xtask runs no `Drop`: the device (and QEMU) are armed to die with it
+//! ([`crate::child`]), and the next run sweeps the socket files it left.
 //!
 //! Fault injection (`--video-fault SPEC`, see `qemu/video-device`) is passed through as the
 //! device's own `--fault` arguments.
@@ -72,6 +74,10 @@ fn build() -> Result<PathBuf> {
 pub fn new_socket_path() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    if n == 0 {
+        // What a killed xtask left behind (its pid is in the name).
+        crate::child::sweep_stale_sockets(&std::env::temp_dir(), "monolith-video");
+    }
     std::env::temp_dir().join(format!("monolith-video-{}-{n}.sock", std::process::id()))
 }
 
@@ -114,7 +120,9 @@ impl Running {
         let log = socket.with_extension("log");
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("creating the device log {}", log.display()))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        crate::child::dies_with_xtask(&mut command);
+        let child = command
             .args(serve_args(socket, faults))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
