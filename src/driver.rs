@@ -12,6 +12,7 @@
 
 pub mod gicv3;
 pub mod pl011;
+pub mod slot;
 pub mod timer;
 pub mod virtio_gpu;
 pub mod virtio_mmio;
