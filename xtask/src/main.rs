@@ -48,6 +48,7 @@ mod setup;
 mod size;
 mod test;
 mod test_header;
+mod vhost_device;
 mod video_device;
 
 use std::process::ExitCode;

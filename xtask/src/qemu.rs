@@ -256,7 +256,7 @@ impl Boot {
         semihosting: bool,
     ) -> Result<Launch> {
         let running = match &self.video {
-            Some(video) => Some(video_device::Running::start(
+            Some(video) => Some(video_device::start(
                 &video.device,
                 &video_device::new_socket_path(),
                 &video.faults,
