@@ -70,7 +70,7 @@ fn play(tools: &Tools, kernel: &Path, icount: bool) -> Result<String> {
     let boot = Boot::resolve(&options, tools)?;
     let launch = boot.launch(kernel, qemu::Console::Pipes, false)?;
     let mut command = launch.command;
-    let _video = launch.video;
+    let _beside = launch.beside;
     if icount {
         // sleep=on: while the guest waits in WFI its clock follows real time, as the
         // device beside QEMU does; with sleep=off guest time would race ahead of the

@@ -35,6 +35,7 @@ mod console_tests;
 mod expect;
 mod fuzz;
 mod image;
+mod pasr_device;
 mod paths;
 mod profile;
 mod qemu;

@@ -218,7 +218,7 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
     prepare_socket(&socket)?;
     let launch = boot.launch(&firmware.elf, Console::Terminal(screen), false)?;
     let mut command = launch.command;
-    let _video = launch.video;
+    let _beside = launch.beside;
     command.args(qemu::qmp_args(&socket));
     println!("== run: board {}", boot.machine.board.name);
     println!("{}", qemu::describe(&command));

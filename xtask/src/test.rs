@@ -372,7 +372,7 @@ fn run_console_test(tools: &Tools, kernel: &Path, test: &ConsoleTest) -> (Tally,
         let boot = Boot::resolve(&options, tools)?;
         let launch = boot.launch(kernel, qemu::Console::Pipes, false)?;
         let mut command = launch.command;
-        let _video = launch.video;
+        let _beside = launch.beside;
         let socket = crate::console_tests::add_qmp(&mut command, test.name)?;
         let shown = qemu::describe(&command);
         let mut console = Console::spawn(command)
