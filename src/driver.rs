@@ -11,6 +11,7 @@
 //! [`handle_irq`] is the single entry the exception vectors call for an IRQ.
 
 pub mod gicv3;
+pub mod pasr_ctrl;
 pub mod pl011;
 pub mod slot;
 pub mod timer;

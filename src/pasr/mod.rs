@@ -4,6 +4,7 @@
 //! with the pair rule, placement and the vacating pass.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod geometry;
 pub mod power;
 pub mod regs;
