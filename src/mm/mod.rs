@@ -50,13 +50,14 @@ pub(crate) mod testutil;
 pub use cma::{
     cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, CmaArea, CmaError, CmaState,
 };
-pub use contig::{alloc_contig_range, free_contig_range, ContigError};
+pub use contig::{alloc_contig_range, evacuate_isolated_range, free_contig_range, ContigError};
 pub use migrate::{MigrateError, Migrator, Move, NoMigrator, MIGRATE_BATCH};
 pub use migratetype::MigrateType;
 pub use page::{Owner, OwnerKind, Page, PageState};
 pub use page_alloc::{
     zone_metadata_size, AllocError, CmaBalance, Gfp, GfpFlags, MetadataSize, MmError,
-    PageblockUsage, Watermarks, Zone, ZoneCounters,
+    PageblockUsage, PasrMode, PasrSetupError, PasrSpanState, PasrSpans, Watermarks, Zone,
+    ZoneCounters, PASR_MAX_SPANS,
 };
 
 /// Physical frame number: physical address >> [`PAGE_SHIFT`].

@@ -1,6 +1,14 @@
 //! Partial array self-refresh (safe policy): which physical bytes each DRAM bank or segment
 //! holds ([`geometry`]), and, built on it, the per-section free counters with the pair rule,
 //! placement and the vacating pass, and the self-refresh power model.
+//!
+//! The buddy allocator counts free MAX_ORDER blocks per span and steers allocations away
+//! from entirely free spans (`crate::mm::Zone::enable_pasr`); [`sections`] turns the counts
+//! into maskable units and MR16/MR17 values under the pair rule; [`vacate`] empties nearly
+//! empty spans before sleep; [`measure`] is the loop the in-guest benchmark counts.
 #![forbid(unsafe_code)]
 
 pub mod geometry;
+pub mod measure;
+pub mod sections;
+pub mod vacate;
