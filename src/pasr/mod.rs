@@ -12,3 +12,8 @@ pub mod geometry;
 pub mod measure;
 pub mod sections;
 pub mod vacate;
+
+#[cfg(test)]
+mod suspend_tests;
+#[cfg(test)]
+mod testrig;

@@ -489,3 +489,6 @@ impl<M: Migrator + ?Sized> Migrator for Counting<'_, M> {
         self.inner.cancel(moves);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Suspend-cycle tests (placeholder until written).
