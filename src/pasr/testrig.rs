@@ -20,14 +20,15 @@ pub const WORDS: usize = 4;
 pub const POISON: u64 = 0xdead_beef_dead_beef;
 /// What a freed or migrated-from page holds, so stale reads show.
 pub const FREED: u64 = 0xf4ee_f4ee_f4ee_f4ee;
-/// Largest object order (the by-pfn index looks this far back).
-pub const MAX_OBJECT_ORDER: usize = 10;
+/// Largest object the rig keeps (a whole MAX_ORDER block or a few).
+pub const MAX_OBJECT_PAGES: usize = 1 << 12;
 
 /// One allocation the test keeps data in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Obj {
     pub pfn: Pfn,
-    pub order: usize,
+    /// Frames: `1 << order` for buddy allocations, any count for contiguous ones.
+    pub pages: usize,
     pub kind: OwnerKind,
     /// Page cache only: clean (droppable) or dirty (must migrate).
     pub clean: bool,
@@ -36,12 +37,8 @@ pub struct Obj {
 }
 
 impl Obj {
-    pub fn pages(&self) -> usize {
-        1 << self.order
-    }
-
     pub fn end(&self) -> Pfn {
-        self.pfn + self.pages()
+        self.pfn + self.pages
     }
 }
 
@@ -102,22 +99,17 @@ impl Tenants {
         })
     }
 
-    /// A new object at `pfn`: write its data and remember its checksum.
-    pub fn add(&mut self, id: u64, pfn: Pfn, order: usize, kind: OwnerKind, clean: bool) {
+    /// A new object of `pages` frames at `pfn`: write its data and remember its checksum.
+    pub fn add(&mut self, id: u64, pfn: Pfn, pages: usize, kind: OwnerKind, clean: bool) {
+        assert!(pages <= MAX_OBJECT_PAGES);
         let seed = mix(id ^ 0x5eed);
-        for i in 0..1usize << order {
-            if let Some(page) = self.page_mut(pfn + i) {
-                for (w, word) in page.iter_mut().enumerate() {
-                    *word = mix(seed ^ ((i as u64) << 8) ^ w as u64);
-                }
-            }
-        }
-        let checksum = self.checksum(pfn, 1 << order);
+        self.write(pfn, pages, seed);
+        let checksum = self.checksum(pfn, pages);
         self.objects.insert(
             id,
             Obj {
                 pfn,
-                order,
+                pages,
                 kind,
                 clean,
                 seed,
@@ -127,11 +119,33 @@ impl Tenants {
         self.by_pfn.insert(pfn, id);
     }
 
+    /// The owner wrote new data into object `id` (page cache: it is dirty now).
+    pub fn rewrite(&mut self, id: u64) {
+        let Some(o) = self.objects.get(&id).copied() else {
+            return;
+        };
+        let seed = mix(o.seed);
+        self.write(o.pfn, o.pages, seed);
+        let checksum = self.checksum(o.pfn, o.pages);
+        let o = self.objects.get_mut(&id).expect("looked up above");
+        (o.seed, o.checksum, o.clean) = (seed, checksum, false);
+    }
+
+    fn write(&mut self, pfn: Pfn, pages: usize, seed: u64) {
+        for i in 0..pages {
+            if let Some(page) = self.page_mut(pfn + i) {
+                for (w, word) in page.iter_mut().enumerate() {
+                    *word = mix(seed ^ ((i as u64) << 8) ^ w as u64);
+                }
+            }
+        }
+    }
+
     /// Forget an object (it is being freed); its frames read as freed memory.
     pub fn remove(&mut self, id: u64) -> Option<Obj> {
         let obj = self.objects.remove(&id)?;
         self.by_pfn.remove(&obj.pfn);
-        self.fill(obj.pfn, obj.pages(), FREED);
+        self.fill(obj.pfn, obj.pages, FREED);
         Some(obj)
     }
 
@@ -148,13 +162,16 @@ impl Tenants {
         self.fill(pfn, pages, POISON);
     }
 
-    /// The first live object overlapping `[lo, hi)`.
+    /// A live object overlapping `[lo, hi)`: objects never overlap each other, so it is
+    /// either the last one starting before `lo` or one starting inside.
     pub fn live_in(&self, lo: Pfn, hi: Pfn) -> Option<(u64, Obj)> {
-        let from = lo.saturating_sub(1 << MAX_OBJECT_ORDER);
-        self.by_pfn
-            .range(from..hi)
+        let before = self.by_pfn.range(..lo).next_back();
+        let inside = self.by_pfn.range(lo..hi).next();
+        before
+            .into_iter()
+            .chain(inside)
             .map(|(_, &id)| (id, self.objects[&id]))
-            .find(|(_, o)| o.end() > lo)
+            .find(|(_, o)| o.end() > lo && o.pfn < hi)
     }
 
     /// Every live object still holds exactly its data; no contract violation was seen.
@@ -163,7 +180,7 @@ impl Tenants {
             return Err(e.clone());
         }
         for (id, o) in &self.objects {
-            if self.checksum(o.pfn, o.pages()) != o.checksum {
+            if self.checksum(o.pfn, o.pages) != o.checksum {
                 return Err(format!("object {id} ({o:?}) lost data"));
             }
         }
@@ -172,7 +189,7 @@ impl Tenants {
 
     /// Pages held by live objects.
     pub fn live_pages(&self) -> usize {
-        self.objects.values().map(Obj::pages).sum()
+        self.objects.values().map(|o| o.pages).sum()
     }
 }
 
@@ -189,7 +206,7 @@ impl Migrator for Tenants {
             self.errors.push(format!("migrate of unknown object {id}"));
             return Err(MigrateError::Busy);
         };
-        if obj.pfn != src || obj.order != order || !obj.kind.is_movable() {
+        if obj.pfn != src || obj.pages != 1 << order || !obj.kind.is_movable() {
             self.errors.push(format!(
                 "migrate {src:#x}->{dst:#x} order {order} of {id}, which is {obj:?}"
             ));
@@ -222,7 +239,7 @@ impl Migrator for Tenants {
         let id = owner.id();
         match self.objects.get(&id) {
             Some(o)
-                if o.pfn == pfn && o.order == order && o.kind == OwnerKind::PageCache && o.clean =>
+                if o.pfn == pfn && o.pages == 1 << order && o.kind == OwnerKind::PageCache && o.clean =>
             {
                 // Clean: the data is on disk; dropping loses nothing.
                 self.remove(id);
@@ -368,7 +385,7 @@ pub fn place(zone: &mut Zone<'_>, tenants: &mut Tenants, layout: &[Place], first
         assert_eq!(got, at.pfn, "placing {at:?}");
         let id = first_id + i as u64;
         zone.set_owner(got, Owner::new(at.kind, id)).unwrap();
-        tenants.add(id, got, at.order, at.kind, at.clean);
+        tenants.add(id, got, 1 << at.order, at.kind, at.clean);
     }
     for p in filler {
         zone.free_pages(p, 0).unwrap();

@@ -422,6 +422,19 @@ impl Zone<'_> {
     /// `__rmqueue`.
     #[inline]
     fn rmqueue(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
+        if let Some(p) = self.rmqueue_own(order, mt, alloc_cma) {
+            return Some(p);
+        }
+        if self.pasr_defers_stealing(mt) {
+            return None;
+        }
+        self.rmqueue_fallback(order, mt)
+    }
+
+    /// `__rmqueue` short of stealing: Cma first when the balance says so, the request's
+    /// own type, then Cma.
+    #[inline]
+    fn rmqueue_own(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
         if alloc_cma
             && self.cma_balance.prefers_cma(
                 self.free_by_type[MigrateType::Cma.index()],
@@ -440,7 +453,7 @@ impl Zone<'_> {
                 return Some(p);
             }
         }
-        self.rmqueue_fallback(order, mt)
+        None
     }
 
     /// `NR_FREE_PAGES`.
@@ -506,14 +519,23 @@ impl Zone<'_> {
     }
 
     /// PASR steering's last resort, when a request found nothing in busy spans: the same
-    /// request over the entirely free spans too (lowest first). `None` at once without
-    /// steering.
+    /// request over the entirely free spans too (lowest first). A Movable request steals
+    /// only after its own type and Cma failed in every span (Linux's grouping by mobility:
+    /// stealing kernel pageblocks' free pages would push later kernel allocations into
+    /// spans that could otherwise be emptied), and then in busy spans first. Unmovable and
+    /// Reclaimable requests already stole in busy spans (a kernel page opening a free span
+    /// would pin it for good). `None` at once without steering.
     #[inline(never)]
     fn rmqueue_in_free_spans(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
         if !self.pasr_may_reveal() {
             return None;
         }
-        self.with_free_spans_revealed(|zone| zone.rmqueue(order, mt, alloc_cma))
+        if mt != MigrateType::Movable {
+            return self.with_free_spans_revealed(|zone| zone.rmqueue(order, mt, alloc_cma));
+        }
+        self.with_free_spans_revealed(|zone| zone.rmqueue_own(order, mt, alloc_cma))
+            .or_else(|| self.rmqueue_fallback(order, mt))
+            .or_else(|| self.with_free_spans_revealed(|zone| zone.rmqueue_fallback(order, mt)))
     }
 
     /// A Movable block from Cma lists only (migration target of last resort).

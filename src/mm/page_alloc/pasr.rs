@@ -38,10 +38,14 @@
 //! the fallback and the migration-target code read, always holds the *preferred* block:
 //! outside the window first, then the lowest span that is not entirely free
 //! (`trailing_zeros` of `listed & !full`). Blocks of entirely free spans are hidden there
-//! (the head is `NIL` when only such spans have one), so Linux's whole request sequence
-//! (CMA balance, own type, CMA, stealing) runs over memory in busy spans first; only when
-//! it fails are the entirely free spans revealed and the sequence run again, lowest span
-//! first. Every block below MAX_ORDER lies in a busy span by definition, so nothing else
+//! (the head is `NIL` when only such spans have one), so Linux's request sequence (CMA
+//! balance, own type, CMA, stealing) runs over memory in busy spans first; only when it
+//! fails are the entirely free spans revealed and the sequence run again, lowest span
+//! first. One exception keeps Linux's grouping by mobility: a Movable request looks for
+//! its own type and CMA in the free spans before it steals from kernel pageblocks (whose
+//! free pages later kernel allocations need; without them those would pin new spans);
+//! an Unmovable or Reclaimable request steals in busy spans before it opens a free span.
+//! Every block below MAX_ORDER lies in a busy span by definition, so nothing else
 //! changes. The heads are refreshed in O(1) on each MAX_ORDER list change: one type's head,
 //! or all six when a span's "entirely free" state flipped.
 //!
@@ -415,6 +419,18 @@ impl Zone<'_> {
                 t.refresh_heads(&mut self.free_area[MAX_ORDER].head, true, 0);
             }
         }
+    }
+
+    /// Steering: a Movable request whose own type and Cma found nothing in busy spans
+    /// does not steal yet; it first looks in the entirely free spans (see
+    /// `rmqueue_in_free_spans`). Reached only on the way to stealing.
+    #[inline]
+    pub(super) fn pasr_defers_stealing(&self, mt: MigrateType) -> bool {
+        mt == MigrateType::Movable
+            && self
+                .pasr
+                .as_deref()
+                .is_some_and(|t| t.mode == PasrMode::Steering && t.hides_blocks())
     }
 
     /// Whether a failed request should be retried with entirely free spans revealed.

@@ -170,7 +170,7 @@ fn cma_tenants_move_out_and_cma_stays_cma() {
     assert_eq!(span_of(second), 7);
     let layout = [anon(at(6, 10)), anon(at(6, 11)), Place::new(at(0, 100), 0, OwnerKind::Kernel)];
     place(&mut z, &mut rig.tenants, &layout, 1);
-    rig.tenants.add(99, second, 3, OwnerKind::Contig, false);
+    rig.tenants.add(99, second, 8, OwnerKind::Contig, false);
     rig.after_op(&mut z);
     check(&z, &rig);
     let cma_before = z.counters().cma_pages;

@@ -343,8 +343,9 @@ fn migration_targets_land_in_busy_spans() {
     let mut s = Storage::new(BASE, 3 * SPAN);
     let mut z = zone_of(&mut s, 3, PasrMode::Steering);
     let mut owners = crate::mm::testutil::FakeOwners::default();
-    // Fill span 0 with kernel pages, then turn its first 64 frames into anonymous ones.
-    while let Ok(p) = z.alloc_pages(0, Gfp::KERNEL) {
+    // Fill span 0 (Movable pageblocks, pinned owners), then turn its first 64 frames into
+    // anonymous pages.
+    while let Ok(p) = z.alloc_pages(0, Gfp::MOVABLE) {
         if span_of(p) != 0 {
             z.free_pages(p, 0).unwrap();
             break;
