@@ -143,7 +143,9 @@ impl fmt::Display for SectionsError {
             SectionsError::UnitSpan => {
                 f.write_str("PASR layout needs one span per unit, each inside the window")
             }
-            SectionsError::Pair => f.write_str("a PASR pair names a missing unit or the unit itself"),
+            SectionsError::Pair => {
+                f.write_str("a PASR pair names a missing unit or the unit itself")
+            }
         }
     }
 }

@@ -33,7 +33,16 @@ const CMA: core::ops::Range<Pfn> = BASE + 6 * SPAN..BASE + 8 * SPAN;
 const WATERMARK_MIN: usize = 32;
 
 fn geometry() -> Geometry {
-    Geometry::new(0x4000_0000, 2, 16 * MIB, 8, UnitKind::Bank, Some(64 * 1024), 4 * MIB).unwrap()
+    Geometry::new(
+        0x4000_0000,
+        2,
+        16 * MIB,
+        8,
+        UnitKind::Bank,
+        Some(64 * 1024),
+        4 * MIB,
+    )
+    .unwrap()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,13 +57,28 @@ enum Kind {
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
-    Alloc { id: u64, order: usize, kind: Kind },
-    Free { id: u64 },
-    CmaAlloc { id: u64, count: usize },
-    CmaRelease { id: u64 },
+    Alloc {
+        id: u64,
+        order: usize,
+        kind: Kind,
+    },
+    Free {
+        id: u64,
+    },
+    CmaAlloc {
+        id: u64,
+        count: usize,
+    },
+    CmaRelease {
+        id: u64,
+    },
     /// Page cache written back (clean) or written (dirty).
-    Writeback { id: u64 },
-    Write { id: u64 },
+    Writeback {
+        id: u64,
+    },
+    Write {
+        id: u64,
+    },
     Suspend,
 }
 
@@ -160,7 +184,11 @@ fn trace(seed: u64, steps: usize, suspend_every: usize) -> Vec<Op> {
             pages -= n;
         } else if roll < 16 && !movable.is_empty() {
             let (id, _) = movable[rng.below(movable.len())];
-            ops.push(if roll < 13 { Op::Writeback { id } } else { Op::Write { id } });
+            ops.push(if roll < 13 {
+                Op::Writeback { id }
+            } else {
+                Op::Write { id }
+            });
         } else if !movable.is_empty() {
             let (id, n) = take(&mut movable, &mut rng);
             ops.push(Op::Free { id });
@@ -243,7 +271,8 @@ impl World<'_> {
             Op::Free { id } => {
                 // Gone already if the allocation failed or reclaim dropped it.
                 if let Some(o) = t.remove(id) {
-                    z.free_pages(o.pfn, o.pages.trailing_zeros() as usize).unwrap();
+                    z.free_pages(o.pfn, o.pages.trailing_zeros() as usize)
+                        .unwrap();
                 }
             }
             Op::CmaAlloc { id, count } => {
@@ -266,7 +295,10 @@ impl World<'_> {
                 }
             }
             Op::Write { id } => {
-                if t.objects.get(&id).is_some_and(|o| o.kind == OwnerKind::PageCache) {
+                if t.objects
+                    .get(&id)
+                    .is_some_and(|o| o.kind == OwnerKind::PageCache)
+                {
                     t.rewrite(id);
                 }
             }
@@ -288,17 +320,12 @@ impl World<'_> {
     /// largest one whose pages fit in the free pages of the spans left refreshed.
     fn could_be_emptied(&self) -> (u64, usize, u64) {
         let mut used = [0usize; NR];
+        // A reserved or hole frame, or an unmovable object, keeps a span from emptying.
         let mut stuck = [false; NR];
-        for s in 0..NR {
-            let r = BASE + s * SPAN..BASE + (s + 1) * SPAN;
-            let unmanaged = [&FIRMWARE, &CARVEOUT]
-                .iter()
-                .any(|u| u.start < r.end && r.start < u.end);
-            stuck[s] = unmanaged;
-        }
         let mut unmanaged_pages = [0usize; NR];
         for p in FIRMWARE.chain(CARVEOUT) {
             unmanaged_pages[span_of(p)] += 1;
+            stuck[span_of(p)] = true;
         }
         for o in self.rig.tenants.objects.values() {
             for p in o.pfn..o.end() {
@@ -391,7 +418,10 @@ fn suspend_cycles_lose_nothing_and_mask_every_span_that_could_be_emptied() {
         let (steering, writes) = run(&ops, PasrMode::Steering, usize::MAX);
         let (baseline, _) = run(&ops, PasrMode::Baseline2012, usize::MAX);
         assert_eq!(steering.len(), 30);
-        assert!(writes > steering.len(), "unmasks after wake-up were written too");
+        assert!(
+            writes > steering.len(),
+            "unmasks after wake-up were written too"
+        );
         let mut vacated_any = false;
         for (i, s) in steering.iter().enumerate() {
             // 100%: the entirely free spans plus as many as could be emptied.
@@ -415,7 +445,10 @@ fn suspend_cycles_lose_nothing_and_mask_every_span_that_could_be_emptied() {
             "seed {seed:#x}: the 2012 rule masked {baseline_total} span-sleeps, steering {steering_total}"
         );
         for b in &baseline {
-            assert_eq!(b.masked, b.free, "the baseline masks exactly the free spans");
+            assert_eq!(
+                b.masked, b.free,
+                "the baseline masks exactly the free spans"
+            );
             assert_eq!((b.migrated, b.dropped), (0, 0));
         }
     }
@@ -429,7 +462,10 @@ fn a_small_budget_is_respected_and_loses_nothing() {
         let ops = trace(seed, 4800, 160);
         let (sleeps, _) = run(&ops, PasrMode::Steering, 300);
         assert!(sleeps.iter().all(|s| s.migrated + s.dropped <= 300));
-        assert!(sleeps.iter().any(|s| s.migrated + s.dropped > 0), "seed {seed:#x}");
+        assert!(
+            sleeps.iter().any(|s| s.migrated + s.dropped > 0),
+            "seed {seed:#x}"
+        );
         assert!(sleeps.iter().any(|s| s.budget_skips > 0), "seed {seed:#x}");
         // Only the budget keeps a sleep short of what could be emptied.
         for s in &sleeps {

@@ -239,7 +239,10 @@ impl Migrator for Tenants {
         let id = owner.id();
         match self.objects.get(&id) {
             Some(o)
-                if o.pfn == pfn && o.pages == 1 << order && o.kind == OwnerKind::PageCache && o.clean =>
+                if o.pfn == pfn
+                    && o.pages == 1 << order
+                    && o.kind == OwnerKind::PageCache
+                    && o.clean =>
             {
                 // Clean: the data is on disk; dropping loses nothing.
                 self.remove(id);

@@ -72,14 +72,25 @@ pub enum SkipReason {
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            SkipReason::Unmanaged { pfn } => write!(f, "pfn {pfn:#x} is a hole, reserved or outside the zone"),
-            SkipReason::Unmovable { pfn, kind } => write!(f, "pfn {pfn:#x} holds an unmovable {kind:?} allocation"),
-            SkipReason::Isolated { pfn } => write!(f, "pageblock {pfn:#x} is isolated by someone else"),
+            SkipReason::Unmanaged { pfn } => {
+                write!(f, "pfn {pfn:#x} is a hole, reserved or outside the zone")
+            }
+            SkipReason::Unmovable { pfn, kind } => {
+                write!(f, "pfn {pfn:#x} holds an unmovable {kind:?} allocation")
+            }
+            SkipReason::Isolated { pfn } => {
+                write!(f, "pageblock {pfn:#x} is isolated by someone else")
+            }
             SkipReason::Partner { span } => write!(f, "partner span {span} cannot be emptied"),
             SkipReason::NoRoom { needed, room } => {
-                write!(f, "{needed} pages to move, room for {room} in refreshed spans")
+                write!(
+                    f,
+                    "{needed} pages to move, room for {room} in refreshed spans"
+                )
             }
-            SkipReason::Budget { needed, left } => write!(f, "{needed} pages to move, budget left {left}"),
+            SkipReason::Budget { needed, left } => {
+                write!(f, "{needed} pages to move, budget left {left}")
+            }
             SkipReason::Failed(e) => write!(f, "emptying failed: {e}"),
             SkipReason::NoUnit => f.write_str("no bank or segment lies in this span"),
         }
@@ -344,7 +355,9 @@ fn survey(zone: &Zone<'_>, range: Range<Pfn>) -> SpanUse {
     for pb in range.clone().step_by(PAGEBLOCK_NR_PAGES) {
         match zone.pageblock_migratetype(pb) {
             None => return SpanUse::Blocked(SkipReason::Unmanaged { pfn: pb }),
-            Some(MigrateType::Isolate) => return SpanUse::Blocked(SkipReason::Isolated { pfn: pb }),
+            Some(MigrateType::Isolate) => {
+                return SpanUse::Blocked(SkipReason::Isolated { pfn: pb })
+            }
             Some(_) => {}
         }
     }

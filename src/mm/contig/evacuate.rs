@@ -17,7 +17,9 @@
 
 use super::migrate_range::migrate_range;
 use super::ContigError;
-use crate::mm::{pageblock_start_pfn, MigrateType, Migrator, MmError, Pfn, Zone, PAGEBLOCK_NR_PAGES};
+use crate::mm::{
+    pageblock_start_pfn, MigrateType, Migrator, MmError, Pfn, Zone, PAGEBLOCK_NR_PAGES,
+};
 
 /// Migrate or drop everything allocated in `[start_pfn, end_pfn)`, every pageblock of which
 /// the caller has isolated ([`Zone::start_isolate_page_range`]), and leave its frames free
@@ -37,7 +39,11 @@ pub fn evacuate_isolated_range<M: Migrator + ?Sized>(
         }));
     }
     if !zone.contains(start_pfn) || end_pfn > zone.end_pfn() {
-        let pfn = if zone.contains(start_pfn) { end_pfn - 1 } else { start_pfn };
+        let pfn = if zone.contains(start_pfn) {
+            end_pfn - 1
+        } else {
+            start_pfn
+        };
         return Err(ContigError::Invalid(MmError::OutOfZone { pfn }));
     }
     if let Some(pfn) = (pageblock_start_pfn(start_pfn)..end_pfn)
@@ -49,7 +55,13 @@ pub fn evacuate_isolated_range<M: Migrator + ?Sized>(
         return Err(ContigError::Invalid(MmError::Busy { pfn }));
     }
     let ours = zone.new_contig_owner();
-    let result = migrate_range(zone, migrator, start_pfn, end_pfn, (MigrateType::Movable, ours));
+    let result = migrate_range(
+        zone,
+        migrator,
+        start_pfn,
+        end_pfn,
+        (MigrateType::Movable, ours),
+    );
     zone.free_taken_in_range(start_pfn, end_pfn, ours);
     result?;
     if zone.test_pages_isolated(start_pfn, end_pfn) {

@@ -83,12 +83,12 @@ impl TargetPool {
 /// Non-CMA memory first, so emptying one CMA range does not eat the others; the isolated
 /// range itself is never handed out.
 fn alloc_migration_target(zone: &mut Zone<'_>, order: usize) -> Result<Pfn, ContigError> {
-    zone.busy_spans_first(
-        |zone| match zone.alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA)) {
+    zone.busy_spans_first(|zone| {
+        match zone.alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA)) {
             Ok(pfn) => Some(pfn),
             Err(AllocError::NoMemory | AllocError::Watermark) => zone.alloc_cma_pages(order).ok(),
             Err(_) => None,
-        },
-    )
+        }
+    })
     .ok_or(ContigError::NoMemory)
 }

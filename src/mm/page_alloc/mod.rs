@@ -526,7 +526,12 @@ impl Zone<'_> {
     /// Reclaimable requests already stole in busy spans (a kernel page opening a free span
     /// would pin it for good). `None` at once without steering.
     #[inline(never)]
-    fn rmqueue_in_free_spans(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
+    fn rmqueue_in_free_spans(
+        &mut self,
+        order: usize,
+        mt: MigrateType,
+        alloc_cma: bool,
+    ) -> Option<Pfn> {
         if !self.pasr_may_reveal() {
             return None;
         }

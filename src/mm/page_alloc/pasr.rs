@@ -123,7 +123,11 @@ impl core::error::Error for PasrSetupError {}
 impl PasrSpans {
     /// `nr_spans` spans of `span_pages` frames from `base_pfn`; refused unless every span is
     /// a whole number of MAX_ORDER blocks starting on a block boundary.
-    pub fn new(base_pfn: Pfn, span_pages: usize, nr_spans: usize) -> Result<PasrSpans, PasrSetupError> {
+    pub fn new(
+        base_pfn: Pfn,
+        span_pages: usize,
+        nr_spans: usize,
+    ) -> Result<PasrSpans, PasrSetupError> {
         if nr_spans == 0 {
             return Err(PasrSetupError::NoSpans);
         }
@@ -171,7 +175,8 @@ impl PasrSpans {
 
     /// The span holding `pfn`.
     pub fn span_of(&self, pfn: Pfn) -> Option<usize> {
-        (pfn >= self.base_pfn && pfn < self.end_pfn()).then(|| (pfn - self.base_pfn) / self.span_pages)
+        (pfn >= self.base_pfn && pfn < self.end_pfn())
+            .then(|| (pfn - self.base_pfn) / self.span_pages)
     }
 
     /// The frames of span `span` (empty past the last span).
@@ -443,7 +448,10 @@ impl Zone<'_> {
 
     /// Run `request` with entirely free spans revealed (the last resort of a request that
     /// failed over the busy spans), then hide them again.
-    pub(super) fn with_free_spans_revealed<R>(&mut self, request: impl FnOnce(&mut Self) -> R) -> R {
+    pub(super) fn with_free_spans_revealed<R>(
+        &mut self,
+        request: impl FnOnce(&mut Self) -> R,
+    ) -> R {
         self.pasr_set_revealed(true);
         let r = request(self);
         self.pasr_set_revealed(false);
@@ -480,11 +488,13 @@ impl Zone<'_> {
     /// aligned frames: a MAX_ORDER block always starts on one.
     fn max_order_free_blocks(&self) -> impl Iterator<Item = (Pfn, MigrateType)> + '_ {
         let first = self.start_pfn.next_multiple_of(BLOCK_PAGES);
-        (first..self.end_pfn).step_by(BLOCK_PAGES).filter_map(|pfn| {
-            let page = self.pg(pfn);
-            (page.state() == PageState::Buddy && page.order() == MAX_ORDER)
-                .then(|| (pfn, page.migratetype()))
-        })
+        (first..self.end_pfn)
+            .step_by(BLOCK_PAGES)
+            .filter_map(|pfn| {
+                let page = self.pg(pfn);
+                (page.state() == PageState::Buddy && page.order() == MAX_ORDER)
+                    .then(|| (pfn, page.migratetype()))
+            })
     }
 
     /// Move every MAX_ORDER free block from the lists of the current set-up to those of

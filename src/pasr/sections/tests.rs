@@ -18,7 +18,16 @@ fn u(die: u8, index: u8) -> Unit {
 
 /// 2 dies x 4 banks of 8 MiB, interleaved every 64 KiB: 4 spans of 16 MiB.
 fn interleaved() -> Geometry {
-    Geometry::new(BASE_PHYS, 2, 32 * MIB, 4, UnitKind::Bank, Some(64 * 1024), 4 * MIB).unwrap()
+    Geometry::new(
+        BASE_PHYS,
+        2,
+        32 * MIB,
+        4,
+        UnitKind::Bank,
+        Some(64 * 1024),
+        4 * MIB,
+    )
+    .unwrap()
 }
 
 fn zone_over<'a>(s: &'a mut Storage, sections: &mut Sections, mode: PasrMode) -> Zone<'a> {
@@ -198,8 +207,14 @@ fn bad_layouts_are_refused_with_a_reason() {
     assert_eq!(layout(1, 9, &[0; 9], &[]), SectionsError::Shape);
     assert_eq!(layout(1, 2, &[0], &[]), SectionsError::UnitSpan);
     assert_eq!(layout(1, 2, &[0, 4], &[]), SectionsError::UnitSpan);
-    assert_eq!(layout(1, 2, &[0, 1], &[(u(0, 0), u(0, 0))]), SectionsError::Pair);
-    assert_eq!(layout(1, 2, &[0, 1], &[(u(0, 0), u(1, 0))]), SectionsError::Pair);
+    assert_eq!(
+        layout(1, 2, &[0, 1], &[(u(0, 0), u(0, 0))]),
+        SectionsError::Pair
+    );
+    assert_eq!(
+        layout(1, 2, &[0, 1], &[(u(0, 0), u(1, 0))]),
+        SectionsError::Pair
+    );
     assert!(SectionsError::UnitSpan.to_string().contains("span"));
     // A geometry whose spans are not whole MAX_ORDER blocks is refused by the zone's rule.
     let g = Geometry::new(BASE_PHYS, 1, 8 * MIB, 4, UnitKind::Segment, None, 2 * MIB).unwrap();

@@ -19,7 +19,16 @@ const FIRMWARE: Range<Pfn> = BASE..BASE + 16;
 
 /// 2 dies x 8 banks of 2 MiB, interleaved every 64 KiB: 8 spans of 4 MiB.
 fn geometry() -> Geometry {
-    Geometry::new(0x4000_0000, 2, 16 * MIB, 8, UnitKind::Bank, Some(64 * 1024), 4 * MIB).unwrap()
+    Geometry::new(
+        0x4000_0000,
+        2,
+        16 * MIB,
+        8,
+        UnitKind::Bank,
+        Some(64 * 1024),
+        4 * MIB,
+    )
+    .unwrap()
 }
 
 fn at(span: usize, offset: usize) -> Pfn {
@@ -93,14 +102,23 @@ fn nearly_empty_movable_spans_are_emptied_and_masked() {
     assert_eq!(
         r.skipped,
         [
-            SpanSkip { span: 0, reason: SkipReason::Unmanaged { pfn: BASE } },
+            SpanSkip {
+                span: 0,
+                reason: SkipReason::Unmanaged { pfn: BASE }
+            },
             SpanSkip {
                 span: 3,
-                reason: SkipReason::Unmovable { pfn: at(3, 512), kind: OwnerKind::Kernel }
+                reason: SkipReason::Unmovable {
+                    pfn: at(3, 512),
+                    kind: OwnerKind::Kernel
+                }
             },
             SpanSkip {
                 span: 4,
-                reason: SkipReason::Unmovable { pfn: at(4, 3), kind: OwnerKind::Pinned }
+                reason: SkipReason::Unmovable {
+                    pfn: at(4, 3),
+                    kind: OwnerKind::Pinned
+                }
             },
         ]
     );
@@ -128,7 +146,13 @@ fn the_budget_stops_the_pass_before_a_span_it_cannot_finish() {
     assert!(r.budget_used <= r.budget_pages);
     let reasons: Vec<_> = r.skipped.iter().map(|s| (s.span, s.reason)).collect();
     assert!(reasons.contains(&(1, SkipReason::Budget { needed: 7, left: 6 })));
-    assert!(reasons.contains(&(5, SkipReason::Budget { needed: 600, left: 6 })));
+    assert!(reasons.contains(&(
+        5,
+        SkipReason::Budget {
+            needed: 600,
+            left: 6
+        }
+    )));
     assert!(occupied(&rig) & 0b10 != 0, "span 1 untouched");
 }
 
@@ -148,10 +172,17 @@ fn spans_are_emptied_only_while_the_refreshed_ones_can_hold_the_data() {
     assert_eq!(r.vacated.count_ones(), 2);
     assert_eq!(r.pages_migrated, 1400);
     assert_eq!(
-        r.skipped.iter().filter(|s| matches!(s.reason, SkipReason::NoRoom { .. })).count(),
+        r.skipped
+            .iter()
+            .filter(|s| matches!(s.reason, SkipReason::NoRoom { .. }))
+            .count(),
         3
     );
-    assert_eq!(r.masks.count(), 2 * 4, "two vacated plus two free spans, two dies");
+    assert_eq!(
+        r.masks.count(),
+        2 * 4,
+        "two vacated plus two free spans, two dies"
+    );
     assert_eq!(rig.tenants.live_pages(), 3500);
 }
 
@@ -168,7 +199,11 @@ fn cma_tenants_move_out_and_cma_stays_cma() {
     let second = cma_alloc(&mut area, &mut z, &mut rig.tenants, 8, 0).unwrap();
     assert!(crate::mm::cma_release(&mut area, &mut z, filler, SPAN));
     assert_eq!(span_of(second), 7);
-    let layout = [anon(at(6, 10)), anon(at(6, 11)), Place::new(at(0, 100), 0, OwnerKind::Kernel)];
+    let layout = [
+        anon(at(6, 10)),
+        anon(at(6, 11)),
+        Place::new(at(0, 100), 0, OwnerKind::Kernel),
+    ];
     place(&mut z, &mut rig.tenants, &layout, 1);
     rig.tenants.add(99, second, 8, OwnerKind::Contig, false);
     rig.after_op(&mut z);
@@ -179,8 +214,18 @@ fn cma_tenants_move_out_and_cma_stays_cma() {
     assert_eq!(r.vacated, 1 << 6);
     assert_eq!(r.pages_migrated, 2);
     let reasons: Vec<_> = r.skipped.iter().map(|s| (s.span, s.reason)).collect();
-    assert!(reasons.contains(&(7, SkipReason::Unmovable { pfn: second, kind: OwnerKind::Contig })));
-    assert!(rig.tenants.objects.values().all(|o| o.kind == OwnerKind::Contig || span_of(o.pfn) < 6));
+    assert!(reasons.contains(&(
+        7,
+        SkipReason::Unmovable {
+            pfn: second,
+            kind: OwnerKind::Contig
+        }
+    )));
+    assert!(rig
+        .tenants
+        .objects
+        .values()
+        .all(|o| o.kind == OwnerKind::Contig || span_of(o.pfn) < 6));
     // The area's pageblocks are still CMA and its free pages are on the CMA lists.
     assert_eq!(z.counters().cma_pages, cma_before);
     assert!((at(6, 0)..at(8, 0))
@@ -220,7 +265,11 @@ fn targets_never_land_in_spans_the_pass_is_emptying() {
 fn persistent_transient_failures_skip_the_span_without_losing_data() {
     let mut s = Storage::new(BASE, NR * SPAN);
     let (mut z, mut rig) = setup(&mut s, PasrMode::Steering);
-    let layout = [anon(at(1, 1)), anon(at(1, 2)), Place::new(at(0, 100), 0, OwnerKind::Kernel)];
+    let layout = [
+        anon(at(1, 1)),
+        anon(at(1, 2)),
+        Place::new(at(0, 100), 0, OwnerKind::Kernel),
+    ];
     place(&mut z, &mut rig.tenants, &layout, 1);
     rig.tenants.again = usize::MAX;
     rig.after_op(&mut z);
@@ -250,13 +299,25 @@ fn a_pair_is_emptied_together_or_not_at_all() {
     let spans = crate::mm::PasrSpans::new(BASE, SPAN, NR).unwrap();
     let unit_span: Vec<usize> = (0..16).map(|i| i % 8).collect();
     let pairs: Vec<(Unit, Unit)> = (0..8u8)
-        .map(|s| (Unit { die: 0, index: s }, Unit { die: 1, index: 7 - s }))
+        .map(|s| {
+            (
+                Unit { die: 0, index: s },
+                Unit {
+                    die: 1,
+                    index: 7 - s,
+                },
+            )
+        })
         .collect();
     let mut sections =
         Sections::with_layout(spans, UnitKind::Bank, 2, 8, &unit_span, &pairs).unwrap();
     sections.attach(&mut z, PasrMode::Steering).unwrap();
     let mut tenants = Tenants::new(BASE, NR * SPAN);
-    let mut layout = vec![Place::new(at(1, 0), 0, OwnerKind::Kernel), anon(at(2, 9)), anon(at(6, 9))];
+    let mut layout = vec![
+        Place::new(at(1, 0), 0, OwnerKind::Kernel),
+        anon(at(2, 9)),
+        anon(at(6, 9)),
+    ];
     // Spans 0, 3, 4, 7 busy with kernel pages (and room).
     layout.extend([0, 3, 4, 7].map(|s| Place::new(at(s, 500), 0, OwnerKind::Kernel)));
     place(&mut z, &mut tenants, &layout, 1);
@@ -299,4 +360,3 @@ fn the_baseline_only_masks_what_happens_to_be_free() {
         VacateError::NotAttached
     );
 }
-

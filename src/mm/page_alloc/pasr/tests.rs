@@ -53,11 +53,15 @@ fn span_descriptions_are_validated() {
     );
     assert_eq!(
         PasrSpans::new(BASE, SPAN + 512, 2),
-        Err(PasrSetupError::SpanSize { span_pages: SPAN + 512 })
+        Err(PasrSetupError::SpanSize {
+            span_pages: SPAN + 512
+        })
     );
     assert_eq!(
         PasrSpans::new(BASE + 512, SPAN, 2),
-        Err(PasrSetupError::BaseAlignment { base_pfn: BASE + 512 })
+        Err(PasrSetupError::BaseAlignment {
+            base_pfn: BASE + 512
+        })
     );
     assert_eq!(
         PasrSpans::new(usize::MAX - BLOCK_PAGES + 1, SPAN, 2),
@@ -71,7 +75,9 @@ fn span_descriptions_are_validated() {
     assert_eq!(s.blocks_per_span(), 2);
     assert_eq!(s.all_spans(), 0b111);
     // Messages name the numbers.
-    assert!(PasrSetupError::SpanSize { span_pages: 7 }.to_string().contains('7'));
+    assert!(PasrSetupError::SpanSize { span_pages: 7 }
+        .to_string()
+        .contains('7'));
 }
 
 #[test]
@@ -121,7 +127,8 @@ fn holes_and_frames_outside_the_zone_keep_a_span_from_filling() {
     let mut s = Storage::new(BASE, 2 * SPAN + BLOCK_PAGES);
     let mut z = s.zone();
     z.free_range(BASE..BASE + SPAN).unwrap();
-    z.free_range(BASE + SPAN..BASE + SPAN + BLOCK_PAGES).unwrap();
+    z.free_range(BASE + SPAN..BASE + SPAN + BLOCK_PAGES)
+        .unwrap();
     z.free_range(BASE + 2 * SPAN..BASE + 2 * SPAN + BLOCK_PAGES)
         .unwrap();
     z.enable_pasr(spans(3), PasrMode::Steering).unwrap();
@@ -160,7 +167,11 @@ fn guards_flag_only_guarded_spans_and_only_when_memory_leaves() {
     let mut s = Storage::new(BASE, 3 * SPAN);
     let mut z = zone_of(&mut s, 3, PasrMode::Steering);
     z.pasr_guard(0b110 | 1 << 40);
-    assert_eq!(z.pasr_guarded(), 0b110, "bits past the last span are dropped");
+    assert_eq!(
+        z.pasr_guarded(),
+        0b110,
+        "bits past the last span are dropped"
+    );
     // Span 0 is not guarded: using it flags nothing.
     let a = alloc(&mut z, 3, Gfp::KERNEL);
     assert_eq!(span_of(a), 0);
@@ -241,8 +252,11 @@ fn memory_outside_the_window_is_used_first() {
     let mut s = Storage::new(BASE, 3 * SPAN);
     let mut z = s.zone();
     z.free_range(BASE..BASE + 3 * SPAN).unwrap();
-    z.enable_pasr(PasrSpans::new(BASE + SPAN, SPAN, 2).unwrap(), PasrMode::Steering)
-        .unwrap();
+    z.enable_pasr(
+        PasrSpans::new(BASE + SPAN, SPAN, 2).unwrap(),
+        PasrMode::Steering,
+    )
+    .unwrap();
     ok(&z);
     for _ in 0..2 {
         let p = alloc(&mut z, MAX_ORDER, Gfp::MOVABLE);
@@ -273,7 +287,11 @@ fn cma_in_a_free_span_is_used_only_after_busy_memory() {
         }
     }
     ok(&z);
-    assert_eq!(n, SPAN + 1, "span 0 filled up before the CMA span was touched");
+    assert_eq!(
+        n,
+        SPAN + 1,
+        "span 0 filled up before the CMA span was touched"
+    );
 }
 
 #[test]
@@ -291,7 +309,7 @@ fn baseline_places_exactly_as_a_zone_without_pasr() {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            if rng % 3 != 0 || live.is_empty() {
+            if !rng.is_multiple_of(3) || live.is_empty() {
                 let order = [0, 0, 0, 1, 2, 5, 9, 10][(rng >> 8) as usize % 8];
                 let gfp = [Gfp::MOVABLE, Gfp::KERNEL, Gfp::RECLAIMABLE][(rng >> 16) as usize % 3];
                 if let Ok(p) = z.alloc_pages(order, gfp) {
@@ -307,8 +325,14 @@ fn baseline_places_exactly_as_a_zone_without_pasr() {
         (live, frames(&z))
     };
     let plain = trace(None);
-    assert!(plain == trace(Some(PasrMode::Baseline2012)), "the baseline changed placement");
-    assert!(plain != trace(Some(PasrMode::Steering)), "steering changed nothing");
+    assert!(
+        plain == trace(Some(PasrMode::Baseline2012)),
+        "the baseline changed placement"
+    );
+    assert!(
+        plain != trace(Some(PasrMode::Steering)),
+        "steering changed nothing"
+    );
 }
 
 #[test]
@@ -320,7 +344,11 @@ fn enabling_and_disabling_on_a_used_zone_relinks_without_changing_frames() {
     let _b = z.alloc_pages(3, Gfp::KERNEL).unwrap();
     z.free_pages(a, MAX_ORDER).unwrap();
     let before = (frames(&z), z.counters());
-    for mode in [PasrMode::Steering, PasrMode::Baseline2012, PasrMode::Steering] {
+    for mode in [
+        PasrMode::Steering,
+        PasrMode::Baseline2012,
+        PasrMode::Steering,
+    ] {
         z.enable_pasr(spans(4), mode).unwrap();
         ok(&z);
         assert_eq!(z.pasr_mode(), Some(mode));
@@ -367,7 +395,11 @@ fn migration_targets_land_in_busy_spans() {
     alloc_contig_range(&mut z, &mut owners, BASE, BASE + 64, MigrateType::Movable).unwrap();
     ok(&z);
     owners.verify().unwrap();
-    assert_eq!(z.pasr_free_spans(), 0b100, "a target landed in the free span");
+    assert_eq!(
+        z.pasr_free_spans(),
+        0b100,
+        "a target landed in the free span"
+    );
     assert!(owners.objects.values().all(|&(p, _, _)| span_of(p) == 1));
 }
 
