@@ -71,3 +71,66 @@ pub fn evacuate_isolated_range<M: Migrator + ?Sized>(
         Err(ContigError::Busy { pfn: start_pfn })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::testutil::{FakeOwners, Storage};
+    use crate::mm::{Gfp, Owner, OwnerKind, PAGEBLOCK_NR_PAGES};
+
+    const BASE: Pfn = 0x40000;
+
+    #[test]
+    fn empties_an_isolated_range_and_keeps_it_free() {
+        let mut s = Storage::new(BASE, 4 * PAGEBLOCK_NR_PAGES);
+        let mut z = s.zone();
+        z.free_range(BASE..BASE + 4 * PAGEBLOCK_NR_PAGES).unwrap();
+        let mut owners = FakeOwners::default();
+        // 40 anonymous pages, an order-2 page-cache block and a clean page, all in the
+        // pageblock the first one lands in.
+        let wanted = (0..40).map(|_| (0, OwnerKind::Anon, false)).chain([
+            (2, OwnerKind::PageCache, false),
+            (0, OwnerKind::PageCache, true),
+        ]);
+        let mut placed = Vec::new();
+        for (id, (order, kind, clean)) in (1..).zip(wanted) {
+            let p = z.alloc_pages(order, Gfp::MOVABLE).unwrap();
+            z.set_owner(p, Owner::new(kind, id)).unwrap();
+            owners.populate(id, p, order, id);
+            if clean {
+                owners.clean.insert(id);
+            }
+            placed.push(p);
+        }
+        let start = pageblock_start_pfn(placed[0]);
+        let range = start..start + PAGEBLOCK_NR_PAGES;
+        assert!(placed.iter().all(|p| range.contains(p)), "{placed:x?}");
+        // Not isolated: refused, nothing moved.
+        assert_eq!(
+            evacuate_isolated_range(&mut z, &mut owners, range.start, range.end),
+            Err(ContigError::Invalid(MmError::Busy { pfn: range.start }))
+        );
+        assert_eq!(
+            evacuate_isolated_range(&mut z, &mut owners, range.end, range.start),
+            Err(ContigError::Invalid(MmError::InvalidRange {
+                start: range.end,
+                end: range.start
+            }))
+        );
+        assert_eq!(owners.migrations, 0);
+        z.start_isolate_page_range(range.start, range.end, MigrateType::Movable)
+            .unwrap();
+        evacuate_isolated_range(&mut z, &mut owners, range.start, range.end).unwrap();
+        z.check_invariants().unwrap();
+        owners.verify().unwrap();
+        assert_eq!((owners.migrations, owners.reclaims), (41, 1));
+        assert!(z.test_pages_isolated(range.start, range.end));
+        assert!(owners
+            .objects
+            .values()
+            .all(|&(p, _, _)| !range.contains(&p)));
+        z.undo_isolate_page_range(range.start, range.end, MigrateType::Movable);
+        z.check_invariants().unwrap();
+        assert_eq!(z.allocated_block(range.start), None);
+    }
+}
