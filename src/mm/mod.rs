@@ -27,6 +27,12 @@
 //! a frame may be migrated or reclaimed; the id is the owner's private reverse map. Moving
 //! pages is delegated to a [`Migrator`], the interface to the page owners.
 //!
+//! For partial array self-refresh a zone can count its free MAX_ORDER blocks per DRAM span
+//! and steer allocations away from entirely free spans ([`Zone::enable_pasr`]); the count
+//! changes only where a MAX_ORDER block joins or leaves a free list, so a zone without it
+//! pays one compare below max order. [`evacuate_isolated_range`] empties ranges without
+//! taking them, for the vacating pass in `crate::pasr`.
+//!
 //! Everything here is safe Rust, `no_std` + `alloc`, and assumes one caller at a time (the
 //! firmware wraps the zone and its CMA areas in one spin lock).
 #![forbid(unsafe_code)]

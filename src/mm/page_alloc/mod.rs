@@ -23,6 +23,10 @@
 //! when at least half of it is free or holds alike allocations. Cma blocks are never stolen
 //! or retyped by the allocator.
 //!
+//! With PASR steering on (`pasr.rs`), the same sequence runs over blocks in busy DRAM spans
+//! first, and over entirely free spans only when it fails there (Movable requests look
+//! for their own type and Cma in free spans before stealing).
+//!
 //! Watermarks: a request fails with [`AllocError::Watermark`] if it would leave fewer than
 //! `min` free pages it may use (CMA pages do not count for non-Movable requests), unless it
 //! carries [`GfpFlags::MEMALLOC`]. `low`/`high` are recorded for reporting and MemAvailable;
