@@ -14,6 +14,7 @@ pub mod geometry;
 pub mod measure;
 pub mod power;
 pub mod regs;
+pub mod report;
 pub mod sections;
 pub mod vacate;
 
