@@ -13,7 +13,7 @@ use alloc::vec;
 const BASE_PHYS: u64 = 0x4000_0000;
 const BASE: Pfn = (BASE_PHYS >> PAGE_SHIFT) as Pfn;
 /// Both geometries: 2 dies x 4 banks of 8 MiB.
-const PAGES: usize = (64 * MIB >> PAGE_SHIFT) as usize;
+const PAGES: usize = ((64 * MIB) >> PAGE_SHIFT) as usize;
 
 fn plain() -> Geometry {
     Geometry::new(BASE_PHYS, 2, 32 * MIB, 4, UnitKind::Bank, None, 4 * MIB).unwrap()
