@@ -23,7 +23,7 @@
 //! Nothing allocates between 1 and 2: the shell is the only thread, and interrupt handlers
 //! never allocate.
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 
 use crate::cpu::IrqSafeLock;
 use crate::driver::pasr_ctrl::{self, PasrCtrlError};
@@ -31,7 +31,7 @@ use crate::driver::timer;
 use crate::kmem::{self, KmemError};
 use crate::pasr::controller::Counters;
 use crate::pasr::geometry::Geometry;
-use crate::pasr::report;
+use crate::pasr::report::{self, SuspendSummary};
 use crate::pasr::sections::PasrMasks;
 
 /// Pages the vacating pass may migrate or drop before one sleep (64 MiB): its time
@@ -63,8 +63,8 @@ impl core::fmt::Display for PasrServiceError {
 
 impl core::error::Error for PasrServiceError {}
 
-/// The last suspend's report, for `/sys/kernel/debug/pasr/last_suspend`.
-static LAST_SUSPEND: IrqSafeLock<Option<String>> = IrqSafeLock::new(None);
+/// The last suspend's figures, for `/sys/kernel/debug/pasr/last_suspend`.
+static LAST_SUSPEND: IrqSafeLock<Option<SuspendSummary>> = IrqSafeLock::new(None);
 /// The board's DRAM, copied from kmem at [`init`]: the mask writer runs under the memory
 /// lock and must not take it again.
 static GEOMETRY: IrqSafeLock<Option<Geometry>> = IrqSafeLock::new(None);
@@ -131,9 +131,7 @@ pub fn power() -> Result<String, PasrServiceError> {
 
 /// `/sys/kernel/debug/pasr/last_suspend`.
 pub fn last_suspend() -> String {
-    LAST_SUSPEND
-        .lock(|last| last.clone())
-        .unwrap_or_else(|| String::from("no suspend yet\n"))
+    LAST_SUSPEND.lock(|last| report::stats(last.as_ref()))
 }
 
 /// `suspend [SECONDS]`: vacate, mask, self-refresh for `seconds`, wake by the timer.
@@ -158,10 +156,11 @@ pub fn suspend(seconds: u64) -> Result<String, PasrServiceError> {
     let left = now_ns();
     pasr_ctrl::with(&geometry, |c| c.exit(left)).map_err(PasrServiceError::Controller)?;
     let after = counters(&geometry)?;
-    let text = kmem::pasr::with_sections(|sections| {
-        report::suspend(&plan, seconds, left - entered, &before, &after, sections)
+    let summary = kmem::pasr::with_sections(|sections| {
+        SuspendSummary::new(&plan, seconds, left - entered, &before, &after, sections)
     })
     .map_err(PasrServiceError::Kmem)?;
-    LAST_SUSPEND.lock(|last| *last = Some(text.clone()));
+    let text = summary.to_string();
+    LAST_SUSPEND.lock(|last| *last = Some(summary));
     Ok(text)
 }

@@ -152,7 +152,12 @@ pub fn geometry() -> Option<Geometry> {
 
 /// Run `f` on the sections (for reports that need the unit layout).
 pub fn with_sections<R>(f: impl FnOnce(&Sections) -> R) -> Result<R, KmemError> {
-    with_state(|s| s.pasr.as_ref().map(|p| f(&p.sections)).ok_or(KmemError::NoPasr))?
+    with_state(|s| {
+        s.pasr
+            .as_ref()
+            .map(|p| f(&p.sections))
+            .ok_or(KmemError::NoPasr)
+    })?
 }
 
 /// Before sleep: vacate nearly empty banks within `budget_pages` pages moved or dropped
