@@ -15,8 +15,9 @@
 //! stops on it), which to the guest is a device that vanished. So a SET_CONFIG the block
 //! cannot take is logged and answered with success, changing nothing. A GET_CONFIG outside
 //! the block gets an empty answer, which the vhost crate sends as a zero-size reply, the
-//! protocol's error reply (QEMU's `vhost_user_get_config` reports "Received bad msg size").
-//! QEMU itself only ever asks for the whole block (offset 0, `config_size` bytes).
+//! protocol's error reply: QEMU's `vhost_user_read` reads the header's size of payload and
+//! `vhost_user_get_config` reports "Received bad msg size". QEMU itself only ever asks for
+//! the whole block (offset 0, `config_size` bytes).
 //!
 //! Memory: QEMU sends the table when the driver sets DRIVER_OK; until then the controller
 //! gets `None`. Each SET_CONFIG uses the table current at that moment.
