@@ -22,7 +22,9 @@ pub fn geometry_from_blob(blob: &[u8]) -> Result<Geometry> {
     let tree = DeviceTree::from_blob(blob).map_err(|e| anyhow!("not a usable device tree: {e}"))?;
     match Geometry::from_tree(&tree, MAX_BLOCK_BYTES) {
         Ok(Some(geometry)) => Ok(geometry),
-        Ok(None) => bail!("no (enabled) {COMPATIBLE} node: this board has no DRAM geometry to model"),
+        Ok(None) => {
+            bail!("no (enabled) {COMPATIBLE} node: this board has no DRAM geometry to model")
+        }
         Err(e) => bail!("the {COMPATIBLE} node is not usable: {e}"),
     }
 }

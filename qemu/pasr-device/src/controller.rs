@@ -159,7 +159,10 @@ impl Controller {
 
     fn range(offset: u32, size: u64) -> Result<Range<usize>, AccessError> {
         let start = offset as usize;
-        match usize::try_from(size).ok().and_then(|s| start.checked_add(s)) {
+        match usize::try_from(size)
+            .ok()
+            .and_then(|s| start.checked_add(s))
+        {
             Some(end) if size > 0 && end <= CONFIG_SIZE => Ok(start..end),
             _ => Err(AccessError::OutOfRange { offset, size }),
         }
@@ -187,7 +190,9 @@ impl Controller {
         let mut lock_error = 0;
         if (new.mr16, new.mr17) != (self.written.mr16, self.written.mr17) {
             if self.in_self_refresh() {
-                warn!("mode register written in self-refresh: ignored (masks are latched at ENTER)");
+                warn!(
+                    "mode register written in self-refresh: ignored (masks are latched at ENTER)"
+                );
                 lock_error = status::ERR_MASK_LOCKED;
             } else {
                 self.written.mr16 = new.mr16;
@@ -209,7 +214,12 @@ impl Controller {
                     }
                     .error_names()
                     .collect();
-                    warn!("command {:#x} (sequence {}) refused: {}", cmd.opcode, cmd.sequence, why.join(", "));
+                    warn!(
+                        "command {:#x} (sequence {}) refused: {}",
+                        cmd.opcode,
+                        cmd.sequence,
+                        why.join(", ")
+                    );
                     bit
                 }
             };
@@ -245,10 +255,14 @@ impl Controller {
             if die >= self.geometry.dies() as usize || (units < 8 && mask >> units != 0) {
                 return Err(status::ERR_NO_SUCH_UNIT);
             }
-            masked.extend((0..units).filter(|i| mask & (1 << i) != 0).map(|index| Unit {
-                die: die as u8,
-                index: index as u8,
-            }));
+            masked.extend(
+                (0..units)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|index| Unit {
+                        die: die as u8,
+                        index: index as u8,
+                    }),
+            );
         }
         Ok(masked)
     }
@@ -266,12 +280,11 @@ impl Controller {
         let extents = merge(extents);
         let lost = match mem {
             _ if extents.is_empty() => 0,
-            Some(mem) if ram::all_in_ram(mem, &extents) => {
-                ram::overwrite(mem, &extents, POISON).map_err(|e| {
+            Some(mem) if ram::all_in_ram(mem, &extents) => ram::overwrite(mem, &extents, POISON)
+                .map_err(|e| {
                     warn!("overwriting masked units: {e}");
                     status::ERR_NOT_IN_RAM
-                })?
-            }
+                })?,
             Some(_) => return Err(status::ERR_NOT_IN_RAM),
             None => {
                 warn!("ENTER with units masked before QEMU sent the memory table (DRIVER_OK)");

@@ -17,7 +17,11 @@ const CHUNK: usize = 1 << 20;
 /// Whether every byte of every range is in `mem` and writable.
 pub fn all_in_ram<M: GuestMemory>(mem: &M, ranges: &[Range<u64>]) -> bool {
     ranges.iter().all(|r| {
-        let Some(len) = r.end.checked_sub(r.start).and_then(|l| usize::try_from(l).ok()) else {
+        let Some(len) = r
+            .end
+            .checked_sub(r.start)
+            .and_then(|l| usize::try_from(l).ok())
+        else {
             return false;
         };
         len == 0 || mem.check_range(GuestAddress(r.start), len, Permissions::Write)
@@ -46,14 +50,19 @@ pub fn overwrite<M: GuestMemory>(
 }
 
 #[cfg(test)]
+// A slice of one range is what the functions take, not a mistaken `vec![a..b]`.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use vm_memory::GuestMemoryMmap;
 
     fn mem() -> GuestMemoryMmap {
         // Two regions with a hole between them.
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0x1000), 0x3000), (GuestAddress(0x8000), 0x2000)])
-            .unwrap()
+        GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0x1000), 0x3000),
+            (GuestAddress(0x8000), 0x2000),
+        ])
+        .unwrap()
     }
 
     #[test]
@@ -64,14 +73,17 @@ mod tests {
         assert!(!all_in_ram(&m, &[0x3000..0x5000]), "runs into the hole");
         assert!(!all_in_ram(&m, &[0x9000..0xb000]), "runs past the end");
         assert!(!all_in_ram(&m, &[0x0..0x1000]), "below RAM");
-        assert!(!all_in_ram(&m, &[0x2000..0x1000]), "backwards");
+        #[allow(clippy::reversed_empty_ranges)] // what a hostile extent could look like
+        let backwards = 0x2000..0x1000;
+        assert!(!all_in_ram(&m, &[backwards]), "backwards");
         assert!(!all_in_ram(&m, &[u64::MAX - 1..u64::MAX]));
     }
 
     #[test]
     fn overwrite_writes_exactly_the_ranges() {
         let m = mem();
-        m.write_slice(&[0x11; 0x3000], GuestAddress(0x1000)).unwrap();
+        m.write_slice(&[0x11; 0x3000], GuestAddress(0x1000))
+            .unwrap();
         let n = overwrite(&m, &[0x1800..0x2800], 0x5a).unwrap();
         assert_eq!(n, 0x1000);
         let mut all = [0u8; 0x3000];

@@ -153,8 +153,12 @@ mod tests {
     fn features_offer_config_and_one_queue() {
         let b = backend();
         assert_ne!(b.features() & (1 << VIRTIO_F_VERSION_1), 0);
-        assert!(b.protocol_features().contains(VhostUserProtocolFeatures::CONFIG));
-        assert!(!b.protocol_features().contains(VhostUserProtocolFeatures::MQ));
+        assert!(b
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::CONFIG));
+        assert!(!b
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::MQ));
         assert_eq!(b.num_queues(), 1);
     }
 
@@ -162,8 +166,14 @@ mod tests {
     fn config_round_trips_through_the_glue_and_odd_accesses_do_not_fail() {
         let mut b = backend();
         assert_eq!(b.get_config(0, 4), b"PASR");
-        assert!(b.get_config(CONFIG_SIZE as u32, 4).is_empty(), "error reply");
-        assert!(b.set_config(CONFIG_SIZE as u32 - 2, &[0; 8]).is_ok(), "ignored, not an error");
+        assert!(
+            b.get_config(CONFIG_SIZE as u32, 4).is_empty(),
+            "error reply"
+        );
+        assert!(
+            b.set_config(CONFIG_SIZE as u32 - 2, &[0; 8]).is_ok(),
+            "ignored, not an error"
+        );
         let mut image = b.get_config(0, CONFIG_SIZE as u32);
         image[offset::COMMAND..offset::COMMAND + 4].copy_from_slice(
             &Command {
@@ -174,7 +184,10 @@ mod tests {
             .to_le_bytes(),
         );
         b.set_config(0, &image).unwrap();
-        let status = Status::decode(read_u32(&b.get_config(0, CONFIG_SIZE as u32), offset::STATUS));
+        let status = Status::decode(read_u32(
+            &b.get_config(0, CONFIG_SIZE as u32),
+            offset::STATUS,
+        ));
         assert!(status.self_refresh);
         b.reset_device();
         assert!(!b.controller().in_self_refresh());
@@ -184,7 +197,8 @@ mod tests {
     fn the_memory_table_is_what_entry_overwrites() {
         let mut b = backend();
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(BASE), 8 << 20)]).unwrap();
-        mem.write_slice(&[1; 16], GuestAddress(BASE + (4 << 20))).unwrap();
+        mem.write_slice(&[1; 16], GuestAddress(BASE + (4 << 20)))
+            .unwrap();
         let mut image = b.get_config(0, CONFIG_SIZE as u32);
         image[offset::mr16(0)] = 0b10;
         image[offset::COMMAND] = command::ENTER;
@@ -192,12 +206,14 @@ mod tests {
         // Before the table: refused.
         b.set_config(0, &image).unwrap();
         assert!(!b.controller().in_self_refresh());
-        b.update_memory(GuestMemoryAtomic::new(mem.clone())).unwrap();
+        b.update_memory(GuestMemoryAtomic::new(mem.clone()))
+            .unwrap();
         image[offset::COMMAND + 2] = 2;
         b.set_config(0, &image).unwrap();
         assert!(b.controller().in_self_refresh());
         let mut got = [0u8; 16];
-        mem.read_slice(&mut got, GuestAddress(BASE + (4 << 20))).unwrap();
+        mem.read_slice(&mut got, GuestAddress(BASE + (4 << 20)))
+            .unwrap();
         assert_eq!(got, [POISON; 16]);
     }
 }

@@ -49,7 +49,10 @@ fn a_dtb_without_a_pasr_node_is_refused_plainly() {
     );
     let out = refused("none", &dtb, &[]);
     assert!(out.contains("none.dtb"), "{out}");
-    assert!(out.contains("no (enabled) monolith,pasr-dram node"), "{out}");
+    assert!(
+        out.contains("no (enabled) monolith,pasr-dram node"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -122,7 +125,10 @@ fn what_is_not_a_device_tree_is_refused() {
 fn a_temperature_out_of_range_is_refused() {
     let dtb = dtb_file("hot.dtb", &Board::small());
     let out = refused("hot", &dtb, &["--temperature", "400"]);
-    assert!(out.contains("--temperature 400: must be -40 to 125"), "{out}");
+    assert!(
+        out.contains("--temperature 400: must be -40 to 125"),
+        "{out}"
+    );
     let out = refused("cold", &dtb, &["--temperature", "-41"]);
     assert!(out.contains("--temperature -41"), "{out}");
 }

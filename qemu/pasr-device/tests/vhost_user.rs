@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use common::{dtb_file, tmp, Board};
 use monolith::pasr::power;
 use monolith::pasr::regs::{
-    command, offset, read_u32, status, Command as Cmd, Status, CONFIG_SIZE, MAGIC,
-    POISON,
+    command, offset, read_u32, status, Command as Cmd, Status, CONFIG_SIZE, MAGIC, POISON,
 };
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
@@ -38,7 +37,12 @@ impl Qemu {
     fn read32(&mut self, at: usize) -> u32 {
         let (_, all) = self
             .frontend
-            .get_config(0, CONFIG_SIZE as u32, VhostUserConfigFlags::WRITABLE, &[0; CONFIG_SIZE])
+            .get_config(
+                0,
+                CONFIG_SIZE as u32,
+                VhostUserConfigFlags::WRITABLE,
+                &[0; CONFIG_SIZE],
+            )
             .unwrap();
         self.copy = all;
         read_u32(&self.copy, at)
@@ -136,7 +140,9 @@ fn a_front_end_masks_a_bank_and_the_bank_is_really_forgotten() {
     let features = frontend.get_features().unwrap();
     frontend.set_features(features).unwrap();
     let protocol = frontend.get_protocol_features().unwrap();
-    assert!(protocol.contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::REPLY_ACK));
+    assert!(
+        protocol.contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::REPLY_ACK)
+    );
     frontend
         .set_protocol_features(
             protocol
@@ -181,7 +187,10 @@ fn a_front_end_masks_a_bank_and_the_bank_is_really_forgotten() {
     for at in (base..base + window).step_by(MIB as usize) {
         mem.read_slice(&mut chunk, GuestAddress(at)).unwrap();
         let want = if bank.contains(&at) { POISON } else { 0x11 };
-        assert!(chunk.iter().all(|&b| b == want), "MiB at {at:#x}: want {want:#04x}");
+        assert!(
+            chunk.iter().all(|&b| b == want),
+            "MiB at {at:#x}: want {want:#04x}"
+        );
     }
     assert_eq!(qemu.read64(offset::BYTES_LOST), 4 * MIB);
     assert_eq!(qemu.read64(offset::SR_ENTRIES), 1);
@@ -196,7 +205,11 @@ fn a_front_end_masks_a_bank_and_the_bank_is_really_forgotten() {
     // as an error; the vhost crate's front end would wait for the full payload instead, so
     // that case is tested at the glue, `vhost::tests`.)
     qemu.frontend
-        .set_config(CONFIG_SIZE as u32 - 2, VhostUserConfigFlags::empty(), &[0xff; 8])
+        .set_config(
+            CONFIG_SIZE as u32 - 2,
+            VhostUserConfigFlags::empty(),
+            &[0xff; 8],
+        )
         .unwrap();
     assert!(Status::decode(qemu.read32(offset::STATUS)).self_refresh);
 

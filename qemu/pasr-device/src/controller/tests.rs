@@ -21,8 +21,11 @@ fn interleaved() -> Geometry {
 
 /// Guest RAM: a low page (not in the window) and the whole window.
 fn ram() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(BASE), 2 * DIE as usize)])
-        .unwrap()
+    GuestMemoryMmap::from_ranges(&[
+        (GuestAddress(0), 0x1000),
+        (GuestAddress(BASE), 2 * DIE as usize),
+    ])
+    .unwrap()
 }
 
 /// What page `addr` held before anything was overwritten: never POISON (0x5a is even).
@@ -132,10 +135,15 @@ fn entering_overwrites_exactly_the_masked_banks_plain() {
     assert_eq!((s.self_refresh, s.errors), (true, 0));
     let geometry = plain();
     let masked = [unit(0, 0), unit(1, 3), unit(1, 7)];
-    check_pages(g.mem(), |at| masked.contains(&geometry.unit_of(at).unwrap()));
+    check_pages(g.mem(), |at| {
+        masked.contains(&geometry.unit_of(at).unwrap())
+    });
     let mut low = [0u8; 0x1000];
     g.mem().read_slice(&mut low, GuestAddress(0)).unwrap();
-    assert!(low.iter().all(|&b| b == 0x77), "RAM outside the window is untouched");
+    assert!(
+        low.iter().all(|&b| b == 0x77),
+        "RAM outside the window is untouched"
+    );
     assert_eq!(g.read64(offset::BYTES_LOST), 3 * 4 * MIB);
     assert_eq!(g.read64(offset::SR_ENTRIES), 1);
 }
@@ -152,13 +160,17 @@ fn entering_overwrites_exactly_the_masked_banks_interleaved() {
     assert_eq!(g.command(command::ENTER, 0).errors, 0);
     let geometry = interleaved();
     let masked = [unit(0, 2), unit(0, 5), unit(1, 5)];
-    check_pages(g.mem(), |at| masked.contains(&geometry.unit_of(at).unwrap()));
+    check_pages(g.mem(), |at| {
+        masked.contains(&geometry.unit_of(at).unwrap())
+    });
     // Spot-check the interleave itself: span 2 starts at BASE + 2 * 8 MiB.
     let span2 = BASE + 16 * MIB;
     let mut b = [0u8; 1];
     g.mem().read_slice(&mut b, GuestAddress(span2)).unwrap();
     assert_eq!(b[0], POISON);
-    g.mem().read_slice(&mut b, GuestAddress(span2 + 4096)).unwrap();
+    g.mem()
+        .read_slice(&mut b, GuestAddress(span2 + 4096))
+        .unwrap();
     assert_eq!(b[0], page_pattern(span2 + 4096));
     assert_eq!(g.read64(offset::BYTES_LOST), 3 * 4 * MIB);
 }
@@ -171,8 +183,14 @@ fn energy_for_a_known_duration_is_the_models() {
         g.set_mask(1, 0x01);
         let now = g.read32(offset::POWER_NOW_UW);
         let full = g.read32(offset::POWER_FULL_UW);
-        assert_eq!(u64::from(now), power::self_refresh_uw(8, &[0xf0, 0x01], temperature));
-        assert_eq!(u64::from(full), power::self_refresh_uw(8, &[0, 0], temperature));
+        assert_eq!(
+            u64::from(now),
+            power::self_refresh_uw(8, &[0xf0, 0x01], temperature)
+        );
+        assert_eq!(
+            u64::from(full),
+            power::self_refresh_uw(8, &[0, 0], temperature)
+        );
         assert!(now < full);
         let entry = 5_000_000_123;
         let stay = 2_500_000_777;
@@ -215,12 +233,26 @@ fn commands_out_of_order_are_refused_and_change_nothing() {
     assert_eq!(s.errors, status::ERR_UNKNOWN_COMMAND);
     let after = g.controller.registers();
     assert_eq!(
-        (after.sr_entries, after.sr_time_ns, after.sr_energy_nj, after.bytes_lost),
-        (before.sr_entries, before.sr_time_ns, before.sr_energy_nj, before.bytes_lost)
+        (
+            after.sr_entries,
+            after.sr_time_ns,
+            after.sr_energy_nj,
+            after.bytes_lost
+        ),
+        (
+            before.sr_entries,
+            before.sr_time_ns,
+            before.sr_energy_nj,
+            before.bytes_lost
+        )
     );
 
     g.set_mask(0, 0x01);
-    assert_eq!(g.command(command::ENTER, 1_000).errors, 0, "a good command clears the errors");
+    assert_eq!(
+        g.command(command::ENTER, 1_000).errors,
+        0,
+        "a good command clears the errors"
+    );
     let lost = g.read64(offset::BYTES_LOST);
     // Entering twice: refused, nothing overwritten again, still one entry.
     let s = g.command(command::ENTER, 2_000);
@@ -245,16 +277,25 @@ fn masks_naming_missing_units_are_refused() {
     let mut g = Guest::new(four_banks, 85, Some(mem));
     // Bank 4 of a four-bank die.
     g.set_mask(0, 0b0001_0001);
-    assert_eq!(g.command(command::ENTER, 0).errors, status::ERR_NO_SUCH_UNIT);
+    assert_eq!(
+        g.command(command::ENTER, 0).errors,
+        status::ERR_NO_SUCH_UNIT
+    );
     // Die 2 of two.
     g.set_mask(0, 0);
     g.set_mask(2, 0x01);
-    assert_eq!(g.command(command::ENTER, 0).errors, status::ERR_NO_SUCH_UNIT);
+    assert_eq!(
+        g.command(command::ENTER, 0).errors,
+        status::ERR_NO_SUCH_UNIT
+    );
     // A segment mask on a bank geometry.
     g.set_mask(2, 0);
     g.write32(offset::mr17(0), 0x01);
     let s = g.command(command::ENTER, 0);
-    assert_eq!((s.self_refresh, s.errors), (false, status::ERR_NO_SUCH_UNIT));
+    assert_eq!(
+        (s.self_refresh, s.errors),
+        (false, status::ERR_NO_SUCH_UNIT)
+    );
     check_pages(g.mem(), |_| false);
     assert_eq!(g.read64(offset::BYTES_LOST), 0);
     // Put right, it enters.
@@ -270,7 +311,11 @@ fn a_segment_geometry_takes_mr17() {
     let mut g = Guest::new(geometry, 85, Some(ram()));
     assert_eq!(g.read32(offset::UNIT_KIND), 17);
     g.set_mask(0, 0x01);
-    assert_eq!(g.command(command::ENTER, 0).errors, status::ERR_NO_SUCH_UNIT, "MR16 on segments");
+    assert_eq!(
+        g.command(command::ENTER, 0).errors,
+        status::ERR_NO_SUCH_UNIT,
+        "MR16 on segments"
+    );
     g.set_mask(0, 0);
     g.write32(offset::mr17(0), 0x80);
     assert_eq!(g.command(command::ENTER, 0).errors, 0);
@@ -290,7 +335,10 @@ fn a_masked_unit_outside_guest_ram_is_an_error_bit() {
     // Die 0's bank 0, in RAM, was not overwritten either: a refused entry changes no byte.
     let mut b = vec![0u8; 4 * MIB as usize];
     g.mem().read_slice(&mut b, GuestAddress(BASE)).unwrap();
-    assert!(b.iter().enumerate().all(|(i, &x)| x == page_pattern(BASE + i as u64)));
+    assert!(b
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == page_pattern(BASE + i as u64)));
     g.set_mask(1, 0);
     assert_eq!(g.command(command::ENTER, 0).errors, 0);
 }
@@ -321,7 +369,11 @@ fn masks_are_latched_in_self_refresh() {
     assert_eq!(g.read32(offset::POWER_NOW_UW), power);
     assert_eq!(g.command(command::EXIT, 100).errors, 0);
     g.set_mask(0, 0xff);
-    assert_eq!(g.read32(offset::mr16(0)), 0xff, "active again: masks are writable");
+    assert_eq!(
+        g.read32(offset::mr16(0)),
+        0xff,
+        "active again: masks are writable"
+    );
 }
 
 #[test]
@@ -334,8 +386,16 @@ fn an_unrelated_write_does_not_run_the_last_command_again() {
     g.write32(offset::SR_ENTRIES, 77);
     let s = Status::decode(g.read32(offset::STATUS));
     assert_eq!((s.self_refresh, s.errors), (true, 0));
-    assert_eq!(g.read64(offset::SR_ENTRIES), 1, "read-only registers ignore writes");
-    assert_eq!(g.read64(offset::TIMESTAMP), 200, "writable registers read back");
+    assert_eq!(
+        g.read64(offset::SR_ENTRIES),
+        1,
+        "read-only registers ignore writes"
+    );
+    assert_eq!(
+        g.read64(offset::TIMESTAMP),
+        200,
+        "writable registers read back"
+    );
     assert_eq!(g.command(command::EXIT, 300).errors, 0);
     assert_eq!(g.read64(offset::SR_TIME_NS), 200);
 }
@@ -367,13 +427,15 @@ fn malformed_config_accesses_are_refused_and_survived() {
     assert!(c.write(none, size - 1, &[1, 2]).is_err());
     assert!(c.write(none, u32::MAX, &[1]).is_err());
     assert!(c.write(none, 0, &[]).is_err());
-    assert!(c.write(none, 0, &vec![0xee; CONFIG_SIZE + 1]).is_err());
+    assert!(c.write(none, 0, &[0xee; CONFIG_SIZE + 1]).is_err());
     assert_eq!(c.registers(), before, "refused writes change nothing");
     // A 2-byte write into the middle of TIMESTAMP merges with the rest.
-    c.write(none, offset::TIMESTAMP as u32 + 2, &[0x34, 0x12]).unwrap();
+    c.write(none, offset::TIMESTAMP as u32 + 2, &[0x34, 0x12])
+        .unwrap();
     assert_eq!(c.registers().timestamp_ns, 0x1234_0000);
     // A lone byte write of a new sequence runs the command it completes.
-    c.write(none, offset::COMMAND as u32, &[command::ENTER]).unwrap();
+    c.write(none, offset::COMMAND as u32, &[command::ENTER])
+        .unwrap();
     assert!(!c.in_self_refresh(), "the sequence did not change yet");
     c.write(none, offset::COMMAND as u32 + 2, &[9]).unwrap();
     assert!(c.in_self_refresh());
@@ -381,7 +443,10 @@ fn malformed_config_accesses_are_refused_and_survived() {
     c.write(none, 0, &[0xff; CONFIG_SIZE]).unwrap();
     let s = Status::decode(c.registers().status);
     assert!(s.self_refresh);
-    assert_eq!(s.errors, status::ERR_UNKNOWN_COMMAND | status::ERR_MASK_LOCKED);
+    assert_eq!(
+        s.errors,
+        status::ERR_UNKNOWN_COMMAND | status::ERR_MASK_LOCKED
+    );
 }
 
 #[test]
@@ -404,7 +469,10 @@ fn random_accesses_never_panic() {
             let _ = c.write(mem, offset, &bytes);
             let _ = c.read(next() % (CONFIG_SIZE as u32 + 8), next() % 12);
             let regs = c.registers();
-            assert_eq!(Status::decode(regs.status).self_refresh, c.in_self_refresh());
+            assert_eq!(
+                Status::decode(regs.status).self_refresh,
+                c.in_self_refresh()
+            );
             assert!(regs.power_now_uw <= regs.power_full_uw);
         }
     }
@@ -422,7 +490,12 @@ fn script(g: &mut Guest) -> ([u8; CONFIG_SIZE], u64) {
         g.command(command::EXIT, t + 1);
         t += 7_000;
     }
-    let image: [u8; CONFIG_SIZE] = g.controller.read(0, CONFIG_SIZE as u32).unwrap().try_into().unwrap();
+    let image: [u8; CONFIG_SIZE] = g
+        .controller
+        .read(0, CONFIG_SIZE as u32)
+        .unwrap()
+        .try_into()
+        .unwrap();
     // A digest of the window: FNV-1a over every 64th byte and both ends of each page.
     let mut digest = 0xcbf2_9ce4_8422_2325u64;
     let mut page = vec![0u8; 4096];
@@ -458,14 +531,20 @@ fn reset_returns_to_power_on() {
     g.set_mask(0, 0x03);
     g.command(command::ENTER, 10);
     g.controller.reset();
-    assert_eq!(g.controller.registers(), Controller::new(plain(), 85).registers());
+    assert_eq!(
+        g.controller.registers(),
+        Controller::new(plain(), 85).registers()
+    );
 }
 
 #[test]
 fn identification_registers() {
     let mut g = Guest::new(interleaved(), -20, None);
     assert_eq!(g.read32(offset::MAGIC), monolith::pasr::regs::MAGIC);
-    assert_eq!(g.read32(offset::VERSION), monolith::pasr::regs::LAYOUT_VERSION);
+    assert_eq!(
+        g.read32(offset::VERSION),
+        monolith::pasr::regs::LAYOUT_VERSION
+    );
     assert_eq!(g.read32(offset::DIES), 2);
     assert_eq!(g.read32(offset::UNITS_PER_DIE), 8);
     assert_eq!(g.read32(offset::UNIT_KIND), 16);
