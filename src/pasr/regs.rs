@@ -92,10 +92,21 @@ use core::fmt;
 /// device. It is also a memory device in name, which is the nearest thing to a DRAM
 /// controller in the table.
 pub const VIRTIO_ID: u32 = 6;
+// QEMU 10.0.2's virtio_device_names[] names ids 1..=13 and 16..=41 (anything else aborts in
+// virtio_id_to_name); the firmware binds 16 (GPU) and 31 (video decoder).
+const _: () = assert!(
+    matches!(VIRTIO_ID, 1..=13 | 16..=41) && VIRTIO_ID != 16 && VIRTIO_ID != 31,
+    "the controller's virtio id must be one QEMU names and no board driver binds"
+);
 /// Virtqueues the device offers (QEMU's `num_vqs`): one, never used.
 pub const NUM_QUEUES: u32 = 1;
 /// Bytes of config space (QEMU's `config_size`; `vhost-user` caps it at 256).
 pub const CONFIG_SIZE: usize = 0x70;
+// vhost-user.c: VHOST_USER_MAX_CONFIG_SIZE (256); `vhost_user_get_config` asserts it.
+const _: () = assert!(
+    CONFIG_SIZE <= 256,
+    "QEMU's vhost-user config space is at most 256 bytes"
+);
 /// "PASR", read as a little-endian word.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PASR");
 /// This layout.

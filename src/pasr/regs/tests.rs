@@ -94,8 +94,6 @@ fn registers_tile_the_block_without_overlap() {
         at += size;
     }
     assert_eq!(at, CONFIG_SIZE);
-    // QEMU's vhost-user caps config space at 256 bytes (VHOST_USER_MAX_CONFIG_SIZE).
-    assert!(CONFIG_SIZE <= 256);
 }
 
 #[test]
@@ -165,12 +163,4 @@ fn command_and_status_fields() {
         sequence: 0,
     };
     assert_eq!(odd.encode(), 0);
-}
-
-#[test]
-fn the_virtio_id_is_one_qemu_names_and_no_board_driver_binds() {
-    // virtio_device_names[] in QEMU 10.0.2 names 1..=13 and 16..=41; ours binds 16 and 31.
-    assert!((1..=13).contains(&VIRTIO_ID) || (16..=41).contains(&VIRTIO_ID));
-    assert!(![16, 31].contains(&VIRTIO_ID));
-    assert_eq!(MAGIC, 0x5253_4150);
 }
