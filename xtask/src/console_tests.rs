@@ -24,9 +24,10 @@ mod buffers;
 /// The display's scripts (`gpu pattern`, `gpu map`), not listed below until the firmware
 /// has its `gpu` command.
 pub mod display;
+/// Video: the clip decoded by our vhost-user device and shown on the GPU.
+mod pasr;
 /// The debug shell's scripts: every command, bad input, Linux file formats, random lines.
 mod shell;
-/// Video: the clip decoded by our vhost-user device and shown on the GPU.
 mod video;
 
 pub struct ConsoleTest {
@@ -37,6 +38,21 @@ pub struct ConsoleTest {
 }
 
 pub const CONSOLE_TESTS: &[ConsoleTest] = &[
+    ConsoleTest {
+        name: "pasr_suspend_loses_nothing",
+        qemu: "--board virt-pasr",
+        script: pasr::suspend_loses_nothing,
+    },
+    ConsoleTest {
+        name: "pasr_interleaved_pairs",
+        qemu: "--board virt-pasr-interleaved",
+        script: pasr::interleaved_pairs,
+    },
+    ConsoleTest {
+        name: "pasr_without_banks",
+        qemu: "",
+        script: pasr::without_banks,
+    },
     ConsoleTest {
         name: "video_plays_every_frame",
         qemu: "--board virt-video",
