@@ -11,7 +11,9 @@
 //! [`handle_irq`] is the single entry the exception vectors call for an IRQ.
 
 pub mod gicv3;
+pub mod pasr_ctrl;
 pub mod pl011;
+pub mod slot;
 pub mod timer;
 pub mod virtio_gpu;
 pub mod virtio_mmio;

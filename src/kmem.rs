@@ -43,6 +43,7 @@ mod error;
 pub mod memmap;
 pub mod pagecache;
 pub mod pagecache_policy;
+pub mod pasr;
 pub mod pattern;
 mod window;
 mod workload;
@@ -232,6 +233,8 @@ pub struct KmemState {
     clients: Clients,
     /// Physical range of the memmap (for reports and tests).
     memmap: Range<u64>,
+    /// The board's DRAM banks, when its tree describes them (`monolith,pasr-dram`).
+    pasr: Option<pasr::PasrState>,
 }
 
 static STATE: IrqSafeLock<Option<KmemState>> = IrqSafeLock::new(None);
@@ -239,8 +242,16 @@ static PLAN: AtomicPtr<ReservedMemoryPlan> = AtomicPtr::new(core::ptr::null_mut(
 
 /// Run `f` on the state under the memory lock (IRQs masked): the one way in for a workload
 /// that must not be interrupted between its operations (the in-guest benchmarks).
+///
+/// Every hold ends with PASR's unmask check ([`pasr`]): memory handed out in a masked bank
+/// has the bank unmasked before the caller sees it.
 pub fn with_state<R>(f: impl FnOnce(&mut KmemState) -> R) -> Result<R, KmemError> {
-    STATE.lock(|slot| slot.as_mut().map(f).ok_or(KmemError::NotInitialised))
+    STATE.lock(|slot| {
+        let state = slot.as_mut().ok_or(KmemError::NotInitialised)?;
+        let result = f(state);
+        pasr::after_locked(state);
+        Ok(result)
+    })
 }
 
 extern "C" {
@@ -422,11 +433,13 @@ pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
 
     let mut cache = PageCache::new();
     cache.init_store(pagecache::DEFAULT_STORE_BLOCKS);
+    let pasr = pasr::setup(&mut zone, platform.bootargs.as_deref());
     let state = KmemState {
         zone,
         areas,
         clients: Clients::new(AnonClient::new(), cache),
         memmap: memmap_range.clone(),
+        pasr,
     };
     let counters = state.zone.counters();
     log::info!(
@@ -675,6 +688,7 @@ pub fn check_invariants() -> Result<(), KmemError> {
     with_state(|s| {
         s.zone
             .check_invariants()
-            .map_err(KmemError::InvariantBroken)
+            .map_err(KmemError::InvariantBroken)?;
+        pasr::check_invariants(s)
     })?
 }

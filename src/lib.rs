@@ -63,6 +63,8 @@ pub mod logger;
 #[cfg(target_os = "none")]
 pub mod panic;
 #[cfg(target_os = "none")]
+pub mod pasr_service;
+#[cfg(target_os = "none")]
 pub mod psci;
 #[cfg(target_os = "none")]
 pub mod runtime;

@@ -168,6 +168,7 @@ fn kernel_init() -> ! {
     let platform = monolith::runtime::platform();
     summary::print(platform);
     show_at_boot(platform.bootargs.as_deref());
+    play_at_boot(platform.bootargs.as_deref());
     log::info!(
         "boot complete in {:?}; starting the shell",
         monolith::driver::timer::uptime()
@@ -191,6 +192,29 @@ fn show_at_boot(bootargs: Option<&str>) {
     match display_service::show(what) {
         Ok(text) => monolith::println!("display: {text}"),
         Err(error) => monolith::println!("display: not shown: {error}"),
+    }
+}
+
+/// `monolith.video=`: start the clip before the shell starts (the console loop steps it).
+#[cfg(target_os = "none")]
+fn play_at_boot(bootargs: Option<&str>) {
+    use monolith::video::boot::{boot_play, BootPlay};
+    let looping = match boot_play(bootargs) {
+        Ok(BootPlay::Off) => return,
+        Ok(BootPlay::Once) => false,
+        Ok(BootPlay::Loop) => true,
+        Err(message) => return monolith::println!("video: {message}"),
+    };
+    match monolith::video_service::play(looping, false) {
+        Ok(text) => monolith::println!(
+            "video: {text}{}",
+            if looping {
+                " (`video stop` ends it)"
+            } else {
+                ""
+            }
+        ),
+        Err(error) => monolith::println!("video: not playing: {error}"),
     }
 }
 

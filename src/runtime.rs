@@ -14,7 +14,8 @@
 //!    interrupt controller (so handlers can be registered), the console UART with receive
 //!    interrupts, the periodic timer tick, and finally IRQs are unmasked;
 //! 6. the kernel memory service (`kmem::init`): zone, CMA areas, movable clients; then
-//!    the DMA service on top of it (`dma_service::init`: heaps, atomic pool);
+//!    the DMA service on top of it (`dma_service::init`: heaps, atomic pool), and the PASR
+//!    service (`pasr_service::init`: the DRAM controller model, on boards that have one);
 //! 7. `kernel_init`, provided by the binary: the firmware or an in-QEMU test image.
 //!
 //! A step that cannot complete prints `FATAL: ...` and stops through
@@ -78,6 +79,8 @@ pub unsafe fn runtime_init(dtb_from_x0: usize) -> ! {
     if let Err(err) = crate::dma_service::init(platform) {
         crate::println!("dma: {err}");
     }
+    // The DRAM controller model, when the board describes its banks.
+    crate::pasr_service::init();
 
     // Safety: `kernel_init` is defined exactly once by the binary linked with us.
     unsafe { kernel_init() }

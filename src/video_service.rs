@@ -496,9 +496,19 @@ struct Playback {
     player: Player,
     clip: &'static [u8],
     units_total: usize,
-    crc: bool,
     /// What the display showed before, to give it back.
     restore: Option<Showing>,
+    pipeline: Pipeline,
+    /// Guest instructions spent in the play's steps (player, both drivers, fences), when
+    /// the PMU counts them (under QEMU's `-icount`).
+    instructions: Option<u64>,
+}
+
+/// What the player's three adapters work on: the devices' DMA descriptions, fences,
+/// buffers and resources. Kept apart from the [`Player`] so the adapters can be made
+/// before the player exists (its start needs them) and for every step after.
+struct Pipeline {
+    crc: bool,
     bitstream_device: DeviceDma,
     frame_device: DeviceDma,
     gpu: DeviceDma,
@@ -509,9 +519,36 @@ struct Playback {
     frame_copies: u64,
     /// Frames handed to the screen (numbers the CRC lines).
     shown: u64,
-    /// Guest instructions spent in the play's steps (player, both drivers, fences), when
-    /// the PMU counts them (under QEMU's `-icount`).
-    instructions: Option<u64>,
+}
+
+impl Pipeline {
+    /// Runs `f` with the three adapters over the decoder driver.
+    fn with_adapters<R>(
+        &mut self,
+        f: impl FnOnce(&mut BoardDecoder<'_>, &mut BoardBuffers<'_>, &mut GpuScreen<'_>) -> R,
+    ) -> Result<R, virtio_video::VideoServiceError> {
+        virtio_video::with(|driver| {
+            let mut decoder = BoardDecoder {
+                driver,
+                fences: &mut self.fences,
+                stash: &mut self.stash,
+            };
+            let mut buffers = BoardBuffers {
+                bitstream_device: &self.bitstream_device,
+                frame_device: &self.frame_device,
+                gpu: &self.gpu,
+                live: &mut self.live,
+                frame_copies: &mut self.frame_copies,
+            };
+            let mut screen = GpuScreen {
+                resources: &mut self.resources,
+                scanout: 0,
+                crc: self.crc,
+                shown: &mut self.shown,
+            };
+            Ok(f(&mut decoder, &mut buffers, &mut screen))
+        })
+    }
 }
 
 enum PlaySlot {
@@ -620,40 +657,29 @@ fn start(
     let gpu = gpu_device().map_err(VideoServiceError::Play)?;
     let context = dma_service::fence_context("virtio-video", "decode")
         .map_err(|e| VideoServiceError::Play(PlayError::new("fences", e)))?;
-    let mut fences = Fencing {
-        context,
-        frame_bufs: BTreeMap::new(),
-        pending: BTreeMap::new(),
+    let mut pipeline = Pipeline {
+        crc,
+        bitstream_device,
+        frame_device,
+        gpu,
+        fences: Fencing {
+            context,
+            frame_bufs: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        },
+        stash: Vec::new(),
+        live: BTreeMap::new(),
+        resources: BTreeMap::new(),
+        frame_copies: 0,
+        shown: 0,
     };
-    let mut stash = Vec::new();
-    let mut live = BTreeMap::new();
-    let mut frame_copies = 0;
     // The video takes the screen; the display gets it back when the play ends.
     let restore = display_service::showing();
     if restore.is_some() {
         let _ = display_service::off();
     }
-    let started = virtio_video::with(|driver| {
-        let mut decoder = BoardDecoder {
-            driver,
-            fences: &mut fences,
-            stash: &mut stash,
-        };
-        let mut buffers = BoardBuffers {
-            bitstream_device: &bitstream_device,
-            frame_device: &frame_device,
-            gpu: &gpu,
-            live: &mut live,
-            frame_copies: &mut frame_copies,
-        };
-        Ok(Player::start(
-            clip,
-            units,
-            looping,
-            &mut decoder,
-            &mut buffers,
-        ))
-    });
+    let started = pipeline
+        .with_adapters(|decoder, buffers, _| Player::start(clip, units, looping, decoder, buffers));
     let player = match started {
         Ok(Ok(player)) => player,
         Ok(Err(e)) => {
@@ -674,17 +700,8 @@ fn start(
         player,
         clip,
         units_total,
-        crc,
         restore,
-        bitstream_device,
-        frame_device,
-        gpu,
-        fences,
-        stash,
-        live,
-        resources: BTreeMap::new(),
-        frame_copies,
-        shown: 0,
+        pipeline,
         instructions: crate::cpu::pmu::count_instructions().ok().map(|()| 0),
     });
     Ok((playback, text))
@@ -728,32 +745,15 @@ pub fn poll() {
     }
 }
 
-/// Runs `f` with the play's three adapters over the decoder driver.
+/// Runs `f` with the play's player and its three adapters over the decoder driver.
 fn with_adapters<R>(
     p: &mut Playback,
     f: impl FnOnce(&mut Player, &mut BoardDecoder<'_>, &mut BoardBuffers<'_>, &mut GpuScreen<'_>) -> R,
 ) -> Result<R, virtio_video::VideoServiceError> {
-    virtio_video::with(|driver| {
-        let mut decoder = BoardDecoder {
-            driver,
-            fences: &mut p.fences,
-            stash: &mut p.stash,
-        };
-        let mut buffers = BoardBuffers {
-            bitstream_device: &p.bitstream_device,
-            frame_device: &p.frame_device,
-            gpu: &p.gpu,
-            live: &mut p.live,
-            frame_copies: &mut p.frame_copies,
-        };
-        let mut screen = GpuScreen {
-            resources: &mut p.resources,
-            scanout: 0,
-            crc: p.crc,
-            shown: &mut p.shown,
-        };
-        Ok(f(&mut p.player, &mut decoder, &mut buffers, &mut screen))
-    })
+    let Playback {
+        player, pipeline, ..
+    } = p;
+    pipeline.with_adapters(|decoder, buffers, screen| f(player, decoder, buffers, screen))
 }
 
 /// Stop the play (a finished one: free its last frame) and give the screen back.
@@ -820,8 +820,9 @@ fn describe(p: &Playback) -> String {
     let fps = stats.millifps().map_or(String::from("-"), |m| {
         format!("{}.{:03}", m / 1000, m % 1000)
     });
-    let copies = p.frame_copies
-        + p.live
+    let copies = p.pipeline.frame_copies
+        + p.pipeline
+            .live
             .values()
             .filter(|b| b.gpu.is_some())
             .map(|b| dma_service::cpu_writes(b.buf).unwrap_or(0))

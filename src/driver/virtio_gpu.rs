@@ -8,34 +8,21 @@
 //! interrupt) and brings the driver up ([`GpuDriver::new`]); its rings and its command
 //! page are `dma_alloc_coherent` buffers, given back by [`shutdown`]. A GPU node that is
 //! not `dma-coherent` is refused with that reason ([`AttachError::NotCoherent`]). Every other call probes first if needed. The driver lives in a
-//! static, but a call takes it out for its duration and puts it back after: requests
-//! sleep in WFI until the device's interrupt, which must be able to run, so no IRQ-masking
-//! lock may be held across them. A second caller meanwhile (an interrupt handler, say)
-//! gets [`GpuServiceError::Busy`].
+//! [`DriverSlot`], lent to one call at a time: a second caller meanwhile (an interrupt
+//! handler, say) gets [`GpuServiceError::Busy`].
 
-use alloc::boxed::Box;
 use alloc::string::String;
 
-use crate::cpu::IrqSafeLock;
-use crate::dt::platform::MmioDevice;
 use crate::virtio::gpu::{DisplayInfo, Format, Framebuffer, GpuDriver, GpuError, Rect};
 use crate::virtio::id;
 
+use super::slot::{DriverSlot, Unavailable};
 use super::virtio_mmio::{self, AttachError, KmemHal, MmioRegisters};
 use super::virtio_probe;
 
 type Driver = GpuDriver<KmemHal, MmioRegisters>;
 
-enum Slot {
-    /// Not looked for yet (or shut down).
-    Unprobed,
-    /// Boxed: the driver (queues, its Hal's DMA description) is large next to the others.
-    Ready(Box<Driver>),
-    /// Taken out by a call in progress.
-    InUse,
-}
-
-static GPU: IrqSafeLock<Slot> = IrqSafeLock::new(Slot::Unprobed);
+static GPU: DriverSlot<Driver> = DriverSlot::new();
 
 /// Why the GPU service could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +33,15 @@ pub enum GpuServiceError {
     Busy,
     Attach(AttachError),
     Gpu(GpuError),
+}
+
+impl From<Unavailable> for GpuServiceError {
+    fn from(u: Unavailable) -> Self {
+        match u {
+            Unavailable::NoDevice => GpuServiceError::NoDevice,
+            Unavailable::Busy => GpuServiceError::Busy,
+        }
+    }
 }
 
 impl From<GpuError> for GpuServiceError {
@@ -69,50 +65,19 @@ impl core::fmt::Display for GpuServiceError {
 
 /// Find and bring up the GPU (once; later calls return at once).
 pub fn probe() -> Result<(), GpuServiceError> {
-    let state = GPU.lock(|slot| match slot {
-        Slot::Unprobed => {
-            *slot = Slot::InUse;
-            None
-        }
-        Slot::Ready(_) => Some(Ok(())),
-        Slot::InUse => Some(Err(GpuServiceError::Busy)),
-    });
-    if let Some(result) = state {
-        return result;
-    }
-    match bring_up() {
-        Ok(driver) => {
-            GPU.lock(|slot| *slot = Slot::Ready(Box::new(driver)));
-            Ok(())
-        }
-        Err(e) => {
-            GPU.lock(|slot| *slot = Slot::Unprobed);
-            Err(e)
-        }
-    }
-}
-
-/// The `virtio,mmio` slots that hold a GPU, in tree order.
-fn gpu_slots() -> impl Iterator<Item = &'static MmioDevice> {
-    crate::runtime::platform()
-        .virtio_mmio
-        .iter()
-        .filter(|device| {
-            // Safety: each window is a `virtio,mmio` node's `reg`, part of
-            // `platform.mmio`, which the boot code identity-maps as device memory.
-            let found = unsafe { virtio_probe::device_id(device.base) };
-            found == Some(id::GPU)
-        })
+    GPU.probe(bring_up)
 }
 
 /// The device-tree path of the GPU's slot (for its DMA description), if there is one.
 pub fn device_path() -> Option<String> {
-    gpu_slots().next().map(|device| device.path.clone())
+    virtio_probe::slots_with_id(id::GPU)
+        .next()
+        .map(|device| device.path.clone())
 }
 
 fn bring_up() -> Result<Driver, GpuServiceError> {
     let mut first_error = None;
-    for device in gpu_slots() {
+    for device in virtio_probe::slots_with_id(id::GPU) {
         let (hal, regs) = virtio_mmio::attach(device).map_err(GpuServiceError::Attach)?;
         match GpuDriver::new(hal, regs) {
             Ok(driver) => {
@@ -135,22 +100,7 @@ fn bring_up() -> Result<Driver, GpuServiceError> {
 /// Run `f` on the driver (probing first if needed), with interrupts as the caller has
 /// them and no lock held.
 pub fn with<R>(f: impl FnOnce(&mut Driver) -> Result<R, GpuError>) -> Result<R, GpuServiceError> {
-    probe()?;
-    let taken = GPU.lock(|slot| match core::mem::replace(slot, Slot::InUse) {
-        Slot::Ready(driver) => Ok(driver),
-        other => {
-            let error = match other {
-                Slot::Unprobed => GpuServiceError::NoDevice,
-                _ => GpuServiceError::Busy,
-            };
-            *slot = other;
-            Err(error)
-        }
-    });
-    let mut driver = taken?;
-    let result = f(&mut driver);
-    GPU.lock(|slot| *slot = Slot::Ready(driver));
-    Ok(result?)
+    GPU.with(bring_up, f)?.map_err(GpuServiceError::from)
 }
 
 /// Display size and scanouts, as GET_DISPLAY_INFO reports them.
@@ -189,15 +139,7 @@ pub fn reset() -> Result<(), GpuServiceError> {
 /// Turn the scanout off and release the driver and all its DMA memory; the next call
 /// probes again.
 pub fn shutdown() -> Result<(), GpuServiceError> {
-    let taken = GPU.lock(|slot| match core::mem::replace(slot, Slot::Unprobed) {
-        Slot::Ready(driver) => Ok(Some(driver)),
-        Slot::Unprobed => Ok(None),
-        Slot::InUse => {
-            *slot = Slot::InUse;
-            Err(GpuServiceError::Busy)
-        }
-    })?;
     // Dropping turns the scanout off, resets the device and frees its memory.
-    drop(taken);
+    drop(GPU.take()?);
     Ok(())
 }

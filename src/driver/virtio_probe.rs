@@ -42,6 +42,19 @@ pub unsafe fn device_id(base: u64) -> Option<u32> {
     (magic == MAGIC_VALUE).then_some(device)
 }
 
+/// The platform's `virtio,mmio` slots whose device has DeviceID `id`, in tree order.
+pub fn slots_with_id(id: u32) -> impl Iterator<Item = &'static crate::dt::platform::MmioDevice> {
+    crate::runtime::platform()
+        .virtio_mmio
+        .iter()
+        .filter(move |device| {
+            // Safety: each window is a `virtio,mmio` node's `reg`, part of
+            // `platform.mmio`, which the boot code identity-maps as device memory.
+            let found = unsafe { device_id(device.base) };
+            found == Some(id)
+        })
+}
+
 /// Linux `VIRTIO_ID_*` names for the device types QEMU can attach (virtio 1.x, section 5).
 pub fn device_name(id: u32) -> &'static str {
     match id {

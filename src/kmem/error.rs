@@ -7,6 +7,7 @@ use core::fmt;
 
 use crate::memory::mmu::MapError;
 use crate::mm::{AllocError, CmaError, MmError, Pfn};
+use crate::pasr::vacate::VacateError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KmemError {
@@ -85,6 +86,10 @@ pub enum KmemError {
         block: usize,
         blocks: usize,
     },
+    /// The board's tree describes no DRAM banks (`monolith,pasr-dram`), or PASR is off.
+    NoPasr,
+    /// The vacating pass could not run.
+    Vacate(VacateError),
 }
 
 /// Why a new movable page could not be put in place.
@@ -157,6 +162,11 @@ impl fmt::Display for KmemError {
                 f,
                 "block {block} is past the end of the store ({blocks} blocks)"
             ),
+            KmemError::NoPasr => write!(
+                f,
+                "no PASR on this board (no monolith,pasr-dram in the device tree, or monolith.pasr=off); boot --board virt-pasr"
+            ),
+            KmemError::Vacate(e) => write!(f, "vacating: {e}"),
         }
     }
 }

@@ -27,6 +27,12 @@
 //! a frame may be migrated or reclaimed; the id is the owner's private reverse map. Moving
 //! pages is delegated to a [`Migrator`], the interface to the page owners.
 //!
+//! For partial array self-refresh a zone can count its free MAX_ORDER blocks per DRAM span
+//! and steer allocations away from entirely free spans ([`Zone::enable_pasr`]); the count
+//! changes only where a MAX_ORDER block joins or leaves a free list, so a zone without it
+//! pays one compare below max order. [`evacuate_isolated_range`] empties ranges without
+//! taking them, for the vacating pass in `crate::pasr`.
+//!
 //! Everything here is safe Rust, `no_std` + `alloc`, and assumes one caller at a time (the
 //! firmware wraps the zone and its CMA areas in one spin lock).
 #![forbid(unsafe_code)]
@@ -50,13 +56,14 @@ pub(crate) mod testutil;
 pub use cma::{
     cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, CmaArea, CmaError, CmaState,
 };
-pub use contig::{alloc_contig_range, free_contig_range, ContigError};
+pub use contig::{alloc_contig_range, evacuate_isolated_range, free_contig_range, ContigError};
 pub use migrate::{MigrateError, Migrator, Move, NoMigrator, MIGRATE_BATCH};
 pub use migratetype::MigrateType;
 pub use page::{Owner, OwnerKind, Page, PageState};
 pub use page_alloc::{
     zone_metadata_size, AllocError, CmaBalance, Gfp, GfpFlags, MetadataSize, MmError,
-    PageblockUsage, Watermarks, Zone, ZoneCounters,
+    PageblockUsage, PasrMode, PasrSetupError, PasrSpanState, PasrSpans, Watermarks, Zone,
+    ZoneCounters, PASR_MAX_SPANS,
 };
 
 /// Physical frame number: physical address >> [`PAGE_SHIFT`].

@@ -181,7 +181,7 @@ impl Geometry {
         if units_per_die == 0
             || units_per_die > MAX_UNITS_PER_DIE
             || die_bytes == 0
-            || die_bytes % u64::from(units_per_die) != 0
+            || !die_bytes.is_multiple_of(u64::from(units_per_die))
             || !(die_bytes / u64::from(units_per_die)).is_power_of_two()
         {
             return Err(GeometryError::UnitsPerDie);
@@ -189,7 +189,7 @@ impl Geometry {
         let unit_bytes = die_bytes / u64::from(units_per_die);
         let interleave = match interleave {
             None | Some(0) => None,
-            Some(g) if g.is_power_of_two() && g >= 4096 && unit_bytes % g == 0 => Some(g),
+            Some(g) if g.is_power_of_two() && g >= 4096 && unit_bytes.is_multiple_of(g) => Some(g),
             Some(_) => return Err(GeometryError::Interleave),
         };
         let total = die_bytes
@@ -206,13 +206,13 @@ impl Geometry {
             controller: None,
         };
         let span = geometry.span_bytes();
-        if max_block_bytes == 0 || span % max_block_bytes != 0 {
+        if max_block_bytes == 0 || !span.is_multiple_of(max_block_bytes) {
             return Err(GeometryError::SpanAlignment {
                 span_bytes: span,
                 block_bytes: max_block_bytes,
             });
         }
-        if base % span != 0 {
+        if !base.is_multiple_of(span) {
             return Err(GeometryError::BaseAlignment);
         }
         Ok(geometry)
@@ -470,7 +470,7 @@ impl Geometry {
                 let round = g * u64::from(self.dies);
                 let mut total = 0;
                 let mut at = lo;
-                while at < hi && (at - span.start) % round != 0 {
+                while at < hi && !(at - span.start).is_multiple_of(round) {
                     let next = ((at / g) + 1) * g;
                     if self.unit_of(at) == Some(unit) {
                         total += next.min(hi) - at;

@@ -340,6 +340,15 @@ pub trait Backend {
         Vec::new()
     }
 
+    /// `pasr`: the DRAM units, their ranges, free memory and masks, and the modeled
+    /// self-refresh power (`crate::pasr::report::banks`).
+    fn pasr(&mut self) -> Result<String, BackendError>;
+
+    /// `suspend SECONDS`: vacate and mask, sleep in self-refresh for `seconds` (1 to
+    /// [`super::commands::MAX_SUSPEND_SECONDS`], checked by the shell), wake, and report
+    /// (`crate::pasr::report::suspend`).
+    fn suspend(&mut self, seconds: u64) -> Result<String, BackendError>;
+
     fn log_level(&self) -> LevelFilter;
 
     fn set_log_level(&mut self, level: LevelFilter) -> Result<(), BackendError>;

@@ -111,6 +111,16 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "show or set the log level",
     },
     CommandSpec {
+        name: "pasr",
+        usage: "pasr",
+        summary: "list the DRAM banks or segments: ranges, free memory, masks, self-refresh power",
+    },
+    CommandSpec {
+        name: "suspend",
+        usage: "suspend [SECONDS]",
+        summary: "empty and mask free DRAM, sleep in self-refresh (1 to 3600 s, default 1)",
+    },
+    CommandSpec {
         name: "poweroff",
         usage: "poweroff",
         summary: "power the machine off",
@@ -135,6 +145,11 @@ pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "of
 pub const MAX_ALIGN_ORDER: u32 = 20;
 /// `trace replay` runs synchronously on the console; keep it interruptible by design.
 pub const MAX_REPLAY_TIMES: u64 = 1000;
+
+/// `suspend` without an argument sleeps this long.
+pub const DEFAULT_SUSPEND_SECONDS: u64 = 1;
+/// Longest `suspend`: an hour, so a typo cannot put the machine to sleep for a day.
+pub const MAX_SUSPEND_SECONDS: u64 = 3600;
 
 /// Where CMA area directories live; `cma alloc` completes area names from here.
 pub const CMA_SYSFS_DIR: &str = "/sys/kernel/mm/cma";
@@ -197,6 +212,13 @@ pub fn run<B: Backend + ?Sized, W: Write + ?Sized>(
         "dmabuf" => ctx.dmabuf(&args, backend),
         "bench" => ctx.bench(&args, backend),
         "log" => ctx.log(&args, backend),
+        "pasr" => {
+            if ctx.arity(&args, 0, 0) {
+                let result = backend.pasr();
+                ctx.report(result);
+            }
+        }
+        "suspend" => ctx.suspend(&args, backend),
         "poweroff" => {
             if ctx.arity(&args, 0, 0) {
                 let _ = writeln!(ctx.out, "Powering off.");
@@ -561,6 +583,27 @@ impl<W: Write + ?Sized> Context<'_, W> {
         if let Err(error) = backend.set_log_level(level) {
             self.fail(format_args!("{}", error));
         }
+    }
+
+    fn suspend<B: Backend + ?Sized>(&mut self, args: &[&str], backend: &mut B) {
+        if !self.arity(args, 0, 1) {
+            return;
+        }
+        let seconds = match args.first() {
+            None => DEFAULT_SUSPEND_SECONDS,
+            Some(text) => match parse_u64(text) {
+                Ok(seconds) if (1..=MAX_SUSPEND_SECONDS).contains(&seconds) => seconds,
+                // Out of range, negative, a unit suffix, too long: one wording for all.
+                _ => {
+                    return self.fail(format_args!(
+                        "SECONDS must be a whole number from 1 to {}, not '{}'",
+                        MAX_SUSPEND_SECONDS, text
+                    ))
+                }
+            },
+        };
+        let result = backend.suspend(seconds);
+        self.report(result);
     }
 
     fn bad_subcommand(&mut self, args: &[&str], known: &[&str]) {

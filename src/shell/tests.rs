@@ -33,6 +33,8 @@ struct Fake {
     /// Live dma-bufs of the fake heaps: id -> (heap, bytes).
     bufs: BTreeMap<u64, (String, u64)>,
     next_buf: u64,
+    /// The fake board has a PASR window (`pasr` and `suspend` work).
+    pasr: bool,
 }
 
 const HEAPS: [&str; 2] = ["system", "reserved"];
@@ -87,6 +89,7 @@ impl Fake {
             log: LevelFilter::Info,
             bufs: BTreeMap::new(),
             next_buf: 1,
+            pasr: true,
         }
     }
 
@@ -143,6 +146,7 @@ enum FakeError {
     NoNode(String),
     NoHeap(String),
     NoBuf(u64),
+    NoPasr,
 }
 
 impl core::fmt::Display for FakeError {
@@ -156,6 +160,7 @@ impl core::fmt::Display for FakeError {
             FakeError::NoNode(path) => write!(f, "{}: no such node", path),
             FakeError::NoHeap(heap) => write!(f, "no heap '{}'", heap),
             FakeError::NoBuf(id) => write!(f, "no dma-buf {}", id),
+            FakeError::NoPasr => f.write_str("no PASR window on this board"),
         }
     }
 }
@@ -354,6 +359,22 @@ impl Backend for Fake {
 
     fn bench_names(&self) -> Vec<String> {
         vec![String::from("buddy"), String::from("cma")]
+    }
+
+    fn pasr(&mut self) -> Result<String, BackendError> {
+        self.calls.push(String::from("pasr"));
+        if !self.pasr {
+            return Err(BackendError::service(FakeError::NoPasr));
+        }
+        Ok(String::from("die  bank  state\n0    0     busy"))
+    }
+
+    fn suspend(&mut self, seconds: u64) -> Result<String, BackendError> {
+        self.calls.push(format!("suspend {}", seconds));
+        if !self.pasr {
+            return Err(BackendError::service(FakeError::NoPasr));
+        }
+        Ok(format!("asked: {} s\n", seconds))
     }
 
     fn log_level(&self) -> LevelFilter {
@@ -694,6 +715,70 @@ fn video_commands_and_their_options() {
     assert!(rig.run("video play loop loop").contains("`loop`"));
     assert!(rig.run("video rewind").contains("play"));
     assert_eq!(rig.fake.calls.len(), calls, "a bad line reaches no backend");
+}
+
+#[test]
+fn pasr_lists_and_suspend_takes_seconds_within_limits() {
+    let mut rig = Rig::new();
+    // Backend text is printed as is, with a final newline added.
+    assert_eq!(rig.run("pasr"), "die  bank  state\n0    0     busy\n");
+    assert_eq!(rig.run("suspend"), "asked: 1 s\n");
+    assert_eq!(rig.run("suspend 5"), "asked: 5 s\n");
+    assert_eq!(rig.run("suspend 3600"), "asked: 3600 s\n");
+    assert_eq!(rig.run("suspend 0x3c"), "asked: 60 s\n");
+    assert_eq!(
+        rig.calls(),
+        [
+            "pasr",
+            "suspend 1",
+            "suspend 5",
+            "suspend 3600",
+            "suspend 60"
+        ]
+    );
+
+    assert_eq!(
+        rig.run("pasr all"),
+        "pasr: too many arguments (usage: pasr)\n"
+    );
+    assert_eq!(
+        rig.run("suspend 1 2"),
+        "suspend: too many arguments (usage: suspend [SECONDS])\n"
+    );
+    for bad in [
+        "0",
+        "3601",
+        "-1",
+        "1s",
+        "1.5",
+        "0x",
+        "99999999999999999999999",
+    ] {
+        assert_eq!(
+            rig.run(&format!("suspend {bad}")),
+            format!("suspend: SECONDS must be a whole number from 1 to 3600, not '{bad}'\n"),
+        );
+    }
+    assert!(rig.calls().is_empty(), "a bad line reaches no backend");
+
+    // The backend's refusal is worded after the command name.
+    rig.fake.pasr = false;
+    assert_eq!(rig.run("pasr"), "pasr: no PASR window on this board\n");
+    assert_eq!(
+        rig.run("suspend 2"),
+        "suspend: no PASR window on this board\n"
+    );
+    assert_eq!(rig.calls(), ["pasr", "suspend 2"]);
+
+    assert_eq!(
+        rig.run("help suspend"),
+        format!(
+            "usage: suspend [SECONDS]\n  {}\n",
+            commands::spec("suspend").unwrap().summary
+        )
+    );
+    assert_eq!(complete(&mut rig, "sus"), "suspend ");
+    assert_eq!(complete(&mut rig, "pa"), "pasr ");
 }
 
 #[test]
@@ -1061,6 +1146,9 @@ mod random {
         "debug",
         "off",
         "buddy",
+        "pasr",
+        "suspend",
+        "3600",
     ];
 
     fn line() -> impl Strategy<Value = String> {

@@ -140,6 +140,7 @@ impl FirmwareBackend {
             );
         }
         ShellBuffers::register(&mut tree);
+        super::pasr::register(&mut tree);
         let devtree = crate::dtb::tree().map(DtView::new);
         let platform = crate::runtime::platform();
         let ram_bytes: u64 = platform.memory.iter().map(|b| b.end - b.start).sum();
@@ -518,6 +519,9 @@ impl Backend for FirmwareBackend {
         if let Some(result) = ShellBuffers::read(path) {
             return result;
         }
+        if let Some(result) = super::pasr::read(path) {
+            return result;
+        }
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
         match parts.as_slice() {
             ["proc", "meminfo"] => kmem::meminfo().map_err(kmem_fs_error),
@@ -619,6 +623,14 @@ impl Backend for FirmwareBackend {
             VideoOp::Info => video::info(),
         }
         .map_err(BackendError::service)
+    }
+
+    fn pasr(&mut self) -> Result<String, BackendError> {
+        super::pasr::banks()
+    }
+
+    fn suspend(&mut self, seconds: u64) -> Result<String, BackendError> {
+        super::pasr::suspend(seconds)
     }
 
     fn gpu(&mut self, op: GpuOp) -> Result<String, BackendError> {

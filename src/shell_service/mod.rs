@@ -22,4 +22,6 @@ mod buffers;
 #[cfg(target_os = "none")]
 mod firmware;
 #[cfg(target_os = "none")]
+mod pasr;
+#[cfg(target_os = "none")]
 pub use firmware::{run, FirmwareBackend};

@@ -38,7 +38,8 @@ pub struct Nal {
 /// Position of the next `00 00 01` at or after `from`.
 fn next_start_code(bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
-    while i + 3 <= bytes.len() {
+    // `i < len - 2`, written so that no `from` can overflow.
+    while i < bytes.len().saturating_sub(2) {
         if bytes[i + 2] > 1 {
             i += 3;
         } else if bytes[i] == 0 && bytes[i + 1] == 0 && bytes[i + 2] == 1 {
@@ -50,11 +51,12 @@ fn next_start_code(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Every NAL unit of `bytes`, in order. Bytes before the first start code are not a NAL.
-pub fn nal_units(bytes: &[u8]) -> Vec<Nal> {
-    let mut nals = Vec::new();
-    let mut at = next_start_code(bytes, 0);
-    while let Some(code) = at {
+/// The first NAL unit whose start code lies at or after `from`: the incremental form of
+/// [`nal_units`] (a decoder fed NAL by NAL goes on from the previous one's `payload.end`).
+/// Bytes before the first start code are not a NAL, and neither is an empty payload.
+pub fn next_nal(bytes: &[u8], from: usize) -> Option<Nal> {
+    let mut code = next_start_code(bytes, from)?;
+    loop {
         let payload_start = code + 3;
         let next = next_start_code(bytes, payload_start);
         let mut end = next.unwrap_or(bytes.len());
@@ -63,20 +65,30 @@ pub fn nal_units(bytes: &[u8]) -> Vec<Nal> {
         while end > payload_start && bytes[end - 1] == 0 {
             end -= 1;
         }
-        // A 4-byte start code's leading zero belongs to this NAL's start.
-        let start = if code > 0 && bytes[code - 1] == 0 {
-            code - 1
-        } else {
-            code
-        };
         if payload_start < end {
-            nals.push(Nal {
+            // A 4-byte start code's leading zero belongs to this NAL's start.
+            let start = if code > from && bytes[code - 1] == 0 {
+                code - 1
+            } else {
+                code
+            };
+            return Some(Nal {
                 start,
                 payload: payload_start..end,
                 nal_type: bytes[payload_start] & 0x1f,
             });
         }
-        at = next;
+        code = next?;
+    }
+}
+
+/// Every NAL unit of `bytes`, in order. Bytes before the first start code are not a NAL.
+pub fn nal_units(bytes: &[u8]) -> Vec<Nal> {
+    let mut nals = Vec::new();
+    let mut from = 0;
+    while let Some(nal) = next_nal(bytes, from) {
+        from = nal.payload.end;
+        nals.push(nal);
     }
     nals
 }

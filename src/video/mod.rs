@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod annexb;
+pub mod boot;
 pub mod clip;
 pub mod player;
 

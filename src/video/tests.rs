@@ -6,7 +6,7 @@ use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::annexb::{access_units, nal_units};
+use super::annexb::{access_units, nal_units, next_nal};
 use super::clip::{bitstream, ClipError};
 use super::player::*;
 
@@ -42,6 +42,32 @@ fn nal_units_are_found_with_either_start_code() {
     assert_eq!(&s[nals[1].payload.clone()], &[0x68, 0xce]);
     assert!(nal_units(&[0, 0, 0, 0]).is_empty());
     assert!(nal_units(&[]).is_empty());
+}
+
+#[test]
+fn next_nal_walks_the_stream_one_unit_at_a_time() {
+    let mut s = stream(2);
+    s.extend_from_slice(&[0, 0, 1, 0, 0, 0, 1]); // an empty NAL, then a bare start code
+    s.extend(nal(1, &[0x9a]));
+    let all = nal_units(&s);
+    assert_eq!(all.len(), 8);
+    let mut from = 0;
+    let mut walked = Vec::new();
+    while let Some(nal) = next_nal(&s, from) {
+        assert!(nal.start >= from && nal.payload.end > nal.start);
+        from = nal.payload.end;
+        walked.push(nal);
+    }
+    assert_eq!(walked, all);
+    // The first NAL's 4-byte start code starts at 0; from a later offset the search
+    // never reaches back before it.
+    assert_eq!(all[0].start, 0);
+    assert_eq!(
+        next_nal(&s, all[1].payload.start).map(|n| n.start),
+        Some(all[2].start)
+    );
+    assert_eq!(next_nal(&s, s.len()), None);
+    assert_eq!(next_nal(&s, usize::MAX - 1), None);
 }
 
 #[test]

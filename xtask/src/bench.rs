@@ -82,7 +82,7 @@ pub fn verb() -> Result<ExitCode> {
         let boot = Boot::resolve(&qemu_header_options(&source)?, &tools)?;
         let launch = boot.launch(&image.executable, qemu::Console::Pipes, true)?;
         let mut command = launch.command;
-        let _video = launch.video;
+        let _beside = launch.beside;
         command.args(ICOUNT);
         let captured = qemu::run_captured(&mut command, GUEST_BENCH_TIMEOUT)?;
         println!("{}", captured.output.trim_end());

@@ -62,6 +62,30 @@ pub struct BoardFile {
     /// the patched QEMU of `cargo xtask qemu`).
     #[serde(default)]
     pub video: Option<VideoMode>,
+    /// Whether the board has our PASR DRAM-controller model (a vhost-user device, always
+    /// attached: it needs the patched QEMU), and how its dies are laid out.
+    #[serde(default)]
+    pub pasr: Option<PasrLayout>,
+}
+
+/// The DRAM layout a PASR board describes (`boards/pasr-<layout>.dtso`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PasrLayout {
+    /// Two dies of eight banks, one after the other.
+    Plain,
+    /// Two dies taking turns every 4 KiB: each bank paired with the other die's.
+    Interleaved,
+}
+
+impl PasrLayout {
+    /// The overlay that describes the dies (`monolith,pasr-dram`).
+    pub fn overlay(self) -> &'static str {
+        match self {
+            PasrLayout::Plain => "pasr-plain.dtso",
+            PasrLayout::Interleaved => "pasr-interleaved.dtso",
+        }
+    }
 }
 
 /// When a board gets the virtio-video decoder.
@@ -182,10 +206,16 @@ impl MachineConfig {
         self
     }
 
+    /// Whether a vhost-user device maps guest RAM (the decoder, the PASR controller):
+    /// then RAM must be a shared file.
+    pub fn shares_ram(&self) -> bool {
+        self.video || self.board.file.pasr.is_some()
+    }
+
     fn args_with_machine(&self, mut machine: String) -> Result<Vec<String>> {
         let file = &self.board.file;
         // A vhost-user device maps guest RAM itself: it must be a shared file.
-        let shared_ram = self.video && file.numa_nodes.is_none();
+        let shared_ram = self.shares_ram() && file.numa_nodes.is_none();
         if shared_ram {
             machine.push_str(",memory-backend=ram");
         }
@@ -209,7 +239,12 @@ impl MachineConfig {
             ));
         }
         if let Some(nodes) = file.numa_nodes {
-            args.extend(numa_args(nodes, self.mem_bytes, self.smp, self.video)?);
+            args.extend(numa_args(
+                nodes,
+                self.mem_bytes,
+                self.smp,
+                self.shares_ram(),
+            )?);
         }
         args.extend(file.extra_args.iter().cloned());
         Ok(args)
@@ -223,6 +258,9 @@ impl MachineConfig {
         let mut overlay_paths = vec![paths::boards_dir().join(overlay_name)];
         if self.video {
             overlay_paths.push(paths::boards_dir().join(VIDEO_OVERLAY));
+        }
+        if let Some(layout) = self.board.file.pasr {
+            overlay_paths.push(paths::boards_dir().join(layout.overlay()));
         }
         let mut overlay = Vec::new();
         for path in &overlay_paths {
@@ -466,6 +504,23 @@ smp = 2
             args.contains("-object memory-backend-memfd,id=ram,size=1024M,share=on"),
             "{args}"
         );
+    }
+
+    #[test]
+    fn pasr_boards_share_guest_ram_and_name_their_layout() {
+        let board = parse_board("t", &format!("{MINIMAL}pasr = \"interleaved\"\n")).unwrap();
+        assert_eq!(board.file.pasr, Some(PasrLayout::Interleaved));
+        assert_eq!(PasrLayout::Plain.overlay(), "pasr-plain.dtso");
+        assert!(parse_board("t", &format!("{MINIMAL}pasr = \"striped\"\n")).is_err());
+        let args = MachineConfig::new(board, None, None)
+            .unwrap()
+            .qemu_args()
+            .unwrap()
+            .join(" ");
+        assert!(args.contains("memory-backend-memfd,id=ram"), "{args}");
+        for layout in [PasrLayout::Plain, PasrLayout::Interleaved] {
+            assert!(crate::paths::boards_dir().join(layout.overlay()).is_file());
+        }
     }
 
     #[test]

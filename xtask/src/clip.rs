@@ -205,6 +205,48 @@ pub fn loader_args(image: &Path) -> Vec<String> {
     ]
 }
 
+/// `bitstream` with its first SPS's `profile_idc` replaced: a clip the decoder must refuse
+/// (for `cargo xtask test`'s check of `--clip` with another profile). Main (77) has the
+/// same SPS syntax as Baseline, so the rest of the header still parses.
+pub fn with_profile(bitstream: &[u8], profile_idc: u8) -> Result<Vec<u8>> {
+    let sps = monolith::video::annexb::nal_units(bitstream)
+        .into_iter()
+        .find(|n| n.nal_type == monolith::video::annexb::nal_type::SPS && n.payload.len() > 3)
+        .context("the clip has no sequence parameter set")?;
+    let mut bytes = bitstream.to_vec();
+    bytes[sps.payload.start + 1] = profile_idc;
+    Ok(bytes)
+}
+
+/// What `cargo xtask run --clip FILE` says about a Main-profile clip: it must refuse it
+/// before anything boots, naming the file, the profile and what the decoder takes.
+pub fn check_refuses_other_profiles(tools: &crate::setup::Tools) -> Result<()> {
+    let device = crate::video_device::binary()?;
+    let baseline = std::fs::read(default_clip(&device)?)?;
+    let main = video_dir().join("main-profile.h264");
+    std::fs::write(&main, with_profile(&baseline, 77)?)?;
+    let options = crate::run_options::RunOptions {
+        board: Some("virt-video".into()),
+        clip: Some(main.clone()),
+        ..Default::default()
+    };
+    let refused = match crate::qemu::Boot::resolve(&options, tools) {
+        Ok(_) => bail!("a Main-profile clip was accepted"),
+        Err(error) => format!("{error:#}"),
+    };
+    let _ = std::fs::remove_file(&main);
+    for part in [
+        main.display().to_string().as_str(),
+        "Main profile (77)",
+        "the decoder supports Constrained Baseline only",
+    ] {
+        if !refused.contains(part) {
+            bail!("the refusal must name `{part}`; it said: {refused}");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

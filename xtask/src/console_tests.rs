@@ -64,6 +64,17 @@ pub const CONSOLE_TESTS: &[ConsoleTest] = &[
         script: video::stalled_queue,
     },
     ConsoleTest {
+        name: "video_plays_at_boot",
+        qemu: "--board virt --video on --clip generated:320x240:30 \
+               --append \"monolith.display=map monolith.video=loop\"",
+        script: video::plays_at_boot,
+    },
+    ConsoleTest {
+        name: "video_two_banks",
+        qemu: "--board virt-2bank --video on --clip generated:320x240:30",
+        script: video::two_banks,
+    },
+    ConsoleTest {
         name: "video_stop_mid_play",
         qemu: "--board virt-video --clip generated:320x240:30",
         script: video::stop_mid_play,

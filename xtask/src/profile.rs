@@ -177,7 +177,7 @@ fn profile_image(
     let _ = std::fs::remove_file(&log.0);
     let launch = boot.launch(&image.executable, qemu::Console::Pipes, true)?;
     let mut command = launch.command;
-    let _video = launch.video;
+    let _beside = launch.beside;
     command.args(ICOUNT).args(LOG_ITEMS).arg("-D").arg(&log.0);
     println!("$ {}", qemu::describe(&command));
     let started = Instant::now();

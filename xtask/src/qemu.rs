@@ -37,7 +37,7 @@ use crate::board::{load_board, MachineConfig, VideoMode, DEFAULT_BOARD};
 use crate::build::repo_relative;
 use crate::run_options::{RunOptions, VideoChoice};
 use crate::setup::Tools;
-use crate::{clip, qemu_build, video_device};
+use crate::{clip, pasr_device, qemu_build, video_device};
 
 /// A `-dtb` needs room for about twice its size (+10 kB) below the image at 0x4020_0000
 /// (shared/reference/qemu-virt.md): larger files are silently dropped by QEMU.
@@ -119,6 +119,8 @@ pub struct Boot {
     pub qemu: PathBuf,
     pub qemu_data_dir: PathBuf,
     pub video: Option<VideoAttachment>,
+    /// The PASR controller model's binary, on a board that has one.
+    pub pasr: Option<PathBuf>,
 }
 
 /// The virtio-video decoder of one boot: the device to start and the clip to load.
@@ -130,10 +132,18 @@ pub struct VideoAttachment {
 }
 
 /// A QEMU command ready to spawn, and the processes it needs running beside it: keep
-/// this alive until QEMU has exited.
+/// `beside` alive until QEMU has exited.
 pub struct Launch {
     pub command: Command,
+    pub beside: Beside,
+}
+
+/// The vhost-user devices of one boot, stopped (and their sockets removed) on drop.
+#[derive(Default)]
+#[allow(dead_code, reason = "held for their Drop, which stops the devices")]
+pub struct Beside {
     pub video: Option<video_device::Running>,
+    pub pasr: Option<pasr_device::Running>,
 }
 
 /// Whether this boot gets the decoder, from the user's choice and the board's mode.
@@ -191,25 +201,31 @@ impl Boot {
         }
         let machine = MachineConfig::new(board, options.mem_bytes, options.smp)?
             .with_video(decision == VideoDecision::With);
-        let (qemu, qemu_data_dir, video) = if decision == VideoDecision::With {
+        let vhost_user = decision == VideoDecision::With || machine.board.file.pasr.is_some();
+        let (qemu, qemu_data_dir) = if vhost_user {
             let patched = qemu_build::ensure()?;
+            (patched.binary, patched.data_dir)
+        } else {
+            (tools.qemu.clone(), tools.qemu_data_dir.clone())
+        };
+        let pasr = match machine.board.file.pasr {
+            Some(_) => Some(pasr_device::binary()?),
+            None => None,
+        };
+        let video = if decision == VideoDecision::With {
             let device = video_device::binary()?;
             let clip_source = match &options.clip {
                 Some(spec) => clip::source(&device, spec)?,
                 None => clip::default_clip(&device)?,
             };
             let clip_image = clip::prepare(&device, &clip_source)?;
-            (
-                patched.binary,
-                patched.data_dir,
-                Some(VideoAttachment {
-                    device,
-                    clip_image,
-                    faults: options.video_faults.clone(),
-                }),
-            )
+            Some(VideoAttachment {
+                device,
+                clip_image,
+                faults: options.video_faults.clone(),
+            })
         } else {
-            (tools.qemu.clone(), tools.qemu_data_dir.clone(), None)
+            None
         };
         let dtb = match &options.dtb {
             Some(user_dtb) => {
@@ -245,10 +261,12 @@ impl Boot {
             qemu,
             qemu_data_dir,
             video,
+            pasr,
         })
     }
 
-    /// Starts what QEMU needs beside it (the decoder device), then gives the command.
+    /// Starts what QEMU needs beside it (the decoder, the PASR controller), then gives
+    /// the command.
     pub fn launch(
         &self,
         kernel: &std::path::Path,
@@ -256,18 +274,31 @@ impl Boot {
         semihosting: bool,
     ) -> Result<Launch> {
         let running = match &self.video {
-            Some(video) => Some(video_device::Running::start(
+            Some(video) => Some(video_device::start(
                 &video.device,
                 &video_device::new_socket_path(),
                 &video.faults,
             )?),
             None => None,
         };
+        let pasr = match (&self.pasr, &self.dtb) {
+            (Some(device), Some(dtb)) => Some(pasr_device::start(device, dtb)?),
+            (Some(_), None) => bail!(
+                "the PASR controller needs the boot's device tree (the board's overlay), and this boot has none"
+            ),
+            (None, _) => None,
+        };
         let socket = running.as_ref().map(|r| r.socket().to_path_buf());
-        let command = self.command(kernel, console, semihosting, socket.as_deref())?;
+        let mut command = self.command(kernel, console, semihosting, socket.as_deref())?;
+        if let Some(controller) = &pasr {
+            command.args(pasr_device::qemu_args(controller.socket()));
+        }
         Ok(Launch {
             command,
-            video: running,
+            beside: Beside {
+                video: running,
+                pasr,
+            },
         })
     }
 
@@ -280,6 +311,7 @@ impl Boot {
         video_socket: Option<&std::path::Path>,
     ) -> Result<Command> {
         let mut command = Command::new(&self.qemu);
+        crate::child::dies_with_xtask(&mut command);
         command.args(self.machine.qemu_args()?);
         if let Some(socket) = video_socket {
             command.args(video_device::qemu_args(socket));

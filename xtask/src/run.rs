@@ -15,7 +15,9 @@
 //! address, is printed before QEMU starts.
 //!
 //! On a GPU board the boot arguments get `monolith.display=map` (unless they already
-//! choose), so the screen shows the live memory map from boot on ([`show_map_at_boot`]).
+//! choose), so the screen shows the live memory map from boot on ([`show_map_at_boot`]);
+//! with the decoder attached also `monolith.video=loop`, so the clip plays from boot on
+//! until `video stop` brings the map back ([`play_video_at_boot`]).
 //!
 //! The virtio-video decoder: `run` asks for it as `--video auto` unless told otherwise,
 //! so a board that may have it (`virt`) gets it when the patched QEMU is already built,
@@ -56,15 +58,33 @@ pub fn qmp_socket() -> PathBuf {
 /// `sun_path` holds 108 bytes including the terminating NUL (unix(7)).
 const MAX_SOCKET_PATH: usize = 107;
 
+/// `append` with `param=value` added, unless the user's arguments already set `param`
+/// (theirs wins).
+pub fn boot_default(append: Option<&str>, param: &str, value: &str) -> String {
+    match append {
+        Some(args)
+            if args
+                .split_whitespace()
+                .any(|a| a == param || a.starts_with(&format!("{param}="))) =>
+        {
+            args.to_string()
+        }
+        Some(args) if !args.trim().is_empty() => format!("{args} {param}={value}"),
+        _ => format!("{param}={value}"),
+    }
+}
+
 /// The boot arguments of a run on a board with a GPU: the firmware shows the memory map
 /// from boot on (`monolith.display=map`) unless the user's arguments already say what to
 /// show.
 pub fn show_map_at_boot(append: Option<&str>) -> String {
-    match append {
-        Some(args) if args.contains("monolith.display") => args.to_string(),
-        Some(args) if !args.trim().is_empty() => format!("{args} monolith.display=map"),
-        _ => String::from("monolith.display=map"),
-    }
+    boot_default(append, "monolith.display", "map")
+}
+
+/// The boot arguments of a run with the decoder attached: the clip plays in a loop from
+/// boot on (`monolith.video=loop`; `video stop` ends it) unless the user's arguments say.
+pub fn play_video_at_boot(append: Option<&str>) -> String {
+    boot_default(append, "monolith.video", "loop")
 }
 
 /// Whether a board's extra QEMU arguments add a virtio-gpu device.
@@ -185,6 +205,9 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
     if has_gpu {
         boot.append = Some(show_map_at_boot(boot.append.as_deref()));
     }
+    if has_gpu && boot.video.is_some() {
+        boot.append = Some(play_video_at_boot(boot.append.as_deref()));
+    }
     let screen = choose_screen(
         has_gpu,
         desktop,
@@ -195,7 +218,7 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
     prepare_socket(&socket)?;
     let launch = boot.launch(&firmware.elf, Console::Terminal(screen), false)?;
     let mut command = launch.command;
-    let _video = launch.video;
+    let _beside = launch.beside;
     command.args(qemu::qmp_args(&socket));
     println!("== run: board {}", boot.machine.board.name);
     println!("{}", qemu::describe(&command));
@@ -229,6 +252,25 @@ mod tests {
             show_map_at_boot(Some("monolith.display=off")),
             "monolith.display=off"
         );
+    }
+
+    #[test]
+    fn decoder_runs_play_the_clip_unless_told_otherwise() {
+        assert_eq!(
+            play_video_at_boot(Some("monolith.display=map")),
+            "monolith.display=map monolith.video=loop"
+        );
+        assert_eq!(
+            play_video_at_boot(Some("monolith.video=off cma=64M")),
+            "monolith.video=off cma=64M"
+        );
+        // A bare flag is the user's choice too; a longer name is not the same parameter.
+        assert_eq!(play_video_at_boot(Some("monolith.video")), "monolith.video");
+        assert_eq!(
+            play_video_at_boot(Some("monolith.videox=1")),
+            "monolith.videox=1 monolith.video=loop"
+        );
+        assert_eq!(play_video_at_boot(None), "monolith.video=loop");
     }
 
     #[test]

@@ -372,7 +372,7 @@ fn run_console_test(tools: &Tools, kernel: &Path, test: &ConsoleTest) -> (Tally,
         let boot = Boot::resolve(&options, tools)?;
         let launch = boot.launch(kernel, qemu::Console::Pipes, false)?;
         let mut command = launch.command;
-        let _video = launch.video;
+        let _beside = launch.beside;
         let socket = crate::console_tests::add_qmp(&mut command, test.name)?;
         let shown = qemu::describe(&command);
         let mut console = Console::spawn(command)
@@ -417,7 +417,28 @@ fn console_tests(tools: &Tools, filter: Option<&str>) -> Tally {
     tally
 }
 
-/// `cargo xtask test`: the sections the options select, one `N passed, N failed` total.
+/// What `run --clip` refuses, checked without booting.
+fn clip_checks(tools: &Tools, filter: Option<&str>) -> Tally {
+    const NAME: &str = "video_clip_other_profile";
+    if !filter.is_none_or(|f| NAME.contains(f)) {
+        return Tally::default();
+    }
+    section("clip checks");
+    match crate::clip::check_refuses_other_profiles(tools) {
+        Ok(()) => {
+            println!("check {NAME} ... ok");
+            Tally {
+                passed: 1,
+                failed: 0,
+            }
+        }
+        Err(error) => {
+            println!("check {NAME} ... FAILED: {error:#}");
+            Tally::ONE_FAILURE
+        }
+    }
+}
+
 /// The bounded fuzz pass: one test, passed when no input panicked and none was slow.
 fn fuzz_pass(tools: &Tools) -> Tally {
     println!(
@@ -443,6 +464,7 @@ fn fuzz_pass(tools: &Tools) -> Tally {
     }
 }
 
+/// `cargo xtask test`: the sections the options select, one `N passed, N failed` total.
 pub fn verb(options: &Args) -> Result<ExitCode> {
     let filter = options.filter.as_deref();
     let mut total = Tally::default();
@@ -471,6 +493,7 @@ pub fn verb(options: &Args) -> Result<ExitCode> {
         match &tools {
             Some(tools) => {
                 total.add(qemu_images(tools, filter));
+                total.add(clip_checks(tools, filter));
                 total.add(console_tests(tools, filter));
             }
             None => println!("\n(in-QEMU and console tests skipped: setup failed)"),

@@ -1,4 +1,6 @@
-//! Annex-B H.264 byte streams: NAL unit boundaries (start codes) and just enough of the
+//! Annex-B H.264 byte streams: NAL unit boundaries come from the firmware's splitter
+//! ([`monolith::video::annexb`], re-exported here as [`next_nal`] and [`nal_units`]), so
+//! the guest and the device cut a stream the same way; this file adds just enough of the
 //! sequence parameter set (H.264 7.3.2.1.1) to name the profile and the picture size.
 //!
 //! The device feeds its decoder one NAL unit at a time ([`next_nal`]); `probe` uses
@@ -7,48 +9,10 @@
 
 use std::fmt;
 
+pub use monolith::video::annexb::{nal_units, next_nal, Nal};
+
 /// `nal_unit_type` of a sequence parameter set.
 pub const NAL_SPS: u8 = 7;
-
-/// The first NAL unit at or after `from`: `(start, end)` with the start code included, so
-/// the slice can go to a decoder as it is. Bytes before the first start code are skipped.
-pub fn next_nal(data: &[u8], from: usize) -> Option<(usize, usize)> {
-    let start = find_start_code(data, from)?;
-    let payload = start + start_code_len(data, start);
-    let end = find_start_code(data, payload).unwrap_or(data.len());
-    Some((start, end))
-}
-
-/// Position of the next `00 00 01` (or `00 00 00 01`, reported at its first zero).
-fn find_start_code(data: &[u8], from: usize) -> Option<usize> {
-    let tail = data.get(from..)?;
-    let i = tail.windows(3).position(|w| w == [0, 0, 1])?;
-    let at = from + i;
-    Some(if at > from && data.get(at - 1) == Some(&0) {
-        at - 1
-    } else {
-        at
-    })
-}
-
-fn start_code_len(data: &[u8], at: usize) -> usize {
-    if data.get(at..at + 4) == Some(&[0, 0, 0, 1]) {
-        4
-    } else {
-        3
-    }
-}
-
-/// Every NAL unit's payload (after the start code).
-pub fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut from = 0;
-    std::iter::from_fn(move || {
-        let (start, end) = next_nal(data, from)?;
-        from = end;
-        let payload = start + start_code_len(data, start);
-        data.get(payload..end)
-    })
-}
 
 /// What `probe` reports of an SPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,10 +215,15 @@ mod tests {
         let data = [
             9, 0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65,
         ];
-        let nals: Vec<&[u8]> = nal_units(&data).collect();
+        let nals: Vec<&[u8]> = nal_units(&data)
+            .into_iter()
+            .map(|n| &data[n.payload])
+            .collect();
         assert_eq!(nals, vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65][..]]);
-        assert_eq!(next_nal(&data, 0), Some((1, 8)));
-        assert_eq!(next_nal(&data, 8), Some((8, 13)));
+        let span = |n: Nal| (n.start, n.payload.end);
+        assert_eq!(next_nal(&data, 0).map(span), Some((1, 8)));
+        assert_eq!(next_nal(&data, 8).map(span), Some((8, 13)));
+        assert_eq!(next_nal(&data, 13).map(span), Some((13, 18)));
         assert_eq!(next_nal(&data, 18), None);
         assert_eq!(next_nal(&[1, 2, 3], 0), None);
         assert_eq!(next_nal(&data, 100), None);

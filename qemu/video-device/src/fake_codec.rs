@@ -1,7 +1,8 @@
 //! A fake decoder whose "NAL units" say what picture to make, so the core's tests and its
 //! fuzzer need no real bitstream (and no openh264): after the start code, byte 0 is the
 //! kind, then width and height (u16 LE each, clamped to the factory's `max_dim` so a
-//! fuzzer cannot ask for giant pictures) and a fill value.
+//! fuzzer cannot ask for giant pictures), a fill value and a closing `0x80` (a real NAL
+//! ends in its rbsp stop bit, never in a zero byte, and the splitter relies on that).
 //! - kind 0x65: a picture now; 0x66: a picture held until flush; 0x01: a decode error;
 //!   anything else: no picture (like SPS/PPS).
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub fn nal(kind: u8, w: u16, h: u16, fill: u8) -> Vec<u8> {
     v.extend_from_slice(&w.to_le_bytes());
     v.extend_from_slice(&h.to_le_bytes());
     v.push(fill);
+    v.push(0x80);
     v
 }
 

@@ -47,9 +47,9 @@ pub fn decode_clip(
         last = bytes;
     };
     let mut from = 0;
-    while let Some((start, end)) = annexb::next_nal(clip, from) {
-        decoder.decode(&clip[start..end], &mut take)?;
-        from = end;
+    while let Some(nal) = annexb::next_nal(clip, from) {
+        decoder.decode(&clip[nal.start..nal.payload.end], &mut take)?;
+        from = nal.payload.end;
     }
     decoder.flush(&mut take)?;
     Ok((frames, last))
@@ -57,8 +57,10 @@ pub fn decode_clip(
 
 /// The clip's first SPS, which must be (Constrained) Baseline: its size and profile.
 pub fn probe(clip: &[u8]) -> Result<annexb::Sps> {
-    let Some(payload) =
-        annexb::nal_units(clip).find(|n| n.first().map(|b| b & 0x1f) == Some(NAL_SPS))
+    let Some(payload) = annexb::nal_units(clip)
+        .into_iter()
+        .find(|n| n.nal_type == NAL_SPS)
+        .map(|n| &clip[n.payload])
     else {
         bail!("no H.264 sequence parameter set found: not an Annex-B H.264 stream");
     };

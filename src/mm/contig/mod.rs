@@ -39,7 +39,12 @@
 //! The [`Migrator`] is the interface to page owners. It gets no access to the zone (it is a
 //! separate `&mut` borrow), so it cannot allocate or free behind the zone's back.
 //!
+//! `evacuate_isolated_range` runs step 2 alone over a range the caller isolated and then
+//! frees what it took instead of handing it out: the PASR vacating pass, which empties
+//! DRAM banks before self-refresh.
+//!
 //! The work is split by job: `driver` runs the steps above and undoes them on failure,
+//! `evacuate` is the variant that releases the range,
 //! `migrate_range` walks the range and retries, `batch` runs and settles a batch of moves,
 //! `move_queue` holds the batch's records and `target_pool` hands out migration targets.
 //!
@@ -54,6 +59,7 @@
 
 mod batch;
 mod driver;
+mod evacuate;
 mod migrate_range;
 mod move_queue;
 mod target_pool;
@@ -65,6 +71,7 @@ use core::fmt;
 use super::{MmError, Pfn};
 
 pub use self::driver::{alloc_contig_range, free_contig_range};
+pub use self::evacuate::evacuate_isolated_range;
 pub use self::migrate_range::MIGRATE_MAX_PASSES_WITHOUT_PROGRESS;
 
 /// Why `alloc_contig_range` failed. `Busy` and `GaveUp` are worth retrying elsewhere.

@@ -7,6 +7,9 @@
 //! used first (the Movable lists, then a single page the ordinary way, which may steal,
 //! and only then CMA), so emptying one CMA range does not eat the others; the isolated range
 //! itself is never handed out. Whatever the pool has left goes back when the range is done.
+//! With PASR steering that whole sequence runs over busy spans first and only then over
+//! entirely free ones (`Zone::busy_spans_first`), so migrated pages land where refresh
+//! runs anyway.
 #![forbid(unsafe_code)]
 
 use super::ContigError;
@@ -53,20 +56,16 @@ impl TargetPool {
         if max_order == 0 {
             return Ok(());
         }
-        if let Some((pfn, order)) = zone.alloc_split_block(max_order, MigrateType::Movable) {
-            (self.next, self.end) = (pfn, pfn + (1 << order));
-            return Ok(());
-        }
-        if zone
-            .alloc_pages(0, Gfp::MOVABLE.with(GfpFlags::NO_CMA))
-            .map(|pfn| {
-                (self.next, self.end) = (pfn, pfn + 1);
-            })
-            .is_ok()
-        {
-            return Ok(());
-        }
-        if let Some((pfn, order)) = zone.alloc_split_block(max_order, MigrateType::Cma) {
+        let block = zone.busy_spans_first(|zone| {
+            zone.alloc_split_block(max_order, MigrateType::Movable)
+                .or_else(|| {
+                    zone.alloc_pages(0, Gfp::MOVABLE.with(GfpFlags::NO_CMA))
+                        .ok()
+                        .map(|pfn| (pfn, 0))
+                })
+                .or_else(|| zone.alloc_split_block(max_order, MigrateType::Cma))
+        });
+        if let Some((pfn, order)) = block {
             (self.next, self.end) = (pfn, pfn + (1 << order));
         }
         Ok(())
@@ -84,11 +83,12 @@ impl TargetPool {
 /// Non-CMA memory first, so emptying one CMA range does not eat the others; the isolated
 /// range itself is never handed out.
 fn alloc_migration_target(zone: &mut Zone<'_>, order: usize) -> Result<Pfn, ContigError> {
-    match zone.alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA)) {
-        Ok(pfn) => Ok(pfn),
-        Err(AllocError::NoMemory | AllocError::Watermark) => zone
-            .alloc_cma_pages(order)
-            .map_err(|_| ContigError::NoMemory),
-        Err(_) => Err(ContigError::NoMemory),
-    }
+    zone.busy_spans_first(|zone| {
+        match zone.alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA)) {
+            Ok(pfn) => Some(pfn),
+            Err(AllocError::NoMemory | AllocError::Watermark) => zone.alloc_cma_pages(order).ok(),
+            Err(_) => None,
+        }
+    })
+    .ok_or(ContigError::NoMemory)
 }

@@ -1,6 +1,7 @@
 //! Debugging checks: [`Zone::check_invariants`] verifies every structural rule of the zone
 //! by walking all of it (frame states, blocks, lists, counters, merging, pageblock types,
-//! what may sit in a Cma pageblock). O(span), for tests and debug shells.
+//! what may sit in a Cma pageblock). O(span), for tests and debug shells. The PASR state
+//! has its own check next to it, `Zone::check_pasr_invariants` in `pasr.rs`.
 #![forbid(unsafe_code)]
 
 use alloc::format;
@@ -135,28 +136,34 @@ impl Zone<'_> {
             let mut total = 0;
             for mt in MigrateType::ALL {
                 let mut n = 0usize;
-                let mut prev = NIL;
-                let mut cur = area.head[mt.index()];
-                while cur != NIL {
-                    if n > self.pages.len() {
-                        return Err(format!("free list order {order} {} loops", mt.name()));
+                // One list per order and type, or with PASR steering one per span at
+                // MAX_ORDER.
+                for head in self.list_heads(order, mt) {
+                    let mut prev = NIL;
+                    let mut cur = head;
+                    while cur != NIL {
+                        if n > self.pages.len() {
+                            return Err(format!("free list order {order} {} loops", mt.name()));
+                        }
+                        let p = &self.pages[cur as usize];
+                        let at = self.start_pfn + cur as usize;
+                        if p.state() != PageState::Buddy
+                            || p.order() != order
+                            || p.migratetype() != mt
+                        {
+                            return Err(format!(
+                                "pfn {at:#x} on free list order {order} {} is {:?}",
+                                mt.name(),
+                                p
+                            ));
+                        }
+                        if p.prev() != prev {
+                            return Err(format!("pfn {at:#x}: broken prev link"));
+                        }
+                        prev = cur;
+                        cur = p.next();
+                        n += 1;
                     }
-                    let p = &self.pages[cur as usize];
-                    let at = self.start_pfn + cur as usize;
-                    if p.state() != PageState::Buddy || p.order() != order || p.migratetype() != mt
-                    {
-                        return Err(format!(
-                            "pfn {at:#x} on free list order {order} {} is {:?}",
-                            mt.name(),
-                            p
-                        ));
-                    }
-                    if p.prev() != prev {
-                        return Err(format!("pfn {at:#x}: broken prev link"));
-                    }
-                    prev = cur;
-                    cur = p.next();
-                    n += 1;
                 }
                 if n != area.nr_by_type[mt.index()] || n != seen[order][mt.index()] {
                     return Err(format!(

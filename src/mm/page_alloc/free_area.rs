@@ -9,15 +9,21 @@
 //! the links, three counters are kept in step: blocks per order and type, blocks per order
 //! (`nr_free`), and free pages per type. The lists know nothing of merging, pageblocks or
 //! watermarks; the callers decide which list a block belongs on.
+//!
+//! A MAX_ORDER block in a zone with PASR goes through `pasr.rs` instead (per-span counts
+//! and, when steering, per-span lists): below max order that costs one compare.
 #![forbid(unsafe_code)]
 
 use super::Zone;
 use crate::mm::page::NIL;
-use crate::mm::{MigrateType, PageState, Pfn};
+use crate::mm::{MigrateType, PageState, Pfn, MAX_ORDER};
 
 impl Zone<'_> {
     #[inline]
     pub(super) fn add_to_free_list(&mut self, pfn: Pfn, order: usize, mt: MigrateType) {
+        if order == MAX_ORDER && self.pasr_add_max_block(pfn, mt) {
+            return;
+        }
         let i = (pfn - self.start_pfn) as u32;
         let area = &mut self.free_area[order];
         let head = area.head[mt.index()];
@@ -36,6 +42,9 @@ impl Zone<'_> {
     /// Unlink a free block; its state is left for the caller to overwrite.
     #[inline]
     pub(super) fn del_from_free_list(&mut self, pfn: Pfn, order: usize, mt: MigrateType) {
+        if order == MAX_ORDER && self.pasr_del_max_block(pfn, mt) {
+            return;
+        }
         let i = pfn - self.start_pfn;
         let (prev, next) = (self.pages[i].prev(), self.pages[i].next());
         if prev != NIL {

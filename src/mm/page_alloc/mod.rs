@@ -23,6 +23,10 @@
 //! when at least half of it is free or holds alike allocations. Cma blocks are never stolen
 //! or retyped by the allocator.
 //!
+//! With PASR steering on (`pasr.rs`), the same sequence runs over blocks in busy DRAM spans
+//! first, and over entirely free spans only when it fails there (Movable requests look
+//! for their own type and Cma in free spans before stealing).
+//!
 //! Watermarks: a request fails with [`AllocError::Watermark`] if it would leave fewer than
 //! `min` free pages it may use (CMA pages do not count for non-Movable requests), unless it
 //! carries [`GfpFlags::MEMALLOC`]. `low`/`high` are recorded for reporting and MemAvailable;
@@ -36,7 +40,8 @@
 //! free lists), `fallback` (stealing from other types), `pageblock` (pageblock types and
 //! retyping), `range` (handing over, reserving and taking ranges of frames),
 //! `move_record` (`alloc_contig_range`'s record of its moves), `usage` (what each
-//! pageblock holds, for pictures of memory), `debug`
+//! pageblock holds, for pictures of memory), `pasr` (free MAX_ORDER blocks per DRAM span,
+//! and placement that keeps allocations out of entirely free spans), `debug`
 //! ([`Zone::check_invariants`]), each adding an `impl Zone` block.
 #![forbid(unsafe_code)]
 
@@ -47,13 +52,16 @@ mod free_area;
 mod gfp;
 mod move_record;
 mod pageblock;
+mod pasr;
 mod range;
 #[cfg(test)]
 mod tests;
 mod usage;
 
+pub use pasr::{PasrMode, PasrSetupError, PasrSpanState, PasrSpans, PASR_MAX_SPANS};
 pub use usage::PageblockUsage;
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::migrate::Move;
@@ -273,6 +281,9 @@ pub struct Zone<'a> {
     contig_calls: u64,
     /// `alloc_contig_range`'s move buffer, kept between calls.
     move_buffer: Vec<Move>,
+    /// Partial array self-refresh: free MAX_ORDER blocks per DRAM span and placement
+    /// (`pasr.rs`); `None` costs one compare below max order.
+    pasr: Option<Box<pasr::PasrTracker>>,
 }
 
 impl<'a> Zone<'a> {
@@ -317,6 +328,7 @@ impl<'a> Zone<'a> {
             cma_balance: CmaBalance::LINUX,
             contig_calls: 0,
             move_buffer: Vec::new(),
+            pasr: None,
         })
     }
 
@@ -414,6 +426,19 @@ impl Zone<'_> {
     /// `__rmqueue`.
     #[inline]
     fn rmqueue(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
+        if let Some(p) = self.rmqueue_own(order, mt, alloc_cma) {
+            return Some(p);
+        }
+        if self.pasr_defers_stealing(mt) {
+            return None;
+        }
+        self.rmqueue_fallback(order, mt)
+    }
+
+    /// `__rmqueue` short of stealing: Cma first when the balance says so, the request's
+    /// own type, then Cma.
+    #[inline]
+    fn rmqueue_own(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
         if alloc_cma
             && self.cma_balance.prefers_cma(
                 self.free_by_type[MigrateType::Cma.index()],
@@ -432,7 +457,7 @@ impl Zone<'_> {
                 return Some(p);
             }
         }
-        self.rmqueue_fallback(order, mt)
+        None
     }
 
     /// `NR_FREE_PAGES`.
@@ -487,19 +512,51 @@ impl Zone<'_> {
         }
         let alloc_cma = mt == MigrateType::Movable && !gfp.flags.contains(GfpFlags::NO_CMA);
         self.watermark_check(order, alloc_cma, gfp.flags)?;
-        let pfn = self
-            .rmqueue(order, mt, alloc_cma)
-            .ok_or(AllocError::NoMemory)?;
+        let pfn = match self.rmqueue(order, mt, alloc_cma) {
+            Some(pfn) => pfn,
+            None => self
+                .rmqueue_in_free_spans(order, mt, alloc_cma)
+                .ok_or(AllocError::NoMemory)?,
+        };
         self.prep_new_page(pfn, order, mt);
         Ok(pfn)
+    }
+
+    /// PASR steering's last resort, when a request found nothing in busy spans: the same
+    /// request over the entirely free spans too (lowest first). A Movable request steals
+    /// only after its own type and Cma failed in every span (Linux's grouping by mobility:
+    /// stealing kernel pageblocks' free pages would push later kernel allocations into
+    /// spans that could otherwise be emptied), and then in busy spans first. Unmovable and
+    /// Reclaimable requests already stole in busy spans (a kernel page opening a free span
+    /// would pin it for good). `None` at once without steering.
+    #[inline(never)]
+    fn rmqueue_in_free_spans(
+        &mut self,
+        order: usize,
+        mt: MigrateType,
+        alloc_cma: bool,
+    ) -> Option<Pfn> {
+        if !self.pasr_may_reveal() {
+            return None;
+        }
+        if mt != MigrateType::Movable {
+            return self.with_free_spans_revealed(|zone| zone.rmqueue(order, mt, alloc_cma));
+        }
+        self.with_free_spans_revealed(|zone| zone.rmqueue_own(order, mt, alloc_cma))
+            .or_else(|| self.rmqueue_fallback(order, mt))
+            .or_else(|| self.with_free_spans_revealed(|zone| zone.rmqueue_fallback(order, mt)))
     }
 
     /// A Movable block from Cma lists only (migration target of last resort).
     pub(in crate::mm) fn alloc_cma_pages(&mut self, order: usize) -> Result<Pfn, AllocError> {
         self.watermark_check(order, true, GfpFlags::NONE)?;
-        let pfn = self
-            .rmqueue_smallest(order, MigrateType::Cma)
-            .ok_or(AllocError::NoMemory)?;
+        let pfn = match self.rmqueue_smallest(order, MigrateType::Cma) {
+            Some(pfn) => pfn,
+            None if self.pasr_may_reveal() => self
+                .with_free_spans_revealed(|zone| zone.rmqueue_smallest(order, MigrateType::Cma))
+                .ok_or(AllocError::NoMemory)?,
+            None => return Err(AllocError::NoMemory),
+        };
         self.prep_new_page(pfn, order, MigrateType::Movable);
         Ok(pfn)
     }
@@ -509,7 +566,9 @@ impl Zone<'_> {
     /// watermark, split into `1 << order` allocated order-0 frames (Linux's `split_page`),
     /// each typed Movable with no owner. Returns the first frame and the order taken; `None`
     /// if not even two frames are available that way (the caller then falls back to the
-    /// order-0 path, which may steal like any Movable allocation).
+    /// order-0 path, which may steal like any Movable allocation). With PASR steering only
+    /// blocks in busy spans are considered unless the caller revealed the others
+    /// ([`Zone::busy_spans_first`]).
     pub(in crate::mm) fn alloc_split_block(
         &mut self,
         max_order: usize,
@@ -526,9 +585,11 @@ impl Zone<'_> {
         if spare < 2 {
             return None;
         }
+        // The heads, not the counts: with PASR steering a MAX_ORDER block of an entirely
+        // free span is counted but not offered.
         let largest_listed = (1..NR_PAGE_ORDERS)
             .rev()
-            .find(|&o| self.free_area[o].nr_by_type[from.index()] != 0)?;
+            .find(|&o| self.free_area[o].head[from.index()] != NIL)?;
         let order = max_order
             .min(largest_listed)
             .min(floor_log2(spare))

@@ -22,8 +22,8 @@ use regex::Regex;
 
 use crate::expect::{Console, ExpectError};
 
-const PROMPT: &str = "monolith> ";
-const BOOT: Duration = Duration::from_secs(30);
+pub(super) const PROMPT: &str = "monolith> ";
+pub(super) const BOOT: Duration = Duration::from_secs(30);
 pub(super) const REPLY: Duration = Duration::from_secs(20);
 /// The default board's CMA area.
 pub(super) const AREA: &str = "linux,cma@50000000";

@@ -257,6 +257,99 @@ pub fn stop_mid_play(console: &mut Console) -> Result<()> {
     expect_back_to(console, before, "the second play")
 }
 
+/// Frames shown so far, from `video info`.
+fn frames_shown(console: &mut Console) -> Result<(u64, String)> {
+    let info = run(console, "video info")?;
+    let shown = Regex::new(r"(?m)^frames (\d+) shown")
+        .unwrap()
+        .captures(&info)
+        .map_or(0, |c| c[1].parse::<u64>().unwrap());
+    Ok((shown, info))
+}
+
+/// The default `virt` board with the decoder, booted as `cargo xtask run` boots it
+/// (`monolith.display=map monolith.video=loop`): the clip plays from boot on, looping,
+/// the screen shows frames rather than the map, and `video stop` gives the map back.
+pub fn plays_at_boot(console: &mut Console) -> Result<()> {
+    let booted = console.expect(&regex::escape(super::shell::PROMPT), super::shell::BOOT)?;
+    check(
+        console,
+        Regex::new(r"video: playing \d+ access units \(\d+ bytes\), looping")
+            .unwrap()
+            .is_match(&booted),
+        || String::from("the boot must start the clip (monolith.video=loop)"),
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (first, info) = frames_shown(console)?;
+    check(console, first > 0 && info.contains("playing"), || {
+        format!("3 s after boot frames must be on screen: {info:?}")
+    })?;
+    let gpu = run(console, "gpu info")?;
+    check(console, gpu.contains("showing: nothing"), || {
+        format!("while the clip plays the map must make way: {gpu:?}")
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (later, _) = frames_shown(console)?;
+    check(console, later > first, || {
+        format!("the play must go on: {first} frames, then {later}")
+    })?;
+    // The map's return logs a line, which may land before the verdict.
+    expect_output(console, "video stop", r"(?m)^stopped$")?;
+    expect_output(console, "gpu info", r"(?m)^showing: memory map \(live\)")?;
+    Ok(())
+}
+
+/// The two-bank board: bitstream buffers come from bank 0's region and frames from bank
+/// 1's (`memory-region-names`), and both come back after `video stop`. (The board has no
+/// default CMA area.)
+pub fn two_banks(console: &mut Console) -> Result<()> {
+    boot(console)?;
+    expect_output(console, "gpu info", r"(?m)^scanout 0: \d+x\d+")?;
+    expect_output(console, "video info", r"(?m)^decoder monolith-h264 at /")?;
+    let used = |console: &mut Console| -> Result<(u64, u64, u64)> {
+        Ok((
+            number_file(console, "/sys/kernel/debug/cma/video@50000000/used")?,
+            number_file(console, "/sys/kernel/debug/cma/video@90000000/used")?,
+            meminfo(console)?["MemFree"],
+        ))
+    };
+    let before = used(console)?;
+    expect_output(
+        console,
+        "video play loop",
+        r"^playing \d+ access units \(\d+ bytes\), looping",
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (shown, info) = frames_shown(console)?;
+    check(console, shown > 0, || {
+        format!("frames must be shown: {info:?}")
+    })?;
+    let during = used(console)?;
+    let (bitstream, frames) = (
+        during.0.saturating_sub(before.0),
+        during.1.saturating_sub(before.1),
+    );
+    // Frames are the big buffers: bank 1's region must hold more than bank 0's.
+    check(console, bitstream > 0 && frames > bitstream, || {
+        format!(
+            "while playing, bank 0's region must hold the bitstream and bank 1's the frames: \
+             used {} -> {} and {} -> {}",
+            before.0, during.0, before.1, during.1
+        )
+    })?;
+    expect_output(console, "video stop", r"(?m)^stopped$")?;
+    let after = used(console)?;
+    check(console, after == before, || {
+        format!("after `video stop` both regions and MemFree must be back: {after:?} vs {before:?}")
+    })?;
+    play_to_the_end(console, Some(SMALL_CLIP))?;
+    expect_output(console, "video stop", r"^last frame released")?;
+    let after = used(console)?;
+    check(console, after == before, || {
+        format!("after the second play: {after:?} vs {before:?}")
+    })
+}
+
 /// A board without the decoder: `video` says why and nothing changes.
 pub fn without_decoder(console: &mut Console) -> Result<()> {
     boot(console)?;

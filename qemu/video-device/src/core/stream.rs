@@ -639,7 +639,8 @@ impl Stream {
             }
             let data = input.data.as_deref().unwrap_or_default();
             // No NAL unit left: the top of the loop answers the input.
-            if let Some((start, end)) = annexb::next_nal(data, input.consumed) {
+            if let Some(unit) = annexb::next_nal(data, input.consumed) {
+                let (start, end) = (unit.start, unit.payload.end);
                 input.consumed = end;
                 let timestamp = input.timestamp;
                 self.frames.last_timestamp = timestamp;

@@ -545,7 +545,7 @@ fn events_wait_for_buffers() {
     t.g.mem
         .write_slice(&nal(fake::NOW, 16, 16, 0), buf)
         .unwrap();
-    let _ = t.send(&[&queue(1, QueueType::Input, 0, 0, 10)], &[RESP]);
+    let _ = t.send(&[&queue(1, QueueType::Input, 0, 0, 11)], &[RESP]);
     assert_eq!(t.dev.pending_events(), 1, "no buffer posted yet");
     let input = t.answers();
     assert_eq!(input.len(), 1, "only the input buffer came back");
@@ -642,9 +642,9 @@ fn real_decode(format: Format, segments: &[Segment]) {
     let mut p = Player::new(t, format, 3);
     let mut from = 0;
     let mut n = 0;
-    while let Some((start, end)) = crate::annexb::next_nal(&clip, from) {
-        p.feed(&clip[start..end], n * 33_333_333);
-        from = end;
+    while let Some(nal) = crate::annexb::next_nal(&clip, from) {
+        p.feed(&clip[nal.start..nal.payload.end], n * 33_333_333);
+        from = nal.payload.end;
         n += 1;
     }
     p.drain();

@@ -1,0 +1,191 @@
+//! PASR in the memory service: the allocator's per-bank state for the board's DRAM
+//! (`monolith,pasr-dram`), kept with the zone under the memory lock (bare metal only).
+//!
+//! # Theory of operation
+//!
+//! [`setup`] runs once in `kmem::init`: the tree's geometry becomes [`Sections`] attached
+//! to the zone, in the mode `monolith.pasr=` chooses (`steering`, the default: keep
+//! allocations in banks that are refreshed anyway; `2012`: the 2012 framework's rule, mask
+//! only what happens to be free; `off`). A board without the binding has no PASR; a bad
+//! binding is a warning naming what is wrong, and every bank stays refreshed.
+//!
+//! The invariant (a unit is masked only while it and its partners are entirely free, and
+//! unmasked before any page in it is handed out) is kept at the one door to memory:
+//! [`after_locked`] runs at the end of every `kmem::with_state`, i.e. after every
+//! allocation, CMA allocation, migration or workload step, before its result reaches the
+//! caller. It asks the sections whether a masked unit's span lost a free block (one load
+//! and compare when nothing happened) and, if so, hands the new mask values to the writer
+//! the PASR service registered ([`set_mask_writer`]), which programs the controller's mode
+//! registers then and there. kmem calls no driver itself: the writer is a plain function
+//! pointer, so there is no import cycle between memory and the driver.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::cpu::IrqSafeLock;
+use crate::dt::bootargs::parse_command_line;
+use crate::mm::{PasrMode, Zone, MAX_ORDER, PAGE_SHIFT};
+use crate::pasr::geometry::Geometry;
+use crate::pasr::sections::{PasrMasks, Sections, UnitReport};
+use crate::pasr::vacate::{self, VacateReport};
+
+use super::{with_state, KmemError, KmemState};
+
+/// The boot argument that picks the policy.
+pub const BOOT_PARAM: &str = "monolith.pasr";
+
+/// The board's DRAM as the allocator sees it.
+pub struct PasrState {
+    pub geometry: Geometry,
+    pub sections: Sections,
+    pub mode: PasrMode,
+}
+
+/// Who programs the controller when a masked unit must be unmasked.
+static MASK_WRITER: IrqSafeLock<Option<fn(&PasrMasks)>> = IrqSafeLock::new(None);
+
+/// Register the function that writes mask values to the controller (the PASR service).
+pub fn set_mask_writer(writer: fn(&PasrMasks)) {
+    MASK_WRITER.lock(|slot| *slot = Some(writer));
+}
+
+/// The policy `monolith.pasr=` asks for: `Ok(None)` is `off`; a bad value is a message.
+pub fn boot_mode(bootargs: Option<&str>) -> Result<Option<PasrMode>, String> {
+    let line = parse_command_line(bootargs.unwrap_or(""));
+    match line.values(BOOT_PARAM).last() {
+        None | Some(Some("steering")) => Ok(Some(PasrMode::Steering)),
+        Some(Some("2012")) => Ok(Some(PasrMode::Baseline2012)),
+        Some(Some("off")) => Ok(None),
+        Some(other) => Err(alloc::format!(
+            "{BOOT_PARAM}={}: not one of steering, 2012, off; using steering",
+            other.unwrap_or("")
+        )),
+    }
+}
+
+/// The PASR state for `zone`, from the boot tree's geometry (see the module header).
+pub fn setup(zone: &mut Zone<'_>, bootargs: Option<&str>) -> Option<PasrState> {
+    let tree = crate::dtb::tree()?;
+    let block_bytes = 1u64 << (MAX_ORDER + PAGE_SHIFT);
+    let geometry = match Geometry::from_tree(tree, block_bytes) {
+        Ok(Some(g)) => g,
+        Ok(None) => return None,
+        Err(e) => {
+            log::warn!("pasr: {e}; every bank stays refreshed");
+            return None;
+        }
+    };
+    let mode = match boot_mode(bootargs) {
+        Ok(Some(mode)) => mode,
+        Ok(None) => {
+            log::info!("pasr: off ({BOOT_PARAM}=off)");
+            return None;
+        }
+        Err(message) => {
+            log::warn!("pasr: {message}");
+            PasrMode::Steering
+        }
+    };
+    let mut sections = match Sections::from_geometry(&geometry) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("pasr: {e}; every bank stays refreshed");
+            return None;
+        }
+    };
+    if let Err(e) = sections.attach(zone, mode) {
+        log::warn!("pasr: {e}; every bank stays refreshed");
+        return None;
+    }
+    log::info!(
+        "pasr: {} dies x {} {}s of {} MiB{}, policy {}",
+        geometry.dies(),
+        geometry.units_per_die(),
+        geometry.kind().name(),
+        geometry.unit_bytes() >> 20,
+        if geometry.interleave().is_some() {
+            ", interleaved"
+        } else {
+            ""
+        },
+        mode.name()
+    );
+    Some(PasrState {
+        geometry,
+        sections,
+        mode,
+    })
+}
+
+/// The end of every hold of the memory lock: unmask what an allocation touched and have
+/// the controller programmed before the caller sees the memory.
+#[inline]
+pub(super) fn after_locked(state: &mut KmemState) {
+    let Some(pasr) = state.pasr.as_mut() else {
+        return;
+    };
+    if let Some(masks) = pasr.sections.unmask_touched(&mut state.zone) {
+        if let Some(write) = MASK_WRITER.lock(|w| *w) {
+            write(&masks);
+        }
+    }
+}
+
+/// What the `pasr` listing shows: the geometry, one report per unit, the masks now.
+pub fn report() -> Result<(Geometry, Vec<UnitReport>, PasrMasks), KmemError> {
+    with_state(|s| {
+        let pasr = s.pasr.as_ref().ok_or(KmemError::NoPasr)?;
+        Ok((
+            pasr.geometry.clone(),
+            pasr.sections.report(&s.zone),
+            pasr.sections.masks(),
+        ))
+    })?
+}
+
+/// The geometry, if the board has PASR.
+pub fn geometry() -> Option<Geometry> {
+    with_state(|s| s.pasr.as_ref().map(|p| p.geometry.clone()))
+        .ok()
+        .flatten()
+}
+
+/// Run `f` on the sections (for reports that need the unit layout).
+pub fn with_sections<R>(f: impl FnOnce(&Sections) -> R) -> Result<R, KmemError> {
+    with_state(|s| {
+        s.pasr
+            .as_ref()
+            .map(|p| f(&p.sections))
+            .ok_or(KmemError::NoPasr)
+    })?
+}
+
+/// Before sleep: vacate nearly empty banks within `budget_pages` pages moved or dropped
+/// (steering; the 2012 rule vacates nothing), then mask every unit that is free.
+pub fn prepare_for_sleep(budget_pages: usize) -> Result<VacateReport, KmemError> {
+    with_state(|s| {
+        let KmemState {
+            zone,
+            clients,
+            pasr,
+            ..
+        } = s;
+        let pasr = pasr.as_mut().ok_or(KmemError::NoPasr)?;
+        clients
+            .migrator(|m| vacate::prepare_for_sleep(zone, &mut pasr.sections, m, budget_pages))?
+            .map_err(KmemError::Vacate)
+    })?
+}
+
+/// The allocator's PASR invariants (the zone's counters, and the sections' masks against
+/// them).
+pub fn check_invariants(state: &KmemState) -> Result<(), KmemError> {
+    let Some(pasr) = state.pasr.as_ref() else {
+        return Ok(());
+    };
+    state
+        .zone
+        .check_pasr_invariants()
+        .and_then(|()| pasr.sections.check_invariants(&state.zone))
+        .map_err(KmemError::InvariantBroken)
+}
