@@ -49,6 +49,9 @@
 //!   `set_config(vdev, vdev->config)`; `vub_set_config` sends VHOST_USER_SET_CONFIG with
 //!   offset 0 and size `config_size`: the *whole* space again, not the bytes written. Every
 //!   other register in it holds whatever the guest last read or wrote.
+//! - With REPLY_ACK (the device offers it) QEMU waits for each SET_CONFIG's answer before
+//!   the guest's store completes; either way the next read's GET_CONFIG is answered after
+//!   the write on the same socket, so a STATUS read sees the command it follows.
 //! - virtio-mmio's region (`virtio_mem_ops`) sets no access sizes, so QEMU's memory core
 //!   splits an 8-byte access into two 4-byte ones, lower address first: a 64-bit store to
 //!   TIMESTAMP is two SET_CONFIGs, lo then hi.

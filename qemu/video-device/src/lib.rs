@@ -5,7 +5,8 @@
 //! Layers, each testable alone: [`core`] (the protocol: chains, streams, resources,
 //! events, faults) over [`codec`] (the decoder seam; [`openh264_codec`] is the real one)
 //! and [`frame`] (the one I420 -> ARGB8888/NV12 conversion); [`vhost`] is the vhost-user
-//! glue and [`serve`] the socket's lifetime. [`annexb`], [`encode`] and [`reference`]
+//! glue and [`serve`] starts it (the socket's lifetime is
+//! `monolith-vhost-common`'s). [`annexb`], [`encode`] and [`reference`]
 //! serve the `probe`, `encode` and `decode` subcommands.
 
 pub mod annexb;
