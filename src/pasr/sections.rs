@@ -504,16 +504,9 @@ impl Sections {
     }
 }
 
-/// Indices of the set bits of `mask`, lowest first.
-fn bits(mut mask: u32) -> impl Iterator<Item = usize> {
-    core::iter::from_fn(move || {
-        if mask == 0 {
-            return None;
-        }
-        let i = mask.trailing_zeros() as usize;
-        mask &= mask - 1;
-        Some(i)
-    })
+/// Indices of the set bits of a unit mask, lowest first.
+fn bits(mask: u32) -> impl Iterator<Item = usize> {
+    crate::util::bits::set_bits(u64::from(mask))
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ use crate::mm::{
     evacuate_isolated_range, ContigError, MigrateError, MigrateType, Migrator, Move, Owner,
     OwnerKind, PageState, PasrMode, Pfn, Zone, PAGEBLOCK_NR_PAGES,
 };
+use crate::util::bits::set_bits;
 
 /// Why a span was not vacated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +209,7 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
     }
     let mut candidates: Vec<(usize, usize, u64)> = Vec::new(); // (used, free, spans)
     for &group in &groups {
-        let members = || bits64(group);
+        let members = || set_bits(group);
         if let Some(blocker) = members().find(|&s| matches!(uses[s], SpanUse::Blocked(_))) {
             for s in members() {
                 let reason = match uses[s] {
@@ -251,7 +252,7 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
             None
         };
         match reason {
-            Some(reason) => skipped.extend(bits64(group).map(|span| SpanSkip { span, reason })),
+            Some(reason) => skipped.extend(set_bits(group).map(|span| SpanSkip { span, reason })),
             None => {
                 demand += used;
                 emptied_free += free;
@@ -264,7 +265,7 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
     let mut isolated: Vec<(Pfn, MigrateType)> = Vec::new();
     let isolate_set = chosen.iter().fold(already_free, |b, &(_, g)| b | g);
     let mut failed_isolation = 0u64;
-    for s in bits64(isolate_set) {
+    for s in set_bits(isolate_set) {
         let mark = isolated.len();
         if let Err(pfn) = isolate_span(zone, spans.span_range(s), &mut isolated) {
             for &(pb, mt) in &isolated[mark..] {
@@ -290,7 +291,7 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
     let mut vacated_groups = 0u64;
     for &(used, group) in &chosen {
         if group & failed_isolation != 0 {
-            for s in bits64(group & !failed_isolation) {
+            for s in set_bits(group & !failed_isolation) {
                 skipped.push(SpanSkip {
                     span: s,
                     reason: SkipReason::Partner {
@@ -302,14 +303,14 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
         }
         let left = budget_pages.saturating_sub(counting.used());
         if used > left {
-            skipped.extend(bits64(group).map(|span| SpanSkip {
+            skipped.extend(set_bits(group).map(|span| SpanSkip {
                 span,
                 reason: SkipReason::Budget { needed: used, left },
             }));
             continue;
         }
         let mut failure = None;
-        for s in bits64(group).filter(|&s| matches!(uses[s], SpanUse::Movable { .. })) {
+        for s in set_bits(group).filter(|&s| matches!(uses[s], SpanUse::Movable { .. })) {
             let r = spans.span_range(s);
             if let Err(e) = evacuate_isolated_range(zone, &mut counting, r.start, r.end) {
                 failure = Some((s, e));
@@ -319,7 +320,7 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
         match failure {
             None => vacated_groups |= group,
             Some((bad, e)) => {
-                for s in bits64(group) {
+                for s in set_bits(group) {
                     let reason = if s == bad {
                         SkipReason::Failed(e)
                     } else {
@@ -401,10 +402,10 @@ fn pair_groups(sections: &Sections, nr: usize) -> Vec<u64> {
         // Every span's entry is its whole group so far, so one union per member merges
         // every group this unit touches.
         let mut g = sections.guard_spans(unit);
-        for s in bits64(g) {
+        for s in set_bits(g) {
             g |= group_of[s];
         }
-        for s in bits64(g) {
+        for s in set_bits(g) {
             group_of[s] = g;
         }
     }
@@ -433,18 +434,6 @@ fn isolate_span(
         }
     }
     Ok(())
-}
-
-/// Set bits of a span mask, lowest first.
-fn bits64(mut mask: u64) -> impl Iterator<Item = usize> {
-    core::iter::from_fn(move || {
-        if mask == 0 {
-            return None;
-        }
-        let i = mask.trailing_zeros() as usize;
-        mask &= mask - 1;
-        Some(i)
-    })
 }
 
 /// The caller's migrator, counting the pages that moved or were dropped.

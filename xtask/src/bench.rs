@@ -99,6 +99,10 @@ pub fn verb() -> Result<ExitCode> {
         println!("video pipeline: {e:#}");
         failures.push("video pipeline");
     }
+    if let Err(e) = crate::bench_pasr::run(&tools) {
+        println!("PASR: {e:#}");
+        failures.push("PASR");
+    }
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

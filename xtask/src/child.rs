@@ -99,9 +99,12 @@ mod tests {
             // The middle process: spawn the grandchild, say its pid, wait to be killed.
             let mut sleep = Command::new("sleep");
             sleep.arg("60");
-            let child = dies_with_xtask(&mut sleep).spawn().unwrap();
+            let mut child = dies_with_xtask(&mut sleep).spawn().unwrap();
             println!("grandchild {}", child.id());
             std::thread::sleep(Duration::from_secs(60));
+            // Only reached if nobody killed this process: clean up.
+            let _ = child.kill();
+            let _ = child.wait();
             return;
         }
         let mut middle = Command::new(std::env::current_exe().unwrap())

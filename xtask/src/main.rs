@@ -26,6 +26,7 @@
 //! the ELF into a raw binary; [`size`] reads and writes RAM sizes.
 
 mod bench;
+mod bench_pasr;
 mod bench_video;
 mod board;
 mod build;
