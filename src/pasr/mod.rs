@@ -20,6 +20,8 @@ pub mod sections;
 pub mod vacate;
 
 #[cfg(test)]
+mod cycle_tests;
+#[cfg(test)]
 mod suspend_tests;
 #[cfg(test)]
 mod testrig;

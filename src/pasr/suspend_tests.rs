@@ -12,7 +12,7 @@ use std::vec::Vec;
 
 use super::geometry::{Geometry, UnitKind};
 use super::sections::Sections;
-use super::testrig::{Rig, Tenants};
+use super::testrig::{could_be_emptied, Rig, Tenants};
 use crate::mm::testutil::Storage;
 use crate::mm::{
     cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, CmaArea, Gfp, GfpFlags,
@@ -246,10 +246,6 @@ fn world(storage: &mut Storage, mode: PasrMode) -> World<'_> {
     }
 }
 
-fn span_of(pfn: Pfn) -> usize {
-    (pfn - BASE) / SPAN
-}
-
 impl World<'_> {
     fn apply(&mut self, op: Op, budget: usize) {
         let z = &mut self.zone;
@@ -314,53 +310,16 @@ impl World<'_> {
         }
     }
 
-    /// The independent answer, from the test's model only (objects, the set-up's reserved
-    /// and hole frames): per span its used and free pages and whether anything in it can
-    /// never move; then, by brute force over every subset of the emptiable spans, the
-    /// largest one whose pages fit in the free pages of the spans left refreshed.
     fn could_be_emptied(&self) -> (u64, usize, u64) {
-        let mut used = [0usize; NR];
-        // A reserved or hole frame, or an unmovable object, keeps a span from emptying.
-        let mut stuck = [false; NR];
-        let mut unmanaged_pages = [0usize; NR];
-        for p in FIRMWARE.chain(CARVEOUT) {
-            unmanaged_pages[span_of(p)] += 1;
-            stuck[span_of(p)] = true;
-        }
-        for o in self.rig.tenants.objects.values() {
-            for p in o.pfn..o.end() {
-                used[span_of(p)] += 1;
-                if !o.kind.is_movable() {
-                    stuck[span_of(p)] = true;
-                }
-            }
-        }
-        let free: Vec<usize> = (0..NR)
-            .map(|s| SPAN - used[s] - unmanaged_pages[s])
-            .collect();
-        let entirely_free = (0..NR)
-            .filter(|&s| used[s] == 0 && !stuck[s])
-            .fold(0u64, |b, s| b | 1 << s);
-        let emptiable = (0..NR)
-            .filter(|&s| !stuck[s] && used[s] > 0)
-            .fold(0u64, |b, s| b | 1 << s);
-        let kept_room: usize = (0..NR)
-            .filter(|s| entirely_free & (1 << s) == 0)
-            .map(|s| free[s])
-            .sum();
-        let mut best = 0;
-        for subset in 0u64..1 << NR {
-            if subset & !emptiable != 0 {
-                continue;
-            }
-            let members = (0..NR).filter(|s| subset & (1 << s) != 0);
-            let need: usize = members.clone().map(|s| used[s]).sum();
-            let lost_room: usize = members.map(|s| free[s]).sum();
-            if need + lost_room + WATERMARK_MIN <= kept_room {
-                best = best.max(subset.count_ones() as usize);
-            }
-        }
-        (entirely_free, best, emptiable)
+        let c = could_be_emptied(
+            BASE,
+            SPAN,
+            NR,
+            &[FIRMWARE, CARVEOUT],
+            &self.rig.tenants.objects,
+            WATERMARK_MIN,
+        );
+        (c.free, c.best, c.emptiable)
     }
 
     fn suspend(&mut self, budget: usize) {

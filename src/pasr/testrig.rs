@@ -57,6 +57,7 @@ pub struct Tenants {
     pub errors: Vec<String>,
 }
 
+#[inline(always)]
 fn mix(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -92,11 +93,19 @@ impl Tenants {
 
     /// Checksum of the words of `[pfn, pfn + pages)`.
     pub fn checksum(&self, pfn: Pfn, pages: usize) -> u64 {
-        (pfn..pfn + pages).fold(0u64, |sum, p| {
-            self.page(p)
-                .iter()
-                .fold(sum, |s, &w| mix(s ^ w).wrapping_add(1))
-        })
+        // A plain loop over a slice: the long tests checksum all of RAM at every wake, and
+        // the debug build does not flatten nested folds.
+        let mut sum = 0u64;
+        for p in pfn..pfn + pages {
+            let page = match self.ram.get(p.wrapping_sub(self.base)) {
+                Some(page) => page,
+                None => &[POISON; WORDS],
+            };
+            for &w in page {
+                sum = mix(sum ^ w).wrapping_add(1);
+            }
+        }
+        sum
     }
 
     /// A new object of `pages` frames at `pfn`: write its data and remember its checksum.
@@ -187,6 +196,15 @@ impl Tenants {
         Ok(())
     }
 
+    /// Pages of the live objects whose data is not what their owner wrote.
+    pub fn lost_pages(&self) -> usize {
+        self.objects
+            .values()
+            .filter(|o| self.checksum(o.pfn, o.pages) != o.checksum)
+            .map(|o| o.pages)
+            .sum()
+    }
+
     /// Pages held by live objects.
     pub fn live_pages(&self) -> usize {
         self.objects.values().map(|o| o.pages).sum()
@@ -262,6 +280,10 @@ pub struct Rig {
     pub tenants: Tenants,
     pub hw: PasrMasks,
     pub hw_writes: usize,
+    /// Allocations handed out through [`Rig::handed_out`], and those of them that lay
+    /// (partly) in a unit the registers still masked when the memory was handed over.
+    pub handed_out: usize,
+    pub handed_out_masked: usize,
 }
 
 impl Rig {
@@ -273,6 +295,8 @@ impl Rig {
             tenants,
             hw,
             hw_writes: 0,
+            handed_out: 0,
+            handed_out_masked: 0,
         }
     }
 
@@ -288,13 +312,39 @@ impl Rig {
         }
     }
 
-    /// The frames of the units the registers mask.
+    /// The firmware's step after an allocation of `[pfn, pfn + pages)`, before its user
+    /// touches it: unmask what was touched, then count the allocation, and count it again
+    /// if any of its frames lies in a unit the registers still mask.
+    pub fn handed_out(&mut self, zone: &mut Zone<'_>, pfn: Pfn, pages: usize) {
+        self.after_op(zone);
+        self.handed_out += 1;
+        if self
+            .masked_ranges()
+            .iter()
+            .any(|&(lo, hi)| pfn < hi && lo < pfn + pages)
+        {
+            self.handed_out_masked += 1;
+        }
+    }
+
+    /// The frames of the units the registers mask, adjacent ranges merged (interleaved
+    /// partners masked together make one range per span, not one per granule).
     pub fn masked_ranges(&self) -> Vec<(Pfn, Pfn)> {
-        self.hw
+        let mut ranges: Vec<(Pfn, Pfn)> = self
+            .hw
             .units()
             .flat_map(|u| self.geometry.unit_extents(u).collect::<Vec<_>>())
             .map(|r| ((r.start >> PAGE_SHIFT) as Pfn, (r.end >> PAGE_SHIFT) as Pfn))
-            .collect()
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(Pfn, Pfn)> = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some(last) if last.1 >= lo => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        merged
     }
 
     /// Every invariant: the zone's, PASR's, and that no live object lies in a unit the
@@ -329,6 +379,80 @@ impl Rig {
             self.tenants.poison(lo, hi - lo);
         }
         report
+    }
+}
+
+/// What the test's own model says a sleep could mask at best, computed without the policy:
+/// the spans entirely free, how many more could be emptied, and which could be at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CouldEmpty {
+    /// Span bits of the spans with no object and no unmanaged frame.
+    pub free: u64,
+    /// The most spans, besides the free ones, whose objects fit in the spans kept refreshed.
+    pub best: usize,
+    /// Span bits of the spans holding only movable objects (and some).
+    pub emptiable: u64,
+}
+
+/// The independent answer, from the test's model only (objects, the set-up's reserved and
+/// hole frames): per span its used and free pages and whether anything in it can never
+/// move; then, by brute force over every subset of the emptiable spans, the largest one
+/// whose pages fit in the free pages of the spans left refreshed, less `watermark_min`.
+/// Spans are `span_pages` frames from `base`, `nr` of them (at most 16: the search is over
+/// `2^nr` subsets, each summed from a smaller one).
+pub fn could_be_emptied(
+    base: Pfn,
+    span_pages: usize,
+    nr: usize,
+    unmanaged: &[core::ops::Range<Pfn>],
+    objects: &BTreeMap<u64, Obj>,
+    watermark_min: usize,
+) -> CouldEmpty {
+    assert!(nr <= 16, "{nr} spans: too many subsets to search");
+    let span_of = |p: Pfn| (p - base) / span_pages;
+    let mut used = std::vec![0usize; nr];
+    // A reserved or hole frame, or an unmovable object, keeps a span from emptying.
+    let mut stuck = std::vec![false; nr];
+    let mut unmanaged_pages = std::vec![0usize; nr];
+    for p in unmanaged.iter().flat_map(|r| r.clone()) {
+        unmanaged_pages[span_of(p)] += 1;
+        stuck[span_of(p)] = true;
+    }
+    for o in objects.values() {
+        for p in o.pfn..o.end() {
+            used[span_of(p)] += 1;
+            if !o.kind.is_movable() {
+                stuck[span_of(p)] = true;
+            }
+        }
+    }
+    let free: Vec<usize> = (0..nr)
+        .map(|s| span_pages - used[s] - unmanaged_pages[s])
+        .collect();
+    let entirely_free = (0..nr)
+        .filter(|&s| used[s] == 0 && !stuck[s])
+        .fold(0u64, |b, s| b | 1 << s);
+    let emptiable = (0..nr)
+        .filter(|&s| !stuck[s] && used[s] > 0)
+        .fold(0u64, |b, s| b | 1 << s);
+    let kept_room: usize = (0..nr)
+        .filter(|s| entirely_free & (1 << s) == 0)
+        .map(|s| free[s])
+        .sum();
+    // cost[subset]: the pages to move out of it plus the free room it takes away.
+    let mut cost = std::vec![0usize; 1 << nr];
+    let mut best = 0;
+    for subset in 1usize..1 << nr {
+        let low = subset.trailing_zeros() as usize;
+        cost[subset] = cost[subset & (subset - 1)] + used[low] + free[low];
+        if subset as u64 & !emptiable == 0 && cost[subset] + watermark_min <= kept_room {
+            best = best.max(subset.count_ones() as usize);
+        }
+    }
+    CouldEmpty {
+        free: entirely_free,
+        best,
+        emptiable,
     }
 }
 
