@@ -306,8 +306,11 @@ fn memory_map_snapshot() -> Result<MemoryMapSnapshot, DisplayError> {
         .iter()
         .map(|(name, range)| (name.as_str(), range.clone()))
         .collect();
-    kmem::with_zone(|zone| display::zone_snapshot(zone, &named, "Monolith memory map"))
-        .map_err(DisplayError::NoMemoryMap)
+    let masked = kmem::pasr::masked_pfn_ranges();
+    kmem::with_zone(|zone| {
+        display::zone_snapshot(zone, &named, "Monolith memory map", masked.as_deref())
+    })
+    .map_err(DisplayError::NoMemoryMap)
 }
 
 /// `gpu pattern` / `gpu map`: bring the screen up if needed and show `what`.

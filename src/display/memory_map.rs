@@ -83,6 +83,8 @@ pub struct PageblockCell {
     pub isolated: bool,
     /// Free pages out of the pageblock's 512.
     pub free_pages: u32,
+    /// In a DRAM bank masked from self-refresh (PASR): drawn dimmed to a slate tint.
+    pub masked: bool,
 }
 
 /// A named run of pageblocks (a CMA area) to outline.
@@ -102,6 +104,8 @@ pub struct MemoryMapSnapshot {
     /// In physical order, one per pageblock.
     pub pageblocks: Vec<PageblockCell>,
     pub areas: Vec<AreaOutline>,
+    /// The board has PASR banks: the legend explains the masked shade.
+    pub pasr: bool,
 }
 
 /// The hue of a type at full brightness (a pageblock with no free page).
@@ -131,12 +135,29 @@ pub fn shade(colour: Rgb888, use_: BlockUse) -> Rgb888 {
     Rgb888::new(scale(colour.r()), scale(colour.g()), scale(colour.b()))
 }
 
+/// A cell in a masked bank: its colour at a fifth of its brightness, tinted slate blue,
+/// so the type still shows but the bank reads as asleep.
+pub fn masked_shade(colour: Rgb888) -> Rgb888 {
+    use embedded_graphics::pixelcolor::RgbColor;
+    let dim = |c: u8, tint: u8| (u16::from(c) / 5 + u16::from(tint)).min(255) as u8;
+    Rgb888::new(
+        dim(colour.r(), 0x18),
+        dim(colour.g(), 0x18),
+        dim(colour.b(), 0x40),
+    )
+}
+
 /// The colour a cell is filled with.
 pub fn cell_colour(cell: &PageblockCell) -> Rgb888 {
-    shade(
+    let colour = shade(
         type_colour(cell.migrate_type, cell.isolated),
         BlockUse::of(cell.free_pages),
-    )
+    );
+    if cell.masked {
+        masked_shade(colour)
+    } else {
+        colour
+    }
 }
 
 /// Outline colours, one per area in order (repeating past the fourth).
@@ -173,6 +194,12 @@ pub fn legend_entries(snapshot: &MemoryMapSnapshot) -> Vec<Entry> {
     entries.push(swatch(shade(grey, BlockUse::Free), "dark: all free"));
     entries.push(swatch(shade(grey, BlockUse::Partial), "mid: partly used"));
     entries.push(swatch(shade(grey, BlockUse::Used), "bright: none free"));
+    if snapshot.pasr {
+        entries.push(swatch(
+            masked_shade(shade(grey, BlockUse::Free)),
+            "slate: bank masked from self-refresh (PASR)",
+        ));
+    }
     for (i, area) in snapshot.areas.iter().enumerate() {
         let bytes = area.pageblocks.len() as u64 * PAGEBLOCK_NR_PAGES as u64 * PAGE_SIZE;
         entries.push(Entry {
@@ -421,6 +448,7 @@ mod tests {
             migrate_type,
             isolated: false,
             free_pages: PAGEBLOCK_NR_PAGES as u32,
+            masked: false,
         }
     }
 
@@ -432,6 +460,7 @@ mod tests {
                 migrate_type: MigrateType::Unmovable,
                 isolated: false,
                 free_pages: 0,
+                masked: false,
             };
         }
         for cell in &mut pageblocks[128..256] {
@@ -446,7 +475,51 @@ mod tests {
                 name: "linux,cma@50000000".to_string(),
                 pageblocks: 128..256,
             }],
+            pasr: false,
         }
+    }
+
+    #[test]
+    fn masked_banks_are_shaded_apart_and_explained_in_the_legend() {
+        let mut snapshot = one_gib();
+        snapshot.pasr = true;
+        // A 64 MiB bank (32 pageblocks) masked: its cells darken and tint, keeping a trace
+        // of the type (CMA cells stay bluer than Movable ones).
+        for cell in &mut snapshot.pageblocks[224..288] {
+            cell.masked = true;
+        }
+        let plain = cell_colour(&snapshot.pageblocks[300]);
+        let masked_movable = cell_colour(&snapshot.pageblocks[260]);
+        let masked_cma = cell_colour(&snapshot.pageblocks[230]);
+        assert_ne!(plain, masked_movable);
+        assert_eq!(masked_movable, masked_shade(plain));
+        use embedded_graphics::pixelcolor::RgbColor;
+        assert!(masked_movable.g() < plain.g());
+        assert!(masked_cma.b() > masked_movable.b());
+        let labels: Vec<String> = legend_entries(&snapshot)
+            .into_iter()
+            .map(|e| e.label)
+            .collect();
+        assert!(labels
+            .iter()
+            .any(|l| l.contains("masked from self-refresh")));
+        snapshot.pasr = false;
+        assert!(!legend_entries(&snapshot)
+            .iter()
+            .any(|e| e.label.contains("masked")));
+        // Masking a bank repaints exactly its cells.
+        let before = one_gib();
+        let mut after = one_gib();
+        for cell in &mut after.pageblocks[288..320] {
+            cell.masked = true;
+        }
+        let mut fb_bytes = vec![0u8; (W * H * 4) as usize];
+        let mut fb = FrameBuffer::new(&mut fb_bytes, W, H, (W * 4) as usize).unwrap();
+        draw_memory_map(&mut fb, &before).unwrap();
+        let damage = redraw_memory_map(&mut fb, &before, &after).unwrap();
+        let layout = MapLayout::new(W, H, &after);
+        assert_eq!(damage.len(), 32, "one rectangle per changed cell");
+        assert!(damage.contains(&layout.cell(288).unwrap()));
     }
 
     fn screen(snapshot: &MemoryMapSnapshot) -> Vec<u8> {

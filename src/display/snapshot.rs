@@ -16,11 +16,14 @@ use crate::display::memory_map::{AreaOutline, MemoryMapSnapshot, PageblockCell};
 use crate::mm::{PageblockUsage, Pfn, Zone, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::util::size::PAGE_SIZE;
 
-/// The zone's state now; `areas` are (name, pfn range) of the CMA areas to outline.
+/// The zone's state now; `areas` are (name, pfn range) of the CMA areas to outline;
+/// `masked` the pfn ranges of DRAM banks masked from self-refresh, `None` on a board
+/// without PASR.
 pub fn zone_snapshot(
     zone: &Zone<'_>,
     areas: &[(&str, Range<Pfn>)],
     title: &str,
+    masked: Option<&[Range<Pfn>]>,
 ) -> MemoryMapSnapshot {
     let usage = zone.pageblock_map();
     let first_block = zone.start_pfn() >> PAGEBLOCK_ORDER;
@@ -28,13 +31,16 @@ pub fn zone_snapshot(
     let (mut managed, mut free) = (0u64, 0u64);
     let pageblocks = usage
         .iter()
-        .map(|cell: &PageblockUsage| {
+        .enumerate()
+        .map(|(i, cell): (usize, &PageblockUsage)| {
             managed += (cell.free + cell.allocated) as u64;
             free += cell.free as u64;
+            let pfn = (first_block + i) << PAGEBLOCK_ORDER;
             PageblockCell {
                 migrate_type: cell.migratetype,
                 isolated: cell.isolated(),
                 free_pages: cell.free as u32,
+                masked: masked.is_some_and(|ranges| ranges.iter().any(|r| r.contains(&pfn))),
             }
         })
         .collect();
@@ -56,6 +62,7 @@ pub fn zone_snapshot(
         free_bytes: free * PAGE_SIZE,
         pageblocks,
         areas,
+        pasr: masked.is_some(),
     }
 }
 
@@ -84,7 +91,7 @@ mod tests {
             .unwrap();
         zone.set_pageblock_migratetype(BASE + 7 * PAGEBLOCK_NR_PAGES, MigrateType::Isolate)
             .unwrap();
-        let before = zone_snapshot(&zone, &[("cma", cma.clone())], "t");
+        let before = zone_snapshot(&zone, &[("cma", cma.clone())], "t", None);
         assert_eq!(before.pageblocks.len(), 8);
         assert_eq!(before.pageblocks[0].free_pages, 512 - 100);
         assert_eq!(
@@ -101,7 +108,7 @@ mod tests {
         // Take 3 pages: the free counts drop by 3, in one pageblock, and the total stays.
         let pfn = zone.alloc_pages(1, Gfp::MOVABLE).unwrap();
         let single = zone.alloc_pages(0, Gfp::MOVABLE).unwrap();
-        let after = zone_snapshot(&zone, &[("cma", cma)], "t");
+        let after = zone_snapshot(&zone, &[("cma", cma)], "t", None);
         assert_eq!(after.total_bytes, before.total_bytes);
         assert_eq!(after.free_bytes, before.free_bytes - 3 * PAGE_SIZE);
         let sum = |s: &MemoryMapSnapshot| {

@@ -143,6 +143,28 @@ pub fn report() -> Result<(Geometry, Vec<UnitReport>, PasrMasks), KmemError> {
     })?
 }
 
+/// The pfn ranges of the banks masked now (`None` on a board without PASR), for the
+/// memory map's shading. Masks cover whole spans (the pair rule masks every partner of a
+/// span together), so a masked unit's span is masked memory.
+pub fn masked_pfn_ranges() -> Option<Vec<core::ops::Range<crate::mm::Pfn>>> {
+    with_state(|s| {
+        let pasr = s.pasr.as_ref()?;
+        let to_pfn = |a: u64| (a >> PAGE_SHIFT) as crate::mm::Pfn;
+        Some(
+            pasr.sections
+                .masks()
+                .units()
+                .map(|u| {
+                    let span = pasr.geometry.span_range(pasr.geometry.span_of_unit(u));
+                    to_pfn(span.start)..to_pfn(span.end)
+                })
+                .collect(),
+        )
+    })
+    .ok()
+    .flatten()
+}
+
 /// The geometry, if the board has PASR.
 pub fn geometry() -> Option<Geometry> {
     with_state(|s| s.pasr.as_ref().map(|p| p.geometry.clone()))
