@@ -211,3 +211,59 @@ pub fn check_invariants(state: &KmemState) -> Result<(), KmemError> {
         .and_then(|()| pasr.sections.check_invariants(&state.zone))
         .map_err(KmemError::InvariantBroken)
 }
+
+/// What the PASR hooks cost on the order-0 path, in guest instructions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookCost {
+    /// The policy the board booted with.
+    pub mode: PasrMode,
+    /// Order-0 allocations + frees counted in each run.
+    pub pairs: u64,
+    /// Instructions of the loop with PASR attached, and with it detached.
+    pub with_pasr: u64,
+    pub without_pasr: u64,
+}
+
+/// Count the instructions of `rounds` rounds of `batch` order-0 allocations and frees
+/// (`crate::pasr::measure::order0_alloc_free_loop`, which splits and merges MAX_ORDER
+/// blocks every round, where the hooks are) with PASR attached, then detached, on the
+/// same zone under one hold of the memory lock; PASR is attached again after (every mask
+/// dropped, and the controller told so). `count` reads the PMU's instruction counter.
+pub fn order0_hook_cost(
+    batch: usize,
+    rounds: usize,
+    count: fn() -> u32,
+) -> Result<HookCost, KmemError> {
+    let mut scratch = alloc::vec![0 as crate::mm::Pfn; batch];
+    let cost = with_state(|s| {
+        let pasr = s.pasr.as_mut().ok_or(KmemError::NoPasr)?;
+        let mut run = |zone: &mut Zone<'_>| -> Result<u64, KmemError> {
+            let t0 = count();
+            crate::pasr::measure::order0_alloc_free_loop(zone, &mut scratch, rounds)
+                .map_err(|error| KmemError::AllocFailed { order: 0, error })?;
+            Ok(u64::from(count().wrapping_sub(t0)))
+        };
+        let with_pasr = run(&mut s.zone)?;
+        s.zone.disable_pasr();
+        let without_pasr = run(&mut s.zone);
+        let attached = pasr.sections.attach(&mut s.zone, pasr.mode);
+        let without_pasr = without_pasr?;
+        if let Err(e) = attached {
+            log::warn!("pasr: re-attaching after the measurement: {e}");
+            s.pasr = None;
+        }
+        Ok(HookCost {
+            mode: s.pasr.as_ref().map_or(PasrMode::Steering, |p| p.mode),
+            pairs: (batch * rounds) as u64,
+            with_pasr,
+            without_pasr,
+        })
+    })??;
+    // Attaching dropped every mask: the mode registers must not keep any.
+    if let Some(write) = MASK_WRITER.lock(|w| *w) {
+        if let Some(g) = geometry() {
+            write(&PasrMasks::none(g.kind(), g.dies() as u8));
+        }
+    }
+    Ok(cost)
+}
