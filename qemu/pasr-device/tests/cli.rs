@@ -7,9 +7,9 @@ mod common;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{dtb_file, tmp, Board};
+use common::{dtb_file, tmp, wait_exit, wait_for, Board};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_monolith-pasr-device"))
@@ -133,32 +133,6 @@ fn a_temperature_out_of_range_is_refused() {
     assert!(out.contains("--temperature -41"), "{out}");
 }
 
-fn wait_for(path: &Path) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("serve did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn serve(socket: &Path, dtb: &Path) -> Child {
     bin()
         .args(["serve", "--socket", socket.to_str().unwrap(), "--dtb"])
@@ -181,7 +155,7 @@ fn serve_exits_cleanly_on_sigterm_and_removes_its_socket() {
         .status()
         .unwrap();
     assert!(status.success());
-    let status = wait_exit(&mut child);
+    let status = wait_exit(&mut child, Duration::from_secs(10), "serve did not exit");
     assert!(status.success(), "{status}");
     assert!(!socket.exists());
 }
@@ -195,7 +169,7 @@ fn serve_exits_0_when_the_front_end_disconnects() {
     let conn = UnixStream::connect(&socket).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     drop(conn);
-    let status = wait_exit(&mut child);
+    let status = wait_exit(&mut child, Duration::from_secs(10), "serve did not exit");
     assert!(status.success(), "{status}");
     assert!(!socket.exists());
 }

@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dtb_file, tmp, Board};
+use common::{dtb_file, tmp, wait_exit, Board};
 use monolith::pasr::power;
 use monolith::pasr::regs::{
     command, offset, status, Command as Cmd, Status, CONFIG_SIZE, MAGIC, NUM_QUEUES, POISON,
@@ -78,20 +78,6 @@ impl Drop for Qtest {
     fn drop(&mut self) {
         let _ = self.qemu.kill();
         let _ = self.qemu.wait();
-    }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("the device did not exit after QEMU did");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -217,7 +203,11 @@ fn the_patched_qemu_forwards_config_space_and_shares_guest_ram() {
     assert_eq!(q.readl(reg(offset::TIMESTAMP + 4)), 0x1122_3344);
 
     drop(q);
-    let status = wait_exit(&mut device);
+    let status = wait_exit(
+        &mut device,
+        Duration::from_secs(20),
+        "the device did not exit after QEMU did",
+    );
     assert!(status.success(), "{status}");
     assert!(!socket.exists());
 }

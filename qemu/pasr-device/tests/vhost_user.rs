@@ -10,10 +10,10 @@ mod common;
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dtb_file, tmp, Board};
+use common::{dtb_file, tmp, wait_exit, Board};
 use monolith::pasr::power;
 use monolith::pasr::regs::{
     command, offset, read_u32, status, Command as Cmd, Status, CONFIG_SIZE, MAGIC, POISON,
@@ -75,20 +75,6 @@ impl Qemu {
         let s = Status::decode(self.read32(offset::STATUS));
         assert_eq!(s.sequence, self.sequence);
         s
-    }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("serve did not exit after the disconnect");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -226,7 +212,11 @@ fn a_front_end_masks_a_bank_and_the_bank_is_really_forgotten() {
 
     // QEMU goes away: serve exits 0 and removes its socket.
     drop(qemu);
-    let status = wait_exit(&mut child);
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(10),
+        "serve did not exit after the disconnect",
+    );
     assert!(status.success(), "{status}");
     assert!(!socket.exists());
     let _ = std::fs::remove_file(&path);

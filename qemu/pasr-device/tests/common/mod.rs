@@ -1,8 +1,11 @@
 //! What the integration tests share: a board device tree with a `monolith,pasr-dram` node
-//! (the binding of `monolith::pasr::geometry`), and scratch files.
+//! (the binding of `monolith::pasr::geometry`), scratch files, and waits on the device
+//! process.
 #![allow(dead_code)] // each test binary uses part of it
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 use vm_fdt::FdtWriter;
 
@@ -94,4 +97,32 @@ pub fn dtb_file(name: &str, board: &Board) -> PathBuf {
     let path = tmp(name);
     std::fs::write(&path, board.blob()).unwrap();
     path
+}
+
+/// Wait until `path` exists (the device created its socket), at most 10 s.
+pub fn wait_for(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait at most `limit` for `child` to exit; kill it and fail with `what` if it does not.
+pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
