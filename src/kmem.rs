@@ -422,7 +422,11 @@ pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
             (spec.size >> PAGE_SHIFT) as usize,
         );
         let activated = mm::cma_init_reserved_mem(base, count, 0, &spec.name)
-            .and_then(|mut area| mm::cma_activate_area(&mut area, &mut zone).map(|()| area));
+            .and_then(|mut area| mm::cma_activate_area(&mut area, &mut zone).map(|()| area))
+            .map(|mut area| {
+                area.set_fit(spec.fit);
+                area
+            });
         match activated {
             Ok(area) => areas.push(area),
             Err(e) => log::warn!("cma: area '{}' not activated: {e}", spec.name),
@@ -456,10 +460,11 @@ pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
         let spec = plan.cma_areas.iter().find(|s| s.name == area.name());
         let owners = spec.map(|s| s.owners.join(",")).unwrap_or_default();
         log::info!(
-            "cma: area '{}' base {:#x} size {} MiB{}{}{}",
+            "cma: area '{}' base {:#x} size {} MiB, {}{}{}{}",
             area.name(),
             (area.base_pfn() as u64) << PAGE_SHIFT,
             area.count() >> (20 - PAGE_SHIFT),
+            area.fit(),
             if spec.is_some_and(|s| s.is_default) {
                 ", default"
             } else {

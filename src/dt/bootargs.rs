@@ -28,6 +28,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::mm::CmaFit;
+
 /// One `param[=value]` token, quotes already removed as Linux removes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootArg<'a> {
@@ -346,6 +348,24 @@ pub fn cma_request(line: &CommandLine<'_>, messages: &mut Vec<String>) -> Option
     request
 }
 
+/// Our boot argument choosing every CMA area's placement policy.
+pub const CMA_FIT_PARAM: &str = "monolith.cma_fit";
+
+/// `monolith.cma_fit=first-fit|best-fit`: the last occurrence wins, as with every
+/// parameter. A bad value is a message and changes nothing (the areas keep their own
+/// `monolith,cma-fit` or the default).
+pub fn cma_fit_request(line: &CommandLine<'_>, messages: &mut Vec<String>) -> Option<CmaFit> {
+    let value = line.values(CMA_FIT_PARAM).last()?;
+    let fit = value.and_then(CmaFit::parse);
+    if fit.is_none() {
+        messages.push(format!(
+            "{CMA_FIT_PARAM}={}: not first-fit or best-fit; ignored",
+            value.unwrap_or("")
+        ));
+    }
+    fit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,6 +601,33 @@ mod tests {
             Some(64 << 20)
         );
         assert_eq!(messages.len(), 2, "{messages:?}");
+    }
+
+    #[test]
+    fn cma_fit_last_value_wins_and_bad_values_are_named() {
+        let fit = |line: &str, messages: &mut Vec<String>| {
+            cma_fit_request(&parse_command_line(line), messages)
+        };
+        let mut messages = Vec::new();
+        assert_eq!(fit("cma=64M", &mut messages), None);
+        assert_eq!(
+            fit("monolith.cma_fit=best-fit", &mut messages),
+            Some(CmaFit::BestFit)
+        );
+        assert_eq!(
+            fit(
+                "monolith.cma_fit=best-fit monolith.cma-fit=first-fit",
+                &mut messages
+            ),
+            Some(CmaFit::FirstFit)
+        );
+        assert!(messages.is_empty(), "{messages:?}");
+        assert_eq!(fit("monolith.cma_fit=worst-fit", &mut messages), None);
+        assert_eq!(fit("monolith.cma_fit", &mut messages), None);
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].contains("monolith.cma_fit=worst-fit") && messages[0].contains("ignored")
+        );
     }
 
     #[test]

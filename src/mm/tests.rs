@@ -573,3 +573,41 @@ fn reports_use_linux_layouts() {
     );
     let _ = p;
 }
+
+#[test]
+fn cma_fit_policies_place_small_requests_differently() {
+    let mut s = Storage::new(BASE, 4096);
+    let mut z = s.zone();
+    z.free_range(BASE..BASE + 4096).unwrap();
+    let mut area = cma_init_reserved_mem(BASE + 1024, 1024, 0, "fit").unwrap();
+    cma_activate_area(&mut area, &mut z).unwrap();
+    assert_eq!(area.fit(), CmaFit::FirstFit, "the measured default");
+    let mut owners = FakeOwners::default();
+    // Holes [area, area+512) and [area+520, area+528), walls at +512 and +528.
+    let big = cma_alloc(&mut area, &mut z, &mut owners, 512, 0).unwrap();
+    let wall = cma_alloc(&mut area, &mut z, &mut owners, 8, 0).unwrap();
+    let small_hole = cma_alloc(&mut area, &mut z, &mut owners, 8, 0).unwrap();
+    let rest = cma_alloc(&mut area, &mut z, &mut owners, 1024 - 528, 0).unwrap();
+    assert!(cma_release(&mut area, &mut z, big, 512));
+    assert!(cma_release(&mut area, &mut z, small_hole, 8));
+    assert_eq!((wall, rest), (BASE + 1024 + 512, BASE + 1024 + 528));
+
+    let mut first_fit = area.clone();
+    area.set_fit(CmaFit::BestFit);
+    // Best fit puts 8 pages in the 8-page hole and keeps the 512-page hole whole.
+    let p = cma_alloc(&mut area, &mut z, &mut owners, 8, 0).unwrap();
+    assert_eq!(p, small_hole);
+    assert_eq!(area.maxchunk_pages(), 512);
+    assert_eq!(area.state().fit, CmaFit::BestFit);
+    // A request the small hole cannot hold goes to the big one.
+    let q = cma_alloc(&mut area, &mut z, &mut owners, 16, 0).unwrap();
+    assert_eq!(q, BASE + 1024);
+    assert!(cma_release(&mut area, &mut z, p, 8));
+    assert!(cma_release(&mut area, &mut z, q, 16));
+    ok(&z);
+    // First fit on the same bitmap carves the big hole.
+    let r = cma_alloc(&mut first_fit, &mut z, &mut owners, 8, 0).unwrap();
+    assert_eq!(r, BASE + 1024);
+    assert_eq!(first_fit.maxchunk_pages(), 512 - 8);
+    ok(&z);
+}

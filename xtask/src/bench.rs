@@ -28,11 +28,18 @@ pub struct Bench {
     pub host_args: &'static [&'static str],
 }
 
-pub const HOST_BENCHES: &[Bench] = &[Bench {
-    name: "buddy",
-    source: "benches/buddy.rs",
-    host_args: &["bench", "--bench", "buddy"],
-}];
+pub const HOST_BENCHES: &[Bench] = &[
+    Bench {
+        name: "buddy",
+        source: "benches/buddy.rs",
+        host_args: &["bench", "--bench", "buddy"],
+    },
+    Bench {
+        name: "cma_fit",
+        source: "benches/cma_fit.rs",
+        host_args: &["bench", "--bench", "cma_fit"],
+    },
+];
 
 /// Deterministic guest time: one counter tick per instruction, no sleeping on idle.
 const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];

@@ -121,6 +121,7 @@ impl Planner {
             dynamic: true,
             reusable: true,
             linux_cma_default: true,
+            cma_fit: None,
             phandle: None,
             compatible: Vec::new(),
         });

@@ -68,6 +68,7 @@ pub use summary::summary;
 
 use super::bootargs;
 use super::tree::DeviceTree;
+use crate::mm::CmaFit;
 use crate::util::ranges::merge;
 
 /// arm64 4 KiB pages: `pageblock_order` 9. CMA areas are whole pageblocks
@@ -117,6 +118,8 @@ pub struct ReservedRegion {
     /// The node carries `linux,cma-default` (whether it became the default is in
     /// [`CmaAreaSpec::is_default`]).
     pub linux_cma_default: bool,
+    /// Our `monolith,cma-fit` property, when present and valid (see the README's binding).
+    pub cma_fit: Option<CmaFit>,
     pub phandle: Option<u32>,
     pub compatible: Vec<String>,
 }
@@ -136,6 +139,8 @@ pub struct CmaAreaSpec {
     pub size: u64,
     /// The area devices without their own region allocate from (`dma_contiguous_default_area`).
     pub is_default: bool,
+    /// Where the area places requests: the region's `monolith,cma-fit`, else the default.
+    pub fit: CmaFit,
     pub phandle: Option<u32>,
     /// Paths of the devices whose `memory-region` lists this area.
     pub owners: Vec<String>,
@@ -297,17 +302,23 @@ pub fn plan_reserved_memory(
 ) -> ReservedMemoryPlan {
     let mut planner = Planner::new(ram, occupied);
 
-    let cma_request = bootargs.and_then(|line| {
-        let line = bootargs::parse_command_line(line);
-        bootargs::cma_request(&line, &mut planner.messages)
-    });
+    let line = bootargs::parse_command_line(bootargs.unwrap_or(""));
+    let cma_request = bootargs::cma_request(&line, &mut planner.messages);
     let cma_request = planner.vet_cma_request(cma_request);
+    let fit_override = bootargs::cma_fit_request(&line, &mut planner.messages);
 
     let outcomes = planner.plan_tree_regions(tree, cma_request);
     if let Some(request) = cma_request {
         planner.place_cmdline_area(request);
     }
-    planner.finish(tree, outcomes)
+    let mut plan = planner.finish(tree, outcomes);
+    // The command line is the user's last word: it overrides every area's property.
+    if let Some(fit) = fit_override {
+        for area in &mut plan.cma_areas {
+            area.fit = fit;
+        }
+    }
+    plan
 }
 
 /// `[0x40000000..0x44000000)`-style text for messages.

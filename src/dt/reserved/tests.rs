@@ -220,6 +220,7 @@ fn static_cma_area() {
             base: 0x5000_0000,
             size: 64 * MIB,
             is_default: false,
+            fit: CmaFit::FirstFit,
             phandle: Some(1),
             owners: vec![],
             region_index: 0,
@@ -230,6 +231,131 @@ fn static_cma_area() {
         "the CMA area itself goes to the buddy as CMA"
     );
     assert!(plan.default_cma_area().is_none());
+}
+
+#[test]
+fn cma_fit_property_chooses_the_policy_and_bad_values_keep_the_default() {
+    let fit = |value: Prop| ("monolith,cma-fit", value);
+    let blob = tree(
+        vec![
+            node(
+                "best@50000000",
+                with(
+                    cma_pool(),
+                    vec![
+                        reg(0x5000_0000, 32 * MIB),
+                        fit(Prop::Strings(vec!["best-fit"])),
+                    ],
+                ),
+            ),
+            node(
+                "first@52000000",
+                with(
+                    cma_pool(),
+                    vec![
+                        reg(0x5200_0000, 32 * MIB),
+                        fit(Prop::Strings(vec!["first-fit"])),
+                    ],
+                ),
+            ),
+            node(
+                "plain@54000000",
+                with(cma_pool(), vec![reg(0x5400_0000, 32 * MIB)]),
+            ),
+            node(
+                "typo@56000000",
+                with(
+                    cma_pool(),
+                    vec![reg(0x5600_0000, 32 * MIB), fit(Prop::Strings(vec!["best"]))],
+                ),
+            ),
+            node(
+                "two@58000000",
+                with(
+                    cma_pool(),
+                    vec![
+                        reg(0x5800_0000, 32 * MIB),
+                        fit(Prop::Strings(vec!["best-fit", "first-fit"])),
+                    ],
+                ),
+            ),
+            node(
+                "cells@5a000000",
+                with(
+                    cma_pool(),
+                    vec![reg(0x5a00_0000, 32 * MIB), fit(Prop::Cells(vec![1]))],
+                ),
+            ),
+        ],
+        vec![],
+    );
+    let plan = plan_for(&blob, None);
+    let fits: Vec<(&str, CmaFit)> = plan
+        .cma_areas
+        .iter()
+        .map(|a| (a.name.as_str(), a.fit))
+        .collect();
+    assert_eq!(
+        fits,
+        [
+            ("best@50000000", CmaFit::BestFit),
+            ("first@52000000", CmaFit::FirstFit),
+            ("plain@54000000", CmaFit::FirstFit),
+            ("typo@56000000", CmaFit::FirstFit),
+            ("two@58000000", CmaFit::FirstFit),
+            ("cells@5a000000", CmaFit::FirstFit),
+        ]
+    );
+    // Each bad value is named, once; the good and absent ones say nothing.
+    assert_eq!(plan.messages.len(), 3, "{:?}", plan.messages);
+    for name in ["typo@56000000", "two@58000000", "cells@5a000000"] {
+        assert!(
+            plan.messages.iter().any(|m| m.contains(name)
+                && m.contains("monolith,cma-fit")
+                && m.contains("using first-fit")),
+            "{name}: {:?}",
+            plan.messages
+        );
+    }
+}
+
+#[test]
+fn cma_fit_boot_argument_overrides_every_area() {
+    let blob = tree(
+        vec![
+            node(
+                "a@50000000",
+                with(
+                    cma_pool(),
+                    vec![
+                        reg(0x5000_0000, 32 * MIB),
+                        ("monolith,cma-fit", Prop::Strings(vec!["first-fit"])),
+                    ],
+                ),
+            ),
+            node(
+                "b@52000000",
+                with(cma_pool(), vec![reg(0x5200_0000, 32 * MIB)]),
+            ),
+        ],
+        vec![],
+    );
+    let plan = plan_for(&blob, Some("monolith.cma_fit=best-fit"));
+    assert!(
+        plan.cma_areas.iter().all(|a| a.fit == CmaFit::BestFit),
+        "{:?}",
+        plan.cma_areas
+    );
+    assert_eq!(plan.cma_areas.len(), 2);
+    let plan = plan_for(&blob, Some("monolith.cma_fit=random"));
+    assert!(plan.cma_areas.iter().all(|a| a.fit == CmaFit::FirstFit));
+    assert!(
+        plan.messages
+            .iter()
+            .any(|m| m.contains("monolith.cma_fit=random")),
+        "{:?}",
+        plan.messages
+    );
 }
 
 #[test]

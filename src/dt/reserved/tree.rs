@@ -15,6 +15,10 @@ use super::{
 use crate::dt::bootargs::CmaRequest;
 use crate::dt::cells;
 use crate::dt::tree::{DeviceTree, Node};
+use crate::mm::CmaFit;
+
+/// Our property choosing a CMA area's placement policy (`first-fit` or `best-fit`).
+pub const CMA_FIT_PROPERTY: &str = "monolith,cma-fit";
 
 /// A CMA-style string list property as owned strings.
 pub(super) fn owned_strings(value: Option<&[u8]>) -> Vec<String> {
@@ -33,6 +37,7 @@ pub(super) struct RmemNode<'n, 'a> {
     pub(super) no_map: bool,
     pub(super) reusable: bool,
     pub(super) linux_cma_default: bool,
+    pub(super) cma_fit: Option<CmaFit>,
 }
 
 impl RmemNode<'_, '_> {
@@ -61,6 +66,7 @@ impl RmemNode<'_, '_> {
             dynamic,
             reusable: self.reusable,
             linux_cma_default: self.linux_cma_default,
+            cma_fit: self.cma_fit,
             phandle: self.phandle,
             compatible: self.compatible.clone(),
         }
@@ -109,6 +115,7 @@ impl Planner {
                 no_map: node.has("no-map"),
                 reusable: node.has("reusable"),
                 linux_cma_default: node.has("linux,cma-default"),
+                cma_fit: self.cma_fit_property(node),
             };
             let record = |outcome| ReservedNodeReport {
                 path: String::from(node.path()),
@@ -209,6 +216,24 @@ impl Planner {
         }
         Ok(Cells { address, size })
     }
+    /// A child's `monolith,cma-fit`: `None` when absent; a value that is not one string
+    /// naming a policy is a message and `None` (the area keeps the default).
+    fn cma_fit_property(&mut self, node: &Node<'_>) -> Option<CmaFit> {
+        let value = node.property(CMA_FIT_PROPERTY)?;
+        let fit = match cells::printable_string_list(value).as_deref() {
+            Some([name]) => CmaFit::parse(name),
+            _ => None,
+        };
+        if fit.is_none() {
+            self.note(format!(
+                "reserved-memory/{}: {CMA_FIT_PROPERTY} is not \"first-fit\" or \"best-fit\"; using {}",
+                node.name(),
+                CmaFit::default()
+            ));
+        }
+        fit
+    }
+
     /// Pick the default area, resolve `memory-region`s, build the output lists.
     pub(super) fn finish(
         mut self,
@@ -226,6 +251,7 @@ impl Planner {
                         base: primary.start,
                         size: primary.end - primary.start,
                         is_default: false,
+                        fit: region.cma_fit.unwrap_or_default(),
                         phandle: region.phandle,
                         owners: Vec::new(),
                         region_index: index,

@@ -23,6 +23,13 @@ use super::migrate::Migrator;
 use super::page_alloc::{MmError, Zone};
 use super::{MigrateType, PageState, Pfn, PAGEBLOCK_NR_PAGES};
 
+mod bitmap;
+mod fit;
+
+use bitmap::{bitmap_set, bitmap_test};
+pub use fit::CmaFit;
+use fit::{BitRequest, Candidates};
+
 /// CMA failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CmaError {
@@ -88,6 +95,7 @@ pub struct CmaArea {
     order_per_bit: usize,
     bitmap: Vec<u64>,
     active: bool,
+    fit: CmaFit,
     pub stats: CmaStats,
 }
 
@@ -102,6 +110,7 @@ pub struct CmaState {
     pub used: usize,
     /// Largest free run, in pages.
     pub maxchunk: usize,
+    pub fit: CmaFit,
     pub stats: CmaStats,
 }
 
@@ -113,6 +122,7 @@ impl fmt::Display for CmaState {
         writeln!(f, "order_per_bit: {}", self.order_per_bit)?;
         writeln!(f, "used: {}", self.used)?;
         writeln!(f, "maxchunk: {}", self.maxchunk)?;
+        writeln!(f, "fit: {}", self.fit)?;
         writeln!(f, "alloc_pages_success: {}", self.stats.alloc_pages_success)?;
         writeln!(f, "alloc_pages_fail: {}", self.stats.alloc_pages_fail)?;
         writeln!(
@@ -153,6 +163,7 @@ pub fn cma_init_reserved_mem(
         order_per_bit,
         bitmap: vec![0; bits.div_ceil(64)],
         active: false,
+        fit: CmaFit::default(),
         stats: CmaStats::default(),
     })
 }
@@ -215,11 +226,15 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
     if nbits > maxno {
         return Err(CmaError::NoSpace);
     }
-    let mut start = 0;
+    let request = BitRequest {
+        nr: nbits,
+        align_mask: mask,
+        align_offset: offset,
+    };
+    let mut candidates = Candidates::new(area.fit, &area.bitmap, maxno, &request);
     let mut last_error = CmaError::NoSpace;
     loop {
-        let Some(bitno) = find_next_zero_area(&area.bitmap, maxno, start, nbits, mask, offset)
-        else {
+        let Some(bitno) = candidates.next(&area.bitmap, maxno, &request) else {
             return Err(last_error);
         };
         bitmap_set(&mut area.bitmap, bitno, nbits, true);
@@ -227,6 +242,7 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
         match alloc_contig_range(zone, migrator, pfn, pfn + count, MigrateType::Cma) {
             Ok(()) => return Ok(pfn),
             Err(err) => {
+                // The bitmap is as the candidates saw it again: try the next one.
                 bitmap_set(&mut area.bitmap, bitno, nbits, false);
                 match err {
                     ContigError::Busy { .. } | ContigError::GaveUp { .. } => {
@@ -235,8 +251,6 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
                     ContigError::NoMemory => return Err(CmaError::NoMemory),
                     ContigError::Invalid(e) => return Err(CmaError::Zone(e)),
                 }
-                // Try again past the failed run, at the next aligned candidate.
-                start = bitno + mask + 1;
             }
         }
     }
@@ -307,6 +321,16 @@ impl CmaArea {
         self.active
     }
 
+    /// Where requests are placed in the area.
+    pub fn fit(&self) -> CmaFit {
+        self.fit
+    }
+
+    /// Change the placement policy (only where later requests go; nothing moves).
+    pub fn set_fit(&mut self, fit: CmaFit) {
+        self.fit = fit;
+    }
+
     /// The allocation bitmap, bit `i` of word `i / 64` covering pages
     /// `base_pfn + (i << order_per_bit)..`.
     pub fn bitmap(&self) -> &[u64] {
@@ -350,70 +374,8 @@ impl CmaArea {
             order_per_bit: self.order_per_bit,
             used: self.used_pages(),
             maxchunk: self.maxchunk_pages(),
+            fit: self.fit,
             stats: self.stats,
-        }
-    }
-}
-
-#[inline]
-fn bitmap_test(map: &[u64], bit: usize) -> bool {
-    map[bit / 64] & (1 << (bit % 64)) != 0
-}
-
-/// Set (or clear) bits `[start, start + len)`, a word at a time.
-fn bitmap_set(map: &mut [u64], start: usize, len: usize, value: bool) {
-    let end = start + len;
-    let mut bit = start;
-    while bit < end {
-        let word = bit / 64;
-        let lo = bit % 64;
-        let n = (64 - lo).min(end - bit);
-        let mask = (u64::MAX >> (64 - n)) << lo;
-        if value {
-            map[word] |= mask;
-        } else {
-            map[word] &= !mask;
-        }
-        bit += n;
-    }
-}
-
-/// First bit `>= start` and `< size` equal to `value`, skipping whole words.
-fn find_next(map: &[u64], size: usize, start: usize, value: bool) -> usize {
-    let mut bit = start;
-    while bit < size {
-        let word = if value { map[bit / 64] } else { !map[bit / 64] };
-        let masked = word & (u64::MAX << (bit % 64));
-        if masked != 0 {
-            return (bit - bit % 64 + masked.trailing_zeros() as usize).min(size);
-        }
-        bit = bit - bit % 64 + 64;
-    }
-    size
-}
-
-/// `bitmap_find_next_zero_area_off`: first run of `nr` zero bits at or after `start` whose
-/// index plus `align_offset` is a multiple of `align_mask + 1`.
-fn find_next_zero_area(
-    map: &[u64],
-    size: usize,
-    mut start: usize,
-    nr: usize,
-    align_mask: usize,
-    align_offset: usize,
-) -> Option<usize> {
-    loop {
-        let zero = find_next(map, size, start, false);
-        let index = ((zero + align_offset + align_mask) & !align_mask).checked_sub(align_offset)?;
-        let end = index.checked_add(nr)?;
-        if end > size {
-            return None;
-        }
-        let busy = find_next(map, end, index, true);
-        if busy < end {
-            start = busy + 1;
-        } else {
-            return Some(index);
         }
     }
 }
@@ -421,48 +383,6 @@ fn find_next_zero_area(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bitmap_set_changes_exactly_the_range_across_words() {
-        for (start, len) in [
-            (0, 1),
-            (3, 61),
-            (0, 64),
-            (63, 2),
-            (5, 200),
-            (64, 64),
-            (70, 0),
-        ] {
-            for value in [true, false] {
-                let mut map = vec![if value { 0 } else { u64::MAX }; 5];
-                bitmap_set(&mut map, start, len, value);
-                for bit in 0..320 {
-                    let inside = (start..start + len).contains(&bit);
-                    assert_eq!(
-                        bitmap_test(&map, bit),
-                        inside == value,
-                        "{start}+{len} bit {bit}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn zero_area_search_honours_alignment_and_busy_bits() {
-        let mut map = vec![0u64; 2];
-        bitmap_set(&mut map, 0, 3, true);
-        assert_eq!(find_next_zero_area(&map, 128, 0, 4, 0, 0), Some(3));
-        assert_eq!(find_next_zero_area(&map, 128, 0, 4, 3, 0), Some(4));
-        // With an offset of 1, index + 1 must be a multiple of 4.
-        assert_eq!(find_next_zero_area(&map, 128, 0, 4, 3, 1), Some(3));
-        bitmap_set(&mut map, 60, 10, true);
-        assert_eq!(find_next_zero_area(&map, 128, 50, 20, 0, 0), Some(70));
-        assert_eq!(find_next_zero_area(&map, 128, 0, 59, 0, 0), None);
-        assert_eq!(find_next_zero_area(&map, 128, 0, 58, 0, 0), Some(70));
-        assert_eq!(find_next_zero_area(&map, 80, 61, 20, 0, 0), None);
-        assert_eq!(find_next_zero_area(&map, 80, 0, 20, 0, 0), Some(3));
-    }
 
     #[test]
     fn init_refuses_unaligned_areas() {

@@ -1,0 +1,201 @@
+//! Host benchmark: fragmentation of a CMA area under first fit and best fit, on one
+//! replayed trace.
+//!
+//! A trace of device-buffer allocations and releases (sizes from 1 to 8192 pages, mostly
+//! small, aligned as `dma_alloc_from_contiguous` aligns them: to the size's order, at most
+//! order 8) is generated once per seed and replayed against a 256 MiB area under each
+//! policy, with the occupancy held between 50% and 75%. Every 64 operations a large probe
+//! (1024 to 8192 pages) asks for a contiguous range and gives it straight back: the request
+//! a camera or decoder makes when it starts. The area is idle apart from its own buffers
+//! (no movable tenants), so every failure is fragmentation alone: each one is counted only
+//! where the area had the free pages. Reported per policy: probes that failed, ordinary
+//! requests that failed, and the largest free chunk (mean and lowest over the samples).
+//! Run with `cargo bench --bench cma_fit`.
+
+use monolith::mm::{
+    cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, zone_metadata_size, CmaArea,
+    CmaFit, NoMigrator, Page, Pfn, Zone,
+};
+
+const BASE: Pfn = 0x40000;
+/// 1 GiB zone, the first 256 MiB of it the area.
+const PAGES: usize = 1 << 18;
+const AREA_PAGES: usize = 1 << 16;
+const SLOTS: usize = 512;
+const OPS: usize = 20_000;
+const PROBE_EVERY: usize = 64;
+const SEEDS: [u64; 3] = [
+    0x2545_f491_4f6c_dd1d,
+    0x9e37_79b9_7f4a_7c15,
+    0xd1b5_4a32_d192_ed03,
+];
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    /// Allocate `pages` into a free slot if the area is under its high mark, else free.
+    Step {
+        pick: u64,
+        pages: usize,
+    },
+    Probe {
+        pages: usize,
+    },
+}
+
+/// `dma_alloc_from_contiguous`'s alignment: the size's order, capped at 8.
+fn align_order(pages: usize) -> usize {
+    (pages.next_power_of_two().trailing_zeros() as usize).min(8)
+}
+
+fn buffer_pages(rng: &mut XorShift) -> usize {
+    // Mostly small buffers with a tail of large ones.
+    let base = [
+        1, 1, 1, 2, 4, 4, 8, 16, 16, 32, 64, 128, 256, 512, 1024, 4096,
+    ][(rng.next() % 16) as usize];
+    1 + (rng.next() as usize) % (2 * base)
+}
+
+fn trace(seed: u64) -> Vec<Op> {
+    let mut rng = XorShift(seed);
+    (0..OPS)
+        .map(|i| {
+            if i % PROBE_EVERY == PROBE_EVERY - 1 {
+                Op::Probe {
+                    pages: 1024 + (rng.next() as usize) % 7169,
+                }
+            } else {
+                Op::Step {
+                    pick: rng.next(),
+                    pages: buffer_pages(&mut rng),
+                }
+            }
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Outcome {
+    probes: usize,
+    probe_failures: usize,
+    requests: usize,
+    request_failures: usize,
+    maxchunk_sum: usize,
+    maxchunk_min: usize,
+    samples: usize,
+}
+
+fn replay(fit: CmaFit, ops: &[Op]) -> Outcome {
+    let size = zone_metadata_size(BASE, PAGES);
+    let mut pages = vec![Page::HOLE; size.pages];
+    let mut blocks = vec![0u8; size.pageblocks];
+    let mut zone = Zone::new(BASE, &mut pages, &mut blocks).expect("zone");
+    zone.free_range(BASE..BASE + PAGES).expect("free_range");
+    let mut area: CmaArea = cma_init_reserved_mem(BASE, AREA_PAGES, 0, "bench").expect("area");
+    cma_activate_area(&mut area, &mut zone).expect("activate");
+    area.set_fit(fit);
+    let mut slots: Vec<Option<(Pfn, usize)>> = vec![None; SLOTS];
+    let mut out = Outcome {
+        maxchunk_min: usize::MAX,
+        ..Outcome::default()
+    };
+    for op in ops {
+        match *op {
+            Op::Step { pick, pages } => {
+                let used = area.used_pages();
+                let slot = (pick as usize) % SLOTS;
+                let grow = used < AREA_PAGES / 2 || (used < AREA_PAGES * 3 / 4 && pick % 5 < 3);
+                if grow && slots[slot].is_none() {
+                    out.requests += 1;
+                    let free = AREA_PAGES - used;
+                    match cma_alloc(
+                        &mut area,
+                        &mut zone,
+                        &mut NoMigrator,
+                        pages,
+                        align_order(pages),
+                    ) {
+                        Ok(pfn) => slots[slot] = Some((pfn, pages)),
+                        Err(_) if free >= pages => out.request_failures += 1,
+                        Err(_) => {}
+                    }
+                } else if let Some((pfn, n)) = slots[slot].take() {
+                    assert!(
+                        cma_release(&mut area, &mut zone, pfn, n),
+                        "release {pfn:#x}+{n}"
+                    );
+                }
+            }
+            Op::Probe { pages } => {
+                let chunk = area.maxchunk_pages();
+                out.maxchunk_sum += chunk;
+                out.maxchunk_min = out.maxchunk_min.min(chunk);
+                out.samples += 1;
+                if AREA_PAGES - area.used_pages() < pages {
+                    continue;
+                }
+                out.probes += 1;
+                match cma_alloc(
+                    &mut area,
+                    &mut zone,
+                    &mut NoMigrator,
+                    pages,
+                    align_order(pages),
+                ) {
+                    Ok(pfn) => assert!(cma_release(&mut area, &mut zone, pfn, pages)),
+                    Err(_) => out.probe_failures += 1,
+                }
+            }
+        }
+    }
+    out
+}
+
+fn main() {
+    println!(
+        "{:<10} {:>10} {:>16} {:>18} {:>20} {:>18}",
+        "fit", "seed", "probes failed", "requests failed", "maxchunk mean MiB", "maxchunk min MiB"
+    );
+    let mib = |pages: usize| pages as f64 * 4096.0 / (1 << 20) as f64;
+    for fit in CmaFit::ALL {
+        let mut total = Outcome::default();
+        for seed in SEEDS {
+            let o = replay(fit, &trace(seed));
+            println!(
+                "{:<10} {:>#10x} {:>9} of {:<5} {:>10} of {:<6} {:>20.1} {:>18.1}",
+                fit.name(),
+                seed & 0xffff,
+                o.probe_failures,
+                o.probes,
+                o.request_failures,
+                o.requests,
+                mib(o.maxchunk_sum / o.samples.max(1)),
+                mib(o.maxchunk_min)
+            );
+            total.probes += o.probes;
+            total.probe_failures += o.probe_failures;
+            total.requests += o.requests;
+            total.request_failures += o.request_failures;
+        }
+        println!(
+            "{:<10} {:>10} {:>9} of {:<5} {:>10} of {:<6}  ({:.1}% of probes failed)",
+            fit.name(),
+            "all",
+            total.probe_failures,
+            total.probes,
+            total.request_failures,
+            total.requests,
+            100.0 * total.probe_failures as f64 / total.probes.max(1) as f64
+        );
+    }
+}
