@@ -23,16 +23,9 @@ enum Op {
     Free { slot: usize },
 }
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+#[path = "common/xorshift.rs"]
+mod xorshift;
+use xorshift::XorShift;
 
 /// Slots start empty; each step allocates into an empty slot or frees a full one, keeping
 /// about half the slots full so the allocator works with fragmented free lists.

@@ -30,16 +30,9 @@ const SEEDS: [u64; 3] = [
     0xd1b5_4a32_d192_ed03,
 ];
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+#[path = "common/xorshift.rs"]
+mod xorshift;
+use xorshift::XorShift;
 
 #[derive(Clone, Copy)]
 enum Op {
@@ -56,6 +49,11 @@ enum Op {
 /// `dma_alloc_from_contiguous`'s alignment: the size's order, capped at 8.
 fn align_order(pages: usize) -> usize {
     (pages.next_power_of_two().trailing_zeros() as usize).min(8)
+}
+
+/// One device buffer from the area, aligned as the DMA layer aligns it.
+fn allocate(area: &mut CmaArea, zone: &mut Zone<'_>, pages: usize) -> Option<Pfn> {
+    cma_alloc(area, zone, &mut NoMigrator, pages, align_order(pages)).ok()
 }
 
 fn buffer_pages(rng: &mut XorShift) -> usize {
@@ -118,16 +116,10 @@ fn replay(fit: CmaFit, ops: &[Op]) -> Outcome {
                 if grow && slots[slot].is_none() {
                     out.requests += 1;
                     let free = AREA_PAGES - used;
-                    match cma_alloc(
-                        &mut area,
-                        &mut zone,
-                        &mut NoMigrator,
-                        pages,
-                        align_order(pages),
-                    ) {
-                        Ok(pfn) => slots[slot] = Some((pfn, pages)),
-                        Err(_) if free >= pages => out.request_failures += 1,
-                        Err(_) => {}
+                    match allocate(&mut area, &mut zone, pages) {
+                        Some(pfn) => slots[slot] = Some((pfn, pages)),
+                        None if free >= pages => out.request_failures += 1,
+                        None => {}
                     }
                 } else if let Some((pfn, n)) = slots[slot].take() {
                     assert!(
@@ -145,15 +137,9 @@ fn replay(fit: CmaFit, ops: &[Op]) -> Outcome {
                     continue;
                 }
                 out.probes += 1;
-                match cma_alloc(
-                    &mut area,
-                    &mut zone,
-                    &mut NoMigrator,
-                    pages,
-                    align_order(pages),
-                ) {
-                    Ok(pfn) => assert!(cma_release(&mut area, &mut zone, pfn, pages)),
-                    Err(_) => out.probe_failures += 1,
+                match allocate(&mut area, &mut zone, pages) {
+                    Some(pfn) => assert!(cma_release(&mut area, &mut zone, pfn, pages)),
+                    None => out.probe_failures += 1,
                 }
             }
         }

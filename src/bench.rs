@@ -32,6 +32,8 @@
 pub mod report;
 
 #[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
 mod churn;
 #[cfg(target_os = "none")]
 pub mod dma;

@@ -11,21 +11,8 @@
 #![no_std]
 #![no_main]
 
-extern crate alloc;
-
-use alloc::string::String;
-
+use monolith::bench::boot::boot_to_prompt;
 use monolith::test_harness::{run_tests, TestCase};
-
-fn boot_to_prompt() -> Result<(), String> {
-    let instructions = monolith::driver::timer::uptime().as_nanos();
-    let managed_mib = monolith::kmem::with_zone(|zone| zone.counters().managed_pages >> 8)
-        .map_err(|e| alloc::format!("{e}"))?;
-    monolith::println!(
-        "\nboot to the prompt with 1G: {instructions} instructions ({managed_mib} MiB managed)"
-    );
-    Ok(())
-}
 
 #[no_mangle]
 fn kernel_init() -> ! {
@@ -33,7 +20,7 @@ fn kernel_init() -> ! {
         "bench_boot_1g",
         &[TestCase {
             name: "boot_to_prompt",
-            run: boot_to_prompt,
+            run: || boot_to_prompt("1G"),
         }],
     )
 }

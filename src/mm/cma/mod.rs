@@ -386,22 +386,16 @@ mod tests {
 
     #[test]
     fn init_refuses_unaligned_areas() {
-        assert_eq!(
-            cma_init_reserved_mem(100, 512, 0, "x").unwrap_err(),
-            CmaError::Misaligned
-        );
-        assert_eq!(
-            cma_init_reserved_mem(512, 100, 0, "x").unwrap_err(),
-            CmaError::Misaligned
-        );
-        assert_eq!(
-            cma_init_reserved_mem(512, 0, 0, "x").unwrap_err(),
-            CmaError::Misaligned
-        );
-        assert_eq!(
-            cma_init_reserved_mem(512, 512, 10, "x").unwrap_err(),
-            CmaError::Misaligned
-        );
+        // Unaligned base, unaligned size, empty, size not a multiple of the granule.
+        for (base, count, order_per_bit) in
+            [(100, 512, 0), (512, 100, 0), (512, 0, 0), (512, 512, 10)]
+        {
+            assert_eq!(
+                cma_init_reserved_mem(base, count, order_per_bit, "x").unwrap_err(),
+                CmaError::Misaligned,
+                "{base} {count} {order_per_bit}"
+            );
+        }
         let a = cma_init_reserved_mem(512, 1024, 2, "reserved").unwrap();
         assert_eq!(a.bits(), 256);
         assert_eq!(a.bitmap().len(), 4);
