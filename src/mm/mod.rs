@@ -44,6 +44,7 @@ pub mod migratetype;
 pub mod page;
 pub mod page_alloc;
 pub mod page_isolation;
+pub mod pin;
 pub mod vmstat;
 
 #[cfg(test)]
@@ -66,6 +67,7 @@ pub use page_alloc::{
     PageblockUsage, PasrMode, PasrSetupError, PasrSpanState, PasrSpans, Watermarks, Zone,
     ZoneCounters, PASR_MAX_SPANS,
 };
+pub use pin::{pin_longterm, PinError};
 
 /// Physical frame number: physical address >> [`PAGE_SHIFT`].
 pub type Pfn = usize;

@@ -1001,3 +1001,104 @@ fn batches_are_never_larger_than_the_range() {
         assert_eq!(owners.batch_sizes, vec![len]);
     }
 }
+
+// ---- short-term pins (I/O in flight on a page in CMA) ------------------------------
+
+/// [`FakeOwners`] with short-term pins: a pinned object refuses to move with
+/// `MigrateError::Again` (the page is under I/O); each refusal is one retry by the walk, and
+/// the I/O completes (the pin is released) after `pins[id]` of them, which the next retry
+/// observes.
+#[derive(Default)]
+struct IoPinnedOwners {
+    fake: FakeOwners,
+    pins: BTreeMap<u64, usize>,
+}
+
+impl Migrator for IoPinnedOwners {
+    fn migrate(
+        &mut self,
+        src: Pfn,
+        dst: Pfn,
+        order: usize,
+        owner: Owner,
+    ) -> Result<(), MigrateError> {
+        if let Some(left) = self.pins.get_mut(&owner.id()).filter(|l| **l > 0) {
+            *left -= 1;
+            return Err(MigrateError::Again);
+        }
+        self.fake.migrate(src, dst, order, owner)
+    }
+
+    fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool {
+        self.fake.reclaim(pfn, order, owner)
+    }
+}
+
+/// A zone of 2048 pages whose second half is CMA, holding 64 anonymous pages (ids 1..=64)
+/// in the area; returns the area's range.
+fn cma_with_anon<'s>(s: &'s mut Storage, owners: &mut IoPinnedOwners) -> (Zone<'s>, Pfn, Pfn) {
+    let mut z = s.zone();
+    z.free_range(BASE..BASE + 2048).unwrap();
+    let mut area = cma_init_reserved_mem(BASE + 1024, 1024, 0, "cma").unwrap();
+    cma_activate_area(&mut area, &mut z).unwrap();
+    z.set_cma_balance(CmaBalance::new(0, 1).unwrap());
+    for id in 1..=64 {
+        let p = z.alloc_pages(0, Gfp::MOVABLE).unwrap();
+        assert!(area.contains(p));
+        z.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
+        owners.fake.populate(id, p, 0, id * 3);
+    }
+    (z, BASE + 1024, BASE + 2048)
+}
+
+#[test]
+fn short_term_pin_released_within_the_retry_budget_lets_contig_succeed() {
+    let mut s = Storage::new(BASE, 2048);
+    let mut owners = IoPinnedOwners::default();
+    let (mut z, start, end) = cma_with_anon(&mut s, &mut owners);
+    // Pass 1 moves the other pages (progress); the pinned one then refuses on
+    // MIGRATE_MAX_PASSES_WITHOUT_PROGRESS - 1 more passes and moves on the one after.
+    owners.pins.insert(7, MIGRATE_MAX_PASSES_WITHOUT_PROGRESS);
+    alloc_contig_range(&mut z, &mut owners, start, end, MigrateType::Cma).unwrap();
+    assert_eq!(owners.pins[&7], 0, "every retry observed the pin");
+    owners.fake.verify().unwrap();
+    assert!(owners
+        .fake
+        .objects
+        .values()
+        .all(|o| !(start..end).contains(&o.0)));
+    assert_eq!(owners.fake.migrations, 64);
+    z.check_invariants().unwrap();
+}
+
+#[test]
+fn short_term_pin_held_beyond_the_budget_gives_up_and_restores_the_range() {
+    let mut s = Storage::new(BASE, 2048);
+    let mut owners = IoPinnedOwners::default();
+    let (mut z, start, end) = cma_with_anon(&mut s, &mut owners);
+    let pinned_pfn = owners.fake.objects[&7].0;
+    owners
+        .pins
+        .insert(7, MIGRATE_MAX_PASSES_WITHOUT_PROGRESS + 1);
+    let free_before = z.counters().free_pages;
+    let err = alloc_contig_range(&mut z, &mut owners, start, end, MigrateType::Cma).unwrap_err();
+    assert_eq!(err, ContigError::GaveUp { pfn: pinned_pfn });
+    assert!(err.to_string().contains("still busy"));
+    assert_eq!(
+        owners.pins[&7], 0,
+        "one refusal per pass until the call gave up"
+    );
+    // The range is back as it was: Cma pageblocks, the pinned page in place and owned,
+    // nothing leaked (the 63 pages that moved hold frames outside, theirs freed inside).
+    for pb in (start..end).step_by(PAGEBLOCK_NR_PAGES) {
+        assert_eq!(z.pageblock_migratetype(pb), Some(MigrateType::Cma));
+    }
+    assert_eq!(z.owner(pinned_pfn), Some(Owner::new(OwnerKind::Anon, 7)));
+    assert_eq!(z.counters().free_pages, free_before);
+    owners.fake.verify().unwrap();
+    z.check_invariants().unwrap();
+    // Once the I/O is done the same call succeeds.
+    alloc_contig_range(&mut z, &mut owners, start, end, MigrateType::Cma).unwrap();
+    owners.fake.verify().unwrap();
+    z.check_invariants().unwrap();
+}
