@@ -50,7 +50,7 @@ pub use report::{format_churn, format_latency, ChurnResult, LatencyRow, Stats, C
 pub use self::{
     churn::{churn_success, ChurnMode},
     latency::cma_latency,
-    profile::{monolith_profile_begin, monolith_profile_end, profile_full_alloc},
+    profile::{monolith_profile_begin, monolith_profile_end, profile_cma_alloc, AreaFill},
     workload::BenchError,
 };
 
