@@ -23,9 +23,6 @@ use monolith::test_harness::{run_tests, TestCase};
 
 const BATCH: usize = 2048;
 const ROUNDS: usize = 16;
-/// The vacating workload: six 64 MiB banks' worth of anonymous pages, one in 64 kept.
-const VACATE_GROW_PAGES: usize = 6 * 16384;
-const VACATE_KEEP_ONE_IN: usize = 64;
 
 fn hook_cost() -> Result<(), String> {
     monolith::cpu::pmu::count_instructions().map_err(String::from)?;
@@ -52,11 +49,7 @@ fn vacate_cost() -> Result<(), String> {
     use monolith::kmem::pasr::{Meter, VacateWorkload};
     monolith::cpu::pmu::count_instructions().map_err(String::from)?;
     let cost = monolith::kmem::pasr::vacate_cost(
-        VacateWorkload {
-            grow_pages: VACATE_GROW_PAGES,
-            keep_one_in: VACATE_KEEP_ONE_IN,
-            budget_pages: monolith::pasr_service::VACATE_BUDGET,
-        },
+        VacateWorkload::bench(monolith::pasr_service::VACATE_BUDGET),
         Meter {
             count: monolith::cpu::pmu::instructions_retired,
             begin: || {},

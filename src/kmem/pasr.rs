@@ -281,6 +281,19 @@ pub struct VacateWorkload {
     pub budget_pages: usize,
 }
 
+impl VacateWorkload {
+    /// The benchmark's workload (`tests/bench_pasr.rs`, and `tests/profile_vacate.rs` on the
+    /// same): six 64 MiB banks' worth of anonymous pages, one page in 64 kept outside the
+    /// image's bank, within `budget_pages`.
+    pub const fn bench(budget_pages: usize) -> VacateWorkload {
+        VacateWorkload {
+            grow_pages: 6 * 16384,
+            keep_one_in: 64,
+            budget_pages,
+        }
+    }
+}
+
 /// How [`vacate_cost`] counts: `count` reads the PMU's instruction counter; `begin` and
 /// `end` run right before and after the pass (the profile markers, or nothing).
 #[derive(Clone, Copy)]
