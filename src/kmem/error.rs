@@ -77,6 +77,11 @@ pub enum KmemError {
     InvariantBroken(String),
     /// `mem grow` before `mem start`.
     AnonNotStarted,
+    /// A measurement that shapes the anonymous workload itself found it already holding
+    /// pages (someone ran `mem grow`): it would free them.
+    AnonInUse {
+        pages: usize,
+    },
     /// A new anonymous page could not be owned or mapped.
     AnonGrow(PlaceError),
     /// A page-cache page could not be owned or mapped.
@@ -156,6 +161,10 @@ impl fmt::Display for KmemError {
             KmemError::FreeFailed(e) => write!(f, "free: {e}"),
             KmemError::InvariantBroken(what) => f.write_str(what),
             KmemError::AnonNotStarted => write!(f, "anon workload not started (anon start)"),
+            KmemError::AnonInUse { pages } => write!(
+                f,
+                "the anonymous workload holds {pages} pages already (free them first: mem shrink)"
+            ),
             KmemError::AnonGrow(why) => write!(f, "anon grow: {why}"),
             KmemError::CacheRead(why) => write!(f, "page cache read: {why}"),
             KmemError::BlockPastEnd { block, blocks } => write!(
