@@ -527,6 +527,58 @@ fn cma_alloc_skips_busy_ranges() {
     );
 }
 
+/// A window whose movable pages have nowhere to go (`NoMemory`) says nothing about the
+/// next window: one that needs no migration targets at all must still be tried.
+#[test]
+fn cma_alloc_tries_the_next_window_after_one_short_of_memory() {
+    let mut s = Storage::new(BASE, 2048);
+    let mut z = s.zone();
+    z.free_range(BASE..BASE + 2048).unwrap();
+    let mut area = cma_init_reserved_mem(BASE + 1024, 1024, 0, "cma").unwrap();
+    cma_activate_area(&mut area, &mut z).unwrap();
+    // Nothing free outside CMA: kernel data everywhere (it never lands in CMA).
+    while z.alloc_pages(0, Gfp::KERNEL).is_ok() {}
+    // The whole area full of anonymous pages, then the second quarter freed again.
+    let mut owners = FakeOwners::default();
+    let mut id = 0;
+    while let Ok(p) = z.alloc_pages(0, Gfp::MOVABLE) {
+        assert!(area.contains(p));
+        id += 1;
+        z.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
+        owners.populate(id, p, 0, id);
+    }
+    let hole = BASE + 1024 + 256..BASE + 1024 + 512;
+    let in_hole: Vec<u64> = owners
+        .objects
+        .iter()
+        .filter(|(_, o)| hole.contains(&o.0))
+        .map(|(&id, _)| id)
+        .collect();
+    assert_eq!(in_hole.len(), 256);
+    for id in in_hole {
+        let (pfn, order, _) = owners.forget(id).unwrap();
+        z.free_pages(pfn, order).unwrap();
+    }
+    let objects_before = owners.objects.clone();
+    // First fit tries the area's first 256 pages first: 256 anonymous pages and not one
+    // free frame outside their pageblock. The next aligned window is the free hole.
+    assert_eq!(
+        cma_alloc(&mut area, &mut z, &mut owners, 256, 8),
+        Ok(hole.start)
+    );
+    assert_eq!(owners.migrations, 0, "nothing could move, nothing did");
+    assert_eq!(owners.objects, objects_before);
+    owners.verify().unwrap();
+    ok(&z);
+    // With the hole taken, every window is short of memory: that failure is NoMemory.
+    assert_eq!(
+        cma_alloc(&mut area, &mut z, &mut owners, 256, 8),
+        Err(CmaError::NoMemory)
+    );
+    owners.verify().unwrap();
+    ok(&z);
+}
+
 #[test]
 fn reports_use_linux_layouts() {
     let mut s = Storage::new(BASE, 4096);

@@ -7,8 +7,9 @@
 //! migration. The area's bitmap (one bit per `1 << order_per_bit` pages) records which parts
 //! are handed out by `cma_alloc`. Allocation finds a zero run in the bitmap that satisfies
 //! the alignment, claims it, and asks [`alloc_contig_range`] to empty and take exactly those
-//! frames; if that fails because something there is busy, the bits are released and the
-//! search continues past the failed run. The bitmap is the area's own record; the zone's
+//! frames; if that fails because something there is busy or its movable pages have nowhere
+//! to go, the bits are released and the search continues past the failed run (the error
+//! returned when every candidate failed is the last one's). The bitmap is the area's own record; the zone's
 //! per-frame state is the ground truth `cma_release` checks against, so releasing frames
 //! that were not handed out is refused instead of corrupting the buddy.
 #![forbid(unsafe_code)]
@@ -47,9 +48,9 @@ pub enum CmaError {
     InvalidAlign,
     /// No free run of the requested size and alignment in the bitmap.
     NoSpace,
-    /// Every candidate run held frames that could not be moved.
+    /// Every candidate run held frames that could not be moved (the last one tried did).
     Busy,
-    /// Migration had nowhere to put the pages.
+    /// Migration had nowhere to put the pages (of the last candidate run tried).
     NoMemory,
 }
 
@@ -242,13 +243,17 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
         match alloc_contig_range(zone, migrator, pfn, pfn + count, MigrateType::Cma) {
             Ok(()) => return Ok(pfn),
             Err(err) => {
-                // The bitmap is as the candidates saw it again: try the next one.
+                // The bitmap is as the candidates saw it again: try the next one. Running
+                // out of migration targets is no reason to stop either: it depends on how
+                // many movable pages this window holds, and the next one may hold fewer
+                // (or none). Linux's `cma_alloc` stops there; it would fail while memory
+                // exists.
                 bitmap_set(&mut area.bitmap, bitno, nbits, false);
                 match err {
                     ContigError::Busy { .. } | ContigError::GaveUp { .. } => {
                         last_error = CmaError::Busy
                     }
-                    ContigError::NoMemory => return Err(CmaError::NoMemory),
+                    ContigError::NoMemory => last_error = CmaError::NoMemory,
                     ContigError::Invalid(e) => return Err(CmaError::Zone(e)),
                 }
             }
