@@ -218,7 +218,9 @@ impl Migrator for CheckedOwners {
 
     fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool {
         let id = owner.id();
+        // A page under I/O (short-term pinned) is not dropped either.
         if !self.clean.contains(&id)
+            || self.busy.contains(&id)
             || self.objects.get(&id).map(|o| (o.0, o.1)) != Some((pfn, order))
         {
             return false;
@@ -820,4 +822,54 @@ fn cma_campaign_never_fails_while_memory_exists() {
     assert_eq!(c.free_pages, c.managed_pages);
     assert_eq!(c.free_cma_pages, cma_total);
     assert!(areas.iter().all(|a| a.used_pages() == 0));
+}
+
+/// The proof itself can fail: a window that can be emptied is reported, whether it is
+/// free or holds pages that fit outside, and only windows that cannot be are accepted.
+#[test]
+fn the_failure_proof_finds_a_window_that_could_be_emptied() {
+    let mut storage = Storage::new(BASE, 2048);
+    let mut zone = storage.zone();
+    zone.free_range(BASE..BASE + 2048).unwrap();
+    let mut area = cma_init_reserved_mem(BASE + 1024, 1024, 0, "cma").unwrap();
+    cma_activate_area(&mut area, &mut zone).unwrap();
+    let mut kernel = Vec::new();
+    while let Ok(p) = zone.alloc_pages(0, Gfp::KERNEL) {
+        kernel.push(p);
+    }
+    let mut owners = CheckedOwners::new();
+    let mut id = 0;
+    while let Ok(p) = zone.alloc_pages(0, Gfp::MOVABLE) {
+        id += 1;
+        zone.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
+        owners.populate(id, p, 0, id);
+    }
+    // Full of anonymous pages, nothing free anywhere: no window can be emptied.
+    assert_eq!(prove_failure(&zone, &owners, &area, 256, 8), Ok(()));
+    // 256 free frames outside CMA: a 256-page window's pages now fit...
+    for p in kernel.drain(..256) {
+        zone.free_pages(p, 0).unwrap();
+    }
+    assert!(prove_failure(&zone, &owners, &area, 256, 8).is_err());
+    // ...but not above a min watermark of 1 page.
+    zone.set_watermarks(Watermarks::from_min(1));
+    assert_eq!(prove_failure(&zone, &owners, &area, 256, 8), Ok(()));
+    // A window of clean page cache needs no target at all.
+    let first: Vec<u64> = (1..=256).collect();
+    for &i in &first {
+        let (pfn, _, _) = owners.objects[&i];
+        zone.set_owner(pfn, Owner::new(OwnerKind::PageCache, i)).unwrap();
+        owners.clean.insert(i);
+    }
+    let why = prove_failure(&zone, &owners, &area, 256, 8).unwrap_err();
+    assert!(why.contains("0 pages to move"), "{why}");
+    // Pinned short-term, the same window cannot be emptied.
+    owners.busy.insert(7);
+    assert_eq!(prove_failure(&zone, &owners, &area, 256, 8), Ok(()));
+    // Unpinned, the allocator takes that window by dropping the cache.
+    owners.busy.remove(&7);
+    let got = cma_alloc(&mut area, &mut zone, &mut owners, 256, 8).unwrap();
+    assert_eq!(got, BASE + 1024);
+    assert_eq!(owners.reclaims, 256);
+    owners.verify().unwrap();
 }
