@@ -579,6 +579,50 @@ fn cma_alloc_tries_the_next_window_after_one_short_of_memory() {
     ok(&z);
 }
 
+/// A window that failed still dropped the clean cache it met; the memory that freed can be
+/// what an earlier window was short of, so the candidates are tried again.
+#[test]
+fn cma_alloc_tries_again_after_failed_windows_freed_memory() {
+    let mut s = Storage::new(BASE, 2048);
+    let mut z = s.zone();
+    z.free_range(BASE..BASE + 2048).unwrap();
+    let mut area = cma_init_reserved_mem(BASE + 1024, 1024, 0, "cma").unwrap();
+    cma_activate_area(&mut area, &mut z).unwrap();
+    while z.alloc_pages(0, Gfp::KERNEL).is_ok() {}
+    let mut owners = FakeOwners::default();
+    let mut id = 0;
+    while let Ok(p) = z.alloc_pages(0, Gfp::MOVABLE) {
+        id += 1;
+        z.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
+        owners.populate(id, p, 0, id);
+    }
+    // First pageblock: 256 anonymous pages, 256 free frames. Second: 256 clean cache pages,
+    // then 256 anonymous pages whose owner will not let them move.
+    let (pb0, pb1) = (BASE + 1024, BASE + 1536);
+    let all: Vec<(u64, Pfn)> = owners.objects.iter().map(|(&i, o)| (i, o.0)).collect();
+    for (i, pfn) in all {
+        if (pb0 + 256..pb1).contains(&pfn) {
+            owners.forget(i);
+            z.free_pages(pfn, 0).unwrap();
+        } else if (pb1..pb1 + 256).contains(&pfn) {
+            z.set_owner(pfn, Owner::new(OwnerKind::PageCache, i)).unwrap();
+            owners.clean.insert(i);
+        } else if pfn >= pb1 + 256 {
+            owners.busy.insert(i);
+        }
+    }
+    // The first window has 256 pages to move and no free frame outside its pageblock; the
+    // second drops its cache, then meets the pinned pages. With the cache gone, the first
+    // window's pages fit: the second pass takes it.
+    assert_eq!(cma_alloc(&mut area, &mut z, &mut owners, 512, 9), Ok(pb0));
+    assert_eq!(owners.reclaims, 256);
+    assert_eq!(owners.migrations, 256);
+    assert!(owners.objects.values().all(|o| (pb1 + 256..BASE + 2048).contains(&o.0)
+        || (pb1..pb1 + 256).contains(&o.0)));
+    owners.verify().unwrap();
+    ok(&z);
+}
+
 #[test]
 fn reports_use_linux_layouts() {
     let mut s = Storage::new(BASE, 4096);
