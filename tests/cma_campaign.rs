@@ -365,10 +365,9 @@ fn campaign() -> Result<(), String> {
                     other => return Err(format!("step {step}: unexpected {other}")),
                 }
                 let (bitmap, _) = kmem::cma_bitmap(&areas[a].name).map_err(e)?;
-                let proof = kmem::with_zone(|z| {
-                    prove_failure(z, &areas[a], &bitmap, &dirty, count, align)
-                })
-                .map_err(e)?;
+                let proof =
+                    kmem::with_zone(|z| prove_failure(z, &areas[a], &bitmap, &dirty, count, align))
+                        .map_err(e)?;
                 if let Err(why) = proof {
                     return Err(format!(
                         "step {step}: cma_alloc({}, {count}, align {align}) failed ({err}) \
@@ -400,7 +399,10 @@ fn campaign() -> Result<(), String> {
     );
     qemu_ensure_eq!(fig.proven, failed);
     qemu_ensure!(migrations > 0, "nothing migrated");
-    qemu_ensure!(fig.no_memory > 0, "never short of memory: nothing proven about it");
+    qemu_ensure!(
+        fig.no_memory > 0,
+        "never short of memory: nothing proven about it"
+    );
     // Half the calls run with memory full: a third must still succeed.
     qemu_ensure!(fig.ok > CALLS / 3, "only {} of {CALLS} succeeded", fig.ok);
     // Everything back: the areas are empty and the clients' data intact.

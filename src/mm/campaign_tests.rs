@@ -110,8 +110,7 @@ struct CheckedOwners {
 }
 
 fn pattern(seed: u64, i: usize) -> u64 {
-    (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9))
-        | 1
+    (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9)) | 1
 }
 
 impl CheckedOwners {
@@ -206,7 +205,9 @@ impl Migrator for CheckedOwners {
             self.corrupt(format!("object {id} corrupt at {src:#x} before its move"));
         }
         if self.frames(dst, order).iter().any(|&w| w != 0) {
-            self.corrupt(format!("migration target {dst:#x} of {id} already holds data"));
+            self.corrupt(format!(
+                "migration target {dst:#x} of {id} already holds data"
+            ));
         }
         let (s, d) = (src - BASE, dst - BASE);
         for i in 0..1usize << order {
@@ -214,7 +215,9 @@ impl Migrator for CheckedOwners {
             self.memory[s + i] = 0;
         }
         if !self.holds_pattern(dst, order, seed) {
-            self.corrupt(format!("object {id} corrupt at {dst:#x} after its move from {src:#x}"));
+            self.corrupt(format!(
+                "object {id} corrupt at {dst:#x} after its move from {src:#x}"
+            ));
         }
         self.objects.get_mut(&id).expect("checked above").0 = dst;
         self.migrated_blocks += 1;
@@ -242,7 +245,10 @@ impl Migrator for CheckedOwners {
 enum Frame {
     Free,
     /// Part of a block that must move; `head` is its first frame.
-    Demand { head: Pfn, order: usize },
+    Demand {
+        head: Pfn,
+        order: usize,
+    },
     /// Part of a clean page-cache block: dropped, no target needed.
     Reclaimable,
     /// Not free and not movable: CMA allocations, short-term pins, anything else.
@@ -508,11 +514,7 @@ impl World {
         });
         if gone > 0 {
             self.busy.retain(|id| objects.contains_key(id));
-            self.tenant_pages = self
-                .tenants
-                .iter()
-                .map(|id| 1usize << objects[id].1)
-                .sum();
+            self.tenant_pages = self.tenants.iter().map(|id| 1usize << objects[id].1).sum();
         }
     }
 
@@ -629,8 +631,7 @@ fn check_held(zone: &Zone<'_>, areas: &[CmaArea], held: &[Held]) -> Result<(), S
     for h in held {
         let call = zone.owner(h.pfn).filter(|o| o.kind() == OwnerKind::Contig);
         if call.is_none()
-            || !(h.pfn..h.pfn + h.count)
-                .all(|p| areas[h.area].contains(p) && zone.owner(p) == call)
+            || !(h.pfn..h.pfn + h.count).all(|p| areas[h.area].contains(p) && zone.owner(p) == call)
         {
             return Err(format!("CMA allocation {:#x}+{} not held", h.pfn, h.count));
         }
@@ -661,8 +662,8 @@ fn cma_campaign_never_fails_while_memory_exists() {
         .iter()
         .enumerate()
         .map(|(i, &(offset, count, opb, fit))| {
-            let mut a = cma_init_reserved_mem(BASE + offset, count, opb, &format!("cma{i}"))
-                .unwrap();
+            let mut a =
+                cma_init_reserved_mem(BASE + offset, count, opb, &format!("cma{i}")).unwrap();
             a.set_fit(fit);
             cma_activate_area(&mut a, &mut zone).unwrap();
             a
@@ -694,9 +695,13 @@ fn cma_campaign_never_fails_while_memory_exists() {
             pressure = if (step / 500) % 8 == 7 {
                 100
             } else {
-                (pressure + w.rng.below(31)).saturating_sub(15).clamp(30, 90)
+                (pressure + w.rng.below(31))
+                    .saturating_sub(15)
+                    .clamp(30, 90)
             };
-            cma_share = (cma_share + w.rng.below(41)).saturating_sub(20).clamp(5, 95);
+            cma_share = (cma_share + w.rng.below(41))
+                .saturating_sub(20)
+                .clamp(5, 95);
         }
         if step % 2000 == 0 {
             zone.set_watermarks(Watermarks::from_min([0, 64, 256, 1024][w.rng.below(4)]));
@@ -716,9 +721,7 @@ fn cma_campaign_never_fails_while_memory_exists() {
         }
         match w.rng.below(40) {
             0..=2 => w.kernel_alloc(&mut zone),
-            3..=5 if w.kernel_pages > managed / 40 || w.rng.chance(50) => {
-                w.kernel_free(&mut zone)
-            }
+            3..=5 if w.kernel_pages > managed / 40 || w.rng.chance(50) => w.kernel_free(&mut zone),
             6 => w.pin(&mut zone, &mut fig),
             7 => w.unpin(&mut zone),
             8..=10 => w.toggle_busy(&zone),
@@ -870,7 +873,8 @@ fn the_failure_proof_finds_a_window_that_could_be_emptied() {
     let first: Vec<u64> = (1..=256).collect();
     for &i in &first {
         let (pfn, _, _) = owners.objects[&i];
-        zone.set_owner(pfn, Owner::new(OwnerKind::PageCache, i)).unwrap();
+        zone.set_owner(pfn, Owner::new(OwnerKind::PageCache, i))
+            .unwrap();
         owners.clean.insert(i);
     }
     let why = prove_failure(&zone, &owners, &area, 256, 8).unwrap_err();

@@ -605,7 +605,8 @@ fn cma_alloc_tries_again_after_failed_windows_freed_memory() {
             owners.forget(i);
             z.free_pages(pfn, 0).unwrap();
         } else if (pb1..pb1 + 256).contains(&pfn) {
-            z.set_owner(pfn, Owner::new(OwnerKind::PageCache, i)).unwrap();
+            z.set_owner(pfn, Owner::new(OwnerKind::PageCache, i))
+                .unwrap();
             owners.clean.insert(i);
         } else if pfn >= pb1 + 256 {
             owners.busy.insert(i);
@@ -617,8 +618,10 @@ fn cma_alloc_tries_again_after_failed_windows_freed_memory() {
     assert_eq!(cma_alloc(&mut area, &mut z, &mut owners, 512, 9), Ok(pb0));
     assert_eq!(owners.reclaims, 256);
     assert_eq!(owners.migrations, 256);
-    assert!(owners.objects.values().all(|o| (pb1 + 256..BASE + 2048).contains(&o.0)
-        || (pb1..pb1 + 256).contains(&o.0)));
+    assert!(owners
+        .objects
+        .values()
+        .all(|o| (pb1 + 256..BASE + 2048).contains(&o.0) || (pb1..pb1 + 256).contains(&o.0)));
     owners.verify().unwrap();
     ok(&z);
 }
