@@ -48,6 +48,8 @@ pub mod pin;
 pub mod vmstat;
 
 #[cfg(test)]
+mod campaign_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;

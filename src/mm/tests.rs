@@ -527,6 +527,105 @@ fn cma_alloc_skips_busy_ranges() {
     );
 }
 
+/// A window whose movable pages have nowhere to go (`NoMemory`) says nothing about the
+/// next window: one that needs no migration targets at all must still be tried.
+#[test]
+fn cma_alloc_tries_the_next_window_after_one_short_of_memory() {
+    let mut s = Storage::new(BASE, 2048);
+    let mut z = s.zone();
+    z.free_range(BASE..BASE + 2048).unwrap();
+    let mut area = cma_init_reserved_mem(BASE + 1024, 1024, 0, "cma").unwrap();
+    cma_activate_area(&mut area, &mut z).unwrap();
+    // Nothing free outside CMA: kernel data everywhere (it never lands in CMA).
+    while z.alloc_pages(0, Gfp::KERNEL).is_ok() {}
+    // The whole area full of anonymous pages, then the second quarter freed again.
+    let mut owners = FakeOwners::default();
+    let mut id = 0;
+    while let Ok(p) = z.alloc_pages(0, Gfp::MOVABLE) {
+        assert!(area.contains(p));
+        id += 1;
+        z.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
+        owners.populate(id, p, 0, id);
+    }
+    let hole = BASE + 1024 + 256..BASE + 1024 + 512;
+    let in_hole: Vec<u64> = owners
+        .objects
+        .iter()
+        .filter(|(_, o)| hole.contains(&o.0))
+        .map(|(&id, _)| id)
+        .collect();
+    assert_eq!(in_hole.len(), 256);
+    for id in in_hole {
+        let (pfn, order, _) = owners.forget(id).unwrap();
+        z.free_pages(pfn, order).unwrap();
+    }
+    let objects_before = owners.objects.clone();
+    // First fit tries the area's first 256 pages first: 256 anonymous pages and not one
+    // free frame outside their pageblock. The next aligned window is the free hole.
+    assert_eq!(
+        cma_alloc(&mut area, &mut z, &mut owners, 256, 8),
+        Ok(hole.start)
+    );
+    assert_eq!(owners.migrations, 0, "nothing could move, nothing did");
+    assert_eq!(owners.objects, objects_before);
+    owners.verify().unwrap();
+    ok(&z);
+    // With the hole taken, every window is short of memory: that failure is NoMemory.
+    assert_eq!(
+        cma_alloc(&mut area, &mut z, &mut owners, 256, 8),
+        Err(CmaError::NoMemory)
+    );
+    owners.verify().unwrap();
+    ok(&z);
+}
+
+/// A window that failed still dropped the clean cache it met; the memory that freed can be
+/// what an earlier window was short of, so the candidates are tried again.
+#[test]
+fn cma_alloc_tries_again_after_failed_windows_freed_memory() {
+    let mut s = Storage::new(BASE, 2048);
+    let mut z = s.zone();
+    z.free_range(BASE..BASE + 2048).unwrap();
+    let mut area = cma_init_reserved_mem(BASE + 1024, 1024, 0, "cma").unwrap();
+    cma_activate_area(&mut area, &mut z).unwrap();
+    while z.alloc_pages(0, Gfp::KERNEL).is_ok() {}
+    let mut owners = FakeOwners::default();
+    let mut id = 0;
+    while let Ok(p) = z.alloc_pages(0, Gfp::MOVABLE) {
+        id += 1;
+        z.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
+        owners.populate(id, p, 0, id);
+    }
+    // First pageblock: 256 anonymous pages, 256 free frames. Second: 256 clean cache pages,
+    // then 256 anonymous pages whose owner will not let them move.
+    let (pb0, pb1) = (BASE + 1024, BASE + 1536);
+    let all: Vec<(u64, Pfn)> = owners.objects.iter().map(|(&i, o)| (i, o.0)).collect();
+    for (i, pfn) in all {
+        if (pb0 + 256..pb1).contains(&pfn) {
+            owners.forget(i);
+            z.free_pages(pfn, 0).unwrap();
+        } else if (pb1..pb1 + 256).contains(&pfn) {
+            z.set_owner(pfn, Owner::new(OwnerKind::PageCache, i))
+                .unwrap();
+            owners.clean.insert(i);
+        } else if pfn >= pb1 + 256 {
+            owners.busy.insert(i);
+        }
+    }
+    // The first window has 256 pages to move and no free frame outside its pageblock; the
+    // second drops its cache, then meets the pinned pages. With the cache gone, the first
+    // window's pages fit: the second pass takes it.
+    assert_eq!(cma_alloc(&mut area, &mut z, &mut owners, 512, 9), Ok(pb0));
+    assert_eq!(owners.reclaims, 256);
+    assert_eq!(owners.migrations, 256);
+    assert!(owners
+        .objects
+        .values()
+        .all(|o| (pb1 + 256..BASE + 2048).contains(&o.0) || (pb1..pb1 + 256).contains(&o.0)));
+    owners.verify().unwrap();
+    ok(&z);
+}
+
 #[test]
 fn reports_use_linux_layouts() {
     let mut s = Storage::new(BASE, 4096);

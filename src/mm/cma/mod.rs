@@ -7,8 +7,11 @@
 //! migration. The area's bitmap (one bit per `1 << order_per_bit` pages) records which parts
 //! are handed out by `cma_alloc`. Allocation finds a zero run in the bitmap that satisfies
 //! the alignment, claims it, and asks [`alloc_contig_range`] to empty and take exactly those
-//! frames; if that fails because something there is busy, the bits are released and the
-//! search continues past the failed run. The bitmap is the area's own record; the zone's
+//! frames; if that fails because something there is busy or its movable pages have nowhere
+//! to go, the bits are released and the search continues past the failed run (the error
+//! returned when every candidate failed is the last one's). Failed candidates still drop
+//! the clean page cache they met; when that freed memory and some candidate was short of
+//! it, the candidates are tried again. The bitmap is the area's own record; the zone's
 //! per-frame state is the ground truth `cma_release` checks against, so releasing frames
 //! that were not handed out is refused instead of corrupting the buddy.
 #![forbid(unsafe_code)]
@@ -47,9 +50,9 @@ pub enum CmaError {
     InvalidAlign,
     /// No free run of the requested size and alignment in the bitmap.
     NoSpace,
-    /// Every candidate run held frames that could not be moved.
+    /// Every candidate run held frames that could not be moved (the last one tried did).
     Busy,
-    /// Migration had nowhere to put the pages.
+    /// Migration had nowhere to put the pages (of the last candidate run tried).
     NoMemory,
 }
 
@@ -231,25 +234,58 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
         align_mask: mask,
         align_offset: offset,
     };
-    let mut candidates = Candidates::new(area.fit, &area.bitmap, maxno, &request);
-    let mut last_error = CmaError::NoSpace;
+    // A pass tries every candidate. Candidates that fail still drop the clean page cache
+    // they met, so a window that was short of migration targets may have enough once the
+    // pass is over: while a pass frees memory and some candidate was short of it, run
+    // another. Free memory only grows from pass to pass, so this ends.
     loop {
-        let Some(bitno) = candidates.next(&area.bitmap, maxno, &request) else {
-            return Err(last_error);
+        let free_before = zone.counters().free_pages;
+        let (result, short_of_memory) = cma_alloc_pass(area, zone, migrator, count, &request);
+        match result {
+            Err(CmaError::NoMemory | CmaError::Busy)
+                if short_of_memory && zone.counters().free_pages > free_before => {}
+            result => return result,
+        }
+    }
+}
+
+/// One pass over the candidates of `request`: the first that `alloc_contig_range` takes,
+/// or the last one's error; and whether any candidate failed short of memory.
+fn cma_alloc_pass<M: Migrator + ?Sized>(
+    area: &mut CmaArea,
+    zone: &mut Zone<'_>,
+    migrator: &mut M,
+    count: usize,
+    request: &BitRequest,
+) -> (Result<Pfn, CmaError>, bool) {
+    let (maxno, nbits, opb) = (area.bits(), request.nr, area.order_per_bit);
+    let mut candidates = Candidates::new(area.fit, &area.bitmap, maxno, request);
+    let mut last_error = CmaError::NoSpace;
+    let mut short_of_memory = false;
+    loop {
+        let Some(bitno) = candidates.next(&area.bitmap, maxno, request) else {
+            return (Err(last_error), short_of_memory);
         };
         bitmap_set(&mut area.bitmap, bitno, nbits, true);
         let pfn = area.base_pfn + (bitno << opb);
         match alloc_contig_range(zone, migrator, pfn, pfn + count, MigrateType::Cma) {
-            Ok(()) => return Ok(pfn),
+            Ok(()) => return (Ok(pfn), short_of_memory),
             Err(err) => {
-                // The bitmap is as the candidates saw it again: try the next one.
+                // The bitmap is as the candidates saw it again: try the next one. Running
+                // out of migration targets is no reason to stop either: it depends on how
+                // many movable pages this window holds, and the next one may hold fewer
+                // (or none). Linux's `cma_alloc` stops there; it would fail while memory
+                // exists.
                 bitmap_set(&mut area.bitmap, bitno, nbits, false);
                 match err {
                     ContigError::Busy { .. } | ContigError::GaveUp { .. } => {
                         last_error = CmaError::Busy
                     }
-                    ContigError::NoMemory => return Err(CmaError::NoMemory),
-                    ContigError::Invalid(e) => return Err(CmaError::Zone(e)),
+                    ContigError::NoMemory => {
+                        last_error = CmaError::NoMemory;
+                        short_of_memory = true;
+                    }
+                    ContigError::Invalid(e) => return (Err(CmaError::Zone(e)), short_of_memory),
                 }
             }
         }
