@@ -28,6 +28,7 @@ use alloc::vec::Vec;
 use monolith::kmem::{self, anon, pagecache, KmemError, KmemState, PinKind};
 use monolith::mm::{CmaBalance, CmaError, MigrateType, OwnerKind, PageState, Pfn, Zone, MAX_ORDER};
 use monolith::test_harness::{run_tests, TestCase};
+use monolith::util::rng::SplitMix64 as Rng;
 use monolith::{qemu_ensure, qemu_ensure_eq};
 
 const CALLS: usize = 1500;
@@ -36,23 +37,6 @@ const SEED: u64 = 0x6361_6d70_6169_676e;
 const PAGEBLOCK: usize = 512;
 /// Page-cache blocks the campaign reads and writes.
 const CACHE_BLOCKS: usize = 24_576;
-
-/// splitmix64, as the host campaign.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn e(err: KmemError) -> String {
     format!("{err}")
@@ -275,7 +259,7 @@ fn campaign() -> Result<(), String> {
         .map_err(e)?;
     let cma_total: usize = areas.iter().map(|a| a.count).sum();
     anon::start().map_err(e)?;
-    let mut rng = Rng(SEED);
+    let mut rng = Rng::new(SEED);
     let mut dirty = BTreeSet::new();
     let mut held: Vec<(usize, Pfn, usize)> = Vec::new();
     let mut held_pages = 0;

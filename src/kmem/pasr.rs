@@ -367,7 +367,9 @@ fn shape_and_vacate(
     (meter.begin)();
     let t0 = (meter.count)();
     let report = clients
-        .migrator(|m| vacate::prepare_for_sleep(zone, &mut pasr.sections, m, workload.budget_pages))?
+        .migrator(|m| {
+            vacate::prepare_for_sleep(zone, &mut pasr.sections, m, workload.budget_pages)
+        })?
         .map_err(KmemError::Vacate);
     let instructions = (meter.count)().wrapping_sub(t0);
     (meter.end)();

@@ -11,12 +11,7 @@
 
 use super::window::WORDS_PER_PAGE;
 
-/// splitmix64's finaliser: a cheap, well-spread 64-bit hash.
-pub const fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+pub use crate::util::rng::mix64;
 
 const STRIDE: u64 = 0x9e37_79b9_7f4a_7c15;
 

@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use super::testutil::Storage;
 use super::*;
+use crate::util::rng::SplitMix64 as Rng;
 
 const BASE: Pfn = 0x80000;
 const SPAN: usize = 102_400;
@@ -52,28 +53,6 @@ const MIN_MIGRATIONS: usize = 100_000;
 /// Largest block a tenant allocates (page-cache folios and mTHP-like anonymous blocks).
 const MAX_TENANT_ORDER: usize = 2;
 const DEFAULT_SEED: u64 = 0x6d6f_6e6f_6c69_7468;
-
-/// splitmix64: small, seedable, good enough to drive a campaign.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
 
 fn seed() -> u64 {
     let Ok(s) = std::env::var("CMA_CAMPAIGN_SEED") else {
@@ -672,7 +651,7 @@ fn cma_campaign_never_fails_while_memory_exists() {
     let cma_total: usize = AREAS.iter().map(|a| a.1).sum();
     let managed = zone.counters().managed_pages;
     let mut w = World {
-        rng: Rng(seed),
+        rng: Rng::new(seed),
         owners: CheckedOwners::new(),
         next_id: 0,
         tenants: Vec::new(),

@@ -1,4 +1,5 @@
-//! Small helpers every layer shares: address-range algebra, size arithmetic, bit sets.
+//! Small helpers every layer shares: address-range algebra, size arithmetic, bit sets, a
+//! seedable random sequence.
 //!
 //! One copy of each, so the device-tree planner, the memory map, the MMU layout and
 //! `/proc/iomem` agree on what "overlaps", "merged" and "page-aligned" mean.
@@ -6,6 +7,7 @@
 
 pub mod bits;
 pub mod ranges;
+pub mod rng;
 pub mod size;
 
 pub use size::{PAGE_SHIFT, PAGE_SIZE};

@@ -267,7 +267,11 @@ mod tests {
         assert!(err("no such line\n").contains("no `vacate_cost:` line"));
         let full = sample().to_string();
         let missing = full.replace(" pages_kept=7000", "");
-        assert!(err(&missing).contains("`pages_kept` missing"), "{}", err(&missing));
+        assert!(
+            err(&missing).contains("`pages_kept` missing"),
+            "{}",
+            err(&missing)
+        );
         assert!(err(&format!("{full} pages_kept=1")).contains("`pages_kept` twice"));
         assert!(err(&format!("{full} bogus=1")).contains("unknown field `bogus`"));
         assert!(err(&full.replace("units=16", "units=sixteen")).contains("not a count"));
@@ -278,7 +282,10 @@ mod tests {
             pages_moved: 0,
             ..sample()
         };
-        assert!(vacate_row(&idle).unwrap_err().to_string().contains("moved nothing"));
+        assert!(vacate_row(&idle)
+            .unwrap_err()
+            .to_string()
+            .contains("moved nothing"));
     }
 
     #[test]
