@@ -39,6 +39,7 @@ use crate::mm::{
 use crate::util::ranges;
 
 pub mod anon;
+pub mod anon_pins;
 mod error;
 pub mod memmap;
 pub mod pagecache;
