@@ -24,7 +24,7 @@ use core::time::Duration;
 
 use monolith::kmem::anon_pins::IO_BACKOFF_MAX_RETRIES;
 use monolith::kmem::{self, anon, pagecache, KmemError, PinKind};
-use monolith::mm::{CmaError, MigrateType, OwnerKind, Pfn, Zone};
+use monolith::mm::{CmaBalance, CmaError, MigrateType, OwnerKind, Pfn, Zone};
 use monolith::test_harness::{run_tests, TestCase};
 use monolith::{qemu_ensure, qemu_ensure_eq};
 
@@ -292,6 +292,26 @@ fn in_cma(z: &Zone<'_>, pfn: Pfn) -> bool {
     z.pageblock_migratetype(pfn) == Some(MigrateType::Cma)
 }
 
+/// Put `pages` anonymous pages in CMA before [`fill_memory`] (the CMA balance set to prefer
+/// CMA while they are added), so the pins tests find pages to pin there whatever share of
+/// CMA the fill itself gives anonymous memory.
+fn anon_in_cma_first(pages: usize) -> Result<(), String> {
+    anon::start().map_err(e)?;
+    let prefer_cma = CmaBalance::new(0, 1).ok_or("no CMA-first balance")?;
+    let balance = kmem::with_state(|s| {
+        let old = s.cma_balance();
+        s.set_cma_balance(prefer_cma);
+        old
+    })
+    .map_err(e)?;
+    let before = anon::status().pages_in_cma;
+    let grown = anon::grow(pages);
+    kmem::with_state(|s| s.set_cma_balance(balance)).map_err(e)?;
+    qemu_ensure_eq!(grown.map_err(e)?, pages);
+    qemu_ensure_eq!(anon::status().pages_in_cma, before + pages);
+    Ok(())
+}
+
 /// Everything the pins tests added goes again: anon pages, cached pages.
 fn empty_memory() -> Result<(), String> {
     anon::shrink(usize::MAX).map_err(e)?;
@@ -300,6 +320,7 @@ fn empty_memory() -> Result<(), String> {
 }
 
 fn longterm_pins_in_cma_move_out_and_never_block_the_areas() -> Result<(), String> {
+    anon_in_cma_first(64)?;
     let (anon_pages, _) = fill_memory()?;
     let cma_pages = anon::status().pages_in_cma;
     qemu_ensure!(cma_pages >= 16, "only {cma_pages} anonymous pages in CMA");
@@ -327,6 +348,7 @@ fn longterm_pins_in_cma_move_out_and_never_block_the_areas() -> Result<(), Strin
 }
 
 fn short_term_pins_in_cma_are_waited_for_or_fail_cleanly() -> Result<(), String> {
+    anon_in_cma_first(64)?;
     fill_memory()?;
     let name = areas()?.remove(0);
     let st = kmem::cma_state(&name).map_err(e)?;
