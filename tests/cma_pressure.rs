@@ -380,7 +380,9 @@ fn short_term_pins_in_cma_are_waited_for_or_fail_cleanly() -> Result<(), String>
     kmem::cma_release(&name, pfn, count).map_err(e)?;
 
     // I/O never completing by itself: the allocation waits its bounded back-off, then fails
-    // with the area as it was and the page under I/O in place, intact.
+    // with the area as it was and the page under I/O in place, intact. (The area was
+    // emptied above: anonymous pages go back into it first.)
+    anon_in_cma_first(64)?;
     let pin = anon::pin_io(in_area, None).map_err(e)?;
     let waits = anon::status().io_waits;
     let free_before = kmem::with_zone(|z| z.counters().free_pages).map_err(e)?;
