@@ -55,7 +55,7 @@ pub use report::{
 pub use self::{
     churn::churn_success,
     latency::cma_latency,
-    profile::{monolith_profile_begin, monolith_profile_end, profile_full_alloc},
+    profile::{monolith_profile_begin, monolith_profile_end, profile_cma_alloc, AreaFill},
     workload::BenchError,
 };
 

@@ -555,9 +555,8 @@ pub fn cma_bitmap(area: &str) -> Result<(Vec<u64>, usize), KmemError> {
 /// Make sure migration targets exist outside CMA for `count` pages: drop clean cache
 /// (outside CMA first) if free non-CMA memory above the min watermark is short.
 fn make_room(s: &mut KmemState, count: usize) -> usize {
-    let c = s.zone.counters();
-    let free_normal = c.free_pages.saturating_sub(c.free_cma_pages);
-    let want = count + c.watermarks.min + 32;
+    let free_normal = s.zone.free_pages_outside_cma();
+    let want = count + s.zone.watermarks().min + 32;
     if free_normal >= want {
         return 0;
     }

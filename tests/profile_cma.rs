@@ -16,7 +16,7 @@ use monolith::bench;
 use monolith::test_harness::{run_tests, TestCase};
 
 fn full_area_alloc() -> Result<(), String> {
-    bench::profile_full_alloc(None, 1024).map_err(|e| format!("{e}"))
+    bench::profile_cma_alloc(None, 1024, bench::AreaFill::FullOfAnon).map_err(|e| format!("{e}"))
 }
 
 #[no_mangle]

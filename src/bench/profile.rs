@@ -1,5 +1,5 @@
 //! The profile markers `cargo xtask profile` counts instructions between, and the
-//! profiled workload: one `cma_alloc` from an area full of anonymous pages.
+//! profiled workload: one `cma_alloc` from an area idle or full of anonymous pages.
 
 use super::{fill_cma_with_anon, BenchError};
 use crate::kmem::{self, KmemError};
@@ -21,16 +21,31 @@ pub extern "C" fn monolith_profile_end() {
     core::hint::black_box(2u64);
 }
 
-/// One `cma_alloc` of `pages` from an area full of anonymous pages, between the profile
-/// markers, for an instruction profile by function. The allocation is released after.
-pub fn profile_full_alloc(area: Option<&str>, pages: usize) -> Result<(), BenchError> {
+/// What the profiled area holds when the allocation is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AreaFill {
+    /// Nothing: the allocation is taken straight from the free lists.
+    Idle,
+    /// Anonymous pages in every frame: the allocation migrates what is in the way.
+    FullOfAnon,
+}
+
+/// One `cma_alloc` of `pages` from an area filled as `fill`, between the profile markers,
+/// for an instruction profile by function. The allocation is released after.
+pub fn profile_cma_alloc(
+    area: Option<&str>,
+    pages: usize,
+    fill: AreaFill,
+) -> Result<(), BenchError> {
     let profiled = kmem::with_state(|s| -> Result<(), KmemError> {
         let a = s.area(area)?;
         let balance = s.cma_balance();
         s.set_cma_balance(CmaBalance::new(0, 1).unwrap_or(CmaBalance::LINUX));
         s.anon_start();
         let result = (|| -> Result<(), KmemError> {
-            fill_cma_with_anon(s)?;
+            if fill == AreaFill::FullOfAnon {
+                fill_cma_with_anon(s)?;
+            }
             monolith_profile_begin();
             let got = s.cma_alloc(a, pages, 0);
             monolith_profile_end();

@@ -78,6 +78,11 @@ pub enum KmemError {
     InvariantBroken(String),
     /// `mem grow` before `mem start`.
     AnonNotStarted,
+    /// A measurement that shapes the anonymous workload itself found it already holding
+    /// pages (someone ran `mem grow`): it would free them.
+    AnonInUse {
+        pages: usize,
+    },
     /// A new anonymous page could not be owned or mapped.
     AnonGrow(PlaceError),
     /// No anonymous page matched a pin request (none mapped, or all under I/O).
@@ -163,6 +168,10 @@ impl fmt::Display for KmemError {
             KmemError::FreeFailed(e) => write!(f, "free: {e}"),
             KmemError::InvariantBroken(what) => f.write_str(what),
             KmemError::AnonNotStarted => write!(f, "anon workload not started (anon start)"),
+            KmemError::AnonInUse { pages } => write!(
+                f,
+                "the anonymous workload holds {pages} pages already (free them first: mem shrink)"
+            ),
             KmemError::AnonGrow(why) => write!(f, "anon grow: {why}"),
             KmemError::AnonNothingToPin => write!(f, "no anonymous page to pin"),
             KmemError::AnonPin(e) => write!(f, "long-term pin: {e}"),

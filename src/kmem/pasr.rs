@@ -267,3 +267,152 @@ pub fn order0_hook_cost(
     }
     Ok(cost)
 }
+
+/// The workload [`vacate_cost`] shapes before it runs the pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VacateWorkload {
+    /// Anonymous pages to grow (steering packs them into the lowest spans).
+    pub grow_pages: usize,
+    /// Outside the image's span, keep one page in this many (by frame number) and free the
+    /// rest: spans nearly empty, their tenants scattered one or two per 256 KiB, as churn
+    /// leaves them.
+    pub keep_one_in: usize,
+    /// The pass's page budget (the service's before sleep).
+    pub budget_pages: usize,
+}
+
+impl VacateWorkload {
+    /// The benchmark's workload (`tests/bench_pasr.rs`, and `tests/profile_vacate.rs` on the
+    /// same): six 64 MiB banks' worth of anonymous pages, one page in 64 kept outside the
+    /// image's bank, within `budget_pages`.
+    pub const fn bench(budget_pages: usize) -> VacateWorkload {
+        VacateWorkload {
+            grow_pages: 6 * 16384,
+            keep_one_in: 64,
+            budget_pages,
+        }
+    }
+}
+
+/// How [`vacate_cost`] counts: `count` reads the PMU's instruction counter; `begin` and
+/// `end` run right before and after the pass (the profile markers, or nothing).
+#[derive(Clone, Copy)]
+pub struct Meter {
+    pub count: fn() -> u32,
+    pub begin: fn(),
+    pub end: fn(),
+}
+
+/// The vacating pass's instructions against a memcpy of the bytes it moved, in one run,
+/// under one hold of the memory lock: grow the anonymous workload, thin it out to
+/// `keep_one_in` outside the span of the image (which stays refreshed anyway) and free
+/// half of what lies in that span (room for the tenants to move to), then count the whole
+/// pass before sleep as `suspend` runs it (page tables held, survey to masks), check every
+/// page is intact, drop every mask and the workload, and count one memcpy of the bytes
+/// the pass moved with the copy routine migration uses, between two CMA buffers. Needs a
+/// steering board and an empty anonymous workload (else [`KmemError::AnonInUse`]). The
+/// controller is never told of these masks: nothing self-refreshes, and they are dropped
+/// before the lock is let go. Counts are 32-bit: a pass of under 2^32 instructions.
+pub fn vacate_cost(
+    workload: VacateWorkload,
+    meter: Meter,
+) -> Result<crate::pasr::measure::VacateCost, KmemError> {
+    with_state(|s| {
+        let pages = s.clients.anon.pages();
+        if pages != 0 {
+            return Err(KmemError::AnonInUse { pages });
+        }
+        let spans = s.pasr.as_ref().ok_or(KmemError::NoPasr)?.sections.spans();
+        let home = spans.span_of((super::image_range().start >> PAGE_SHIFT) as crate::mm::Pfn);
+        s.anon_start();
+        let measured = shape_and_vacate(s, workload, meter, home);
+        // Whatever happened, leave no mask and no workload behind.
+        if let Some(pasr) = s.pasr.as_mut() {
+            pasr.sections.unmask_all(&mut s.zone);
+        }
+        s.anon_shrink(usize::MAX);
+        let (mut cost, bytes) = measured?;
+        if bytes != 0 {
+            cost.memcpy_instructions = memcpy_cost(s, bytes / crate::mm::PAGE_SIZE, meter)?;
+        }
+        Ok(cost)
+    })?
+}
+
+/// [`vacate_cost`]'s workload and pass: the cost without the memcpy, and the bytes moved.
+fn shape_and_vacate(
+    s: &mut KmemState,
+    workload: VacateWorkload,
+    meter: Meter,
+    home: Option<usize>,
+) -> Result<(crate::pasr::measure::VacateCost, usize), KmemError> {
+    let spans = s.pasr.as_ref().ok_or(KmemError::NoPasr)?.sections.spans();
+    s.anon_grow(workload.grow_pages)?;
+    let keep = workload.keep_one_in.max(1);
+    s.anon_shrink_where(usize::MAX, |_, pfn| {
+        spans.span_of(pfn) != home && !pfn.is_multiple_of(keep)
+    });
+    s.anon_shrink_where(usize::MAX, |_, pfn| {
+        spans.span_of(pfn) == home && pfn.is_multiple_of(2)
+    });
+    let tenants = s.clients.anon.pages();
+
+    let KmemState {
+        zone,
+        clients,
+        pasr,
+        ..
+    } = s;
+    let pasr = pasr.as_mut().ok_or(KmemError::NoPasr)?;
+    (meter.begin)();
+    let t0 = (meter.count)();
+    let report = clients
+        .migrator(|m| vacate::prepare_for_sleep(zone, &mut pasr.sections, m, workload.budget_pages))?
+        .map_err(KmemError::Vacate);
+    let instructions = (meter.count)().wrapping_sub(t0);
+    (meter.end)();
+    let report = report?;
+
+    let intact = s.clients.anon.verify();
+    if intact.bad_pages != 0 {
+        return Err(KmemError::InvariantBroken(alloc::format!(
+            "vacating: {} of {} anonymous pages changed",
+            intact.bad_pages,
+            intact.pages_checked
+        )));
+    }
+    let pasr = s.pasr.as_ref().ok_or(KmemError::NoPasr)?;
+    let moved = report.budget_used;
+    let cost = crate::pasr::measure::VacateCost {
+        pages_moved: moved as u64,
+        units_vacated: pasr.sections.units_in(report.vacated).count() as u32,
+        units_masked: report.masks.count() as u32,
+        units: pasr.sections.units().count() as u32,
+        pages_kept: tenants.saturating_sub(report.pages_migrated) as u64,
+        vacate_instructions: u64::from(instructions),
+        memcpy_instructions: 0,
+    };
+    Ok((cost, moved * crate::mm::PAGE_SIZE))
+}
+
+/// Instructions of one copy of `pages` pages between two buffers of the default CMA area,
+/// with the routine migration copies with.
+fn memcpy_cost(s: &mut KmemState, pages: usize, meter: Meter) -> Result<u64, KmemError> {
+    let area = s.area(None)?;
+    let src = s.cma_alloc(area, pages, 0)?;
+    let dst = match s.cma_alloc(area, pages, 0) {
+        Ok(pfn) => pfn,
+        Err(e) => {
+            s.cma_release(area, src, pages);
+            return Err(e);
+        }
+    };
+    let t0 = (meter.count)();
+    // Safety: both runs are CMA allocations this function holds, identity-mapped RAM of
+    // `pages` frames each, disjoint, and nobody else touches them under the memory lock.
+    unsafe { super::window::copy_frames(dst, src, pages) };
+    let instructions = (meter.count)().wrapping_sub(t0);
+    s.cma_release(area, src, pages);
+    s.cma_release(area, dst, pages);
+    Ok(u64::from(instructions))
+}

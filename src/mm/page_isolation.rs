@@ -223,7 +223,9 @@ impl Zone<'_> {
                     .is_some_and(|pg| pg.is_order0_head() && pg.owner() == ours)
             };
             if !taken(self, pfn) {
-                pfn += 1;
+                // A free or foreign block holds none of ours (ours are order-0 blocks):
+                // skip it whole instead of frame by frame.
+                pfn = self.block_at(pfn).end().max(pfn + 1);
                 continue;
             }
             let mut run_end = pfn + 1;

@@ -1,10 +1,90 @@
-//! A measurement loop for the in-guest benchmark: order-0 allocations and frees through the
-//! buddy, in batches large enough to split and re-merge MAX_ORDER blocks (where the PASR
-//! hooks are), so the instructions of one zone with PASR and one without can be counted
-//! on the same work. Not a timed test: it only does the work and returns a checksum.
+//! What the in-guest PASR benchmark measures, as safe code: a loop of order-0 allocations
+//! and frees through the buddy, in batches large enough to split and re-merge MAX_ORDER
+//! blocks (where the PASR hooks are), so the instructions of one zone with PASR and one
+//! without can be counted on the same work (it only does the work and returns a
+//! checksum); and [`VacateCost`], the vacating pass's instructions per MiB moved against
+//! a memcpy of the same bytes, with the one-line form the benchmark prints and
+//! `cargo xtask bench` reads back.
 #![forbid(unsafe_code)]
 
-use crate::mm::{AllocError, Gfp, Pfn, Zone};
+use core::fmt;
+
+use crate::mm::{AllocError, Gfp, Pfn, Zone, PAGE_SIZE};
+
+/// Pages in a MiB.
+const PAGES_PER_MIB: u64 = (1 << 20) / PAGE_SIZE as u64;
+
+/// One run of the vacating pass on a shaped workload, and a memcpy of the bytes it moved in
+/// the same run (`crate::kmem::pasr::vacate_cost`). Instructions are guest instructions
+/// (the PMU's INST_RETIRED under `-icount`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VacateCost {
+    /// Pages migrated or dropped by the pass.
+    pub pages_moved: u64,
+    /// Units (banks or segments) the pass emptied.
+    pub units_vacated: u32,
+    /// Units masked after the pass, of `units`.
+    pub units_masked: u32,
+    pub units: u32,
+    /// Workload pages that stayed where they were (in spans kept refreshed).
+    pub pages_kept: u64,
+    /// Instructions of the whole pass (survey, plan, isolation, evacuation, masking).
+    pub vacate_instructions: u64,
+    /// Instructions of one memcpy of `pages_moved` pages with migration's copy routine.
+    pub memcpy_instructions: u64,
+}
+
+/// The prefix of [`VacateCost`]'s line (what `cargo xtask bench` looks for).
+pub const VACATE_COST_TAG: &str = "vacate_cost:";
+
+impl VacateCost {
+    /// `instructions` per MiB moved; `None` when nothing moved.
+    pub fn per_mib(&self, instructions: u64) -> Option<f64> {
+        (self.pages_moved != 0)
+            .then(|| instructions as f64 * PAGES_PER_MIB as f64 / self.pages_moved as f64)
+    }
+
+    /// The pass's instructions over the memcpy's; `None` when nothing moved or was copied.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.pages_moved != 0 && self.memcpy_instructions != 0)
+            .then(|| self.vacate_instructions as f64 / self.memcpy_instructions as f64)
+    }
+
+    /// The fields of [`VacateCost`]'s line, in order.
+    pub const FIELDS: [&'static str; 7] = [
+        "pages_moved",
+        "units_vacated",
+        "units_masked",
+        "units",
+        "pages_kept",
+        "vacate_instructions",
+        "memcpy_instructions",
+    ];
+
+    fn values(&self) -> [u64; 7] {
+        [
+            self.pages_moved,
+            u64::from(self.units_vacated),
+            u64::from(self.units_masked),
+            u64::from(self.units),
+            self.pages_kept,
+            self.vacate_instructions,
+            self.memcpy_instructions,
+        ]
+    }
+}
+
+/// The machine-readable line: `vacate_cost: pages_moved=N units_vacated=N ...`, every field
+/// of [`VacateCost::FIELDS`] once, in order, as a decimal integer.
+impl fmt::Display for VacateCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(VACATE_COST_TAG)?;
+        for (name, value) in Self::FIELDS.iter().zip(self.values()) {
+            write!(f, " {name}={value}")?;
+        }
+        Ok(())
+    }
+}
 
 /// `rounds` times: allocate `scratch.len()` order-0 Movable pages (their pfns go into
 /// `scratch`), then free them in the same order. With a batch of more than a MAX_ORDER block
@@ -51,6 +131,44 @@ mod tests {
 
     const BASE: Pfn = 0x40000;
     const PAGES: usize = 8 * 1024;
+
+    #[test]
+    fn vacate_cost_per_mib_and_ratio() {
+        let cost = VacateCost {
+            pages_moved: 512,
+            units_vacated: 2,
+            units_masked: 15,
+            units: 16,
+            pages_kept: 100,
+            vacate_instructions: 3_000_000,
+            memcpy_instructions: 75_000,
+        };
+        // 512 pages are 2 MiB.
+        assert_eq!(cost.per_mib(cost.vacate_instructions), Some(1_500_000.0));
+        assert_eq!(cost.per_mib(cost.memcpy_instructions), Some(37_500.0));
+        assert_eq!(cost.ratio(), Some(40.0));
+        assert_eq!(
+            std::format!("{cost}"),
+            "vacate_cost: pages_moved=512 units_vacated=2 units_masked=15 units=16 \
+             pages_kept=100 vacate_instructions=3000000 memcpy_instructions=75000"
+        );
+        // Nothing moved: no figure rather than a division by zero.
+        let idle = VacateCost {
+            pages_moved: 0,
+            memcpy_instructions: 0,
+            ..cost
+        };
+        assert_eq!(idle.per_mib(idle.vacate_instructions), None);
+        assert_eq!(idle.ratio(), None);
+        assert_eq!(
+            VacateCost {
+                memcpy_instructions: 0,
+                ..cost
+            }
+            .ratio(),
+            None
+        );
+    }
 
     #[test]
     fn the_loop_leaves_the_zone_as_it_found_it_with_or_without_pasr() {

@@ -79,8 +79,8 @@ enum Verb {
     Run(run::Args),
     /// Host unit tests, in-QEMU test images, console tests
     Test(test::Args),
-    /// Host benchmarks and in-guest benchmarks
-    Bench,
+    /// Host benchmarks and in-guest benchmarks (only those whose names contain FILTER)
+    Bench(bench::Args),
     /// Instructions by function between the profile markers of the tests/profile_*.rs
     /// images (QEMU execution log)
     Profile(profile::Args),
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
         Some(Verb::Build(args)) => build::verb(&args),
         Some(Verb::Run(args)) => run::verb(&args),
         Some(Verb::Test(args)) => test::verb(&args),
-        Some(Verb::Bench) => bench::verb(),
+        Some(Verb::Bench(args)) => bench::verb(&args),
         Some(Verb::Profile(args)) => profile::verb(&args),
         Some(Verb::Fuzz(args)) => fuzz::verb(&args),
         Some(Verb::Screendump(args)) => screendump::verb(&args),
@@ -179,7 +179,8 @@ mod tests {
             .to_string()
             .contains("--bogus"));
         assert!(parse("setup now").is_err());
-        assert!(parse("bench now").is_err());
+        assert!(parse("bench a b").is_err());
+        assert!(parse("bench --fast").is_err());
         assert!(parse("build --fast").is_err());
     }
 
@@ -304,6 +305,17 @@ mod tests {
         );
         assert!(parse("screendump").is_err());
         assert!(parse("screendump a.png b.png").is_err());
+    }
+
+    #[test]
+    fn bench_verb_filter() {
+        assert_eq!(verb("bench"), Verb::Bench(bench::Args { filter: None }));
+        assert_eq!(
+            verb("bench bench_pasr"),
+            Verb::Bench(bench::Args {
+                filter: Some("bench_pasr".into())
+            })
+        );
     }
 
     #[test]

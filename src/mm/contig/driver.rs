@@ -1,4 +1,4 @@
-//! `alloc_contig_range`'s driver, steps 1 to 4 of the [module docs](super): check the
+//! `alloc_contig_range`'s driver, steps 0 to 4 of the [module docs](super): check the
 //! request, isolate the range, have it emptied, take it, restore the pageblock types, and on
 //! failure give back what the call took; and `free_contig_range`, its inverse.
 #![forbid(unsafe_code)]
@@ -24,12 +24,15 @@ pub fn alloc_contig_range<M: Migrator + ?Sized>(
     migratetype: MigrateType,
 ) -> Result<(), ContigError> {
     validate(zone, start_pfn, end_pfn, migratetype).map_err(ContigError::Invalid)?;
+    let ours = zone.new_contig_owner();
+    if zone.take_range_if_free(start_pfn, end_pfn, (migratetype, ours)) {
+        return Ok(());
+    }
     zone.start_isolate_page_range(start_pfn, end_pfn, migratetype)
         .map_err(|e| match e {
             MmError::Busy { pfn } => ContigError::Busy { pfn },
             other => ContigError::Invalid(other),
         })?;
-    let ours = zone.new_contig_owner();
     let result =
         migrate_range(zone, migrator, start_pfn, end_pfn, (migratetype, ours)).and_then(|taken| {
             if zone.take_isolated_range(start_pfn, end_pfn, (migratetype, ours), taken) {

@@ -8,6 +8,9 @@
 //! it, so the call can tell its own frames from those of other contiguous allocations,
 //! which it never takes.
 //!
+//! 0. When every frame of the range is already free (and none is in another call's
+//!    isolated pageblock), take it straight off the free lists and stop: nothing needs
+//!    moving, so isolating whole pageblocks and walking them would be pure cost.
 //! 1. Isolate the pageblocks covering the range, so nothing new is allocated there and
 //!    freed frames stay there. A Movable request is refused up front if the range holds
 //!    an unmovable frame; a CMA request is not scanned (Cma pageblocks only ever hold

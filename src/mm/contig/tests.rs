@@ -1102,3 +1102,52 @@ fn short_term_pin_held_beyond_the_budget_gives_up_and_restores_the_range() {
     owners.fake.verify().unwrap();
     z.check_invariants().unwrap();
 }
+
+#[test]
+fn a_free_range_is_taken_off_the_lists_and_an_isolated_one_is_left_alone() {
+    let mut s = Storage::new(BASE, 4096);
+    let (mut z, mut owners) = full_area(&mut s, 4096, 2048, 0);
+    let c = BASE + 2048;
+    // Free the upper half of the area again: a free, unaligned range inside it straddles
+    // buddy blocks at both ends.
+    let ids: Vec<u64> = owners.ids_in(c + 1024..c + 2048);
+    for id in ids {
+        free_object(&mut z, &mut owners, id);
+    }
+    z.check_invariants().unwrap();
+    let before = frames(&z);
+    let counters = z.counters();
+    let a = c + 1100..c + 1300;
+    take_cma(&mut z, &mut owners, a.start, a.end).unwrap();
+    // Nothing was walked or prepared, and no pageblock changed type on the way.
+    assert_eq!(owners.prepare_calls, 0);
+    assert_eq!(z.pageblock_counts()[MigrateType::Isolate.index()], 0);
+    assert_eq!(z.pageblock_migratetype(a.start), Some(MigrateType::Cma));
+    let owner = z.owner(a.start).unwrap();
+    assert_eq!(owner.kind(), OwnerKind::Contig);
+    assert!(a
+        .clone()
+        .all(|p| z.allocated_block(p) == Some((p, 0)) && z.owner(p) == Some(owner)));
+    // The split pieces outside the range are listed again, fully merged (invariants).
+    assert_eq!(z.counters().free_pages, counters.free_pages - 200);
+    accounted(&z, &owners, 200);
+    free_contig_range(&mut z, a.start, 200).unwrap();
+    assert_eq!(z.counters(), counters);
+    assert!(
+        frames(&z) == before,
+        "freeing did not merge back to the same blocks"
+    );
+
+    // A free range in an isolated pageblock belongs to another call: not taken there.
+    z.start_isolate_page_range(c + 1024, c + 1536, MigrateType::Cma)
+        .unwrap();
+    let isolated = frames(&z);
+    let ours = z.new_contig_owner();
+    assert!(!z.take_range_if_free(a.start, a.end, (MigrateType::Cma, ours)));
+    assert!(frames(&z) == isolated, "a frame changed");
+    z.undo_isolate_page_range(c + 1024, c + 1536, MigrateType::Cma);
+    // Nor is a range with one allocated frame.
+    assert!(!z.take_range_if_free(c + 1000, c + 1100, (MigrateType::Cma, ours)));
+    assert!(frames(&z) == before, "a frame changed");
+    accounted(&z, &owners, 0);
+}

@@ -782,6 +782,13 @@ impl Zone<'_> {
         }
     }
 
+    /// Free pages outside CMA pageblocks (and outside isolated ones): what an unmovable or
+    /// migration-target allocation can use. Cheaper than [`Zone::counters`] on hot paths.
+    #[inline]
+    pub fn free_pages_outside_cma(&self) -> usize {
+        self.nr_free_pages() - self.free_by_type[MigrateType::Cma.index()]
+    }
+
     /// Free blocks of one order on one type's list.
     pub fn nr_free_blocks(&self, order: usize, mt: MigrateType) -> usize {
         self.free_area

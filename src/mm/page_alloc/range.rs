@@ -7,14 +7,16 @@
 //! A range rarely lines up with buddy blocks, so every operation works in maximal naturally
 //! aligned blocks: freeing a range frees the largest aligned block that fits at each step
 //! (merging does the rest), and taking a range splits the free blocks that straddle its
-//! ends and frees their outside parts again. Reserving and taking only ever touch free
-//! frames (reserving refuses a range with an allocated frame), so no owner is disturbed.
+//! ends and lists their outside parts again. Those parts need no merge attempt: they are
+//! the pieces of one free block, of different orders, so none has a free buddy of its own
+//! order. Reserving and taking only ever touch free frames (reserving refuses a range with
+//! an allocated frame), so no owner is disturbed.
 #![forbid(unsafe_code)]
 
 use core::ops::Range;
 
 use super::{max_aligned_order, Taken, Zone};
-use crate::mm::{MigrateType, MmError, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES};
+use crate::mm::{MigrateType, MmError, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 
 impl Zone<'_> {
     fn check_range(&self, range: &Range<Pfn>) -> Result<(), MmError> {
@@ -66,6 +68,23 @@ impl Zone<'_> {
         }
     }
 
+    /// List `[lo, hi)` (all `Tail`, off-list, the outside part of a split free block) as
+    /// maximal aligned blocks on their pageblocks' lists, without merge attempts (see the
+    /// module docs). A piece larger than a pageblock goes through `free_block`, which lists
+    /// it pageblock by pageblock if their types differ.
+    fn list_split_pieces(&mut self, mut lo: Pfn, hi: Pfn) {
+        while lo < hi {
+            let order = max_aligned_order(lo, hi - lo);
+            if order > PAGEBLOCK_ORDER {
+                self.free_block(lo, order);
+            } else {
+                let mt = self.pb_type(lo);
+                self.add_to_free_list(lo, order, mt);
+            }
+            lo += 1 << order;
+        }
+    }
+
     /// Keep RAM away from the buddy: holes become reserved (present) frames, free frames are
     /// taken off the free lists (splitting blocks that straddle the range). Fails without
     /// changing anything if a frame in the range is allocated. Returns the number of free
@@ -92,7 +111,7 @@ impl Zone<'_> {
     }
 
     /// Take every free frame of `[start, end)` off the free lists, marking each as `how`;
-    /// straddling blocks are split and their outside parts freed again. Frames of the range
+    /// straddling blocks are split and their outside parts listed again. Frames of the range
     /// that are not free are left alone. Returns the number of frames taken.
     pub(in crate::mm) fn take_free_range(&mut self, start: Pfn, end: Pfn, how: Taken) -> usize {
         let mut taken = 0;
@@ -116,10 +135,10 @@ impl Zone<'_> {
                 taken += hi - lo;
                 if b.head < lo {
                     self.pg_mut(b.head).set_state(PageState::Tail);
-                    self.free_pieces(b.head, lo);
+                    self.list_split_pieces(b.head, lo);
                 }
                 if hi < b.end() {
-                    self.free_pieces(hi, b.end());
+                    self.list_split_pieces(hi, b.end());
                 }
             }
             pfn = b.end();
@@ -128,6 +147,32 @@ impl Zone<'_> {
             self.managed_pages -= taken;
         }
         taken
+    }
+
+    /// `alloc_contig_range`'s shortcut: when every frame of `[start, end)` is free and none
+    /// sits in an isolated pageblock (another call's range), take the range straight off
+    /// the free lists as order-0 frames allocated as `mt` for `ours`, with no isolation and
+    /// no walk. Returns whether it did; when not, nothing changed.
+    pub(in crate::mm) fn take_range_if_free(
+        &mut self,
+        start: Pfn,
+        end: Pfn,
+        (mt, ours): (MigrateType, Owner),
+    ) -> bool {
+        if self.check_range(&(start..end)).is_err() {
+            return false;
+        }
+        let mut pfn = start;
+        while pfn < end {
+            let b = self.block_at(pfn);
+            if b.state != PageState::Buddy || self.pg(b.head).migratetype() == MigrateType::Isolate
+            {
+                return false;
+            }
+            pfn = b.end();
+        }
+        self.take_free_range(start, end, Taken::Contig(mt, ours));
+        true
     }
 
     /// Turn a pageblock-aligned range of RAM into CMA: take it from the buddy, retype its
