@@ -180,7 +180,10 @@ impl Migrator for Moving<'_, '_> {
     #[inline(always)]
     fn prepare(&mut self, m: &mut Move) -> Result<(), MigrateError> {
         // A page under I/O (a short-term pin) moves once the I/O is done: try again then.
-        self.clients.anon.io_pins.check(m.owner)?;
+        // (One length test per page while no pin is held: this is the migration hot path.)
+        if !self.clients.anon.io_pins.is_empty() {
+            self.clients.anon.io_pins.check(m.owner)?;
+        }
         let va = self.clients.window_address(m).ok_or(MigrateError::Busy)?;
         self.mover
             .break_page(va, frame_address(m.src))
@@ -580,6 +583,37 @@ fn wait_until(until: u64) {
     }
 }
 
+/// The pages of area `area`.
+fn area_span(s: &KmemState, area: usize) -> Range<Pfn> {
+    let a = &s.areas[area];
+    a.base_pfn()..a.base_pfn() + a.count()
+}
+
+/// After a `cma_alloc` that failed as Busy: if short-term pins sit in the area, wait one
+/// back-off step (or until the next known completion) and release what completed;
+/// `true`: retry. `false`: no pin in the way, or the back-off is spent.
+#[cold]
+#[inline(never)]
+fn wait_for_io_pins(s: &mut KmemState, area: usize, backoff: &mut Option<IoBackoff>) -> bool {
+    let span = area_span(s, area);
+    let pins = &mut s.clients.anon.io_pins;
+    if !pins.any_in(span.clone()) {
+        return false;
+    }
+    let budget = io_wait_budget();
+    let now = timer::counter();
+    let wait = backoff
+        .get_or_insert_with(|| IoBackoff::new(budget / 64, budget))
+        .next_wait(now, pins.next_completion_in(span));
+    let Some(wait) = wait else {
+        return false;
+    };
+    pins.waits += 1;
+    wait_until(now.saturating_add(wait));
+    pins.complete_due(timer::counter());
+    true
+}
+
 /// `cma_alloc` under the lock, with direct reclaim and the wait for short-term pins.
 pub(crate) fn cma_alloc_locked(
     s: &mut KmemState,
@@ -611,7 +645,6 @@ pub(crate) fn cma_alloc_locked(
         s.clients.anon.io_pins.complete_due(timer::counter());
     }
     make_room(s, count);
-    let span = s.areas[area].base_pfn()..s.areas[area].base_pfn() + s.areas[area].count();
     let mut retries = 0;
     let mut backoff: Option<IoBackoff> = None;
     loop {
@@ -627,24 +660,9 @@ pub(crate) fn cma_alloc_locked(
                     .cache
                     .shrink_clean(&mut s.zone, count.max(64), |_, _| true);
             }
-            Err(CmaError::Busy) if s.clients.anon.io_pins.any_in(span.clone()) => {
-                let pins = &mut s.clients.anon.io_pins;
-                let budget = io_wait_budget();
-                let now = timer::counter();
-                let wait = backoff
-                    .get_or_insert_with(|| IoBackoff::new(budget / 64, budget))
-                    .next_wait(now, pins.next_completion_in(span.clone()));
-                let Some(wait) = wait else {
-                    return Err(KmemError::CmaAllocFailed {
-                        area: name(s),
-                        count,
-                        error: CmaError::Busy,
-                    });
-                };
-                pins.waits += 1;
-                wait_until(now.saturating_add(wait));
-                pins.complete_due(timer::counter());
-            }
+            Err(CmaError::Busy)
+                if !s.clients.anon.io_pins.is_empty()
+                    && wait_for_io_pins(s, area, &mut backoff) => {}
             Err(error) => {
                 return Err(KmemError::CmaAllocFailed {
                     area: name(s),
