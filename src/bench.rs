@@ -23,7 +23,10 @@
 //!   hand), so neither a free high-order block nor a migratable range survives there, while
 //!   CMA pageblocks never serve such requests and can always be emptied. The same workload
 //!   runs once per method: plain buddy (high-order `alloc_pages`), `alloc_contig_range`
-//!   over Movable pageblocks (migration without CMA), and `cma_alloc`.
+//!   over Movable pageblocks (migration without CMA), and `cma_alloc`, once as is and
+//!   once with pins on pages inside CMA as well ([`ChurnMode::CmaPinsInCma`]: long-term
+//!   pins move the page out first, short-term I/O pins hold it in place until the I/O is
+//!   done, and `cma_alloc` goes around them or waits for them within a bounded back-off).
 //!
 //! Everything runs under the memory lock (IRQs masked, [`crate::kmem::with_state`]), which
 //! also keeps timer interrupts out of the measured intervals. [`report`] (the tables) is
@@ -44,11 +47,13 @@ mod profile;
 #[cfg(target_os = "none")]
 mod workload;
 
-pub use report::{format_churn, format_latency, ChurnResult, LatencyRow, Stats, CHURN_WORKLOAD};
+pub use report::{
+    format_churn, format_latency, ChurnMode, ChurnResult, LatencyRow, Stats, CHURN_WORKLOAD,
+};
 
 #[cfg(target_os = "none")]
 pub use self::{
-    churn::{churn_success, ChurnMode},
+    churn::churn_success,
     latency::cma_latency,
     profile::{monolith_profile_begin, monolith_profile_end, profile_cma_alloc, AreaFill},
     workload::BenchError,

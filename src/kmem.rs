@@ -21,6 +21,12 @@
 //! pages that may need to move out of the area, clean page-cache pages are dropped first
 //! (those outside CMA first), as Linux's `alloc_migration_target` would enter reclaim. If
 //! the mm still runs out of migration targets, more is reclaimed and the call retried.
+//!
+//! Short-term pins ([`anon_pins`]): a CMA allocation that failed while pages under I/O sit
+//! in its area waits for them with a bounded back-off ([`IoBackoff`], woken at the next
+//! known I/O completion) and retries, under the lock: the I/O it waits for completes by
+//! the clock, so nothing else needs to run meanwhile. Past the budget it fails as before,
+//! the area and the pages restored.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -29,6 +35,7 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::cpu::IrqSafeLock;
+use crate::driver::timer;
 use crate::dt::platform::Platform;
 use crate::dt::reserved::{plan_reserved_memory, ReservedMemoryPlan};
 use crate::memory::mmu;
@@ -39,6 +46,7 @@ use crate::mm::{
 use crate::util::ranges;
 
 pub mod anon;
+pub mod anon_pins;
 mod error;
 pub mod memmap;
 pub mod pagecache;
@@ -53,6 +61,7 @@ pub use window::copy_bytes;
 pub use workload::AreaId;
 
 use anon::AnonClient;
+use anon_pins::IoBackoff;
 use pagecache::PageCache;
 
 /// The movable clients: lent to mm as one [`Migrator`] through [`Clients::migrator`].
@@ -170,6 +179,11 @@ impl Migrator for Moving<'_, '_> {
 
     #[inline(always)]
     fn prepare(&mut self, m: &mut Move) -> Result<(), MigrateError> {
+        // A page under I/O (a short-term pin) moves once the I/O is done: try again then.
+        // (One length test per page while no pin is held: this is the migration hot path.)
+        if !self.clients.anon.io_pins.is_empty() {
+            self.clients.anon.io_pins.check(m.owner)?;
+        }
         let va = self.clients.window_address(m).ok_or(MigrateError::Busy)?;
         self.mover
             .break_page(va, frame_address(m.src))
@@ -556,7 +570,51 @@ fn make_room(s: &mut KmemState, count: usize) -> usize {
         })
 }
 
-/// `cma_alloc` under the lock, with direct reclaim.
+/// The longest a CMA allocation waits for short-term pins in its area, in all: 10 ms (the
+/// order of a slow block-device request), in steps of 1/64 of it doubling up.
+fn io_wait_budget() -> u64 {
+    timer::frequency() / 100
+}
+
+/// Spin until counter value `until` (IRQs are masked: the memory lock is held).
+fn wait_until(until: u64) {
+    while timer::counter() < until {
+        core::hint::spin_loop();
+    }
+}
+
+/// The pages of area `area`.
+fn area_span(s: &KmemState, area: usize) -> Range<Pfn> {
+    let a = &s.areas[area];
+    a.base_pfn()..a.base_pfn() + a.count()
+}
+
+/// After a `cma_alloc` that failed as Busy: if short-term pins sit in the area, wait one
+/// back-off step (or until the next known completion) and release what completed;
+/// `true`: retry. `false`: no pin in the way, or the back-off is spent.
+#[cold]
+#[inline(never)]
+fn wait_for_io_pins(s: &mut KmemState, area: usize, backoff: &mut Option<IoBackoff>) -> bool {
+    let span = area_span(s, area);
+    let pins = &mut s.clients.anon.io_pins;
+    if !pins.any_in(span.clone()) {
+        return false;
+    }
+    let budget = io_wait_budget();
+    let now = timer::counter();
+    let wait = backoff
+        .get_or_insert_with(|| IoBackoff::new(budget / 64, budget))
+        .next_wait(now, pins.next_completion_in(span));
+    let Some(wait) = wait else {
+        return false;
+    };
+    pins.waits += 1;
+    wait_until(now.saturating_add(wait));
+    pins.complete_due(timer::counter());
+    true
+}
+
+/// `cma_alloc` under the lock, with direct reclaim and the wait for short-term pins.
 pub(crate) fn cma_alloc_locked(
     s: &mut KmemState,
     area: usize,
@@ -581,8 +639,14 @@ pub(crate) fn cma_alloc_locked(
             align_order,
         });
     }
+    // I/O done by the time of the call no longer pins; what completes from here on is
+    // seen when the allocation waits.
+    if !s.clients.anon.io_pins.is_empty() {
+        s.clients.anon.io_pins.complete_due(timer::counter());
+    }
     make_room(s, count);
     let mut retries = 0;
+    let mut backoff: Option<IoBackoff> = None;
     loop {
         let (areas, zone) = (&mut s.areas, &mut s.zone);
         let result = s
@@ -596,6 +660,9 @@ pub(crate) fn cma_alloc_locked(
                     .cache
                     .shrink_clean(&mut s.zone, count.max(64), |_, _| true);
             }
+            Err(CmaError::Busy)
+                if !s.clients.anon.io_pins.is_empty()
+                    && wait_for_io_pins(s, area, &mut backoff) => {}
             Err(error) => {
                 return Err(KmemError::CmaAllocFailed {
                     area: name(s),

@@ -3,8 +3,9 @@
 //! Benchmark image (run by `cargo xtask bench` under `-icount shift=0,sleep=off`):
 //! `cma_alloc` latency against memcpy of the same bytes, idle and with the area full of
 //! anonymous pages, and the success rate of large allocations under movable churn with
-//! interleaved kernel-data and DMA-pin allocations, with CMA and with the same memory as
-//! plain buddy. Prints tables; the only failures are
+//! interleaved kernel-data and DMA-pin allocations, with CMA, with CMA and pins inside it
+//! (long-term and short-term), and with the same memory as plain buddy. Prints tables; the
+//! only failures are
 //! errors that stop a measurement.
 #![no_std]
 #![no_main]
@@ -37,6 +38,7 @@ fn churn() -> Result<(), String> {
         ChurnMode::BuddyHighOrder,
         ChurnMode::ContigMovable,
         ChurnMode::Cma,
+        ChurnMode::CmaPinsInCma,
     ] {
         results.push(
             bench::churn_success(None, mode, 1024, 200, 16, 0x5eed).map_err(|e| format!("{e}"))?,

@@ -6,6 +6,11 @@
 //! and dirty cache pages, reclaiming clean cache), every page must still hold its pattern
 //! afterwards, the zone's invariants must hold, and long-term pins must never sit in CMA
 //! pageblocks. Bad requests must fail with an error and change nothing.
+//!
+//! Pins inside CMA: a long-term pin of a page in CMA moves it out first, so the areas can
+//! still be taken whole; a short-term (I/O) pin in an area makes `cma_alloc` wait for the
+//! I/O (bounded back-off) and succeed once it completes, and one never released makes it
+//! fail cleanly, the area as before, until the pin goes.
 #![no_std]
 #![no_main]
 
@@ -15,8 +20,11 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use core::time::Duration;
+
+use monolith::kmem::anon_pins::IO_BACKOFF_MAX_RETRIES;
 use monolith::kmem::{self, anon, pagecache, KmemError, PinKind};
-use monolith::mm::{MigrateType, Pfn};
+use monolith::mm::{CmaBalance, CmaError, MigrateType, OwnerKind, Pfn, Zone};
 use monolith::test_harness::{run_tests, TestCase};
 use monolith::{qemu_ensure, qemu_ensure_eq};
 
@@ -276,6 +284,156 @@ fn pressure_rounds() -> Result<(), String> {
     verify_all("end")
 }
 
+fn in_area_pfn(base: Pfn, count: usize, pfn: Pfn) -> bool {
+    (base..base + count).contains(&pfn)
+}
+
+fn in_cma(z: &Zone<'_>, pfn: Pfn) -> bool {
+    z.pageblock_migratetype(pfn) == Some(MigrateType::Cma)
+}
+
+/// Put `pages` anonymous pages in CMA before [`fill_memory`] (the CMA balance set to prefer
+/// CMA while they are added), so the pins tests find pages to pin there whatever share of
+/// CMA the fill itself gives anonymous memory.
+fn anon_in_cma_first(pages: usize) -> Result<(), String> {
+    anon::start().map_err(e)?;
+    let prefer_cma = CmaBalance::new(0, 1).ok_or("no CMA-first balance")?;
+    let balance = kmem::with_state(|s| {
+        let old = s.cma_balance();
+        s.set_cma_balance(prefer_cma);
+        old
+    })
+    .map_err(e)?;
+    let before = anon::status().pages_in_cma;
+    let grown = anon::grow(pages);
+    kmem::with_state(|s| s.set_cma_balance(balance)).map_err(e)?;
+    qemu_ensure_eq!(grown.map_err(e)?, pages);
+    qemu_ensure_eq!(anon::status().pages_in_cma, before + pages);
+    Ok(())
+}
+
+/// Everything the pins tests added goes again: anon pages, cached pages.
+fn empty_memory() -> Result<(), String> {
+    anon::shrink(usize::MAX).map_err(e)?;
+    pagecache::drop_caches().map_err(e)?;
+    verify_all("emptied")
+}
+
+fn longterm_pins_in_cma_move_out_and_never_block_the_areas() -> Result<(), String> {
+    anon_in_cma_first(64)?;
+    let (anon_pages, _) = fill_memory()?;
+    let cma_pages = anon::status().pages_in_cma;
+    qemu_ensure!(cma_pages >= 16, "only {cma_pages} anonymous pages in CMA");
+    let mut pins = Vec::new();
+    for _ in 0..16 {
+        pins.push(anon::pin_longterm(in_cma).map_err(e)?);
+    }
+    let misplaced = kmem::with_zone(|z| {
+        pins.iter()
+            .filter(|&&p| in_cma(z, p) || !z.owner(p).is_some_and(|o| o.is(OwnerKind::Pinned)))
+            .count()
+    })
+    .map_err(e)?;
+    qemu_ensure_eq!(misplaced, 0);
+    let st = anon::status();
+    qemu_ensure_eq!(st.pages, anon_pages - 16);
+    qemu_ensure_eq!(st.pages_in_cma, cma_pages - 16);
+    verify_all("pinned")?;
+    // Every area can be taken whole with the pins held: none sits in CMA.
+    take_every_area_whole(0)?;
+    for &p in &pins {
+        kmem::free_pinned(p, 0).map_err(e)?;
+    }
+    empty_memory()
+}
+
+fn short_term_pins_in_cma_are_waited_for_or_fail_cleanly() -> Result<(), String> {
+    anon_in_cma_first(64)?;
+    fill_memory()?;
+    let name = areas()?.remove(0);
+    let st = kmem::cma_state(&name).map_err(e)?;
+    let (base, count) = (st.base_pfn, st.count);
+    let in_area = move |_: &Zone<'_>, p: Pfn| in_area_pfn(base, count, p);
+
+    // I/O that completes 8 ms from now (within the 10 ms the allocation waits at most):
+    // the first attempt meets the pin (completions are looked at when the call starts and
+    // when it waits), the back-off wakes at its completion (or at once if the attempt took
+    // longer), the retry takes the whole area with the page moved out.
+    let before = anon::status();
+    let pin = anon::pin_io(in_area, Some(Duration::from_millis(8))).map_err(e)?;
+    let got = kmem::cma_alloc(&name, count, 0);
+    qemu_ensure!(in_area_pfn(base, count, pin.pfn), "pinned {:#x}", pin.pfn);
+    let pfn = got.map_err(|x| format!("whole area with I/O completing in 8 ms: {x}"))?;
+    qemu_ensure_eq!(pfn, base);
+    let after = anon::status();
+    qemu_ensure!(
+        after.io_waits > before.io_waits,
+        "the allocation never waited for the I/O"
+    );
+    qemu_ensure_eq!(after.io_pins, 0);
+    qemu_ensure_eq!(after.io_pins_completed, before.io_pins_completed + 1);
+    qemu_ensure!(
+        anon::unpin_io(pin.slot).is_err(),
+        "a pin its completion released was released again"
+    );
+    verify_all("I/O waited for")?;
+    kmem::cma_release(&name, pfn, count).map_err(e)?;
+
+    // I/O never completing by itself: the allocation waits its bounded back-off, then fails
+    // with the area as it was and the page under I/O in place, intact. (The area was
+    // emptied above: anonymous pages go back into it first.)
+    anon_in_cma_first(64)?;
+    let pin = anon::pin_io(in_area, None).map_err(e)?;
+    let waits = anon::status().io_waits;
+    let free_before = kmem::with_zone(|z| z.counters().free_pages).map_err(e)?;
+    let err = kmem::cma_alloc(&name, count, 0);
+    qemu_ensure_eq!(
+        err,
+        Err(KmemError::CmaAllocFailed {
+            area: name.clone(),
+            count,
+            error: CmaError::Busy
+        })
+    );
+    let waited = anon::status().io_waits - waits;
+    qemu_ensure!(
+        waited >= 1 && waited <= u64::from(IO_BACKOFF_MAX_RETRIES),
+        "waited {waited} times"
+    );
+    qemu_ensure_eq!(kmem::cma_state(&name).map_err(e)?.used, 0);
+    qemu_ensure_eq!(anon::status().io_pins_in_cma, 1);
+    let (all_cma, pinned_owned, free_after) = kmem::with_zone(|z| {
+        (
+            (base..base + count).step_by(512).all(|p| in_cma(z, p)),
+            z.owner(pin.pfn)
+                .is_some_and(|o| o.is(OwnerKind::Anon) && o.id() == pin.slot as u64),
+            z.counters().free_pages,
+        )
+    })
+    .map_err(e)?;
+    qemu_ensure!(all_cma, "{name}: pageblocks not restored to Cma");
+    qemu_ensure!(pinned_owned, "the page under I/O moved or lost its owner");
+    qemu_ensure!(
+        free_after >= free_before,
+        "{} pages leaked",
+        free_before - free_after
+    );
+    verify_all("gave up on the I/O")?;
+    // A smaller request goes around the pin at once.
+    let small = kmem::cma_alloc(&name, 64, 0).map_err(e)?;
+    qemu_ensure!(
+        !(small..small + 64).contains(&pin.pfn),
+        "allocation over a page under I/O"
+    );
+    kmem::cma_release(&name, small, 64).map_err(e)?;
+    // The I/O ends: the whole area comes.
+    anon::unpin_io(pin.slot).map_err(e)?;
+    let pfn = kmem::cma_alloc(&name, count, 0).map_err(e)?;
+    verify_all("I/O done")?;
+    kmem::cma_release(&name, pfn, count).map_err(e)?;
+    empty_memory()
+}
+
 #[no_mangle]
 fn kernel_init() -> ! {
     run_tests(
@@ -296,6 +454,14 @@ fn kernel_init() -> ! {
             TestCase {
                 name: "pressure_rounds",
                 run: pressure_rounds,
+            },
+            TestCase {
+                name: "longterm_pins_in_cma_move_out_and_never_block_the_areas",
+                run: longterm_pins_in_cma_move_out_and_never_block_the_areas,
+            },
+            TestCase {
+                name: "short_term_pins_in_cma_are_waited_for_or_fail_cleanly",
+                run: short_term_pins_in_cma_are_waited_for_or_fail_cleanly,
             },
         ],
     )

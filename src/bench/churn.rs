@@ -1,26 +1,17 @@
 //! The churn benchmark: large allocations held and released under background movable
 //! churn with interleaved kernel data and long-term pins ([`super::CHURN_WORKLOAD`]), once per
-//! allocation method, counting how many succeed.
+//! allocation method, counting how many succeed; [`ChurnMode::CmaPinsInCma`] also pins
+//! pages inside CMA, long and short term.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::report::ChurnResult;
-use super::{not_cma, BenchError};
+use super::report::{ChurnMode, ChurnResult};
+use super::{not_cma, now, BenchError};
+use crate::driver::timer;
 use crate::kmem::pattern::mix64;
 use crate::kmem::{self, AreaId, KmemState};
-use crate::mm::{self, Gfp, GfpFlags, MigrateType, Owner, OwnerKind, Pfn, MAX_ORDER};
-
-/// How the churn loop asks for its large blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChurnMode {
-    /// `cma_alloc` from the area.
-    Cma,
-    /// `alloc_pages(order, Movable without CMA)`: the buddy alone, no migration.
-    BuddyHighOrder,
-    /// `alloc_contig_range` over Movable pageblocks outside CMA: migration without CMA.
-    ContigMovable,
-}
+use crate::mm::{self, Gfp, GfpFlags, MigrateType, Owner, OwnerKind, Pfn, Zone, MAX_ORDER};
 
 struct Rng(u64);
 impl Rng {
@@ -64,6 +55,60 @@ struct Pin {
     pfn: Pfn,
     order: usize,
     expires: usize,
+}
+
+/// A short-term (I/O) pin of the churn workload on an anonymous page in CMA: released at
+/// round `expires` at the latest (its I/O may complete before, by the clock).
+struct IoPinned {
+    slot: usize,
+    expires: usize,
+}
+
+fn in_cma(zone: &Zone<'_>, pfn: Pfn) -> bool {
+    zone.pageblock_migratetype(pfn) == Some(MigrateType::Cma)
+}
+
+/// [`ChurnMode::CmaPinsInCma`]'s pins for one round, from their own random sequence (the
+/// rest of the workload draws the same numbers as in every other mode): long-term pins of
+/// pages in CMA (moved out first) join `pins`, short-term ones `io`.
+fn pin_inside_cma(
+    s: &mut KmemState,
+    rng: &mut Rng,
+    round: usize,
+    pins: &mut Vec<Pin>,
+    io: &mut Vec<IoPinned>,
+    result: &mut ChurnResult,
+) -> Result<(), BenchError> {
+    // 2 ms of I/O at most, in counter ticks.
+    let io_ticks = timer::frequency() / 500;
+    for _ in 0..rng.below(4) {
+        let start = rng.below(s.anon_pages().max(1) * 2);
+        let expires = round + 8 + rng.below(256);
+        pins.try_reserve(1).map_err(|_| BenchError::HeapExhausted)?;
+        if let Ok(pfn) = s.anon_pin_longterm(start, in_cma, Owner::new(OwnerKind::Pinned, 0)) {
+            pins.push(Pin {
+                pfn,
+                order: 0,
+                expires,
+            });
+            result.pins_taken += 1;
+            result.cma_longterm_pins += 1;
+        }
+    }
+    for _ in 0..rng.below(4) {
+        let start = rng.below(s.anon_pages().max(1) * 2);
+        let expires = round + 1 + rng.below(4);
+        let completes_at = (rng.below(4) != 0).then(|| now() + rng.next() % io_ticks.max(1));
+        io.try_reserve(1).map_err(|_| BenchError::HeapExhausted)?;
+        if let Ok(pin) = s.anon_pin_io(start, in_cma, completes_at) {
+            io.push(IoPinned {
+                slot: pin.slot,
+                expires,
+            });
+            result.cma_io_pins += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Count pageblocks outside and inside CMA that hold a non-movable allocated frame.
@@ -122,12 +167,12 @@ pub fn churn_success(
         let store = s.cache_status().store_blocks;
         let mut held: Vec<Pfn> = Vec::new();
         let mut pins: Vec<Pin> = Vec::new();
+        let mut io: Vec<IoPinned> = Vec::new();
+        let mut cma_rng = Rng(seed ^ 0xc3a0_0000_0000_0001);
+        let io_waits_before = s.anon_io_pins().waits;
         let mut result = ChurnResult {
-            label: String::from(match mode {
-                ChurnMode::Cma => "cma_alloc",
-                ChurnMode::BuddyHighOrder => "buddy alloc_pages",
-                ChurnMode::ContigMovable => "contig over Movable",
-            }),
+            mode,
+            label: String::from(mode.label()),
             ..ChurnResult::default()
         };
         let managed = s.zone().counters().managed_pages;
@@ -140,6 +185,15 @@ pub fn churn_success(
                     if pins[i].expires <= round {
                         let pin = pins.swap_remove(i);
                         let _ = s.free_pages(pin.pfn, pin.order);
+                    } else {
+                        i += 1;
+                    }
+                }
+                // I/O done (if the clock did not release it already).
+                let mut i = 0;
+                while i < io.len() {
+                    if io[i].expires <= round {
+                        let _ = s.anon_unpin_io(io.swap_remove(i).slot);
                     } else {
                         i += 1;
                     }
@@ -176,16 +230,18 @@ pub fn churn_success(
                         break;
                     }
                     let got = if kind == OwnerKind::Pinned {
-                        // Pinned where the anonymous page already is (outside CMA: a
-                        // long-term pin migrates a CMA page out first; skipping those
-                        // pages is the same placement without the copy).
+                        // Pinned where the anonymous page already is, outside CMA (the
+                        // pins inside CMA are the pins-in-CMA method's own, below).
                         let start = rng.below(s.anon_pages().max(1) * 2);
-                        s.anon_pin_in_place(start, not_cma)
+                        s.anon_pin_longterm(start, not_cma, Owner::new(kind, 0))
+                            .ok()
                     } else {
                         s.alloc_pages(pin_order, gfp).ok()
                     };
                     if let Some(pfn) = got {
-                        if s.set_owner(pfn, Owner::new(kind, 0)).is_ok() {
+                        if kind == OwnerKind::Pinned
+                            || s.set_owner(pfn, Owner::new(kind, 0)).is_ok()
+                        {
                             pins.push(Pin {
                                 pfn,
                                 order: pin_order,
@@ -197,13 +253,16 @@ pub fn churn_success(
                         }
                     }
                 }
+                if mode.pins_in_cma() {
+                    pin_inside_cma(s, &mut cma_rng, round, &mut pins, &mut io, &mut result)?;
+                }
                 if held.len() >= hold {
                     let victim = held.swap_remove(rng.below(held.len()));
                     release(s, a, mode, victim, pages, order);
                 }
                 result.attempts += 1;
                 let got = match mode {
-                    ChurnMode::Cma => s.cma_alloc(a, pages, 0).ok(),
+                    ChurnMode::Cma | ChurnMode::CmaPinsInCma => s.cma_alloc(a, pages, 0).ok(),
                     ChurnMode::BuddyHighOrder => s
                         .alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA))
                         .ok()
@@ -240,6 +299,10 @@ pub fn churn_success(
         for pin in pins {
             let _ = s.free_pages(pin.pfn, pin.order);
         }
+        for pin in io {
+            let _ = s.anon_unpin_io(pin.slot);
+        }
+        result.io_waits = s.anon_io_pins().waits - io_waits_before;
         s.cache_writeback();
         s.cache_drop_clean();
         let extra = s.anon_pages().saturating_sub(anon_before);
@@ -250,7 +313,7 @@ pub fn churn_success(
 
 fn release(s: &mut KmemState, area: AreaId, mode: ChurnMode, pfn: Pfn, pages: usize, order: usize) {
     match mode {
-        ChurnMode::Cma => {
+        ChurnMode::Cma | ChurnMode::CmaPinsInCma => {
             s.cma_release(area, pfn, pages);
         }
         ChurnMode::BuddyHighOrder => {

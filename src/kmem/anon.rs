@@ -11,12 +11,21 @@
 //! map, re-points the slot's mapping (break-before-make) and updates `slots`; the mm then
 //! frees the source. Slots freed by shrinking are reused, which is why the pattern also
 //! depends on a generation bumped at every [`start`].
+//!
+//! Pins ([`super::anon_pins`]): a long-term pin ([`pin_longterm`]) goes through
+//! [`mm::pin_longterm`], whose migration out of CMA is this client's own (the slot's
+//! mapping and reverse map follow the page), and then takes the page out of the workload:
+//! the pin holds the frame until [`super::free_pinned`]. A short-term pin ([`pin_io`]) keeps
+//! the page in the workload and mapped, but the migrator refuses to move it (`Again`) and
+//! shrinking skips it until [`unpin_io`] or the I/O's completion time.
 
+use super::anon_pins::{IoPin, IoPins};
 use super::pattern::PagePattern;
 use super::window;
-use super::{with_state, KmemError, PlaceError};
+use super::{make_room, with_state, KmemError, KmemState, PlaceError, PINNED_BY_KMEM};
+use crate::driver::timer;
 use crate::memory::mmu;
-use crate::mm::{Gfp, MigrateType, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
+use crate::mm::{self, Gfp, MigrateType, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
 
 use alloc::vec::Vec;
 
@@ -34,6 +43,13 @@ pub struct AnonStatus {
     /// Of which currently in CMA pageblocks.
     pub pages_in_cma: usize,
     pub migrations: u64,
+    /// Short-term (I/O) pins held now, and how many of them sit in CMA pageblocks.
+    pub io_pins: usize,
+    pub io_pins_in_cma: usize,
+    /// Short-term pins released by their I/O's completion time, and the back-off waits
+    /// CMA allocations made for short-term pins, since boot.
+    pub io_pins_completed: u64,
+    pub io_waits: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +66,8 @@ pub(crate) struct AnonClient {
     generation: u64,
     running: bool,
     pub(crate) migrations: u64,
+    /// Short-term pins: the migrator asks them before moving a page.
+    pub(crate) io_pins: IoPins,
 }
 
 impl AnonClient {
@@ -61,6 +79,7 @@ impl AnonClient {
             generation: 0,
             running: false,
             migrations: 0,
+            io_pins: IoPins::new(),
         }
     }
 
@@ -147,7 +166,8 @@ impl AnonClient {
         self.pages -= 1;
     }
 
-    /// Free up to `count` pages, newest slots first. Returns how many were freed.
+    /// Free up to `count` pages, newest slots first, pages under I/O excepted. Returns how
+    /// many were freed.
     pub(crate) fn shrink(&mut self, zone: &mut Zone<'_>, count: usize) -> usize {
         let mut freed = 0;
         while freed < count {
@@ -155,6 +175,11 @@ impl AnonClient {
                 break;
             };
             let slot = self.slots.len() - 1;
+            if self.io_pins.is_pinned(slot) {
+                // The slot table cannot shrink past a page under I/O: free the rest where
+                // they are instead.
+                return freed + self.shrink_where(zone, count - freed, |_, _| true);
+            }
             if last != EMPTY {
                 self.release_slot(zone, slot);
                 freed += 1;
@@ -164,7 +189,8 @@ impl AnonClient {
         freed
     }
 
-    /// Free up to `count` pages whose frame satisfies `pick`, newest first.
+    /// Free up to `count` pages whose frame satisfies `pick`, newest first, pages under I/O
+    /// excepted.
     pub(crate) fn shrink_where(
         &mut self,
         zone: &mut Zone<'_>,
@@ -177,7 +203,7 @@ impl AnonClient {
                 break;
             }
             let pfn = self.slots[slot];
-            if pfn != EMPTY && pick(zone, pfn as Pfn) {
+            if pfn != EMPTY && !self.io_pins.is_pinned(slot) && pick(zone, pfn as Pfn) {
                 self.release_slot(zone, slot);
                 self.free_slots.push(slot as u32);
                 freed += 1;
@@ -189,26 +215,62 @@ impl AnonClient {
         freed
     }
 
-    /// Pin a page in place for long-term DMA (`pin_user_pages(FOLL_LONGTERM)`): the `n`-th
-    /// mapped slot from `start` (wrapping) whose frame satisfies `pick` is unmapped and
-    /// forgotten, and its frame returned still allocated; the caller records the new owner
-    /// and frees it when the pin ends.
-    pub(crate) fn pin_in_place(
-        &mut self,
+    /// The `n`-th mapped slot from `start` (wrapping) whose frame satisfies `pick`, pages
+    /// under I/O excepted: the page a pin takes.
+    fn pick_slot(
+        &self,
         zone: &Zone<'_>,
         start: usize,
         pick: impl Fn(&Zone<'_>, Pfn) -> bool,
-    ) -> Option<Pfn> {
+    ) -> Option<usize> {
         let n = self.slots.len();
-        let slot = (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&slot| self.slots[slot] != EMPTY && pick(zone, self.slots[slot] as Pfn))?;
+        (0..n).map(|k| (start + k) % n).find(|&slot| {
+            self.slots[slot] != EMPTY
+                && !self.io_pins.is_pinned(slot)
+                && pick(zone, self.slots[slot] as Pfn)
+        })
+    }
+
+    /// Take `slot`'s page out of the workload, its frame still allocated (a long-term pin
+    /// holds it now): unmapped, forgotten, the slot free for reuse. Returns the frame.
+    fn forget_slot(&mut self, slot: usize) -> Pfn {
         let pfn = self.slots[slot] as Pfn;
         let _ = mmu::unmap_movable(Self::va(slot));
         self.slots[slot] = EMPTY;
         self.free_slots.push(slot as u32);
         self.pages -= 1;
-        Some(pfn)
+        pfn
+    }
+
+    /// Start I/O on a page (a short-term pin): the `n`-th mapped slot from `start` whose
+    /// frame satisfies `pick`; done at counter value `completes_at`, or at [`Self::unpin_io`].
+    pub(crate) fn pin_io(
+        &mut self,
+        zone: &Zone<'_>,
+        start: usize,
+        pick: impl Fn(&Zone<'_>, Pfn) -> bool,
+        completes_at: Option<u64>,
+    ) -> Result<IoPin, KmemError> {
+        let slot = self
+            .pick_slot(zone, start, pick)
+            .ok_or(KmemError::AnonNothingToPin)?;
+        let pfn = self.slots[slot] as Pfn;
+        self.io_pins
+            .pin(slot, pfn, completes_at)
+            .map_err(KmemError::IoPin)?;
+        Ok(IoPin {
+            slot,
+            pfn,
+            completes_at,
+        })
+    }
+
+    /// The I/O on `slot` is done: its page moves (and can be freed) again.
+    pub(crate) fn unpin_io(&mut self, slot: usize) -> Result<(), KmemError> {
+        self.io_pins
+            .unpin(slot)
+            .map(|_| ())
+            .map_err(KmemError::IoPin)
     }
 
     /// Read every page through its mapping and check pattern, checksum, and that the
@@ -242,11 +304,16 @@ impl AnonClient {
                 pfn != EMPTY && zone.pageblock_migratetype(pfn as Pfn) == Some(MigrateType::Cma)
             })
             .count();
+        let in_cma = |p: &&IoPin| zone.pageblock_migratetype(p.pfn) == Some(MigrateType::Cma);
         AnonStatus {
             running: self.running,
             pages: self.pages,
             pages_in_cma,
             migrations: self.migrations,
+            io_pins: self.io_pins.len(),
+            io_pins_in_cma: self.io_pins.iter().filter(in_cma).count(),
+            io_pins_completed: self.io_pins.completed,
+            io_waits: self.io_pins.waits,
         }
     }
 
@@ -286,4 +353,71 @@ pub fn verify() -> Result<VerifyReport, KmemError> {
 
 pub fn status() -> AnonStatus {
     with_state(|s| s.clients.anon.status(&s.zone)).unwrap_or_default()
+}
+
+/// A long-term pin (`pin_user_pages(FOLL_LONGTERM)`) of an anonymous page under the held
+/// lock: the `n`-th mapped page from slot `start` whose frame satisfies `pick` (pages under
+/// I/O excepted) is moved out of CMA first if it is in it ([`mm::pin_longterm`], with this
+/// client migrating it; free memory outside CMA is made by direct reclaim of clean cache
+/// first, as for `cma_alloc`), `pin` becomes its owner, and the page leaves the workload.
+/// Returns its frame, never in a Cma pageblock.
+pub(crate) fn pin_longterm_locked(
+    s: &mut KmemState,
+    start: usize,
+    pick: impl Fn(&Zone<'_>, Pfn) -> bool,
+    pin: Owner,
+) -> Result<Pfn, KmemError> {
+    let slot = s
+        .clients
+        .anon
+        .pick_slot(&s.zone, start, pick)
+        .ok_or(KmemError::AnonNothingToPin)?;
+    let pfn = s.clients.anon.slots[slot] as Pfn;
+    if s.zone.pageblock_migratetype(pfn) == Some(MigrateType::Cma) {
+        make_room(s, 1);
+    }
+    let zone = &mut s.zone;
+    let pinned = s
+        .clients
+        .migrator(|m| mm::pin_longterm(zone, m, pfn, pin))?
+        .map_err(KmemError::AnonPin)?;
+    // The migrator re-pointed the slot to `pinned` if the page moved; either way the slot
+    // holds the pinned frame, which leaves the workload now.
+    let frame = s.clients.anon.forget_slot(slot);
+    if frame != pinned {
+        return Err(KmemError::InvariantBroken(alloc::format!(
+            "long-term pin: slot {slot} maps {frame:#x}, the pin holds {pinned:#x}"
+        )));
+    }
+    Ok(pinned)
+}
+
+/// Counter ticks in `d` (the clock short-term pins complete by).
+fn ticks(d: core::time::Duration) -> u64 {
+    let t = d.as_nanos() * u128::from(timer::frequency()) / 1_000_000_000;
+    t.min(u128::from(u64::MAX)) as u64
+}
+
+/// Long-term pin an anonymous page whose frame satisfies `pick` (see
+/// [`pin_longterm_locked`]); returns its frame, outside CMA. Release it with
+/// [`super::free_pinned`]`(pfn, 0)`.
+pub fn pin_longterm(pick: impl Fn(&Zone<'_>, Pfn) -> bool) -> Result<Pfn, KmemError> {
+    with_state(|s| pin_longterm_locked(s, 0, pick, Owner::new(OwnerKind::Pinned, PINNED_BY_KMEM)))?
+}
+
+/// Start I/O (a short-term pin) on an anonymous page whose frame satisfies `pick`: it stays
+/// where it is, and migration refuses it until [`unpin_io`] or, with `completes_in`, until
+/// that much time has passed.
+pub fn pin_io(
+    pick: impl Fn(&Zone<'_>, Pfn) -> bool,
+    completes_in: Option<core::time::Duration>,
+) -> Result<IoPin, KmemError> {
+    let completes_at = completes_in.map(|d| timer::counter().saturating_add(ticks(d)));
+    with_state(|s| s.clients.anon.pin_io(&s.zone, 0, pick, completes_at))?
+}
+
+/// The I/O on `slot` is done: release its short-term pin. An error if it holds none (also
+/// when its completion time already released it).
+pub fn unpin_io(slot: usize) -> Result<(), KmemError> {
+    with_state(|s| s.clients.anon.unpin_io(slot))?
 }

@@ -5,8 +5,9 @@
 use alloc::string::String;
 use core::fmt;
 
+use super::anon_pins::IoPinError;
 use crate::memory::mmu::MapError;
-use crate::mm::{AllocError, CmaError, MmError, Pfn};
+use crate::mm::{AllocError, CmaError, MmError, Pfn, PinError};
 use crate::pasr::vacate::VacateError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +85,12 @@ pub enum KmemError {
     },
     /// A new anonymous page could not be owned or mapped.
     AnonGrow(PlaceError),
+    /// No anonymous page matched a pin request (none mapped, or all under I/O).
+    AnonNothingToPin,
+    /// A long-term pin of an anonymous page was refused (the page is as before).
+    AnonPin(PinError),
+    /// A short-term (I/O) pin was refused or released twice.
+    IoPin(IoPinError),
     /// A page-cache page could not be owned or mapped.
     CacheRead(PlaceError),
     /// A page-cache block number past the end of the store.
@@ -166,6 +173,9 @@ impl fmt::Display for KmemError {
                 "the anonymous workload holds {pages} pages already (free them first: mem shrink)"
             ),
             KmemError::AnonGrow(why) => write!(f, "anon grow: {why}"),
+            KmemError::AnonNothingToPin => write!(f, "no anonymous page to pin"),
+            KmemError::AnonPin(e) => write!(f, "long-term pin: {e}"),
+            KmemError::IoPin(e) => write!(f, "short-term pin: {e}"),
             KmemError::CacheRead(why) => write!(f, "page cache read: {why}"),
             KmemError::BlockPastEnd { block, blocks } => write!(
                 f,

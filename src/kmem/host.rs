@@ -3,5 +3,6 @@
 //! `lib.rs` loads this file as `kmem` on the host, so the paths are the same everywhere.
 #![forbid(unsafe_code)]
 
+pub mod anon_pins;
 pub mod memmap;
 pub mod pagecache_policy;

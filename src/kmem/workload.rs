@@ -14,6 +14,7 @@
 
 use alloc::string::String;
 
+use super::anon_pins::{IoPin, IoPins};
 use super::pagecache::CacheStatus;
 use super::{area_index, cma_alloc_locked, plan, KmemError, KmemState};
 use crate::mm::{self, AllocError, CmaBalance, Gfp, MigrateType, MmError, Owner, Pfn, Zone};
@@ -140,15 +141,42 @@ impl KmemState {
         self.clients.anon.shrink_where(&mut self.zone, count, pick)
     }
 
-    /// Pin an anonymous page in place (`pin_user_pages(FOLL_LONGTERM)`): the first mapped
-    /// page from slot `start` on whose frame satisfies `pick` leaves the workload, its
-    /// frame still allocated; the caller records the new owner and frees it later.
-    pub fn anon_pin_in_place(
+    /// Long-term pin an anonymous page (`pin_user_pages(FOLL_LONGTERM)`): the first mapped
+    /// page from slot `start` on whose frame satisfies `pick` (pages under I/O excepted) is
+    /// migrated out of CMA if it is in it, gets `pin` as its owner and leaves the workload;
+    /// its frame (never in CMA) is returned still allocated, for the caller to free.
+    pub fn anon_pin_longterm(
         &mut self,
         start: usize,
         pick: impl Fn(&Zone<'_>, Pfn) -> bool,
-    ) -> Option<Pfn> {
-        self.clients.anon.pin_in_place(&self.zone, start, pick)
+        pin: Owner,
+    ) -> Result<Pfn, KmemError> {
+        super::anon::pin_longterm_locked(self, start, pick, pin)
+    }
+
+    /// Start I/O (a short-term pin) on the first mapped anonymous page from slot `start` on
+    /// whose frame satisfies `pick`, done at counter value `completes_at` or at
+    /// [`Self::anon_unpin_io`].
+    pub fn anon_pin_io(
+        &mut self,
+        start: usize,
+        pick: impl Fn(&Zone<'_>, Pfn) -> bool,
+        completes_at: Option<u64>,
+    ) -> Result<IoPin, KmemError> {
+        self.clients
+            .anon
+            .pin_io(&self.zone, start, pick, completes_at)
+    }
+
+    /// The short-term pins (and their counters).
+    pub fn anon_io_pins(&self) -> &IoPins {
+        &self.clients.anon.io_pins
+    }
+
+    /// The I/O on `slot` is done; an error if it holds no short-term pin (its completion
+    /// time may have released it already).
+    pub fn anon_unpin_io(&mut self, slot: usize) -> Result<(), KmemError> {
+        self.clients.anon.unpin_io(slot)
     }
 
     /// Read `block` through the page cache; `Ok(false)` at the watermark.

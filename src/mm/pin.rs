@@ -16,8 +16,7 @@
 
 use core::fmt;
 
-use super::{pageblock_start_pfn, PAGEBLOCK_NR_PAGES};
-use super::{Gfp, GfpFlags, MigrateError, MigrateType, Migrator, MmError, Owner, Pfn, Zone};
+use super::{Gfp, GfpFlags, MigrateError, Migrator, MmError, Owner, Pfn, Zone};
 
 /// Why [`pin_longterm`] did not pin. The zone and the block are as before in every case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,13 +55,6 @@ impl fmt::Display for PinError {
 
 impl core::error::Error for PinError {}
 
-/// Whether any pageblock under the `1 << order` frames at `pfn` is a Cma pageblock.
-fn touches_cma(zone: &Zone<'_>, pfn: Pfn, order: usize) -> bool {
-    (pageblock_start_pfn(pfn)..pfn + (1 << order))
-        .step_by(PAGEBLOCK_NR_PAGES)
-        .any(|p| zone.pageblock_migratetype(p.max(pfn)) == Some(MigrateType::Cma))
-}
-
 /// Pin the movable block headed at `pfn` for the long term, recording `pin` as its owner.
 /// A block in CMA is migrated out first (see the module docs). Returns where the block is
 /// now: `pfn` itself, or the frame outside CMA it moved to (its owner's mapping already
@@ -80,18 +72,15 @@ pub fn pin_longterm<M: Migrator + ?Sized>(
     if head != pfn || !owner.is_movable() || pin.is_movable() {
         return Err(PinError::NotPinnable { pfn });
     }
-    if !touches_cma(zone, pfn, order) {
+    if !zone.block_touches_cma(pfn, order) {
         zone.set_owner(pfn, pin).map_err(PinError::Zone)?;
         return Ok(pfn);
     }
     let dst = zone
         .alloc_pages(order, Gfp::MOVABLE.with(GfpFlags::NO_CMA))
         .map_err(|_| PinError::NoMemoryOutsideCma { pfn, order })?;
-    if touches_cma(zone, dst, order) {
-        // `NO_CMA` is the buddy's promise; do not pin on top of a broken one.
-        let _ = zone.free_pages(dst, order);
-        return Err(PinError::NoMemoryOutsideCma { pfn, order });
-    }
+    // No check that `dst` is outside CMA: `NO_CMA` never takes a Cma frame (Cma blocks are
+    // never stolen), and `set_owner` below refuses a pin in a Cma pageblock anyway.
     if let Err(error) = migrator.migrate(pfn, dst, order, owner) {
         zone.free_pages(dst, order).map_err(PinError::Zone)?;
         return Err(PinError::Migrate { pfn, error });

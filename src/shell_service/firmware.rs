@@ -390,6 +390,7 @@ impl FirmwareBackend {
                 let mut results = Vec::new();
                 for mode in [
                     bench::ChurnMode::Cma,
+                    bench::ChurnMode::CmaPinsInCma,
                     bench::ChurnMode::BuddyHighOrder,
                     bench::ChurnMode::ContigMovable,
                 ] {

@@ -60,7 +60,7 @@ impl Zone<'_> {
         }
     }
 
-    pub(super) fn block_touches_cma(&self, pfn: Pfn, order: usize) -> bool {
+    pub(in crate::mm) fn block_touches_cma(&self, pfn: Pfn, order: usize) -> bool {
         (pfn..pfn + (1 << order))
             .step_by(PAGEBLOCK_NR_PAGES)
             .any(|p| self.pb_type(p) == MigrateType::Cma)
