@@ -9,24 +9,9 @@ use alloc::vec::Vec;
 use super::report::{ChurnMode, ChurnResult};
 use super::{not_cma, now, BenchError};
 use crate::driver::timer;
-use crate::kmem::pattern::mix64;
 use crate::kmem::{self, AreaId, KmemState};
 use crate::mm::{self, Gfp, GfpFlags, MigrateType, Owner, OwnerKind, Pfn, Zone, MAX_ORDER};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+use crate::util::rng::SplitMix64 as Rng;
 
 /// Try `alloc_contig_range` on aligned candidate ranges of Movable pageblocks.
 fn contig_movable(s: &mut KmemState, pages: usize, start_hint: usize) -> Option<Pfn> {
@@ -161,14 +146,14 @@ pub fn churn_success(
                 max: 1 << MAX_ORDER,
             });
         }
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         s.anon_start();
         let anon_before = s.anon_pages();
         let store = s.cache_status().store_blocks;
         let mut held: Vec<Pfn> = Vec::new();
         let mut pins: Vec<Pin> = Vec::new();
         let mut io: Vec<IoPinned> = Vec::new();
-        let mut cma_rng = Rng(seed ^ 0xc3a0_0000_0000_0001);
+        let mut cma_rng = Rng::new(seed ^ 0xc3a0_0000_0000_0001);
         let io_waits_before = s.anon_io_pins().waits;
         let mut result = ChurnResult {
             mode,
