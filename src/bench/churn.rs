@@ -83,7 +83,7 @@ fn pin_inside_cma(
     for _ in 0..rng.below(4) {
         let start = rng.below(s.anon_pages().max(1) * 2);
         let expires = round + 1 + rng.below(4);
-        let completes_at = (rng.below(4) != 0).then(|| now() + rng.next() % io_ticks.max(1));
+        let completes_at = (rng.below(4) != 0).then(|| now() + rng.next_u64() % io_ticks.max(1));
         io.try_reserve(1).map_err(|_| BenchError::HeapExhausted)?;
         if let Ok(pin) = s.anon_pin_io(start, in_cma, completes_at) {
             io.push(IoPinned {
