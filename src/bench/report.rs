@@ -42,6 +42,8 @@ pub struct LatencyRow {
     pub memcpy: Stats,
     pub idle: Stats,
     pub full: Stats,
+    /// The area full of clean page cache: reclaimed (dropped), nothing copied.
+    pub clean_cache: Stats,
     /// Pages migrated per allocation in the full case (median trial).
     pub migrated_per_alloc: u64,
     pub failures: usize,
@@ -65,13 +67,22 @@ pub fn format_latency(area: &str, rows: &[LatencyRow], trials: usize) -> String 
     );
     let _ = writeln!(
         out,
-        "{:>6} {:>22} {:>22} {:>7} {:>22} {:>7} {:>9} {:>5}",
-        "pages", "memcpy", "idle", "ratio", "full of anon", "ratio", "migr/alloc", "fail"
+        "{:>6} {:>22} {:>22} {:>7} {:>22} {:>7} {:>9} {:>22} {:>7} {:>5}",
+        "pages",
+        "memcpy",
+        "idle",
+        "ratio",
+        "full of anon",
+        "ratio",
+        "migr/alloc",
+        "full of clean cache",
+        "ratio",
+        "fail"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:>6} {:>22} {:>22} {:>7} {:>22} {:>7} {:>9} {:>5}",
+            "{:>6} {:>22} {:>22} {:>7} {:>22} {:>7} {:>9} {:>22} {:>7} {:>5}",
             r.pages,
             r.memcpy.to_string(),
             r.idle.to_string(),
@@ -79,6 +90,8 @@ pub fn format_latency(area: &str, rows: &[LatencyRow], trials: usize) -> String 
             r.full.to_string(),
             ratio(r.full.median, r.memcpy.median),
             r.migrated_per_alloc,
+            r.clean_cache.to_string(),
+            ratio(r.clean_cache.median, r.memcpy.median),
             r.failures
         );
     }
@@ -276,6 +289,11 @@ mod tests {
                 median: 211,
                 max: 250,
             },
+            clean_cache: Stats {
+                min: 4,
+                median: 5,
+                max: 6,
+            },
             migrated_per_alloc: 64,
             failures: 0,
         };
@@ -293,6 +311,8 @@ mod tests {
                 "200/211/250",
                 "2.11",
                 "64",
+                "4/5/6",
+                "0.05",
                 "0"
             ]
         );
