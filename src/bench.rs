@@ -14,7 +14,8 @@
 //!   it full of anonymous pages (the CMA balance is set to prefer CMA while filling, so the
 //!   area fills before the rest of memory; after each trial the freed range is refilled and
 //!   the same number of anonymous pages outside CMA are dropped, so every trial meets a full
-//!   area and the same amount of free memory elsewhere).
+//!   area and the same amount of free memory elsewhere), and with it full of clean page
+//!   cache (dropped, not copied; refilled after each trial).
 //! - [`churn_success`]: many large allocations held and released while memory stays mostly
 //!   full of anonymous and cache pages and kernel-data pages and long-term DMA pins are
 //!   allocated in between with random lifetimes ([`CHURN_WORKLOAD`]). That is what separates
