@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use super::report::{LatencyRow, Stats};
 use super::{fill_cma_with_anon, not_cma, now, BenchError};
-use crate::kmem::{self, KmemError, KmemState};
+use crate::kmem::{self, AreaId, KmemError, KmemState};
 use crate::mm::{CmaBalance, PAGE_SHIFT, PAGE_SIZE};
 
 /// `cma_alloc` latency per size, idle, full of anonymous pages and full of clean page
@@ -70,20 +70,7 @@ pub fn cma_latency(
 
         // Idle area.
         for row in rows.iter_mut() {
-            samples.clear();
-            for _ in 0..trials {
-                let t0 = now();
-                let got = s.cma_alloc(a, row.pages, 0);
-                let dt = now() - t0;
-                match got {
-                    Ok(pfn) => {
-                        samples.push(dt);
-                        s.cma_release(a, pfn, row.pages);
-                    }
-                    Err(_) => row.failures += 1,
-                }
-            }
-            row.idle = Stats::of(&mut samples);
+            row.idle = time_allocs(s, a, row, trials, &mut samples, |_| Ok(()))?;
         }
 
         // Full of anonymous pages.
@@ -122,36 +109,51 @@ pub fn cma_latency(
         })();
         let extra = s.anon_pages().saturating_sub(baseline_pages);
         s.anon_shrink(extra);
-        result?;
 
         // Full of clean page cache: the allocation drops what is in the way, copies nothing.
         let mut next_block = 0;
-        let result = (|| -> Result<(), KmemError> {
+        let result = result.and_then(|()| {
             fill_cma_with_clean_cache(s, &mut next_block)?;
             for row in rows.iter_mut() {
-                samples.clear();
-                for _ in 0..trials {
-                    let t0 = now();
-                    let got = s.cma_alloc(a, row.pages, 0);
-                    let dt = now() - t0;
-                    match got {
-                        Ok(pfn) => {
-                            samples.push(dt);
-                            s.cma_release(a, pfn, row.pages);
-                        }
-                        Err(_) => row.failures += 1,
-                    }
-                    fill_cma_with_clean_cache(s, &mut next_block)?;
-                }
-                row.clean_cache = Stats::of(&mut samples);
+                row.clean_cache = time_allocs(s, a, row, trials, &mut samples, |s| {
+                    fill_cma_with_clean_cache(s, &mut next_block)
+                })?;
             }
             Ok(())
-        })();
+        });
         s.set_cma_balance(balance);
         s.cache_drop_clean();
         result.map(|()| (name, rows))
     })?;
     Ok(measured?)
+}
+
+/// `trials` `cma_alloc`s of `row.pages` pages, each released at once and followed by
+/// `after` (which refills the area); failures are counted in the row. The times of the
+/// successful ones.
+fn time_allocs(
+    s: &mut KmemState,
+    a: AreaId,
+    row: &mut LatencyRow,
+    trials: usize,
+    samples: &mut Vec<u64>,
+    mut after: impl FnMut(&mut KmemState) -> Result<(), KmemError>,
+) -> Result<Stats, KmemError> {
+    samples.clear();
+    for _ in 0..trials {
+        let t0 = now();
+        let got = s.cma_alloc(a, row.pages, 0);
+        let dt = now() - t0;
+        match got {
+            Ok(pfn) => {
+                samples.push(dt);
+                s.cma_release(a, pfn, row.pages);
+            }
+            Err(_) => row.failures += 1,
+        }
+        after(s)?;
+    }
+    Ok(Stats::of(samples))
 }
 
 /// Read store blocks through the page cache (clean pages, which the CMA-first balance puts
