@@ -527,18 +527,14 @@ fn cma_alloc_skips_busy_ranges() {
     );
 }
 
-/// A window whose movable pages have nowhere to go (`NoMemory`) says nothing about the
-/// next window: one that needs no migration targets at all must still be tried.
-#[test]
-fn cma_alloc_tries_the_next_window_after_one_short_of_memory() {
-    let mut s = Storage::new(BASE, 2048);
+/// A 2048-page zone whose upper half is a CMA area full of order-0 anonymous pages (ids
+/// from 1) and whose lower half is all kernel data (it never lands in CMA): nothing free.
+fn cma_full_of_anon_nothing_free(s: &mut Storage) -> (Zone<'_>, CmaArea, FakeOwners) {
     let mut z = s.zone();
     z.free_range(BASE..BASE + 2048).unwrap();
     let mut area = cma_init_reserved_mem(BASE + 1024, 1024, 0, "cma").unwrap();
     cma_activate_area(&mut area, &mut z).unwrap();
-    // Nothing free outside CMA: kernel data everywhere (it never lands in CMA).
     while z.alloc_pages(0, Gfp::KERNEL).is_ok() {}
-    // The whole area full of anonymous pages, then the second quarter freed again.
     let mut owners = FakeOwners::default();
     let mut id = 0;
     while let Ok(p) = z.alloc_pages(0, Gfp::MOVABLE) {
@@ -547,6 +543,16 @@ fn cma_alloc_tries_the_next_window_after_one_short_of_memory() {
         z.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
         owners.populate(id, p, 0, id);
     }
+    (z, area, owners)
+}
+
+/// A window whose movable pages have nowhere to go (`NoMemory`) says nothing about the
+/// next window: one that needs no migration targets at all must still be tried.
+#[test]
+fn cma_alloc_tries_the_next_window_after_one_short_of_memory() {
+    let mut s = Storage::new(BASE, 2048);
+    let (mut z, mut area, mut owners) = cma_full_of_anon_nothing_free(&mut s);
+    // Then the second quarter of the area freed again.
     let hole = BASE + 1024 + 256..BASE + 1024 + 512;
     let in_hole: Vec<u64> = owners
         .objects
@@ -584,18 +590,7 @@ fn cma_alloc_tries_the_next_window_after_one_short_of_memory() {
 #[test]
 fn cma_alloc_tries_again_after_failed_windows_freed_memory() {
     let mut s = Storage::new(BASE, 2048);
-    let mut z = s.zone();
-    z.free_range(BASE..BASE + 2048).unwrap();
-    let mut area = cma_init_reserved_mem(BASE + 1024, 1024, 0, "cma").unwrap();
-    cma_activate_area(&mut area, &mut z).unwrap();
-    while z.alloc_pages(0, Gfp::KERNEL).is_ok() {}
-    let mut owners = FakeOwners::default();
-    let mut id = 0;
-    while let Ok(p) = z.alloc_pages(0, Gfp::MOVABLE) {
-        id += 1;
-        z.set_owner(p, Owner::new(OwnerKind::Anon, id)).unwrap();
-        owners.populate(id, p, 0, id);
-    }
+    let (mut z, mut area, mut owners) = cma_full_of_anon_nothing_free(&mut s);
     // First pageblock: 256 anonymous pages, 256 free frames. Second: 256 clean cache pages,
     // then 256 anonymous pages whose owner will not let them move.
     let (pb0, pb1) = (BASE + 1024, BASE + 1536);
