@@ -92,6 +92,16 @@ pub trait Migrator {
     fn cancel(&mut self, moves: &mut [Move]) {
         let _ = moves;
     }
+
+    /// Copy a movable device buffer (a CMA chunk nobody has pinned, the seeds'
+    /// `cma_pin`/`cma_unpin`) of `count` contiguous frames from `src` to `dst`. Nothing is
+    /// mapped to re-point: the buffer's owner learns the new place when it next pins the
+    /// chunk. `Err` leaves `src` intact and in use. The default refuses: a migrator that
+    /// cannot copy memory cannot defragment.
+    fn move_chunk(&mut self, src: Pfn, dst: Pfn, count: usize) -> Result<(), MigrateError> {
+        let _ = (src, dst, count);
+        Err(MigrateError::Busy)
+    }
 }
 
 /// One migration in a batch: `owner`'s block of `1 << order` frames from `src` to `dst`,

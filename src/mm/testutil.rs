@@ -70,6 +70,9 @@ pub struct FakeOwners {
     pub reclaims: usize,
     /// Contract violations seen by the fake (the zone handing it inconsistent requests).
     pub errors: Vec<String>,
+    /// Movable chunks copied by `move_chunk`, and whether the next one refuses.
+    pub chunk_moves: usize,
+    pub chunk_refuses: bool,
 }
 
 impl FakeOwners {
@@ -146,6 +149,23 @@ impl Migrator for FakeOwners {
         }
         self.objects.get_mut(&id).expect("checked above").0 = dst;
         self.migrations += 1;
+        Ok(())
+    }
+
+    fn move_chunk(&mut self, src: Pfn, dst: Pfn, count: usize) -> Result<(), MigrateError> {
+        if self.chunk_refuses {
+            return Err(MigrateError::Busy);
+        }
+        for i in 0..count {
+            if self.memory.contains_key(&(dst + i)) {
+                self.errors
+                    .push(format!("chunk target {:#x} already holds data", dst + i));
+            }
+            if let Some(v) = self.memory.remove(&(src + i)) {
+                self.memory.insert(dst + i, v);
+            }
+        }
+        self.chunk_moves += 1;
         Ok(())
     }
 

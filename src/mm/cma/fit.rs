@@ -70,7 +70,7 @@ pub(super) struct BitRequest {
 
 impl BitRequest {
     /// The first index at or after `bit` that satisfies the alignment.
-    fn align_up(&self, bit: usize) -> Option<usize> {
+    pub(super) fn align_up(&self, bit: usize) -> Option<usize> {
         let shifted = bit
             .checked_add(self.align_offset)?
             .checked_add(self.align_mask)?;

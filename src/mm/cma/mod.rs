@@ -14,6 +14,10 @@
 //! it, the candidates are tried again. The bitmap is the area's own record; the zone's
 //! per-frame state is the ground truth `cma_release` checks against, so releasing frames
 //! that were not handed out is refused instead of corrupting the buddy.
+//!
+//! An area may also hand out movable chunks (`movable`): device buffers that may be moved
+//! while nobody has them pinned. When every candidate failed and such chunks exist, the
+//! area defragments (`defrag`): it empties the cheapest window of them and takes it.
 #![forbid(unsafe_code)]
 
 use alloc::string::String;
@@ -27,11 +31,17 @@ use super::page_alloc::{MmError, Zone};
 use super::{MigrateType, PageState, Pfn, PAGEBLOCK_NR_PAGES};
 
 mod bitmap;
+mod defrag;
 mod fit;
+mod movable;
 
 use bitmap::{bitmap_set, bitmap_test};
 pub use fit::CmaFit;
 use fit::{BitRequest, Candidates};
+pub use movable::{
+    cma_alloc_movable, cma_pin, cma_release_movable, cma_unpin, ChunkId, ChunkInfo,
+};
+use movable::MovableChunks;
 
 /// CMA failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +64,14 @@ pub enum CmaError {
     Busy,
     /// Migration had nowhere to put the pages (of the last candidate run tried).
     NoMemory,
+    /// No movable chunk with this id in the area.
+    NoSuchChunk(ChunkId),
+    /// The chunk is pinned (a device may be using it): it cannot be released.
+    Pinned(ChunkId),
+    /// Unpin of a chunk nobody has pinned.
+    NotPinned(ChunkId),
+    /// The chunk's pin count would overflow.
+    PinOverflow(ChunkId),
 }
 
 impl fmt::Display for CmaError {
@@ -68,6 +86,10 @@ impl fmt::Display for CmaError {
             CmaError::NoSpace => f.write_str("no free range in CMA area"),
             CmaError::Busy => f.write_str("CMA ranges busy"),
             CmaError::NoMemory => f.write_str("no memory to migrate into"),
+            CmaError::NoSuchChunk(id) => write!(f, "no movable {id} in this CMA area"),
+            CmaError::Pinned(id) => write!(f, "{id} is pinned"),
+            CmaError::NotPinned(id) => write!(f, "{id} is not pinned"),
+            CmaError::PinOverflow(id) => write!(f, "{id}: too many pins"),
         }
     }
 }
@@ -87,6 +109,9 @@ pub struct CmaStats {
     pub alloc_pages_success: u64,
     pub alloc_pages_fail: u64,
     pub release_pages_success: u64,
+    /// Movable chunks moved to make room (defragmentation), and their pages.
+    pub chunks_moved: u64,
+    pub chunk_pages_moved: u64,
 }
 
 /// A CMA area. Not tied to a zone: every operation takes the zone it lives in.
@@ -99,6 +124,9 @@ pub struct CmaArea {
     bitmap: Vec<u64>,
     active: bool,
     fit: CmaFit,
+    movable: MovableChunks,
+    /// Move unpinned movable chunks when a request finds no room (on unless turned off).
+    defrag: bool,
     pub stats: CmaStats,
 }
 
@@ -114,6 +142,10 @@ pub struct CmaState {
     /// Largest free run, in pages.
     pub maxchunk: usize,
     pub fit: CmaFit,
+    /// Movable chunks in the area, and how many of them are pinned.
+    pub movable_chunks: usize,
+    pub pinned_chunks: usize,
+    pub defrag: bool,
     pub stats: CmaStats,
 }
 
@@ -126,13 +158,18 @@ impl fmt::Display for CmaState {
         writeln!(f, "used: {}", self.used)?;
         writeln!(f, "maxchunk: {}", self.maxchunk)?;
         writeln!(f, "fit: {}", self.fit)?;
+        writeln!(f, "defrag: {}", if self.defrag { "on" } else { "off" })?;
+        writeln!(f, "movable_chunks: {}", self.movable_chunks)?;
+        writeln!(f, "pinned_chunks: {}", self.pinned_chunks)?;
         writeln!(f, "alloc_pages_success: {}", self.stats.alloc_pages_success)?;
         writeln!(f, "alloc_pages_fail: {}", self.stats.alloc_pages_fail)?;
         writeln!(
             f,
             "release_pages_success: {}",
             self.stats.release_pages_success
-        )
+        )?;
+        writeln!(f, "chunks_moved: {}", self.stats.chunks_moved)?;
+        writeln!(f, "chunk_pages_moved: {}", self.stats.chunk_pages_moved)
     }
 }
 
@@ -167,6 +204,8 @@ pub fn cma_init_reserved_mem(
         bitmap: vec![0; bits.div_ceil(64)],
         active: false,
         fit: CmaFit::default(),
+        movable: MovableChunks::default(),
+        defrag: true,
         stats: CmaStats::default(),
     })
 }
@@ -192,7 +231,7 @@ pub fn cma_alloc<M: Migrator + ?Sized>(
     count: usize,
     align_order: usize,
 ) -> Result<Pfn, CmaError> {
-    let result = cma_alloc_inner(area, zone, migrator, count, align_order);
+    let result = cma_alloc_inner(area, zone, migrator, count, align_order, true);
     match result {
         Ok(_) => area.stats.alloc_pages_success += count as u64,
         Err(_) => area.stats.alloc_pages_fail += count as u64,
@@ -200,12 +239,15 @@ pub fn cma_alloc<M: Migrator + ?Sized>(
     result
 }
 
+/// `cma_alloc` without the statistics; `may_defrag: false` for the new homes of chunks that
+/// are being moved (defragmentation never recurses).
 fn cma_alloc_inner<M: Migrator + ?Sized>(
     area: &mut CmaArea,
     zone: &mut Zone<'_>,
     migrator: &mut M,
     count: usize,
     align_order: usize,
+    may_defrag: bool,
 ) -> Result<Pfn, CmaError> {
     if !area.active {
         return Err(CmaError::NotActive);
@@ -244,6 +286,14 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
         match result {
             Err(CmaError::NoMemory | CmaError::Busy)
                 if short_of_memory && zone.counters().free_pages > free_before => {}
+            Err(error @ (CmaError::NoSpace | CmaError::Busy | CmaError::NoMemory))
+                if may_defrag && area.defrag && area.movable.any_unpinned() =>
+            {
+                // The error worth reporting is the ordinary one: defragmentation only
+                // failed to get round it.
+                return defrag::defragment(area, zone, migrator, count, &request)
+                    .map_err(|_| error);
+            }
             result => return result,
         }
     }
@@ -258,7 +308,7 @@ fn cma_alloc_pass<M: Migrator + ?Sized>(
     count: usize,
     request: &BitRequest,
 ) -> (Result<Pfn, CmaError>, bool) {
-    let (maxno, nbits, opb) = (area.bits(), request.nr, area.order_per_bit);
+    let (maxno, nbits) = (area.bits(), request.nr);
     let mut candidates = Candidates::new(area.fit, &area.bitmap, maxno, request);
     let mut last_error = CmaError::NoSpace;
     let mut short_of_memory = false;
@@ -266,35 +316,61 @@ fn cma_alloc_pass<M: Migrator + ?Sized>(
         let Some(bitno) = candidates.next(&area.bitmap, maxno, request) else {
             return (Err(last_error), short_of_memory);
         };
-        bitmap_set(&mut area.bitmap, bitno, nbits, true);
-        let pfn = area.base_pfn + (bitno << opb);
-        match alloc_contig_range(zone, migrator, pfn, pfn + count, MigrateType::Cma) {
-            Ok(()) => return (Ok(pfn), short_of_memory),
-            Err(err) => {
-                // The bitmap is as the candidates saw it again: try the next one. Running
-                // out of migration targets is no reason to stop either: it depends on how
-                // many movable pages this window holds, and the next one may hold fewer
-                // (or none). Linux's `cma_alloc` stops there; it would fail while memory
-                // exists.
-                bitmap_set(&mut area.bitmap, bitno, nbits, false);
-                match err {
-                    ContigError::Busy { .. } | ContigError::GaveUp { .. } => {
-                        last_error = CmaError::Busy
-                    }
-                    ContigError::NoMemory => {
-                        last_error = CmaError::NoMemory;
-                        short_of_memory = true;
-                    }
-                    ContigError::Invalid(e) => return (Err(CmaError::Zone(e)), short_of_memory),
-                }
+        match try_bits(area, zone, migrator, bitno, count, nbits) {
+            Ok(pfn) => return (Ok(pfn), short_of_memory),
+            // The bitmap is as the candidates saw it again: try the next one. Running out
+            // of migration targets is no reason to stop either: it depends on how many
+            // movable pages this window holds, and the next one may hold fewer (or none).
+            // Linux's `cma_alloc` stops there; it would fail while memory exists.
+            Err(CmaError::NoMemory) => {
+                last_error = CmaError::NoMemory;
+                short_of_memory = true;
             }
+            Err(CmaError::Zone(e)) => return (Err(CmaError::Zone(e)), short_of_memory),
+            Err(e) => last_error = e,
         }
     }
 }
 
+/// Claim bits `bitno..bitno + nbits` and have `alloc_contig_range` take the `count` frames
+/// they start at; on failure the bits are free again.
+fn try_bits<M: Migrator + ?Sized>(
+    area: &mut CmaArea,
+    zone: &mut Zone<'_>,
+    migrator: &mut M,
+    bitno: usize,
+    count: usize,
+    nbits: usize,
+) -> Result<Pfn, CmaError> {
+    let pfn = area.base_pfn + (bitno << area.order_per_bit);
+    bitmap_set(&mut area.bitmap, bitno, nbits, true);
+    alloc_contig_range(zone, migrator, pfn, pfn + count, MigrateType::Cma).map_err(|err| {
+        bitmap_set(&mut area.bitmap, bitno, nbits, false);
+        match err {
+            ContigError::Busy { .. } | ContigError::GaveUp { .. } => CmaError::Busy,
+            ContigError::NoMemory => CmaError::NoMemory,
+            ContigError::Invalid(e) => CmaError::Zone(e),
+        }
+    })?;
+    Ok(pfn)
+}
+
 /// Give back `count` pages from `pfn` (`cma_release`). Returns `false`, changing nothing,
-/// if the pages are not inside the area or not currently handed out by it.
+/// if the pages are not inside the area, not currently handed out by it, or part of a
+/// movable chunk (those go back with [`cma_release_movable`]).
 pub fn cma_release(area: &mut CmaArea, zone: &mut Zone<'_>, pfn: Pfn, count: usize) -> bool {
+    if area.movable.overlaps(pfn, pfn.saturating_add(count)) {
+        return false;
+    }
+    if !release_range(area, zone, pfn, count) {
+        return false;
+    }
+    area.stats.release_pages_success += count as u64;
+    true
+}
+
+/// `cma_release` without the chunk check and the statistics.
+fn release_range(area: &mut CmaArea, zone: &mut Zone<'_>, pfn: Pfn, count: usize) -> bool {
     if !area.active || count == 0 || pfn < area.base_pfn {
         return false;
     }
@@ -332,7 +408,6 @@ pub fn cma_release(area: &mut CmaArea, zone: &mut Zone<'_>, pfn: Pfn, count: usi
             bitmap_set(&mut area.bitmap, b, 1, false);
         }
     }
-    area.stats.release_pages_success += count as u64;
     true
 }
 
@@ -365,6 +440,26 @@ impl CmaArea {
     /// Change the placement policy (only where later requests go; nothing moves).
     pub fn set_fit(&mut self, fit: CmaFit) {
         self.fit = fit;
+    }
+
+    /// Whether requests that find no room move unpinned movable chunks.
+    pub fn defrag(&self) -> bool {
+        self.defrag
+    }
+
+    /// Turn defragmentation on or off (off: movable chunks behave as plain allocations).
+    pub fn set_defrag(&mut self, on: bool) {
+        self.defrag = on;
+    }
+
+    /// A movable chunk's record.
+    pub fn chunk(&self, id: ChunkId) -> Option<ChunkInfo> {
+        self.movable.get(id).copied()
+    }
+
+    /// Every movable chunk, lowest address first.
+    pub fn chunks(&self) -> impl Iterator<Item = ChunkInfo> + '_ {
+        self.movable.iter().copied()
     }
 
     /// The allocation bitmap, bit `i` of word `i / 64` covering pages
@@ -411,10 +506,16 @@ impl CmaArea {
             used: self.used_pages(),
             maxchunk: self.maxchunk_pages(),
             fit: self.fit,
+            movable_chunks: self.movable.iter().count(),
+            pinned_chunks: self.movable.iter().filter(|c| c.pins > 0).count(),
+            defrag: self.defrag,
             stats: self.stats,
         }
     }
 }
+
+#[cfg(test)]
+mod movable_tests;
 
 #[cfg(test)]
 mod tests {
