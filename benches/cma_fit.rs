@@ -1,5 +1,5 @@
-//! Host benchmark: fragmentation of a CMA area under first fit and best fit, on one
-//! replayed trace.
+//! Host benchmark: fragmentation of a CMA area under first fit and best fit, and with
+//! movable device buffers that the area may move (defragmentation), on one replayed trace.
 //!
 //! A trace of device-buffer allocations and releases (sizes from 1 to 8192 pages, mostly
 //! small, aligned as `dma_alloc_from_contiguous` aligns them: to the size's order, at most
@@ -10,11 +10,16 @@
 //! (no movable tenants), so every failure is fragmentation alone: each one is counted only
 //! where the area had the free pages. Reported per policy: probes that failed, ordinary
 //! requests that failed, and the largest free chunk (mean and lowest over the samples).
-//! Run with `cargo bench --bench cma_fit`.
+//!
+//! The defragmenting runs replay the same trace with every buffer a movable chunk
+//! (`cma_alloc_movable`): `defrag-1/4` keeps one in four pinned for its whole life (a
+//! device streaming into it), the others unpinned between uses, so the area may move them;
+//! `defrag-0` pins none. The pages copied are counted. Run with `cargo bench --bench cma_fit`.
 
 use monolith::mm::{
-    cma_activate_area, cma_alloc, cma_init_reserved_mem, cma_release, zone_metadata_size, CmaArea,
-    CmaFit, NoMigrator, Page, Pfn, Zone,
+    cma_activate_area, cma_alloc, cma_alloc_movable, cma_init_reserved_mem, cma_pin, cma_release,
+    cma_release_movable, cma_unpin, zone_metadata_size, ChunkId, CmaArea, CmaFit, MigrateError,
+    Migrator, Owner, Page, Pfn, Zone,
 };
 
 const BASE: Pfn = 0x40000;
@@ -51,9 +56,81 @@ fn align_order(pages: usize) -> usize {
     (pages.next_power_of_two().trailing_zeros() as usize).min(8)
 }
 
+/// The area holds device buffers only: nothing to migrate or reclaim, but it can copy a
+/// movable chunk (and counts what it copied).
+#[derive(Default)]
+struct Copier {
+    pages: usize,
+}
+
+impl Migrator for Copier {
+    fn migrate(&mut self, _: Pfn, _: Pfn, _: usize, _: Owner) -> Result<(), MigrateError> {
+        Err(MigrateError::Busy)
+    }
+
+    fn reclaim(&mut self, _: Pfn, _: usize, _: Owner) -> bool {
+        false
+    }
+
+    fn move_chunk(&mut self, _: Pfn, _: Pfn, count: usize) -> Result<(), MigrateError> {
+        self.pages += count;
+        Ok(())
+    }
+}
+
 /// One device buffer from the area, aligned as the DMA layer aligns it.
-fn allocate(area: &mut CmaArea, zone: &mut Zone<'_>, pages: usize) -> Option<Pfn> {
-    cma_alloc(area, zone, &mut NoMigrator, pages, align_order(pages)).ok()
+fn allocate(area: &mut CmaArea, zone: &mut Zone<'_>, m: &mut Copier, pages: usize) -> Option<Pfn> {
+    cma_alloc(area, zone, m, pages, align_order(pages)).ok()
+}
+
+/// A buffer of the trace: a plain allocation, or a movable chunk (pinned or not).
+#[derive(Clone, Copy)]
+enum Buffer {
+    Plain(Pfn, usize),
+    Movable(ChunkId, bool),
+}
+
+/// How the trace's buffers are allocated.
+#[derive(Clone, Copy)]
+struct Config {
+    fit: CmaFit,
+    movable: bool,
+    /// Of every four movable buffers, how many stay pinned for their whole life.
+    pinned_of_4: u64,
+}
+
+impl Config {
+    const ALL: [Config; 4] = [
+        Config {
+            fit: CmaFit::FirstFit,
+            movable: false,
+            pinned_of_4: 0,
+        },
+        Config {
+            fit: CmaFit::BestFit,
+            movable: false,
+            pinned_of_4: 0,
+        },
+        Config {
+            fit: CmaFit::FirstFit,
+            movable: true,
+            pinned_of_4: 1,
+        },
+        Config {
+            fit: CmaFit::FirstFit,
+            movable: true,
+            pinned_of_4: 0,
+        },
+    ];
+
+    fn name(self) -> &'static str {
+        match (self.fit, self.movable, self.pinned_of_4) {
+            (CmaFit::FirstFit, false, _) => "first-fit",
+            (CmaFit::BestFit, false, _) => "best-fit",
+            (_, true, 0) => "defrag-0",
+            (_, true, _) => "defrag-1/4",
+        }
+    }
 }
 
 fn buffer_pages(rng: &mut XorShift) -> usize {
@@ -91,9 +168,10 @@ struct Outcome {
     maxchunk_sum: usize,
     maxchunk_min: usize,
     samples: usize,
+    pages_copied: usize,
 }
 
-fn replay(fit: CmaFit, ops: &[Op]) -> Outcome {
+fn replay(config: Config, ops: &[Op]) -> Outcome {
     let size = zone_metadata_size(BASE, PAGES);
     let mut pages = vec![Page::HOLE; size.pages];
     let mut blocks = vec![0u8; size.pageblocks];
@@ -101,8 +179,9 @@ fn replay(fit: CmaFit, ops: &[Op]) -> Outcome {
     zone.free_range(BASE..BASE + PAGES).expect("free_range");
     let mut area: CmaArea = cma_init_reserved_mem(BASE, AREA_PAGES, 0, "bench").expect("area");
     cma_activate_area(&mut area, &mut zone).expect("activate");
-    area.set_fit(fit);
-    let mut slots: Vec<Option<(Pfn, usize)>> = vec![None; SLOTS];
+    area.set_fit(config.fit);
+    let mut copier = Copier::default();
+    let mut slots: Vec<Option<Buffer>> = vec![None; SLOTS];
     let mut out = Outcome {
         maxchunk_min: usize::MAX,
         ..Outcome::default()
@@ -116,16 +195,40 @@ fn replay(fit: CmaFit, ops: &[Op]) -> Outcome {
                 if grow && slots[slot].is_none() {
                     out.requests += 1;
                     let free = AREA_PAGES - used;
-                    match allocate(&mut area, &mut zone, pages) {
-                        Some(pfn) => slots[slot] = Some((pfn, pages)),
+                    let buffer = if config.movable {
+                        let align = align_order(pages);
+                        cma_alloc_movable(&mut area, &mut zone, &mut copier, pages, align)
+                            .ok()
+                            .map(|id| {
+                                // Some stream for their whole life: pinned throughout.
+                                let pinned = (pick >> 32) % 4 < config.pinned_of_4;
+                                if pinned {
+                                    cma_pin(&mut area, id).expect("pin a new chunk");
+                                }
+                                Buffer::Movable(id, pinned)
+                            })
+                    } else {
+                        allocate(&mut area, &mut zone, &mut copier, pages)
+                            .map(|pfn| Buffer::Plain(pfn, pages))
+                    };
+                    match buffer {
+                        Some(b) => slots[slot] = Some(b),
                         None if free >= pages => out.request_failures += 1,
                         None => {}
                     }
-                } else if let Some((pfn, n)) = slots[slot].take() {
-                    assert!(
-                        cma_release(&mut area, &mut zone, pfn, n),
-                        "release {pfn:#x}+{n}"
-                    );
+                } else if let Some(buffer) = slots[slot].take() {
+                    match buffer {
+                        Buffer::Plain(pfn, n) => assert!(
+                            cma_release(&mut area, &mut zone, pfn, n),
+                            "release {pfn:#x}+{n}"
+                        ),
+                        Buffer::Movable(id, pinned) => {
+                            if pinned {
+                                cma_unpin(&mut area, id).expect("unpin");
+                            }
+                            cma_release_movable(&mut area, &mut zone, id).expect("release chunk");
+                        }
+                    }
                 }
             }
             Op::Probe { pages } => {
@@ -137,36 +240,44 @@ fn replay(fit: CmaFit, ops: &[Op]) -> Outcome {
                     continue;
                 }
                 out.probes += 1;
-                match allocate(&mut area, &mut zone, pages) {
+                match allocate(&mut area, &mut zone, &mut copier, pages) {
                     Some(pfn) => assert!(cma_release(&mut area, &mut zone, pfn, pages)),
                     None => out.probe_failures += 1,
                 }
             }
         }
     }
+    out.pages_copied = copier.pages;
     out
 }
 
 fn main() {
     println!(
-        "{:<10} {:>10} {:>16} {:>18} {:>20} {:>18}",
-        "fit", "seed", "probes failed", "requests failed", "maxchunk mean MiB", "maxchunk min MiB"
+        "{:<10} {:>10} {:>16} {:>18} {:>20} {:>18} {:>14}",
+        "fit",
+        "seed",
+        "probes failed",
+        "requests failed",
+        "maxchunk mean MiB",
+        "maxchunk min MiB",
+        "copied MiB"
     );
     let mib = |pages: usize| pages as f64 * 4096.0 / (1 << 20) as f64;
-    for fit in CmaFit::ALL {
+    for config in Config::ALL {
         let mut total = Outcome::default();
         for seed in SEEDS {
-            let o = replay(fit, &trace(seed));
+            let o = replay(config, &trace(seed));
             println!(
-                "{:<10} {:>#10x} {:>9} of {:<5} {:>10} of {:<6} {:>20.1} {:>18.1}",
-                fit.name(),
+                "{:<10} {:>#10x} {:>9} of {:<5} {:>10} of {:<6} {:>20.1} {:>18.1} {:>14.1}",
+                config.name(),
                 seed & 0xffff,
                 o.probe_failures,
                 o.probes,
                 o.request_failures,
                 o.requests,
                 mib(o.maxchunk_sum / o.samples.max(1)),
-                mib(o.maxchunk_min)
+                mib(o.maxchunk_min),
+                mib(o.pages_copied)
             );
             total.probes += o.probes;
             total.probe_failures += o.probe_failures;
@@ -175,7 +286,7 @@ fn main() {
         }
         println!(
             "{:<10} {:>10} {:>9} of {:<5} {:>10} of {:<6}  ({:.1}% of probes failed)",
-            fit.name(),
+            config.name(),
             "all",
             total.probe_failures,
             total.probes,

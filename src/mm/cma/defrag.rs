@@ -12,9 +12,11 @@
 //!    a pinned chunk cannot move) and the area's free bits outside it can hold the chunks
 //!    it cuts; its cost is the pages of those chunks (a chunk that only overlaps the
 //!    window's edge moves whole). Prefix counts per bitmap word make each window O(log n),
-//!    so the sweep is linear in the area. The cheapest possible window wins, the lowest
-//!    among equals; windows with nothing to move are skipped (the ordinary passes already
-//!    tried them and failed for other reasons).
+//!    so the sweep is linear in the area. The cheapest possible windows are tried in
+//!    order, lowest first among equals, up to [`WINDOWS_TRIED`] of them (a window whose
+//!    chunks find no new home, the free space outside being in pieces too small or
+//!    misaligned for them, gives way to the next); windows with nothing to move are
+//!    skipped (the ordinary passes already tried them and failed for other reasons).
 //! 2. Reserve the window (its bits set), so no new home lands in it.
 //! 3. Move each chunk: a new home from the ordinary allocator (same size and alignment,
 //!    never recursing into defragmentation), [`Migrator::move_chunk`] copies the data, the
@@ -40,7 +42,10 @@ use crate::mm::migrate::Migrator;
 use crate::mm::page_alloc::Zone;
 use crate::mm::Pfn;
 
-/// The window chosen and the chunks that must leave it, lowest first.
+/// Windows tried per request before giving up.
+pub(super) const WINDOWS_TRIED: usize = 4;
+
+/// A window and the chunks that must leave it, lowest first.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Plan {
     pub(super) bit: usize,
@@ -92,8 +97,9 @@ fn chunk_bits(area: &CmaArea, chunk: &ChunkInfo) -> (usize, usize) {
     )
 }
 
-/// Step 1: the cheapest window that moving unpinned chunks can free, if any.
-pub(super) fn plan(area: &CmaArea, request: &BitRequest) -> Option<Plan> {
+/// Step 1: the cheapest windows that moving unpinned chunks can free, cheapest first, at
+/// most [`WINDOWS_TRIED`].
+pub(super) fn plan(area: &CmaArea, request: &BitRequest) -> Vec<Plan> {
     let bits = area.bits();
     let movable: Vec<(usize, usize, ChunkId)> = area
         .movable
@@ -105,7 +111,7 @@ pub(super) fn plan(area: &CmaArea, request: &BitRequest) -> Option<Plan> {
         })
         .collect();
     if movable.is_empty() || request.nr > bits {
-        return None;
+        return Vec::new();
     }
     let mut movable_map = alloc::vec![0u64; area.bitmap.len()];
     for &(start, end, _) in &movable {
@@ -128,8 +134,11 @@ pub(super) fn plan(area: &CmaArea, request: &BitRequest) -> Option<Plan> {
     }
 
     let step = request.align_mask + 1;
-    let mut best: Option<(usize, usize, usize, usize)> = None; // (cost, bit, first, last)
-    let mut start = request.align_up(0)?;
+    // (cost, bit, first chunk, end of chunks), kept sorted, at most WINDOWS_TRIED.
+    let mut best: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(WINDOWS_TRIED + 1);
+    let Some(mut start) = request.align_up(0) else {
+        return Vec::new();
+    };
     while start.checked_add(request.nr).is_some_and(|end| end <= bits) {
         let end = start + request.nr;
         if blocking.ones(start, end) == 0 {
@@ -137,8 +146,11 @@ pub(super) fn plan(area: &CmaArea, request: &BitRequest) -> Option<Plan> {
             let last = movable.partition_point(|&(s, _, _)| s < end);
             let cost = size_prefix[last] - size_prefix[first.min(last)];
             let free_outside = free_total - (request.nr - used.ones(start, end));
-            if cost > 0 && free_outside >= cost && best.is_none_or(|b| cost < b.0) {
-                best = Some((cost, start, first, last));
+            let better = best.len() < WINDOWS_TRIED || best.last().is_some_and(|b| cost < b.0);
+            if cost > 0 && free_outside >= cost && better {
+                let at = best.partition_point(|b| b.0 <= cost);
+                best.insert(at, (cost, start, first, last));
+                best.truncate(WINDOWS_TRIED);
             }
         }
         let Some(next) = start.checked_add(step) else {
@@ -146,17 +158,22 @@ pub(super) fn plan(area: &CmaArea, request: &BitRequest) -> Option<Plan> {
         };
         start = next;
     }
-    let (_, bit, first, last) = best?;
-    let chunks: Vec<ChunkId> = movable[first..last].iter().map(|c| c.2).collect();
-    let cost = chunks
-        .iter()
-        .filter_map(|&id| area.movable.get(id))
-        .map(|c| c.count)
-        .sum();
-    Some(Plan { bit, chunks, cost })
+    best.into_iter()
+        .map(|(_, bit, first, last)| {
+            let chunks: Vec<ChunkId> = movable[first..last].iter().map(|c| c.2).collect();
+            let cost = chunks
+                .iter()
+                .filter_map(|&id| area.movable.get(id))
+                .map(|c| c.count)
+                .sum();
+            Plan { bit, chunks, cost }
+        })
+        .collect()
 }
 
-/// Steps 2 to 4: free the planned window and allocate `count` pages there.
+/// Steps 2 to 4 for the cheapest window not tried yet, until one serves `count` pages or
+/// [`WINDOWS_TRIED`] have failed. The plan is made again before each window: a failed
+/// window's moves may have put chunks anywhere outside it, into the next one too.
 pub(super) fn defragment<M: Migrator + ?Sized>(
     area: &mut CmaArea,
     zone: &mut Zone<'_>,
@@ -164,7 +181,32 @@ pub(super) fn defragment<M: Migrator + ?Sized>(
     count: usize,
     request: &BitRequest,
 ) -> Result<Pfn, CmaError> {
-    let plan = plan(area, request).ok_or(CmaError::NoSpace)?;
+    let mut last_error = CmaError::NoSpace;
+    let mut tried: Vec<usize> = Vec::with_capacity(WINDOWS_TRIED);
+    while tried.len() < WINDOWS_TRIED {
+        let Some(next) = plan(area, request)
+            .into_iter()
+            .find(|p| !tried.contains(&p.bit))
+        else {
+            break;
+        };
+        tried.push(next.bit);
+        match empty_and_take(area, zone, migrator, count, request, &next) {
+            Ok(pfn) => return Ok(pfn),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
+fn empty_and_take<M: Migrator + ?Sized>(
+    area: &mut CmaArea,
+    zone: &mut Zone<'_>,
+    migrator: &mut M,
+    count: usize,
+    request: &BitRequest,
+    plan: &Plan,
+) -> Result<Pfn, CmaError> {
     let window = (plan.bit, request.nr);
     bitmap_set(&mut area.bitmap, window.0, window.1, true);
     for &id in &plan.chunks {
@@ -172,6 +214,17 @@ pub(super) fn defragment<M: Migrator + ?Sized>(
             restore(area, window);
             return Err(e);
         }
+    }
+    let opb = area.order_per_bit;
+    let (w_pfn, w_end) = (
+        area.base_pfn + (window.0 << opb),
+        area.base_pfn + ((window.0 + window.1) << opb),
+    );
+    if area.movable.overlaps(w_pfn, w_end) {
+        // Only the plan's chunks were in the window and each has left it; never clear bits
+        // a chunk still holds.
+        restore(area, window);
+        return Err(CmaError::Busy);
     }
     bitmap_set(&mut area.bitmap, window.0, window.1, false);
     try_bits(area, zone, migrator, window.0, count, window.1)
