@@ -14,7 +14,9 @@
 //! The defragmenting runs replay the same trace with every buffer a movable chunk
 //! (`cma_alloc_movable`): `defrag-1/4` keeps one in four pinned for its whole life (a
 //! device streaming into it), the others unpinned between uses, so the area may move them;
-//! `defrag-0` pins none. The pages copied are counted. Run with `cargo bench --bench cma_fit`.
+//! `defrag-0` pins none. The pages copied are counted. At the end of each replay the area's
+//! largest free chunk and the largest request it then serves (found by bisection) are
+//! printed. Run with `cargo bench --bench cma_fit`.
 
 use monolith::mm::{
     cma_activate_area, cma_alloc, cma_alloc_movable, cma_init_reserved_mem, cma_pin, cma_release,
@@ -169,6 +171,9 @@ struct Outcome {
     maxchunk_min: usize,
     samples: usize,
     pages_copied: usize,
+    /// After the trace: the area's largest free chunk, and the largest request it serves.
+    end_maxchunk: usize,
+    end_largest: usize,
 }
 
 fn replay(config: Config, ops: &[Op]) -> Outcome {
@@ -247,20 +252,35 @@ fn replay(config: Config, ops: &[Op]) -> Outcome {
             }
         }
     }
+    out.end_maxchunk = area.maxchunk_pages();
+    // The largest request the area serves now (binary search; each success given back).
+    let (mut lo, mut hi) = (0, AREA_PAGES - area.used_pages());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        match allocate(&mut area, &mut zone, &mut copier, mid) {
+            Some(pfn) => {
+                assert!(cma_release(&mut area, &mut zone, pfn, mid));
+                lo = mid;
+            }
+            None => hi = mid - 1,
+        }
+    }
+    out.end_largest = lo;
     out.pages_copied = copier.pages;
     out
 }
 
 fn main() {
     println!(
-        "{:<10} {:>10} {:>16} {:>18} {:>20} {:>18} {:>14}",
+        "{:<10} {:>10} {:>16} {:>18} {:>20} {:>18} {:>14} {:>22}",
         "fit",
         "seed",
         "probes failed",
         "requests failed",
         "maxchunk mean MiB",
         "maxchunk min MiB",
-        "copied MiB"
+        "copied MiB",
+        "at end: chunk/largest"
     );
     let mib = |pages: usize| pages as f64 * 4096.0 / (1 << 20) as f64;
     for config in Config::ALL {
@@ -268,7 +288,7 @@ fn main() {
         for seed in SEEDS {
             let o = replay(config, &trace(seed));
             println!(
-                "{:<10} {:>#10x} {:>9} of {:<5} {:>10} of {:<6} {:>20.1} {:>18.1} {:>14.1}",
+                "{:<10} {:>#10x} {:>9} of {:<5} {:>10} of {:<6} {:>20.1} {:>18.1} {:>14.1} {:>11.1} / {:<8.1}",
                 config.name(),
                 seed & 0xffff,
                 o.probe_failures,
@@ -277,7 +297,9 @@ fn main() {
                 o.requests,
                 mib(o.maxchunk_sum / o.samples.max(1)),
                 mib(o.maxchunk_min),
-                mib(o.pages_copied)
+                mib(o.pages_copied),
+                mib(o.end_maxchunk),
+                mib(o.end_largest)
             );
             total.probes += o.probes;
             total.probe_failures += o.probe_failures;

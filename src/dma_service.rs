@@ -42,7 +42,7 @@ use crate::dma::pool::{self, AtomicPool, PoolError};
 use crate::dma::{bufinfo as info, device::DeviceError, pages_for};
 use crate::dt::platform::Platform;
 use crate::kmem::{self, KmemError, PinKind};
-use crate::mm::{Pfn, PAGE_SHIFT};
+use crate::mm::{ChunkId, ChunkInfo, Pfn, PAGE_SHIFT};
 
 pub use crate::dma::buf::{AttachId, BufId, DmaSegment};
 pub use crate::dma::fence::{ContextId, FenceId, JobId};
@@ -169,6 +169,23 @@ impl PageSource for KmemPages {
     }
     fn cma_alloc(&mut self, area: &str, count: usize, align_order: u32) -> Result<Pfn, PageError> {
         kmem::cma_alloc(area, count, align_order).map_err(page_error)
+    }
+    fn cma_alloc_movable(
+        &mut self,
+        area: &str,
+        count: usize,
+        align_order: u32,
+    ) -> Result<ChunkInfo, PageError> {
+        kmem::cma_alloc_movable(area, count, align_order).map_err(page_error)
+    }
+    fn cma_pin(&mut self, area: &str, id: ChunkId) -> Result<ChunkInfo, PageError> {
+        kmem::cma_pin(area, id).map_err(page_error)
+    }
+    fn cma_unpin(&mut self, area: &str, id: ChunkId) -> Result<(), PageError> {
+        kmem::cma_unpin(area, id).map_err(page_error)
+    }
+    fn cma_release_movable(&mut self, area: &str, id: ChunkId) -> Result<(), PageError> {
+        kmem::cma_release_movable(area, id).map_err(page_error)
     }
     fn cma_release(&mut self, area: &str, pfn: Pfn, count: usize) -> Result<(), PageError> {
         kmem::cma_release(area, pfn, count).map_err(page_error)

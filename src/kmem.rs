@@ -34,13 +34,13 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::cpu::IrqSafeLock;
+use crate::cpu::{cache, IrqSafeLock};
 use crate::driver::timer;
 use crate::dt::platform::Platform;
 use crate::dt::reserved::{plan_reserved_memory, ReservedMemoryPlan};
 use crate::memory::mmu;
 use crate::mm::{
-    self, vmstat, CmaArea, CmaError, CmaState, GfpFlags, MigrateError, MigrateType, Migrator, Move,
+    self, vmstat, ChunkId, ChunkInfo, CmaArea, CmaError, CmaState, GfpFlags, MigrateError, MigrateType, Migrator, Move,
     Owner, OwnerKind, Page, Pfn, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
 };
 use crate::util::ranges;
@@ -236,6 +236,19 @@ impl Migrator for Moving<'_, '_> {
         for m in moves {
             let _ = self.mover.restore_page(m.token);
         }
+    }
+
+    /// A movable device buffer: nothing maps it but the identity map, so a copy is all.
+    fn move_chunk(&mut self, src: Pfn, dst: Pfn, count: usize) -> Result<(), MigrateError> {
+        // Safety: both runs are RAM of one CMA area, in the identity map (the zone manages
+        // mapped RAM only), and disjoint (mm allocated `dst` while `src` was still held).
+        // `dst` was allocated for this move and nobody else holds it; `src` is a chunk
+        // nobody has pinned, and an owner touches its chunk (CPU or device) only while it
+        // holds a pin, under this lock's protocol: nobody reads or writes it now.
+        unsafe { window::copy_frames(dst, src, count) };
+        // A device that does not snoop must find the copy in memory, not in our cache.
+        cache::clean_dcache_range(frame_address(dst) as usize, count << PAGE_SHIFT);
+        Ok(())
     }
 }
 
@@ -697,6 +710,76 @@ pub fn cma_release(area: &str, pfn: Pfn, count: usize) -> Result<(), KmemError> 
             })
         }
     })?
+}
+
+/// `cma_alloc_movable`: like [`cma_alloc`], as a movable chunk the area may move while it
+/// is unpinned (`mm::cma::movable`). Pin it with [`cma_pin`] before a device or the CPU
+/// touches it.
+pub fn cma_alloc_movable(
+    area: &str,
+    count: usize,
+    align_order: u32,
+) -> Result<ChunkInfo, KmemError> {
+    with_state(|s| {
+        let i = area_index(s, area)?;
+        // The same checks, reclaim and waits as a plain allocation; then the range becomes
+        // a chunk.
+        let pfn = cma_alloc_locked(s, i, count, align_order)?;
+        let adopted = s.areas[i].adopt_movable(pfn, count, align_order as usize);
+        match adopted.and_then(|id| s.areas[i].chunk(id).ok_or(CmaError::NoSuchChunk(id))) {
+            Ok(info) => Ok(info),
+            Err(error) => {
+                // Not a chunk after all: the range goes back rather than leak.
+                mm::cma_release(&mut s.areas[i], &mut s.zone, pfn, count);
+                Err(KmemError::CmaAllocFailed {
+                    area: String::from(area),
+                    count,
+                    error,
+                })
+            }
+        }
+    })?
+}
+
+/// Pin a movable chunk: where it is, for as long as the pin is held.
+pub fn cma_pin(area: &str, id: ChunkId) -> Result<ChunkInfo, KmemError> {
+    with_state(|s| {
+        let i = area_index(s, area)?;
+        mm::cma_pin(&mut s.areas[i], id).map_err(|error| chunk_error(area, error))
+    })?
+}
+
+/// Drop a pin of a movable chunk.
+pub fn cma_unpin(area: &str, id: ChunkId) -> Result<(), KmemError> {
+    with_state(|s| {
+        let i = area_index(s, area)?;
+        mm::cma_unpin(&mut s.areas[i], id).map_err(|error| chunk_error(area, error))
+    })?
+}
+
+/// Give back an unpinned movable chunk.
+pub fn cma_release_movable(area: &str, id: ChunkId) -> Result<(), KmemError> {
+    with_state(|s| {
+        let i = area_index(s, area)?;
+        mm::cma_release_movable(&mut s.areas[i], &mut s.zone, id)
+            .map_err(|error| chunk_error(area, error))
+    })?
+}
+
+/// Turn an area's defragmentation on or off (`echo 0 > .../defrag` in debugfs).
+pub fn cma_set_defrag(area: &str, on: bool) -> Result<(), KmemError> {
+    with_state(|s| {
+        let i = area_index(s, area)?;
+        s.areas[i].set_defrag(on);
+        Ok(())
+    })?
+}
+
+fn chunk_error(area: &str, error: CmaError) -> KmemError {
+    KmemError::CmaChunk {
+        area: String::from(area),
+        error,
+    }
 }
 
 /// What a pinned allocation is for; both kinds stay out of CMA pageblocks.

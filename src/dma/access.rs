@@ -246,6 +246,7 @@ mod tests {
             }],
             cpu_mapped: false,
             cma_area: None,
+            chunk: None,
         });
         let mut cache = FakeCache::new(64);
         assert_eq!(

@@ -425,6 +425,7 @@ mod tests {
             segments,
             cpu_mapped: true,
             cma_area: None,
+            chunk: None,
         }
     }
 

@@ -181,6 +181,7 @@ mod tests {
             }],
             cpu_mapped: true,
             cma_area: None,
+            chunk: None,
         });
         bufs.set_name(b, "frame0").unwrap();
         bufs.attach(b, &DeviceDma::new("a003e00.virtio_mmio", None))

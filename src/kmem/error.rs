@@ -51,6 +51,11 @@ pub enum KmemError {
         count: usize,
         error: CmaError,
     },
+    /// A movable chunk operation was refused (unknown id, pinned, not pinned).
+    CmaChunk {
+        area: String,
+        error: CmaError,
+    },
     /// `cma_release` of pages the area did not hand out.
     CmaNotHandedOut {
         area: String,
@@ -156,6 +161,7 @@ impl fmt::Display for KmemError {
             KmemError::CmaAllocFailed { area, count, error } => {
                 write!(f, "cma_alloc of {count} pages from '{area}' failed: {error}")
             }
+            KmemError::CmaChunk { area, error } => write!(f, "cma area '{area}': {error}"),
             KmemError::CmaNotHandedOut { area, pfn, count } => write!(
                 f,
                 "cma_release: pfn {pfn:#x} +{count} was not handed out by area '{area}'"

@@ -31,7 +31,7 @@ use core::fmt;
 
 use super::Segment;
 use crate::dt::reserved::ReservedMemoryPlan;
-use crate::mm::Pfn;
+use crate::mm::{ChunkId, ChunkInfo, Pfn};
 
 /// Name of the heap over the default CMA area.
 pub const DEFAULT_CMA_HEAP: &str = "default_cma_region";
@@ -50,12 +50,23 @@ impl fmt::Display for PageError {
 
 /// Where heaps get pages. Pages from `alloc_pages` must never move while allocated
 /// (unmovable or long-term pinned, outside CMA pageblocks); `cma_alloc` ranges are taken
-/// out of the buddy, which makes them unmovable too.
+/// out of the buddy, which makes them unmovable too. A movable chunk
+/// (`cma_alloc_movable`, `mm::cma::movable`) is the exception: the area may move it while
+/// nobody holds a pin on it.
 pub trait PageSource {
     fn alloc_pages(&mut self, order: usize) -> Result<Pfn, PageError>;
     fn free_pages(&mut self, pfn: Pfn, order: usize) -> Result<(), PageError>;
     fn cma_alloc(&mut self, area: &str, count: usize, align_order: u32) -> Result<Pfn, PageError>;
     fn cma_release(&mut self, area: &str, pfn: Pfn, count: usize) -> Result<(), PageError>;
+    fn cma_alloc_movable(
+        &mut self,
+        area: &str,
+        count: usize,
+        align_order: u32,
+    ) -> Result<ChunkInfo, PageError>;
+    fn cma_pin(&mut self, area: &str, id: ChunkId) -> Result<ChunkInfo, PageError>;
+    fn cma_unpin(&mut self, area: &str, id: ChunkId) -> Result<(), PageError>;
+    fn cma_release_movable(&mut self, area: &str, id: ChunkId) -> Result<(), PageError>;
 }
 
 /// Why a heap allocation or free failed.
@@ -82,6 +93,10 @@ pub enum HeapError {
     NotAllocated {
         heap: String,
     },
+    /// Only CMA heaps hand out movable buffers.
+    NotMovable {
+        heap: String,
+    },
 }
 
 impl fmt::Display for HeapError {
@@ -97,6 +112,7 @@ impl fmt::Display for HeapError {
                 write!(f, "{heap}: no free run of {pages} pages")
             }
             HeapError::NotAllocated { heap } => write!(f, "{heap}: buffer was not allocated here"),
+            HeapError::NotMovable { heap } => write!(f, "{heap}: not a CMA heap, nothing moves"),
         }
     }
 }
@@ -114,6 +130,9 @@ pub struct Allocation {
     pub cpu_mapped: bool,
     /// The CMA area, for `cma_release`.
     pub(crate) cma_area: Option<String>,
+    /// A movable buffer's chunk and how often it had moved when last pinned: its segment
+    /// is where the chunk was at that pin, valid for a device only while pinned.
+    pub(crate) chunk: Option<(ChunkId, u32)>,
 }
 
 #[cfg(test)]
@@ -127,6 +146,7 @@ impl Allocation {
             segments: pfns.iter().map(|&pfn| Segment { pfn, pages: 1 }).collect(),
             cpu_mapped: true,
             cma_area: None,
+            chunk: None,
         }
     }
 }
@@ -142,6 +162,41 @@ impl Allocation {
 
     pub fn pages(&self) -> usize {
         self.segments.iter().map(|s| s.pages).sum()
+    }
+
+    /// Can the area move this buffer while it is unpinned?
+    pub fn is_movable(&self) -> bool {
+        self.chunk.is_some()
+    }
+
+    /// Pin a movable buffer where it is now and point the segment there; `true` when it
+    /// moved since the last pin (a device's old address for it is stale). A buffer that
+    /// is not movable never moves: `false`, nothing to pin.
+    pub fn pin(&mut self, pages: &mut dyn PageSource) -> Result<bool, HeapError> {
+        let (Some((id, moves)), Some(area)) = (self.chunk, self.cma_area.as_deref()) else {
+            return Ok(false);
+        };
+        let info = pages.cma_pin(area, id).map_err(|error| HeapError::Pages {
+            heap: self.heap.clone(),
+            error,
+        })?;
+        self.segments = alloc::vec![Segment {
+            pfn: info.pfn,
+            pages: info.count,
+        }];
+        self.chunk = Some((id, info.moves));
+        Ok(info.moves != moves)
+    }
+
+    /// Drop a pin taken by [`Allocation::pin`] (nothing for a buffer that is not movable).
+    pub fn unpin(&mut self, pages: &mut dyn PageSource) -> Result<(), HeapError> {
+        let (Some((id, _)), Some(area)) = (self.chunk, self.cma_area.as_deref()) else {
+            return Ok(());
+        };
+        pages.cma_unpin(area, id).map_err(|error| HeapError::Pages {
+            heap: self.heap.clone(),
+            error,
+        })
     }
 }
 
@@ -219,6 +274,27 @@ impl Heaps {
         bytes: u64,
         pages: &mut dyn PageSource,
     ) -> Result<Allocation, HeapError> {
+        self.allocate_as(name, bytes, false, pages)
+    }
+
+    /// A movable buffer from CMA heap `name`: one contiguous run the area may move while
+    /// nobody has it pinned ([`Allocation::pin`]). Other heaps refuse.
+    pub fn allocate_movable(
+        &mut self,
+        name: &str,
+        bytes: u64,
+        pages: &mut dyn PageSource,
+    ) -> Result<Allocation, HeapError> {
+        self.allocate_as(name, bytes, true, pages)
+    }
+
+    fn allocate_as(
+        &mut self,
+        name: &str,
+        bytes: u64,
+        movable: bool,
+        pages: &mut dyn PageSource,
+    ) -> Result<Allocation, HeapError> {
         let total = self.total_pages;
         let heap = self
             .heaps
@@ -233,7 +309,22 @@ impl Heaps {
             bytes,
         };
         let count = super::pages_for(bytes).ok_or_else(too_large)?;
+        let mut chunk = None;
         let (segments, cma_area, cpu_mapped) = match &mut heap.kind {
+            Kind::Cma(c) if movable => {
+                let info = c.allocate_movable(&heap.name, bytes, count, pages)?;
+                chunk = Some((info.id, info.moves));
+                let segment = Segment {
+                    pfn: info.pfn,
+                    pages: info.count,
+                };
+                (alloc::vec![segment], Some(c.area.clone()), true)
+            }
+            _ if movable => {
+                return Err(HeapError::NotMovable {
+                    heap: heap.name.clone(),
+                })
+            }
             Kind::System => {
                 if count > total {
                     return Err(too_large());
@@ -253,6 +344,7 @@ impl Heaps {
             segments,
             cpu_mapped,
             cma_area,
+            chunk,
         })
     }
 

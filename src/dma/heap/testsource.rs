@@ -12,14 +12,38 @@ use super::{PageError, PageSource};
 use crate::dt::reserved::ReservedMemoryPlan;
 use crate::mm::testutil::Storage;
 use crate::mm::{
-    self, CmaArea, Gfp, GfpFlags, NoMigrator, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT,
+    self, ChunkId, ChunkInfo, CmaArea, Gfp, GfpFlags, MigrateError, Migrator, Owner, OwnerKind,
+    Pfn, Zone, PAGE_SHIFT,
 };
+
+/// The test zone's only movable tenants are the heaps' movable chunks (host RAM is not
+/// simulated, so a chunk's copy is a count): nothing else migrates or is reclaimed.
+#[derive(Default)]
+pub(crate) struct ChunkCopier {
+    pub chunk_moves: usize,
+}
+
+impl Migrator for ChunkCopier {
+    fn migrate(&mut self, _: Pfn, _: Pfn, _: usize, _: Owner) -> Result<(), MigrateError> {
+        Err(MigrateError::Busy)
+    }
+
+    fn reclaim(&mut self, _: Pfn, _: usize, _: Owner) -> bool {
+        false
+    }
+
+    fn move_chunk(&mut self, _: Pfn, _: Pfn, _: usize) -> Result<(), MigrateError> {
+        self.chunk_moves += 1;
+        Ok(())
+    }
+}
 
 pub(crate) struct MmPages {
     pub zone: Zone<'static>,
     pub areas: Vec<CmaArea>,
     /// Refuse every `alloc_pages` after this many more (to test unwinding).
     pub fail_after: Option<usize>,
+    pub copier: ChunkCopier,
 }
 
 fn pfn(addr: u64) -> Pfn {
@@ -49,12 +73,24 @@ impl MmPages {
             zone,
             areas,
             fail_after: None,
+            copier: ChunkCopier::default(),
         }
     }
 
     pub(crate) fn area(&self, name: &str) -> &CmaArea {
         self.areas.iter().find(|a| a.name() == name).unwrap()
     }
+
+    fn area_mut(&mut self, name: &str) -> Result<&mut CmaArea, PageError> {
+        self.areas
+            .iter_mut()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| PageError(format!("no CMA area {name}")))
+    }
+}
+
+fn cma_error(e: mm::CmaError) -> PageError {
+    PageError(format!("{e}"))
 }
 
 impl PageSource for MmPages {
@@ -90,11 +126,52 @@ impl PageSource for MmPages {
         mm::cma_alloc(
             area,
             &mut self.zone,
-            &mut NoMigrator,
+            &mut self.copier,
             count,
             align_order as usize,
         )
         .map_err(|e| PageError(format!("{e}")))
+    }
+
+    fn cma_alloc_movable(
+        &mut self,
+        area: &str,
+        count: usize,
+        align_order: u32,
+    ) -> Result<ChunkInfo, PageError> {
+        let index = self
+            .areas
+            .iter()
+            .position(|a| a.name() == area)
+            .ok_or_else(|| PageError(format!("no CMA area {area}")))?;
+        let area = &mut self.areas[index];
+        let id = mm::cma_alloc_movable(
+            area,
+            &mut self.zone,
+            &mut self.copier,
+            count,
+            align_order as usize,
+        )
+        .map_err(cma_error)?;
+        area.chunk(id)
+            .ok_or_else(|| PageError(format!("{id} vanished")))
+    }
+
+    fn cma_pin(&mut self, area: &str, id: ChunkId) -> Result<ChunkInfo, PageError> {
+        mm::cma_pin(self.area_mut(area)?, id).map_err(cma_error)
+    }
+
+    fn cma_unpin(&mut self, area: &str, id: ChunkId) -> Result<(), PageError> {
+        mm::cma_unpin(self.area_mut(area)?, id).map_err(cma_error)
+    }
+
+    fn cma_release_movable(&mut self, area: &str, id: ChunkId) -> Result<(), PageError> {
+        let index = self
+            .areas
+            .iter()
+            .position(|a| a.name() == area)
+            .ok_or_else(|| PageError(format!("no CMA area {area}")))?;
+        mm::cma_release_movable(&mut self.areas[index], &mut self.zone, id).map_err(cma_error)
     }
 
     fn cma_release(&mut self, area: &str, pfn: Pfn, count: usize) -> Result<(), PageError> {

@@ -129,14 +129,37 @@ pub fn cma_alloc_movable<M: Migrator + ?Sized>(
     align_order: usize,
 ) -> Result<ChunkId, CmaError> {
     let pfn = super::cma_alloc(area, zone, migrator, count, align_order)?;
-    match area.movable.insert(pfn, count, align_order) {
-        Some(id) => Ok(id),
-        None => {
-            // 2^32 chunks in one area's life: give the range back rather than reuse an id
-            // an owner may still hold.
-            release_range(area, zone, pfn, count);
-            Err(CmaError::NoSpace)
+    area.adopt_movable(pfn, count, align_order).inspect_err(|_| {
+        // Only an exhausted id space gets here: give the range back rather than reuse an
+        // id an owner may still hold.
+        release_range(area, zone, pfn, count);
+    })
+}
+
+impl CmaArea {
+    /// Make a range this area just handed out (`cma_alloc` of `count` pages at `pfn` with
+    /// `align_order`) a movable chunk. Refused for anything else: pages not handed out,
+    /// already part of a chunk, or a misaligned start.
+    pub fn adopt_movable(
+        &mut self,
+        pfn: Pfn,
+        count: usize,
+        align_order: usize,
+    ) -> Result<ChunkId, CmaError> {
+        let end = pfn.checked_add(count).ok_or(CmaError::InvalidAlign)?;
+        if count == 0 || !self.contains(pfn) || end > self.base_pfn + self.count {
+            return Err(CmaError::NoSpace);
         }
+        let opb = self.order_per_bit;
+        let handed_out = ((pfn - self.base_pfn) >> opb..=(end - 1 - self.base_pfn) >> opb)
+            .all(|b| super::bitmap::bitmap_test(&self.bitmap, b));
+        let aligned = align_order < usize::BITS as usize && pfn.is_multiple_of(1 << align_order);
+        if !handed_out || self.movable.overlaps(pfn, end) || !aligned {
+            return Err(CmaError::NoSpace);
+        }
+        self.movable
+            .insert(pfn, count, align_order)
+            .ok_or(CmaError::NoSpace)
     }
 }
 
