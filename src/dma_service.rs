@@ -329,6 +329,44 @@ pub fn heap_alloc(heap: &str, bytes: u64) -> Result<BufId, DmaError> {
     })
 }
 
+/// A movable dma-buf of `bytes` from CMA heap `heap`: the area may move it to make room
+/// while nothing pins it. Attaching a device pins it (a static importer, as Linux's
+/// `dma_buf_attach` pins for importers that cannot take `move_notify`), and so does
+/// [`vmap`] for its call; [`buf_pin`] pins it for a driver that re-points its device itself.
+pub fn heap_alloc_movable(heap: &str, bytes: u64) -> Result<BufId, DmaError> {
+    with(|s| {
+        let allocation = s.heaps.allocate_movable(heap, bytes, &mut KmemPages)?;
+        Ok(s.bufs.export(allocation))
+    })
+}
+
+/// Where a pinned buffer is: its one segment, and whether it moved since its last pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinnedBuf {
+    pub phys: u64,
+    pub len: u64,
+    pub moved: bool,
+}
+
+/// `dma_buf_pin`: keep the buffer where it is until [`buf_unpin`] (for a buffer that is
+/// not movable, just its place).
+pub fn buf_pin(id: BufId) -> Result<PinnedBuf, DmaError> {
+    with(|s| {
+        let b = s.bufs.buf_mut(id)?;
+        let moved = b.allocation.pin(&mut KmemPages)?;
+        let (phys, len) = b.allocation.contiguous().ok_or(DmaError::NotContiguous {
+            buf: id,
+            segments: b.allocation.segments.len(),
+        })?;
+        Ok(PinnedBuf { phys, len, moved })
+    })
+}
+
+/// `dma_buf_unpin`.
+pub fn buf_unpin(id: BufId) -> Result<(), DmaError> {
+    with(|s| Ok(s.bufs.buf_mut(id)?.allocation.unpin(&mut KmemPages)?))
+}
+
 fn release(
     s: &mut DmaState,
     allocation: Option<crate::dma::heap::Allocation>,
@@ -403,25 +441,33 @@ pub fn buf_phys(id: BufId) -> Result<(u64, u64), DmaError> {
 /// brackets CPU access with [`begin_cpu_access`]/[`end_cpu_access`] as for any CPU use.
 pub fn vmap<R>(id: BufId, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, DmaError> {
     let (phys, len) = with(|s| {
-        let b = s.bufs.buf(id)?;
+        let b = s.bufs.buf_mut(id)?;
         if !b.allocation.cpu_mapped {
             return Err(DmaError::NotMapped { buf: id });
         }
-        let range = b.allocation.contiguous().ok_or(DmaError::NotContiguous {
-            buf: id,
-            segments: b.allocation.segments.len(),
-        })?;
+        // A movable buffer stays put for the call (and is found where it is now).
+        b.allocation.pin(&mut KmemPages)?;
+        let range = match b.allocation.contiguous() {
+            Some(range) => range,
+            None => {
+                let segments = b.allocation.segments.len();
+                b.allocation.unpin(&mut KmemPages)?;
+                return Err(DmaError::NotContiguous { buf: id, segments });
+            }
+        };
         s.bufs.get(id)?;
         Ok(range)
     })?;
     // Safety: `[phys, phys + len)` is the buffer's one segment, RAM in the identity map
     // (`cpu_mapped`: not a no-map carveout), and it stays allocated while the reference
-    // taken above is held, until the `buf_put` below. The heaps hand each page to one
+    // taken above is held, until the `buf_put` below (and in place: a movable buffer is
+    // pinned until the `buf_unpin` before it). The heaps hand each page to one
     // buffer only, so no other Rust reference to these bytes exists; devices may access
     // them too, which is what the CPU-access brackets order. Any byte pattern is a
     // valid `u8`.
     let bytes = unsafe { core::slice::from_raw_parts_mut(phys as usize as *mut u8, len as usize) };
     let result = f(bytes);
+    buf_unpin(id)?;
     buf_put(id)?;
     Ok(result)
 }
@@ -443,16 +489,31 @@ pub fn set_name(id: BufId, name: &str) -> Result<(), DmaError> {
     with(|s| Ok(s.bufs.set_name(id, name)?))
 }
 
-/// `dma_buf_attach` (takes a reference until [`detach`]).
+/// `dma_buf_attach` (takes a reference until [`detach`]). A movable buffer is pinned for
+/// the attachment's life: the device keeps the address it maps.
 pub fn attach(id: BufId, device: &DeviceDma) -> Result<AttachId, DmaError> {
-    with(|s| Ok(s.bufs.attach(id, device)?))
+    with(|s| {
+        s.bufs.buf_mut(id)?.allocation.pin(&mut KmemPages)?;
+        s.bufs.attach(id, device).map_err(|e| {
+            if let Ok(b) = s.bufs.buf_mut(id) {
+                let _ = b.allocation.unpin(&mut KmemPages);
+            }
+            DmaError::from(e)
+        })
+    })
 }
 
-/// `dma_buf_detach`.
+/// `dma_buf_detach` (drops the attachment's pin of a movable buffer).
 pub fn detach(id: BufId, attachment: AttachId) -> Result<(), DmaError> {
     with(|s| {
         let released = s.bufs.detach(id, attachment)?;
-        release(s, released)
+        match released {
+            Some(mut allocation) => {
+                allocation.unpin(&mut KmemPages)?;
+                release(s, Some(allocation))
+            }
+            None => Ok(s.bufs.buf_mut(id)?.allocation.unpin(&mut KmemPages)?),
+        }
     })
 }
 

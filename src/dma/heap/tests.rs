@@ -170,3 +170,66 @@ fn bad_requests_get_typed_errors() {
         Err(HeapError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn movable_buffers_move_to_make_room_and_report_it_at_their_next_pin() {
+    let (mut heaps, mut pages) = setup();
+    let heap = "video@52000000";
+    let area_pages = pages.area(heap).count();
+    let used_before = pages.area(heap).used_pages();
+    // Fill the area with 64-page movable buffers, then give every other one back: half the
+    // area is free, in 64-page holes.
+    let mut bufs = Vec::new();
+    while let Ok(a) = heaps.allocate_movable(heap, 64 * 4096, &mut pages) {
+        assert!(a.is_movable());
+        bufs.push(a);
+    }
+    assert_eq!(bufs.len(), area_pages / 64);
+    let mut kept = Vec::new();
+    for (n, a) in bufs.into_iter().enumerate() {
+        if n % 2 == 0 {
+            kept.push(a);
+        } else {
+            heaps.free(&a, &mut pages).unwrap();
+        }
+    }
+    // One stays pinned, as a device streaming into it would hold it.
+    assert!(!kept[0].pin(&mut pages).unwrap(), "nothing has moved yet");
+    let pinned_at = kept[0].segments.clone();
+
+    let big = heaps
+        .allocate(heap, (area_pages as u64 / 4) * 4096, &mut pages)
+        .expect("defragmentation makes room");
+    let (big_phys, big_len) = big.contiguous().unwrap();
+    assert!(pages.copier.chunk_moves > 0);
+    let mut moved = 0;
+    for a in kept.iter_mut().skip(1) {
+        let was = a.segments.clone();
+        let this_moved = a.pin(&mut pages).unwrap();
+        a.unpin(&mut pages).unwrap();
+        assert_eq!(this_moved, was != a.segments, "a moved buffer's segment follows it");
+        moved += usize::from(this_moved);
+    }
+    for a in &kept {
+        let (phys, len) = a.contiguous().unwrap();
+        assert!(phys + len <= big_phys || big_phys + big_len <= phys);
+    }
+    assert_eq!(moved, pages.copier.chunk_moves);
+    assert_eq!(kept[0].segments, pinned_at, "a pinned buffer never moves");
+    assert!(matches!(
+        heaps.free(&kept[0], &mut pages),
+        Err(HeapError::Pages { .. })
+    ));
+    kept[0].unpin(&mut pages).unwrap();
+    heaps.free(&big, &mut pages).unwrap();
+    for a in &kept {
+        heaps.free(a, &mut pages).unwrap();
+    }
+    assert_eq!(pages.area(heap).used_pages(), used_before);
+    assert_eq!(
+        heaps.allocate_movable("system", 4096, &mut pages),
+        Err(HeapError::NotMovable {
+            heap: String::from("system")
+        })
+    );
+}
