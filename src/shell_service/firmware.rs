@@ -294,6 +294,17 @@ impl FirmwareBackend {
                         state.maxchunk,
                         held
                     );
+                    if state.movable_chunks > 0 || state.stats.chunks_moved > 0 {
+                        let _ = writeln!(
+                            text,
+                            "  movable: {} buffers, {} pinned; defrag {}, {} moved ({} pages)",
+                            state.movable_chunks,
+                            state.pinned_chunks,
+                            if state.defrag { "on" } else { "off" },
+                            state.stats.chunks_moved,
+                            state.stats.chunk_pages_moved
+                        );
+                    }
                 }
                 Err(error) => {
                     let _ = writeln!(text, "{:<24} {}", area, error);
