@@ -19,6 +19,14 @@
 //! added one (a decoder, later) gets its frame shown when it signals, as a job, without
 //! anyone polling; a failed producer's frame is not shown and the reason is logged.
 //!
+//! The framebuffer is a movable dma-buf and the display a dynamic importer: it holds no pin
+//! between frames, so the allocator may move the buffer to make room in the GPU's area
+//! (the seeds' `cma_pin`/`cma_unpin`). Each frame pins it first; when the pin finds it
+//! somewhere else, the display maps it again and re-attaches the resource's backing
+//! (DETACH_BACKING + ATTACH_BACKING; the resource and the scanout stay), then draws and
+//! flushes, and unpins. A flush deferred behind fences keeps its own pin (and reference)
+//! until it has run: the device reads the backing only during the transfer.
+//!
 //! The memory map is live: the console loop calls [`refresh`] when it is idle, which
 //! takes a new snapshot of the zone and repaints only the cells that changed.
 //!
@@ -61,6 +69,11 @@ struct Screen {
     buf: BufId,
     attachment: AttachId,
     fb: Framebuffer,
+    /// Where the framebuffer was (CPU physical) when the GPU was given its address: a pin
+    /// that finds it elsewhere re-attaches the backing.
+    backing_phys: u64,
+    /// How often the framebuffer was found moved and re-attached.
+    moves: u64,
     showing: Showing,
     /// The memory map on screen, to repaint only what changed.
     map: Option<MemoryMapSnapshot>,
@@ -169,14 +182,40 @@ fn bring_up_screen() -> Result<Screen, DisplayError> {
     let device = gpu_device()?;
     let heap = String::from(device.cma_area.as_deref().unwrap_or(DEFAULT_CMA_HEAP));
     let bytes = u64::from(width) * u64::from(height) * u64::from(BYTES_PER_PIXEL);
-    let (buf, mapping) = dma_service::device_buffer(&device, bytes, "framebuffer")?;
-    let (attachment, segment) = (mapping.attachment, mapping.segment);
+    let (buf, mapping) = dma_service::device_buffer_movable(&device, bytes, "framebuffer")?;
+    let attachment = mapping.attachment;
     let undo = || {
         let _ = dma_service::detach_contiguous(buf, &mapping);
         let _ = dma_service::buf_put(buf);
     };
-    match virtio_gpu::attach_framebuffer(segment.bus, segment.len, width, height, Format::B8G8R8X8)
-    {
+    // Pinned while the GPU is told where it is; mapped again under the pin, so the address
+    // is the one the pin holds.
+    let pinned = dma_service::buf_pin(buf).and_then(|pin| {
+        let segments = dma_service::remap(buf, attachment);
+        match segments.as_deref() {
+            Ok([segment]) => Ok((pin.phys, *segment)),
+            Ok(other) => Err(DmaError::NotContiguous {
+                buf,
+                segments: other.len(),
+            }),
+            Err(e) => Err(e.clone()),
+        }
+    });
+    let (backing_phys, segment) = match pinned {
+        Ok(at) => at,
+        Err(e) => {
+            let _ = dma_service::buf_unpin(buf);
+            undo();
+            return Err(e.into());
+        }
+    };
+    let attached =
+        virtio_gpu::attach_framebuffer(segment.bus, segment.len, width, height, Format::B8G8R8X8);
+    let unpinned = dma_service::buf_unpin(buf);
+    match attached.map_err(DisplayError::from).and_then(|fb| {
+        unpinned?;
+        Ok(fb)
+    }) {
         Ok(fb) => {
             log::info!(
                 "display: {width}x{height} framebuffer, dma-buf {buf} ({}) from heap {heap} at bus {:#x}",
@@ -188,6 +227,8 @@ fn bring_up_screen() -> Result<Screen, DisplayError> {
                 buf,
                 attachment,
                 fb,
+                backing_phys,
+                moves: 0,
                 showing: Showing::Pattern,
                 map: None,
                 frames: 0,
@@ -196,8 +237,9 @@ fn bring_up_screen() -> Result<Screen, DisplayError> {
             })
         }
         Err(e) => {
+            let _ = virtio_gpu::off();
             undo();
-            Err(e.into())
+            Err(e)
         }
     }
 }
@@ -212,6 +254,45 @@ fn rect_of(r: &Rectangle) -> Rect {
 }
 
 impl Screen {
+    /// Run a frame with the framebuffer pinned, first following it if it moved while it
+    /// was not (see the module docs).
+    fn pinned<R>(
+        &mut self,
+        frame: impl FnOnce(&mut Screen) -> Result<R, DisplayError>,
+    ) -> Result<R, DisplayError> {
+        let pin = dma_service::buf_pin(self.buf)?;
+        let result = self.follow(pin.phys).and_then(|()| frame(self));
+        let unpinned = dma_service::buf_unpin(self.buf);
+        let result = result?;
+        unpinned?;
+        Ok(result)
+    }
+
+    /// The pinned framebuffer is at `phys`: if that is not where the GPU reads it, map it
+    /// again and re-attach the resource's backing there.
+    fn follow(&mut self, phys: u64) -> Result<(), DisplayError> {
+        if phys == self.backing_phys {
+            return Ok(());
+        }
+        let segments = dma_service::remap(self.buf, self.attachment)?;
+        let [segment] = segments.as_slice() else {
+            return Err(DmaError::NotContiguous {
+                buf: self.buf,
+                segments: segments.len(),
+            }
+            .into());
+        };
+        self.fb = virtio_gpu::move_backing(segment.bus)?;
+        log::info!(
+            "display: framebuffer dma-buf {} moved from {:#x} to {phys:#x}; backing re-attached",
+            self.buf,
+            self.backing_phys
+        );
+        self.backing_phys = phys;
+        self.moves += 1;
+        Ok(())
+    }
+
     /// Draw in place with the CPU-access bracket; returns what `draw` returned.
     fn draw<R>(&mut self, draw: impl FnOnce(&mut FrameBuffer<'_>) -> R) -> Result<R, DisplayError> {
         let (width, height, stride) = (self.fb.width, self.fb.height, self.fb.stride as usize);
@@ -238,7 +319,15 @@ impl Screen {
             return Ok(virtio_gpu::flush(rect)?);
         }
         let context = dma_service::fence_context("virtio-gpu", "scanout")?;
-        dma_service::job_submit(
+        // The deferred transfer reads the buffer: it holds its own pin and reference until
+        // it has run, whatever the frame does meanwhile.
+        let buf = self.buf;
+        dma_service::buf_get(buf)?;
+        if let Err(e) = dma_service::buf_pin(buf) {
+            let _ = dma_service::buf_put(buf);
+            return Err(e.into());
+        }
+        let submitted = dma_service::job_submit(
             context,
             &pending,
             1_000_000,
@@ -246,8 +335,17 @@ impl Screen {
                 if let Err(e) = virtio_gpu::flush(rect) {
                     log::warn!("display: deferred flush: {e}");
                 }
+                if let Err(e) = dma_service::buf_unpin(buf).and_then(|()| dma_service::buf_put(buf))
+                {
+                    log::warn!("display: deferred flush: {e}");
+                }
             }),
-        )?;
+        );
+        if let Err(e) = submitted {
+            let _ = dma_service::buf_unpin(buf);
+            let _ = dma_service::buf_put(buf);
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -317,8 +415,8 @@ fn memory_map_snapshot() -> Result<MemoryMapSnapshot, DisplayError> {
 pub fn show(what: Showing) -> Result<String, DisplayError> {
     with_screen(true, |screen| {
         match what {
-            Showing::Pattern => screen.show_pattern()?,
-            Showing::Map => screen.show_map(true)?,
+            Showing::Pattern => screen.pinned(Screen::show_pattern)?,
+            Showing::Map => screen.pinned(|s| s.show_map(true))?,
         }
         Ok(format!(
             "showing the {} on {}x{} (dma-buf {})",
@@ -332,6 +430,14 @@ pub fn show(what: Showing) -> Result<String, DisplayError> {
         ))
     })
     .map(Option::unwrap_or_default)
+}
+
+/// The framebuffer's dma-buf and how often it was found moved, while the screen is on.
+pub fn framebuffer() -> Option<(BufId, u64)> {
+    SCREEN.lock(|slot| match slot {
+        Slot::On(screen) => Some((screen.buf, screen.moves)),
+        _ => None,
+    })
 }
 
 /// `gpu off`: scanout off, backing detached, resource dropped, framebuffer given back.
@@ -419,7 +525,7 @@ pub fn refresh() {
     }
     let result = with_screen(false, |screen| {
         screen.last_refresh_us = now;
-        let shown = screen.show_map(false);
+        let shown = screen.pinned(|s| s.show_map(false));
         if shown.is_err() {
             screen.live = false;
         }

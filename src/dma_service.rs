@@ -503,18 +503,90 @@ pub fn attach(id: BufId, device: &DeviceDma) -> Result<AttachId, DmaError> {
     })
 }
 
-/// `dma_buf_detach` (drops the attachment's pin of a movable buffer).
+/// `dma_buf_dynamic_attach`: an attachment that does not pin. The importer pins with
+/// [`buf_pin`] around each use of the device and maps again when the buffer moved
+/// ([`remap`]).
+pub fn attach_dynamic(id: BufId, device: &DeviceDma) -> Result<AttachId, DmaError> {
+    with(|s| Ok(s.bufs.attach_dynamic(id, device)?))
+}
+
+/// `dma_buf_detach` (drops a static attachment's pin of a movable buffer).
 pub fn detach(id: BufId, attachment: AttachId) -> Result<(), DmaError> {
     with(|s| {
+        let pinned = s
+            .bufs
+            .buf(id)?
+            .attachments()
+            .iter()
+            .find(|a| a.id == attachment)
+            .is_some_and(|a| !a.dynamic);
         let released = s.bufs.detach(id, attachment)?;
         match released {
             Some(mut allocation) => {
-                allocation.unpin(&mut KmemPages)?;
+                if pinned {
+                    allocation.unpin(&mut KmemPages)?;
+                }
                 release(s, Some(allocation))
             }
-            None => Ok(s.bufs.buf_mut(id)?.allocation.unpin(&mut KmemPages)?),
+            None if pinned => Ok(s.bufs.buf_mut(id)?.allocation.unpin(&mut KmemPages)?),
+            None => Ok(()),
         }
     })
+}
+
+/// A dynamic importer's re-map after its buffer moved (`move_notify`, then
+/// `dma_buf_map_attachment` again): the device addresses of the buffer where it is now.
+/// The caller holds a pin.
+pub fn remap(id: BufId, attachment: AttachId) -> Result<Vec<DmaSegment>, DmaError> {
+    with(|s| {
+        s.bufs.unmap(id, attachment)?;
+        Ok(s.bufs.map(id, attachment)?)
+    })
+}
+
+/// [`device_buffer`] for a dynamic importer: a movable buffer from the device's CMA heap,
+/// attached without a pin and mapped where it is now. The importer pins it around each
+/// use ([`buf_pin`]) and calls [`remap`] when the pin says it moved.
+pub fn device_buffer_movable(
+    device: &DeviceDma,
+    bytes: u64,
+    name: &str,
+) -> Result<(BufId, ContiguousMapping), DmaError> {
+    let heap = device
+        .cma_area
+        .as_deref()
+        .unwrap_or(crate::dma::heap::DEFAULT_CMA_HEAP);
+    let buf = heap_alloc_movable(heap, bytes)?;
+    let attached = set_name(buf, name).and_then(|()| attach_dynamic(buf, device));
+    let attachment = match attached {
+        Ok(attachment) => attachment,
+        Err(e) => {
+            let _ = buf_put(buf);
+            return Err(e);
+        }
+    };
+    let mapped = map(buf, attachment).and_then(|segments| match segments.as_slice() {
+        [segment] => Ok(*segment),
+        _ => Err(DmaError::NotContiguous {
+            buf,
+            segments: segments.len(),
+        }),
+    });
+    match mapped {
+        Ok(segment) => Ok((
+            buf,
+            ContiguousMapping {
+                attachment,
+                segment,
+            },
+        )),
+        Err(e) => {
+            let _ = unmap(buf, attachment);
+            let _ = detach(buf, attachment);
+            let _ = buf_put(buf);
+            Err(e)
+        }
+    }
 }
 
 /// A device's attachment to a buffer, mapped as one bus range (the device cannot

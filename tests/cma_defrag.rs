@@ -8,7 +8,9 @@
 //! its way elsewhere (the firmware's `move_chunk`, through the identity map). Every
 //! buffer still holds its pattern wherever it now lives, the ones that moved say so at
 //! their next pin, an attached buffer is pinned for the attachment's life, and every page
-//! comes back at the end.
+//! comes back at the end. Last, the display's framebuffer (a movable buffer the display
+//! pins only per frame) is moved out of the way of a request that needs its place: its
+//! bytes arrive intact, and the next frame re-attaches the GPU resource's backing there.
 #![no_std]
 #![no_main]
 
@@ -18,7 +20,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use monolith::display_service::{self as display, Showing};
 use monolith::dma_service::{self as dma, BufId, DmaError};
+use monolith::driver::virtio_gpu as gpu;
 use monolith::kmem;
 use monolith::test_harness::{run_tests, TestCase};
 use monolith::{qemu_ensure, qemu_ensure_eq};
@@ -145,6 +149,76 @@ fn bad_requests_are_refused_with_a_reason() -> Result<(), String> {
     Ok(())
 }
 
+fn checksum(id: BufId) -> Result<u64, String> {
+    dma::vmap(id, |bytes| {
+        bytes
+            .chunks_exact(8)
+            .fold(0u64, |h, w| {
+                (h ^ u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+                    .wrapping_mul(0x100_0000_01b3)
+            })
+    })
+    .map_err(e)
+}
+
+fn gpu_backing() -> Result<u64, String> {
+    gpu::with(|g| Ok(g.framebuffer().map(|fb| fb.paddr)))
+        .map_err(|x| format!("{x}"))?
+        .ok_or_else(|| String::from("no framebuffer attached"))
+}
+
+fn the_display_follows_its_framebuffer_when_it_moves() -> Result<(), String> {
+    let before = state()?;
+    display::show(Showing::Pattern).map_err(|x| format!("{x}"))?;
+    let (fb, moves) = display::framebuffer().ok_or("display did not come up")?;
+    let fb_phys = gpu_backing()?;
+    let (phys, fb_len) = dma::buf_phys(fb).map_err(e)?;
+    qemu_ensure_eq!(phys, fb_phys);
+    // Fill the area with plain 4 MiB buffers (aligned to 1 MiB, as the heap aligns).
+    let mut plain = Vec::new();
+    while let Ok(id) = dma::heap_alloc(AREA, 4 * MIB) {
+        plain.push(id);
+    }
+    qemu_ensure!(plain.len() >= 8, "only {} plain buffers fit", plain.len());
+    // Free the one right after the framebuffer and the last one: 8 MiB from the
+    // framebuffer's start are then free but for the framebuffer, and its new home waits
+    // at the end.
+    let next = (fb_phys + fb_len).next_multiple_of(MIB);
+    let mut after = None;
+    for &id in &plain {
+        if dma::buf_phys(id).map_err(e)?.0 == next {
+            after = Some(id);
+        }
+    }
+    let after = after.ok_or("no buffer right after the framebuffer")?;
+    let last = *plain.last().ok_or("no plain buffer")?;
+    plain.retain(|&id| id != after && id != last);
+    dma::buf_put(after).map_err(e)?;
+    dma::buf_put(last).map_err(e)?;
+
+    let drawn = checksum(fb)?;
+    let big = dma::heap_alloc(AREA, 8 * MIB).map_err(e)?;
+    qemu_ensure_eq!(dma::buf_phys(big).map_err(e)?.0, fb_phys);
+    qemu_ensure_eq!(checksum(fb)?, drawn);
+    let (moved_to, _) = dma::buf_phys(fb).map_err(e)?;
+    qemu_ensure!(moved_to != fb_phys, "the framebuffer did not move");
+
+    // The next frame pins it where it is now and re-attaches the backing there.
+    display::show(Showing::Pattern).map_err(|x| format!("{x}"))?;
+    qemu_ensure_eq!(gpu_backing()?, moved_to);
+    qemu_ensure_eq!(display::framebuffer().map(|f| f.1), Some(moves + 1));
+    display::show(Showing::Map).map_err(|x| format!("{x}"))?;
+    qemu_ensure_eq!(display::framebuffer().map(|f| f.1), Some(moves + 1));
+
+    dma::buf_put(big).map_err(e)?;
+    for id in plain {
+        dma::buf_put(id).map_err(e)?;
+    }
+    display::off().map_err(|x| format!("{x}"))?;
+    qemu_ensure_eq!(state()?.used, before.used);
+    Ok(())
+}
+
 #[no_mangle]
 fn kernel_init() -> ! {
     run_tests(
@@ -157,6 +231,10 @@ fn kernel_init() -> ! {
             TestCase {
                 name: "bad_requests_are_refused_with_a_reason",
                 run: bad_requests_are_refused_with_a_reason,
+            },
+            TestCase {
+                name: "the_display_follows_its_framebuffer_when_it_moves",
+                run: the_display_follows_its_framebuffer_when_it_moves,
             },
         ],
     )

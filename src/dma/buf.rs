@@ -174,6 +174,10 @@ pub struct Attachment {
     pub device: DeviceDma,
     /// The device addresses while mapped.
     pub mapping: Option<Vec<DmaSegment>>,
+    /// A dynamic importer's (`dma_buf_dynamic_attach`): it pins the buffer itself around
+    /// each use and re-maps when the buffer moved, so attaching does not pin a movable
+    /// buffer.
+    pub dynamic: bool,
 }
 
 /// `struct dma_buf`.
@@ -330,6 +334,24 @@ impl BufTable {
 
     /// `dma_buf_attach`, refused with the reason when the device cannot take the buffer.
     pub fn attach(&mut self, id: BufId, device: &DeviceDma) -> Result<AttachId, BufError> {
+        self.attach_as(id, device, false)
+    }
+
+    /// `dma_buf_dynamic_attach`: as [`BufTable::attach`], for an importer that pins.
+    pub fn attach_dynamic(
+        &mut self,
+        id: BufId,
+        device: &DeviceDma,
+    ) -> Result<AttachId, BufError> {
+        self.attach_as(id, device, true)
+    }
+
+    fn attach_as(
+        &mut self,
+        id: BufId,
+        device: &DeviceDma,
+        dynamic: bool,
+    ) -> Result<AttachId, BufError> {
         let buf = self.buf_mut(id)?;
         check(buf, &device.constraints, device).map_err(|reason| BufError::Refused {
             buf: id,
@@ -342,6 +364,7 @@ impl BufTable {
             id: attachment,
             device: device.clone(),
             mapping: None,
+            dynamic,
         });
         buf.refs += 1;
         Ok(attachment)
@@ -373,7 +396,8 @@ impl BufTable {
                 attachment,
             });
         }
-        // Checked at attach; the pages have not changed since (they cannot move).
+        // Checked at attach against the pages as they are now: a buffer that is not movable
+        // has not changed since, a movable one is pinned by the caller where it is now.
         let mapping =
             check(buf, &a.device.constraints, &a.device).map_err(|reason| BufError::Refused {
                 buf: id,

@@ -120,6 +120,11 @@ pub fn attach_framebuffer(
     with(|gpu| gpu.attach_framebuffer(phys, len, width, height, format))
 }
 
+/// The framebuffer's memory moved to `phys`: re-attach it as the resource's backing.
+pub fn move_backing(phys: u64) -> Result<Framebuffer, GpuServiceError> {
+    with(|gpu| gpu.move_backing(phys))
+}
+
 /// Copy `rect` of the framebuffer to the display (transfer + flush).
 pub fn flush(rect: Rect) -> Result<(), GpuServiceError> {
     with(|gpu| gpu.flush(rect))

@@ -19,7 +19,10 @@
 //! reset (virtio-gpu forgets every resource on reset, 5.7.5), so in every outcome the
 //! device holds no reference to the caller's memory once the call returns.
 //! [`GpuDriver::flush`] is TRANSFER_TO_HOST_2D of the rectangle (offset: its first byte
-//! in the backing) then RESOURCE_FLUSH.
+//! in the backing) then RESOURCE_FLUSH. [`GpuDriver::move_backing`] follows a framebuffer
+//! whose memory moved (a movable dma-buf the allocator relocated while it was unpinned):
+//! DETACH_BACKING, then ATTACH_BACKING of the new range; the resource, its host-side copy
+//! and the scanout stay, so the screen does not blink.
 //!
 //! Dropping the driver turns the scanout off, resets the device and frees its DMA page.
 #![forbid(unsafe_code)]
@@ -423,6 +426,32 @@ impl<H: Hal, R: Registers> GpuDriver<H, R> {
             stride,
             format,
         };
+        self.framebuffer = Some(fb);
+        Ok(fb)
+    }
+
+    /// The framebuffer's memory is now at `paddr` (same length): DETACH_BACKING, then
+    /// ATTACH_BACKING of the new range. A 2D device reads backing only during a transfer,
+    /// so between frames the old range may already be someone else's. If the device
+    /// refuses the new backing, it is reset (it holds no reference to either range) and
+    /// the framebuffer is gone: attach it again.
+    pub fn move_backing(&mut self, paddr: u64) -> Result<Framebuffer, GpuError> {
+        let mut fb = self.framebuffer.ok_or(GpuError::NotAttached)?;
+        if fb.paddr == paddr {
+            return Ok(fb);
+        }
+        let entry_len = u32::try_from(fb.len).map_err(|_| GpuError::BadBacking {
+            len: fb.len,
+            needed: fb.len,
+        })?;
+        let moved = self
+            .detach_backing(fb.resource_id)
+            .and_then(|()| self.attach_backing(fb.resource_id, paddr, entry_len));
+        if let Err(e) = moved {
+            self.reset_device();
+            return Err(e);
+        }
+        fb.paddr = paddr;
         self.framebuffer = Some(fb);
         Ok(fb)
     }

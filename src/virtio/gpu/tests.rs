@@ -416,3 +416,52 @@ fn probe_errors_leak_nothing() {
     assert_eq!(fake.borrow().memory.outstanding_pages(), 0);
     assert_eq!(fake.borrow().status, 0);
 }
+
+#[test]
+fn a_moved_framebuffer_is_re_attached_in_place() {
+    let mut rig = Rig::new();
+    let fb = rig.attach().unwrap();
+    let old = rig.fb.take().unwrap();
+    let (paddr, _) = rig.framebuffer(1);
+    assert_ne!(paddr, fb.paddr);
+    rig.clear_commands();
+    let moved = rig.driver().move_backing(paddr).unwrap();
+    assert_eq!(moved.paddr, paddr);
+    assert_eq!(moved.resource_id, fb.resource_id);
+    assert_eq!(
+        rig.commands(),
+        vec![cmd::RESOURCE_DETACH_BACKING, cmd::RESOURCE_ATTACH_BACKING]
+    );
+    {
+        let g = rig.gpu.borrow();
+        assert_eq!(
+            g.resources[&fb.resource_id].backing,
+            Some((paddr, fb.len as u32))
+        );
+        assert_eq!(g.scanouts[0], Some(fb.resource_id), "the scanout stays");
+    }
+    rig.clear_commands();
+    assert_eq!(rig.driver().move_backing(paddr).unwrap(), moved);
+    assert!(rig.commands().is_empty(), "nothing moved, nothing sent");
+    rig.driver().flush_all().unwrap();
+    rig.hal.dma_free(old).unwrap();
+    rig.finish();
+}
+
+#[test]
+fn a_refused_new_backing_resets_the_device_so_it_holds_neither_range() {
+    let mut rig = Rig::new();
+    rig.attach().unwrap();
+    let old = rig.fb.take().unwrap();
+    let (paddr, _) = rig.framebuffer(1);
+    rig.gpu.borrow_mut().fail = Some((cmd::RESOURCE_ATTACH_BACKING, resp::ERR_UNSPEC));
+    assert!(rig.driver().move_backing(paddr).is_err());
+    assert!(rig.driver().framebuffer().is_none());
+    assert!(rig.gpu.borrow().resources.is_empty(), "reset: no resource left");
+    assert_eq!(
+        rig.driver().move_backing(paddr),
+        Err(GpuError::NotAttached)
+    );
+    rig.hal.dma_free(old).unwrap();
+    rig.finish();
+}
