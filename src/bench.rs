@@ -33,6 +33,7 @@
 //! also keeps timer interrupts out of the measured intervals. [`report`] (the tables) is
 //! pure and builds on the host; the workloads are bare-metal only.
 
+pub mod campaign;
 pub mod report;
 
 #[cfg(target_os = "none")]

@@ -28,11 +28,11 @@ use alloc::vec::Vec;
 use monolith::kmem::{self, anon, pagecache, KmemError, KmemState, PinKind};
 use monolith::mm::{CmaBalance, CmaError, MigrateType, OwnerKind, PageState, Pfn, Zone, MAX_ORDER};
 use monolith::test_harness::{run_tests, TestCase};
+use monolith::bench::campaign::request;
 use monolith::util::rng::SplitMix64 as Rng;
 use monolith::{qemu_ensure, qemu_ensure_eq};
 
 const CALLS: usize = 1500;
-const MAX_REQUEST: usize = 16_384;
 const SEED: u64 = 0x6361_6d70_6169_676e;
 const PAGEBLOCK: usize = 512;
 /// Page-cache blocks the campaign reads and writes.
@@ -160,20 +160,6 @@ fn prove_failure(
         b += step;
     }
     Ok(())
-}
-
-/// Log-uniform 1..=16384 pages; alignment none, the size's order (capped at a pageblock),
-/// or random up to 2^11.
-fn request(rng: &mut Rng) -> (usize, usize) {
-    let bits = rng.below(15);
-    let count = ((1usize << bits) + rng.below(1 << bits)).min(MAX_REQUEST);
-    let order = (usize::BITS - (count - 1).leading_zeros()) as usize;
-    let align = match rng.below(10) {
-        0..=3 => 0,
-        4..=7 => order.min(9),
-        _ => rng.below(12),
-    };
-    (count, align)
 }
 
 #[derive(Default)]

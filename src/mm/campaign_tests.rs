@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use super::testutil::Storage;
 use super::*;
+use crate::bench::campaign::request;
 use crate::util::rng::SplitMix64 as Rng;
 
 const BASE: Pfn = 0x80000;
@@ -48,7 +49,6 @@ const AREAS: [(usize, usize, usize, CmaFit); 3] = [
     (70_144, 24_576, 2, CmaFit::FirstFit),
 ];
 const CALLS: usize = 100_000;
-const MAX_REQUEST: usize = 16_384;
 const MIN_MIGRATIONS: usize = 100_000;
 /// Largest block a tenant allocates (page-cache folios and mTHP-like anonymous blocks).
 const MAX_TENANT_ORDER: usize = 2;
@@ -588,22 +588,6 @@ impl World {
             }
         }
     }
-}
-
-/// A request size: log-uniform over 1..=16384 pages, as drivers ask (many small buffers,
-/// some frame-sized, a few huge).
-fn request(rng: &mut Rng) -> (usize, usize) {
-    let bits = rng.below(15);
-    let count = ((1usize << bits) + rng.below(1 << bits)).min(MAX_REQUEST);
-    // Alignment: mostly what Linux's DMA layer asks (the request's order, capped), some
-    // none, some more than the size.
-    let order = (usize::BITS - (count - 1).leading_zeros()) as usize;
-    let align = match rng.below(10) {
-        0..=3 => 0,
-        4..=7 => order.min(9),
-        _ => rng.below(12),
-    };
-    (count, align)
 }
 
 fn check_held(zone: &Zone<'_>, areas: &[CmaArea], held: &[Held]) -> Result<(), String> {
