@@ -159,7 +159,9 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
     let mut outputs: HashMap<String, String> = HashMap::new();
     if filter.is_none() || guest_wanted {
         println!("\n== in-guest benchmarks (tests/{BENCH_IMAGE_PREFIX}*.rs under -icount shift=0)");
-        let images: Vec<TestImage> = build::test_images(&tools, Profile::Release)?
+        let images: Vec<TestImage> = build::test_images(&tools, Profile::Release, |name| {
+            name.starts_with(BENCH_IMAGE_PREFIX) && wanted(name)
+        })?
             .into_iter()
             .filter(|image| image.is_benchmark() && wanted(&image.name))
             .collect();

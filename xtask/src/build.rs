@@ -261,10 +261,23 @@ pub fn test_images_from_messages(messages: &str) -> Vec<TestImage> {
     images
 }
 
-/// Build every in-QEMU test image (none when `tests/` has no `.rs` file).
-pub fn test_images(tools: &Tools, profile: Profile) -> Result<Vec<TestImage>> {
+/// Build the in-QEMU test images whose names `wanted` accepts (none when `tests/` has no
+/// `.rs` file or none is wanted): every image in one `--test '*'` build when all are
+/// wanted, else one `--test NAME` per wanted image, so a filtered run does not link the
+/// thirty-odd images it will not boot.
+pub fn test_images(
+    tools: &Tools,
+    profile: Profile,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<TestImage>> {
     let sources = test_sources();
-    if sources.is_empty() {
+    let names: Vec<String> = sources
+        .iter()
+        .filter_map(|path| path.file_stem().and_then(|stem| stem.to_str()))
+        .map(String::from)
+        .collect();
+    let chosen: Vec<&String> = names.iter().filter(|name| wanted(name)).collect();
+    if chosen.is_empty() {
         return Ok(Vec::new());
     }
     if !manifest_has_feature("qemu-test")? {
@@ -277,13 +290,14 @@ pub fn test_images(tools: &Tools, profile: Profile) -> Result<Vec<TestImage>> {
     }
     let mut command = firmware_cargo(tools);
     common_build_args(&mut command, profile);
-    command.args([
-        "--features",
-        "qemu-test",
-        "--test",
-        "*",
-        "--message-format=json-render-diagnostics",
-    ]);
+    command.args(["--features", "qemu-test", "--message-format=json-render-diagnostics"]);
+    if chosen.len() == names.len() {
+        command.args(["--test", "*"]);
+    } else {
+        for name in chosen {
+            command.args(["--test", name]);
+        }
+    }
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -88,7 +88,9 @@ const NAME_WIDTH: usize = 160;
 
 pub fn verb(options: &Args) -> Result<ExitCode> {
     let tools = setup::ensure()?;
-    let images: Vec<TestImage> = build::test_images(&tools, Profile::Release)?
+    let images: Vec<TestImage> = build::test_images(&tools, Profile::Release, |name| {
+        name.starts_with(PROFILE_IMAGE_PREFIX)
+    })?
         .into_iter()
         .filter(TestImage::is_profile)
         .collect();

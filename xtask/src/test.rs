@@ -326,7 +326,9 @@ fn run_image(tools: &Tools, image: &TestImage) -> (Tally, String) {
 
 fn qemu_images(tools: &Tools, filter: Option<&str>) -> Tally {
     section("in-QEMU test images (tests/*.rs)");
-    let images = match build::test_images(tools, Profile::Release) {
+    let images = match build::test_images(tools, Profile::Release, |name| {
+        filter.is_none_or(|f| name.contains(f))
+    }) {
         Ok(images) => images,
         Err(message) => {
             println!("FAILED: {message:#}");
@@ -335,6 +337,15 @@ fn qemu_images(tools: &Tools, filter: Option<&str>) -> Tally {
     };
     let sources = build::test_sources();
     if images.is_empty() {
+        let matching = sources.iter().any(|path| {
+            path.file_stem()
+                .and_then(|stem| stem.to_str())
+                .is_some_and(|name| filter.is_none_or(|f| name.contains(f)))
+        });
+        if !sources.is_empty() && !matching {
+            println!("(no in-QEMU test image matches)");
+            return Tally::default();
+        }
         if sources.is_empty() {
             println!("(no in-QEMU test images yet: tests/ has no .rs file)");
             return Tally::default();
