@@ -92,6 +92,31 @@ enum Slot {
 
 static SCREEN: IrqSafeLock<Slot> = IrqSafeLock::new(Slot::Off);
 
+/// Pins and references that deferred flushes held, to give back at the next display call:
+/// a job's closure may be dropped inside the DMA service's lock (a refused submit), where
+/// it must not call the service.
+static DEFERRED_PINS: IrqSafeLock<Vec<BufId>> = IrqSafeLock::new(Vec::new());
+
+/// A deferred flush's pin and reference on the framebuffer, handed back when the job has
+/// run or was dropped unrun.
+struct DeferredPin(BufId);
+
+impl Drop for DeferredPin {
+    fn drop(&mut self) {
+        let buf = self.0;
+        DEFERRED_PINS.lock(|pins| pins.push(buf));
+    }
+}
+
+/// Give back what finished deferred flushes held.
+fn release_deferred_pins() {
+    for buf in DEFERRED_PINS.lock(core::mem::take) {
+        if let Err(e) = dma_service::buf_unpin(buf).and_then(|()| dma_service::buf_put(buf)) {
+            log::warn!("display: releasing a deferred flush's pin: {e}");
+        }
+    }
+}
+
 /// Why the display could not do what was asked.
 #[derive(Debug)]
 pub enum DisplayError {
@@ -327,25 +352,22 @@ impl Screen {
             let _ = dma_service::buf_put(buf);
             return Err(e.into());
         }
+        let held = DeferredPin(buf);
         let submitted = dma_service::job_submit(
             context,
             &pending,
             1_000_000,
             alloc::boxed::Box::new(move || {
+                let _held = held;
                 if let Err(e) = virtio_gpu::flush(rect) {
-                    log::warn!("display: deferred flush: {e}");
-                }
-                if let Err(e) = dma_service::buf_unpin(buf).and_then(|()| dma_service::buf_put(buf))
-                {
                     log::warn!("display: deferred flush: {e}");
                 }
             }),
         );
-        if let Err(e) = submitted {
-            let _ = dma_service::buf_unpin(buf);
-            let _ = dma_service::buf_put(buf);
-            return Err(e.into());
+        if submitted.is_err() {
+            release_deferred_pins();
         }
+        submitted?;
         Ok(())
     }
 
@@ -413,6 +435,7 @@ fn memory_map_snapshot() -> Result<MemoryMapSnapshot, DisplayError> {
 
 /// `gpu pattern` / `gpu map`: bring the screen up if needed and show `what`.
 pub fn show(what: Showing) -> Result<String, DisplayError> {
+    release_deferred_pins();
     with_screen(true, |screen| {
         match what {
             Showing::Pattern => screen.pinned(Screen::show_pattern)?,
@@ -458,6 +481,7 @@ pub fn off() -> Result<String, DisplayError> {
             Err(DisplayError::Busy)
         }
     })?;
+    release_deferred_pins();
     let Some(screen) = taken else {
         return Ok(String::from("display already off"));
     };
@@ -515,6 +539,7 @@ pub fn info() -> Result<String, DisplayError> {
 /// Called by an idle console: repaint the live memory map where it changed, at most every
 /// [`REFRESH_US`]. An error is logged, not returned (nobody asked), and stops live redraws.
 pub fn refresh() {
+    release_deferred_pins();
     let now = dma_service::now_us();
     let due = SCREEN.lock(|slot| match slot {
         Slot::On(s) => s.live && now >= s.last_refresh_us + REFRESH_US,
