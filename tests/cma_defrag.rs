@@ -215,6 +215,8 @@ fn the_display_follows_its_framebuffer_when_it_moves() -> Result<(), String> {
         dma::buf_put(id).map_err(e)?;
     }
     display::off().map_err(|x| format!("{x}"))?;
+    // The driver's rings and command page too: every page back.
+    gpu::shutdown().map_err(|x| format!("{x}"))?;
     qemu_ensure_eq!(state()?.used, before.used);
     Ok(())
 }
