@@ -41,7 +41,7 @@ use crate::dt::reserved::{plan_reserved_memory, ReservedMemoryPlan};
 use crate::memory::mmu;
 use crate::mm::{
     self, vmstat, CmaArea, CmaError, CmaState, GfpFlags, MigrateError, MigrateType, Migrator, Move,
-    Owner, OwnerKind, Page, Pfn, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
+    Owner, OwnerKind, Page, Pfn, Reclaim, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
 };
 use crate::util::ranges;
 
@@ -175,6 +175,19 @@ impl Migrator for Moving<'_, '_> {
             && self.clients.cache.reclaim(pfn, owner.id(), |va| {
                 let _ = mover.unmap_page(va);
             })
+    }
+
+    /// Each clean page is unmapped as it is dropped; the TLB entries of the whole batch go
+    /// in one synchronisation at the end (the frames are not handed out before).
+    #[inline(never)]
+    fn reclaim_batch(&mut self, pages: &mut [Reclaim]) -> usize {
+        let mover = &mut *self.mover;
+        let dropped = self
+            .clients
+            .cache
+            .reclaim_batch(pages, |va, pa| mover.drop_page(va, pa).is_ok());
+        mover.invalidate_dropped(PageCache::dropped_addresses(pages));
+        dropped
     }
 
     #[inline(always)]

@@ -11,8 +11,9 @@
 //! maps it at `CACHE_WINDOW + block * 4 KiB` and fills it from the store. Writing a cached
 //! block rewrites the page with the next version and marks it dirty until write-back.
 //!
-//! Under `alloc_contig_range`, `Migrator::reclaim` drops a clean page (unmap, forget; the mm
-//! frees the frame) and counts it; the next read of that block misses and is counted as a
+//! Under `alloc_contig_range`, `Migrator::reclaim_batch` drops clean order-0 pages a batch
+//! at a time (unmap each, forget it; one TLB synchronisation for the batch; the mm takes the
+//! frames for its allocation) and `Migrator::reclaim` larger ones, and both count them; the next read of that block misses and is counted as a
 //! re-read. Dirty pages cannot be dropped without losing data, so they are migrated like
 //! anonymous pages. Direct reclaim ([`PageCache::shrink_clean`]) drops clean pages to make
 //! room when a CMA allocation needs migration targets.
@@ -27,7 +28,7 @@ use super::pattern::PagePattern;
 use super::window;
 use super::{with_state, KmemError, PlaceError};
 use crate::memory::mmu;
-use crate::mm::{Gfp, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
+use crate::mm::{Gfp, Owner, OwnerKind, Pfn, Reclaim, Zone, PAGE_SHIFT, PAGE_SIZE};
 
 /// First window address of the page cache (512 GiB into the window).
 pub const CACHE_WINDOW: usize = mmu::MOVABLE_WINDOW_START + (512 << 30);
@@ -198,6 +199,39 @@ impl PageCache {
         }
         unmap(Self::va(block));
         true
+    }
+
+    /// [`Migrator::reclaim_batch`](crate::mm::Migrator::reclaim_batch): drop every page of
+    /// `pages` that is clean and still where mm says; `unmap(va, pa)` removes a page's
+    /// mapping (its TLB entries are the caller's, once for the batch). Returns how many
+    /// were dropped.
+    #[inline(always)]
+    pub(crate) fn reclaim_batch(
+        &mut self,
+        pages: &mut [Reclaim],
+        mut unmap: impl FnMut(usize, u64) -> bool,
+    ) -> usize {
+        let mut dropped = 0;
+        for r in pages {
+            if !r.owner.is(OwnerKind::PageCache) {
+                continue;
+            }
+            let block = r.owner.id() as usize;
+            let pa = (r.pfn << PAGE_SHIFT) as u64;
+            r.dropped = self
+                .table
+                .reclaim_unmapped(block, r.pfn, || unmap(Self::va(block), pa));
+            dropped += usize::from(r.dropped);
+        }
+        dropped
+    }
+
+    /// The window addresses of the pages [`PageCache::reclaim_batch`] dropped.
+    pub(crate) fn dropped_addresses(pages: &[Reclaim]) -> impl Iterator<Item = usize> + '_ {
+        pages
+            .iter()
+            .filter(|r| r.dropped)
+            .map(|r| Self::va(r.owner.id() as usize))
     }
 
     /// The window address of `block` if the cache agrees that `src` holds it: the page

@@ -9,9 +9,10 @@
 //! back. A batched migration runs in two steps, so per-move costs the owner can share (TLB
 //! synchronisation, locks) are paid once per batch of up to [`MIGRATE_BATCH`] moves:
 //! [`Migrator::prepare`] as each move is queued, then [`Migrator::migrate_batch`] for the
-//! whole batch, or [`Migrator::cancel`] for moves mm abandons. Both the buddy (which records
-//! moves in its frame metadata) and `alloc_contig_range` (which queues and settles them)
-//! depend on this module, and it depends on neither.
+//! whole batch, or [`Migrator::cancel`] for moves mm abandons. Clean page cache is dropped
+//! rather than moved, a batch at a time too ([`Migrator::reclaim_batch`]). Both the buddy
+//! (which records moves in its frame metadata) and `alloc_contig_range` (which queues and
+//! settles them) depend on this module, and it depends on neither.
 #![forbid(unsafe_code)]
 
 use core::fmt;
@@ -91,6 +92,47 @@ pub trait Migrator {
     /// The default does nothing.
     fn cancel(&mut self, moves: &mut [Move]) {
         let _ = moves;
+    }
+
+    /// Drop a batch of order-0 reclaimable pages if they are clean, with
+    /// [`Migrator::reclaim`]'s meaning for each: every `pages[i].dropped` arrives `false`;
+    /// set it for each page dropped (unmapped, TLB entries included by the time this
+    /// returns, and forgotten). mm takes the dropped frames for its allocation and migrates
+    /// the others instead. Returns how many were dropped. Implementations override this to
+    /// share per-page costs (one TLB synchronisation for the batch); the default reclaims
+    /// one page at a time.
+    fn reclaim_batch(&mut self, pages: &mut [Reclaim]) -> usize {
+        let mut dropped = 0;
+        for r in pages {
+            r.dropped = self.reclaim(r.pfn, 0, r.owner);
+            dropped += usize::from(r.dropped);
+        }
+        dropped
+    }
+}
+
+/// One order-0 page offered to [`Migrator::reclaim_batch`]: `owner`'s page at `pfn`, and
+/// whether the owner dropped it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reclaim {
+    pub pfn: Pfn,
+    pub owner: Owner,
+    /// Set by the migrator when it dropped the page.
+    pub dropped: bool,
+    /// What the frame was allocated as (its raw `Page` byte), restored if the page is
+    /// not dropped (mm's own bookkeeping).
+    pub(in crate::mm) allocated_as: u8,
+}
+
+impl Reclaim {
+    /// A page not offered yet.
+    pub const fn new(pfn: Pfn, owner: Owner) -> Reclaim {
+        Reclaim {
+            pfn,
+            owner,
+            dropped: false,
+            allocated_as: MigrateType::Movable as u8,
+        }
     }
 }
 

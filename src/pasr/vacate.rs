@@ -43,7 +43,7 @@ use core::ops::Range;
 use super::sections::{PasrMasks, Sections};
 use crate::mm::{
     evacuate_isolated_range, ContigError, MigrateError, MigrateType, Migrator, Move, Owner,
-    OwnerKind, PageState, PasrMode, Pfn, Zone, PAGEBLOCK_NR_PAGES,
+    OwnerKind, PageState, PasrMode, Pfn, Reclaim, Zone, PAGEBLOCK_NR_PAGES,
 };
 use crate::util::bits::set_bits;
 
@@ -469,6 +469,13 @@ impl<M: Migrator + ?Sized> Migrator for Counting<'_, M> {
         if dropped {
             self.dropped += 1 << order;
         }
+        dropped
+    }
+
+    fn reclaim_batch(&mut self, pages: &mut [Reclaim]) -> usize {
+        // The inner batch does not come back through `Counting::reclaim`: count here.
+        let dropped = self.inner.reclaim_batch(pages);
+        self.dropped += dropped;
         dropped
     }
 

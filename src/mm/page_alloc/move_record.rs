@@ -9,7 +9,9 @@
 //! costs nothing more; a move that fails is undone (the source is the owner's again, the
 //! target is freed). Order-0 anonymous pages are queued straight from a walk over the
 //! memmap, the common case when a CMA area is emptied; larger blocks are settled after
-//! their batch ran. The zone also keeps the call's move buffer between calls, and hands out
+//! their batch ran. Order-0 page cache is recorded the same way as the walk offers it for
+//! reclaim: as a frame of the allocation at once, given back if the owner keeps the page.
+//! The zone also keeps the call's move and reclaim buffers between calls, and hands out
 //! the owner value that tells each call's frames apart.
 #![forbid(unsafe_code)]
 
@@ -17,7 +19,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::Zone;
-use crate::mm::migrate::{Migrator, Move};
+use crate::mm::migrate::{Migrator, Move, Reclaim};
 use crate::mm::{MigrateType, MmError, Owner, OwnerKind, Page, PageState, Pfn};
 
 impl Zone<'_> {
@@ -29,6 +31,16 @@ impl Zone<'_> {
     /// Keep `buffer` for the next `alloc_contig_range` call.
     pub(in crate::mm) fn keep_move_buffer(&mut self, buffer: Vec<Move>) {
         self.move_buffer = buffer;
+    }
+
+    /// `alloc_contig_range`'s reclaim buffer from the last call (empty the first time).
+    pub(in crate::mm) fn take_reclaim_buffer(&mut self) -> Vec<Reclaim> {
+        core::mem::take(&mut self.reclaim_buffer)
+    }
+
+    /// Keep `buffer` for the next `alloc_contig_range` call.
+    pub(in crate::mm) fn keep_reclaim_buffer(&mut self, buffer: Vec<Reclaim>) {
+        self.reclaim_buffer = buffer;
     }
 
     /// The owner a new `alloc_contig_range` call records on the frames it takes:
@@ -104,6 +116,74 @@ impl Zone<'_> {
         }
         targets.start += queued;
         (start + i, queued)
+    }
+
+    /// `alloc_contig_range`'s fast path for clean page cache: walk the frames from `pfn`
+    /// towards `end` and put (into `slots`, in order) every allocated order-0 page of a
+    /// reclaimable owner, recording it as taken right away: owned by `ours`, allocated as
+    /// `taken_as`, as if the owner had dropped it. Free blocks and frames the call already
+    /// took are skipped; anything else stops the walk, as do full `slots`. Returns where
+    /// the walk stopped and how many pages it put in `slots`, for
+    /// [`Migrator::reclaim_batch`]; a page the owner keeps must be given back with
+    /// [`Zone::undo_reclaim_record`].
+    ///
+    /// Dropped pages never pass through the free lists: freeing them only to take them
+    /// back for the allocation would cost more than the rest of reclaim together.
+    #[inline(never)]
+    pub(in crate::mm) fn take_order0_reclaimable(
+        &mut self,
+        pfn: Pfn,
+        end: Pfn,
+        slots: &mut [Reclaim],
+        (taken_as, ours): (MigrateType, Owner),
+    ) -> (Pfn, usize) {
+        let start = self.start_pfn;
+        let lo = pfn.clamp(start, self.end_pfn) - start;
+        let hi = end.clamp(start, self.end_pfn) - start;
+        let mut i = lo;
+        let mut offered = 0;
+        while i < hi {
+            let page = &mut self.pages[i];
+            if page.is_buddy() {
+                i += 1 << page.order();
+                continue;
+            }
+            if !page.is_order0_head() {
+                break;
+            }
+            let owner = page.owner();
+            if owner.is(OwnerKind::PageCache) {
+                let Some(slot) = slots.get_mut(offered) else {
+                    break;
+                };
+                *slot = Reclaim {
+                    pfn: start + i,
+                    owner,
+                    dropped: false,
+                    allocated_as: page.migratetype_raw(),
+                };
+                page.set_migratetype(taken_as);
+                page.set_owner(ours);
+                offered += 1;
+            } else if owner != ours {
+                break;
+            }
+            i += 1;
+        }
+        (start + i, offered)
+    }
+
+    /// Undo the record [`Zone::take_order0_reclaimable`] made for a page its owner kept:
+    /// the frame is the owner's again, allocated as before.
+    pub(in crate::mm) fn undo_reclaim_record(&mut self, r: &Reclaim) -> Result<(), MmError> {
+        match self.pages.get_mut(r.pfn.wrapping_sub(self.start_pfn)) {
+            Some(page) if page.is_order0_head() => {
+                page.set_owner(r.owner);
+                page.set_migratetype_raw(r.allocated_as);
+                Ok(())
+            }
+            _ => Err(MmError::NotAllocated { pfn: r.pfn }),
+        }
     }
 
     /// The record [`Zone::queue_order0_migrations`] makes, for one order-0 move queued

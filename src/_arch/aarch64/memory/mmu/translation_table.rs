@@ -596,6 +596,7 @@ impl TranslationTables {
             },
             broken: 0,
             synced: true,
+            dropped: 0,
         }
     }
 
@@ -702,6 +703,8 @@ pub struct PageMover<'t, S: WalkerSync> {
     broken: usize,
     /// Every break so far has had its TLB entries invalidated.
     synced: bool,
+    /// Pages dropped ([`PageMover::drop_page`]) whose TLB entries are not invalidated yet.
+    dropped: usize,
 }
 
 /// Finds L3 entries, remembering the last 2 MiB's table. Small and `Copy`, so the bulk
@@ -748,6 +751,27 @@ impl<'t> L3Cursor<'t> {
             return Err(MapError::WrongFrame);
         }
         entry.store(old & !bits::VALID, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// See [`PageMover::drop_page`].
+    #[inline(always)]
+    fn drop_page(&mut self, va: u64, expected_pa: u64) -> Result<(), MapError> {
+        if (va | expected_pa) & (PAGE_SIZE - 1) != 0 {
+            return Err(MapError::Misaligned);
+        }
+        if va >= 1 << VA_BITS {
+            return Err(MapError::AddressOutOfRange);
+        }
+        let entry = self.entry(va).ok_or(MapError::NotMapped)?;
+        let old = entry.load(Ordering::Relaxed);
+        if old & (bits::VALID | bits::TABLE_OR_PAGE) != bits::VALID | bits::TABLE_OR_PAGE {
+            return Err(MapError::NotMapped);
+        }
+        if old & OUTPUT_ADDRESS_MASK != expected_pa {
+            return Err(MapError::WrongFrame);
+        }
+        entry.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -877,10 +901,32 @@ impl<'t, S: WalkerSync> PageMover<'t, S> {
         Ok(old & OUTPUT_ADDRESS_MASK)
     }
 
-    /// Publish the new entries. Returns the number of pages left broken (should be 0).
+    /// Remove the page mapping of `va`, which must map `expected_pa` (else nothing changes:
+    /// [`MapError::WrongFrame`], or [`MapError::NotMapped`] if `va` has no valid page), for
+    /// good: for a page dropped rather than moved, many at a time. Its TLB entries go with
+    /// those of the other pages dropped since, in [`PageMover::invalidate_dropped`].
+    #[inline(always)]
+    pub fn drop_page(&mut self, va: u64, expected_pa: u64) -> Result<(), MapError> {
+        self.cursor.drop_page(va, expected_pa)?;
+        self.dropped += 1;
+        Ok(())
+    }
+
+    /// Make the drops so far visible and drop the TLB entries of every page dropped since
+    /// the last call, which `vas` must yield (implementations may flush the whole TLB
+    /// instead of iterating them).
+    pub fn invalidate_dropped<I: Iterator<Item = u64>>(&mut self, vas: I) {
+        if self.dropped != 0 {
+            self.sync.invalidate_vas(vas, self.dropped);
+            self.dropped = 0;
+        }
+    }
+
+    /// Publish the new entries. Returns the number of pages left broken, or dropped without
+    /// their TLB entries invalidated (should be 0).
     pub fn finish(self) -> usize {
         self.sync.publish();
-        self.broken
+        self.broken + self.dropped
     }
 }
 
