@@ -177,17 +177,26 @@ impl Migrator for Moving<'_, '_> {
             })
     }
 
-    /// Each clean page is unmapped as it is dropped; the TLB entries of the whole batch go
-    /// in one synchronisation at the end (the frames are not handed out before).
-    #[inline(never)]
-    fn reclaim_batch(&mut self, pages: &mut [Reclaim]) -> usize {
+    /// A clean page is unmapped as it is dropped; the TLB entries of the whole batch go in
+    /// one synchronisation in `finish_reclaim` (mm hands out no frame before).
+    #[inline(always)]
+    fn prepare_reclaim(&mut self, r: &mut Reclaim) -> bool {
+        if !r.owner.is(OwnerKind::PageCache) {
+            return false;
+        }
         let mover = &mut *self.mover;
         let dropped = self
             .clients
             .cache
-            .reclaim_batch(pages, |va, pa| mover.drop_page(va, pa).is_ok());
-        mover.invalidate_dropped(PageCache::dropped_addresses(pages));
-        dropped
+            .reclaim_unmapped(r.pfn, r.owner.id(), |va, pa| {
+                mover.drop_page(va, pa).is_ok()
+            });
+        r.token = dropped.unwrap_or(0);
+        dropped.is_some()
+    }
+
+    fn finish_reclaim(&mut self, pages: &[Reclaim]) {
+        self.mover.invalidate_dropped(pages.iter().map(|r| r.token));
     }
 
     #[inline(always)]

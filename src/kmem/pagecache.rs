@@ -11,9 +11,9 @@
 //! maps it at `CACHE_WINDOW + block * 4 KiB` and fills it from the store. Writing a cached
 //! block rewrites the page with the next version and marks it dirty until write-back.
 //!
-//! Under `alloc_contig_range`, `Migrator::reclaim_batch` drops clean order-0 pages a batch
-//! at a time (unmap each, forget it; one TLB synchronisation for the batch; the mm takes the
-//! frames for its allocation) and `Migrator::reclaim` larger ones, and both count them; the next read of that block misses and is counted as a
+//! Under `alloc_contig_range`, `Migrator::prepare_reclaim` drops a clean order-0 page (unmap,
+//! forget; one TLB synchronisation per batch in `Migrator::finish_reclaim`; the mm takes the
+//! frame for its allocation) and `Migrator::reclaim` any clean page, and both count it; the next read of that block misses and is counted as a
 //! re-read. Dirty pages cannot be dropped without losing data, so they are migrated like
 //! anonymous pages. Direct reclaim ([`PageCache::shrink_clean`]) drops clean pages to make
 //! room when a CMA allocation needs migration targets.
@@ -28,7 +28,7 @@ use super::pattern::PagePattern;
 use super::window;
 use super::{with_state, KmemError, PlaceError};
 use crate::memory::mmu;
-use crate::mm::{Gfp, Owner, OwnerKind, Pfn, Reclaim, Zone, PAGE_SHIFT, PAGE_SIZE};
+use crate::mm::{Gfp, Owner, OwnerKind, Pfn, Zone, PAGE_SHIFT, PAGE_SIZE};
 
 /// First window address of the page cache (512 GiB into the window).
 pub const CACHE_WINDOW: usize = mmu::MOVABLE_WINDOW_START + (512 << 30);
@@ -201,37 +201,21 @@ impl PageCache {
         true
     }
 
-    /// [`Migrator::reclaim_batch`](crate::mm::Migrator::reclaim_batch): drop every page of
-    /// `pages` that is clean and still where mm says; `unmap(va, pa)` removes a page's
-    /// mapping (its TLB entries are the caller's, once for the batch). Returns how many
-    /// were dropped.
+    /// [`Migrator::prepare_reclaim`](crate::mm::Migrator::prepare_reclaim): drop the page of
+    /// `block` if it is clean and in `pfn`, `unmap(va, pa)` removing its mapping (its TLB
+    /// entries are the caller's, once per batch). The window address of the page dropped.
     #[inline(always)]
-    pub(crate) fn reclaim_batch(
+    pub(crate) fn reclaim_unmapped(
         &mut self,
-        pages: &mut [Reclaim],
-        mut unmap: impl FnMut(usize, u64) -> bool,
-    ) -> usize {
-        let mut dropped = 0;
-        for r in pages {
-            if !r.owner.is(OwnerKind::PageCache) {
-                continue;
-            }
-            let block = r.owner.id() as usize;
-            let pa = (r.pfn << PAGE_SHIFT) as u64;
-            r.dropped = self
-                .table
-                .reclaim_unmapped(block, r.pfn, || unmap(Self::va(block), pa));
-            dropped += usize::from(r.dropped);
-        }
-        dropped
-    }
-
-    /// The window addresses of the pages [`PageCache::reclaim_batch`] dropped.
-    pub(crate) fn dropped_addresses(pages: &[Reclaim]) -> impl Iterator<Item = usize> + '_ {
-        pages
-            .iter()
-            .filter(|r| r.dropped)
-            .map(|r| Self::va(r.owner.id() as usize))
+        pfn: Pfn,
+        block: u64,
+        unmap: impl FnOnce(usize, u64) -> bool,
+    ) -> Option<usize> {
+        let block = block as usize;
+        let va = Self::va(block);
+        self.table
+            .reclaim_unmapped(block, pfn, || unmap(va, (pfn << PAGE_SHIFT) as u64))
+            .then_some(va)
     }
 
     /// The window address of `block` if the cache agrees that `src` holds it: the page

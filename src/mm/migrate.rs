@@ -10,7 +10,8 @@
 //! synchronisation, locks) are paid once per batch of up to [`MIGRATE_BATCH`] moves:
 //! [`Migrator::prepare`] as each move is queued, then [`Migrator::migrate_batch`] for the
 //! whole batch, or [`Migrator::cancel`] for moves mm abandons. Clean page cache is dropped
-//! rather than moved, a batch at a time too ([`Migrator::reclaim_batch`]). Both the buddy
+//! rather than moved, a batch at a time too ([`Migrator::prepare_reclaim`] as mm reaches each
+//! page, [`Migrator::finish_reclaim`] for the batch). Both the buddy
 //! (which records moves in its frame metadata) and `alloc_contig_range` (which queues and
 //! settles them) depend on this module, and it depends on neither.
 #![forbid(unsafe_code)]
@@ -94,34 +95,33 @@ pub trait Migrator {
         let _ = moves;
     }
 
-    /// Drop a batch of order-0 reclaimable pages if they are clean, with
-    /// [`Migrator::reclaim`]'s meaning for each: every `pages[i].dropped` arrives `false`;
-    /// set it for each page dropped (unmapped, TLB entries included by the time this
-    /// returns, and forgotten). mm takes the dropped frames for its allocation and migrates
-    /// the others instead. Returns how many were dropped. Implementations override this to
-    /// share per-page costs (one TLB synchronisation for the batch); the default reclaims
-    /// one page at a time.
-    fn reclaim_batch(&mut self, pages: &mut [Reclaim]) -> usize {
-        let mut dropped = 0;
-        for r in pages {
-            r.dropped = self.reclaim(r.pfn, 0, r.owner);
-            dropped += usize::from(r.dropped);
-        }
-        dropped
+    /// Drop the order-0 reclaimable page `r` if it is clean, as mm's walk reaches it, with
+    /// [`Migrator::reclaim`]'s meaning, except that its TLB entries may stay until
+    /// [`Migrator::finish_reclaim`] for the whole batch (mm hands out no frame before).
+    /// `true`: dropped (unmapped and forgotten), mm takes the frame for its allocation;
+    /// `false`: dirty or busy, mm migrates it instead. `r.token` is the migrator's own
+    /// word for the page, kept for `finish_reclaim`. The default is
+    /// [`Migrator::reclaim`], one page at a time.
+    #[inline]
+    fn prepare_reclaim(&mut self, r: &mut Reclaim) -> bool {
+        self.reclaim(r.pfn, 0, r.owner)
+    }
+
+    /// Complete the pages of a batch [`Migrator::prepare_reclaim`] dropped (every page of
+    /// `pages` was): one TLB synchronisation for all of them. The default does nothing.
+    fn finish_reclaim(&mut self, pages: &[Reclaim]) {
+        let _ = pages;
     }
 }
 
-/// One order-0 page offered to [`Migrator::reclaim_batch`]: `owner`'s page at `pfn`, and
-/// whether the owner dropped it.
+/// One order-0 page dropped by [`Migrator::prepare_reclaim`]: `owner`'s page at `pfn`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reclaim {
     pub pfn: Pfn,
     pub owner: Owner,
-    /// Set by the migrator when it dropped the page.
-    pub dropped: bool,
-    /// What the frame was allocated as (its raw `Page` byte), restored if the page is
-    /// not dropped (mm's own bookkeeping).
-    pub(in crate::mm) allocated_as: u8,
+    /// The migrator's own word for this page, kept until [`Migrator::finish_reclaim`] (say,
+    /// the address of the mapping it removed). mm sets it to 0 and never reads it.
+    pub token: usize,
 }
 
 impl Reclaim {
@@ -130,8 +130,7 @@ impl Reclaim {
         Reclaim {
             pfn,
             owner,
-            dropped: false,
-            allocated_as: MigrateType::Movable as u8,
+            token: 0,
         }
     }
 }

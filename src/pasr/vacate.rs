@@ -472,11 +472,16 @@ impl<M: Migrator + ?Sized> Migrator for Counting<'_, M> {
         dropped
     }
 
-    fn reclaim_batch(&mut self, pages: &mut [Reclaim]) -> usize {
-        // The inner batch does not come back through `Counting::reclaim`: count here.
-        let dropped = self.inner.reclaim_batch(pages);
-        self.dropped += dropped;
+    fn prepare_reclaim(&mut self, r: &mut Reclaim) -> bool {
+        // The inner migrator's own `prepare_reclaim` does not come back through
+        // `Counting::reclaim`: count here.
+        let dropped = self.inner.prepare_reclaim(r);
+        self.dropped += usize::from(dropped);
         dropped
+    }
+
+    fn finish_reclaim(&mut self, pages: &[Reclaim]) {
+        self.inner.finish_reclaim(pages);
     }
 
     fn prepare(&mut self, m: &mut Move) -> Result<(), MigrateError> {

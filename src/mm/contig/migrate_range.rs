@@ -6,9 +6,10 @@
 //! One pass walks the range once. Runs of order-0 anonymous pages go through the zone's fast
 //! path (`Zone::queue_order0_migrations`), which queues and records them as moved in one
 //! step. Runs of order-0 page cache go through the other fast path
-//! (`Zone::take_order0_reclaimable`), which records them as taken and offers them to the
-//! owner in one [`Migrator::reclaim_batch`]: the clean ones are dropped (no copy, no trip
-//! through the free lists), the others are given back and queued for migration. The walk
+//! (`Zone::take_order0_reclaimable`), which offers each page to the owner
+//! ([`Migrator::prepare_reclaim`]) and takes the dropped ones for the allocation at once (no
+//! copy, no trip through the free lists), one TLB synchronisation per batch
+//! ([`Migrator::finish_reclaim`]); a page the owner keeps is queued for migration. The walk
 //! handles everything else block by block: free blocks are skipped, larger clean page-cache
 //! blocks are reclaimed, other movable blocks are queued one at a time, anything else
 //! fails the call. A full batch is run at once; the pass ends by running the rest. A pass
@@ -27,12 +28,12 @@ use crate::mm::{
 /// Linux gives up after this many consecutive passes that migrated nothing.
 pub const MIGRATE_MAX_PASSES_WITHOUT_PROGRESS: usize = 5;
 
-/// Empty the isolated range (`__alloc_contig_migrate_range`). Order-0 page cache is offered
-/// for reclaim in batches, larger blocks one at a time; migrations are queued with their
-/// targets and run in batches; order-0 sources (and order-0 pages dropped) are taken as
-/// frames of the allocation (allocated as `taken_as`) when queued, and given back if their
-/// move fails (or the owner kept the page). Returns how many frames of the range were
-/// taken that way.
+/// Empty the isolated range (`__alloc_contig_migrate_range`). Page cache is reclaimed page
+/// by page in walk order (order-0 pages with one TLB synchronisation per batch); migrations
+/// are queued with their targets and run in batches; order-0 sources (and order-0 pages
+/// dropped) are taken as frames of the allocation (allocated as `taken_as`) when queued,
+/// and given back if their move fails. Returns how many frames of the range were taken
+/// that way.
 pub(super) fn migrate_range<M: Migrator + ?Sized>(
     zone: &mut Zone<'_>,
     migrator: &mut M,
@@ -113,14 +114,32 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
                     break;
                 }
             }
-            // Fast path for page cache: offer the order-0 pages from here on for reclaim
-            // in one batch, taking the dropped ones for the allocation at once.
-            let (stopped, offered) =
-                zone.take_order0_reclaimable(pfn, end, reclaims, batch.taken_as);
-            if offered != 0 {
+            // Fast path for page cache: the order-0 pages from here on are offered for
+            // reclaim one by one and the dropped ones taken for the allocation at once,
+            // with one TLB synchronisation for the batch.
+            let (stopped, dropped, kept) =
+                zone.take_order0_reclaimable(pfn, end, reclaims, batch.taken_as, migrator);
+            if dropped != 0 {
+                migrator.finish_reclaim(reclaims.get(..dropped).unwrap_or_default());
+                batch.taken += dropped;
+                outcome.progress = true;
+            }
+            if kept {
+                // Dirty or busy: it migrates instead (no need to ask the owner again).
+                pfn = stopped + 1;
+                let owner = zone.owner(stopped).unwrap_or(Owner::NONE);
+                queue_move(
+                    zone,
+                    migrator,
+                    batch,
+                    &mut outcome,
+                    (stopped, 0, owner),
+                    (start, end),
+                )?;
+                continue;
+            }
+            if dropped != 0 {
                 pfn = stopped;
-                let offered = reclaims.get_mut(..offered).unwrap_or_default();
-                reclaim_offered(zone, migrator, batch, &mut outcome, offered, (start, end))?;
                 continue;
             }
             let b = zone.block_at(pfn);
@@ -169,40 +188,6 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
             }
         }
     }
-}
-
-/// Offer the pages [`Zone::take_order0_reclaimable`] recorded as taken to their owner in
-/// one batch. The dropped ones stay taken; the others are given back to their owner (all of
-/// them first, so nothing is left recorded wrongly whatever happens next), then queued for
-/// migration like any movable page.
-fn reclaim_offered<M: Migrator + ?Sized>(
-    zone: &mut Zone<'_>,
-    migrator: &mut M,
-    batch: &mut Batch,
-    outcome: &mut Outcome,
-    offered: &mut [Reclaim],
-    range: (Pfn, Pfn),
-) -> Result<(), ContigError> {
-    let dropped = migrator.reclaim_batch(offered);
-    batch.taken += offered.len();
-    outcome.progress |= dropped != 0;
-    if dropped == offered.len() {
-        return Ok(());
-    }
-    let mut first_error = None;
-    for r in offered.iter().filter(|r| !r.dropped) {
-        batch.taken -= 1;
-        if let Err(e) = zone.undo_reclaim_record(r) {
-            first_error.get_or_insert(ContigError::Invalid(e));
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    for r in offered.iter().filter(|r| !r.dropped) {
-        queue_move(zone, migrator, batch, outcome, (r.pfn, 0, r.owner), range)?;
-    }
-    Ok(())
 }
 
 /// Queue the move of `owner`'s block of `1 << order` frames at `head` (inside `range`),

@@ -37,9 +37,12 @@ struct BatchingOwners {
     /// Every `prepare` call, and those that refused.
     prepare_calls: usize,
     prepare_refusals: usize,
-    /// Sizes of the `reclaim_batch` calls, in order, and `reclaim` calls for single blocks.
+    /// Sizes of the `finish_reclaim` calls, in order; `prepare_reclaim` calls; `reclaim`
+    /// calls for single blocks; pages dropped by `prepare_reclaim` and not finished yet.
     reclaim_batches: Vec<usize>,
+    reclaim_offers: usize,
     single_reclaims: usize,
+    reclaimed_unfinished: BTreeMap<usize, Reclaim>,
     /// Moves finished by `migrate_batch` (with their outcome) and by `cancel`, in order.
     completed: Vec<Move>,
     cancelled: Vec<Move>,
@@ -72,6 +75,11 @@ impl BatchingOwners {
             self.errors,
             Vec::<String>::new(),
             "migrator contract broken"
+        );
+        assert!(
+            self.reclaimed_unfinished.is_empty(),
+            "dropped but never finished: {:?}",
+            self.reclaimed_unfinished
         );
         assert!(
             self.prepared.is_empty(),
@@ -113,19 +121,31 @@ impl Migrator for BatchingOwners {
         self.fake.reclaim(pfn, order, owner)
     }
 
-    fn reclaim_batch(&mut self, pages: &mut [Reclaim]) -> usize {
+    fn prepare_reclaim(&mut self, r: &mut Reclaim) -> bool {
+        self.reclaim_offers += 1;
+        if r.token != 0 || !r.owner.is(OwnerKind::PageCache) {
+            self.errors.push(format!(
+                "prepare_reclaim: {r:?} is not a fresh page-cache offer"
+            ));
+        }
+        if !self.fake.reclaim(r.pfn, 0, r.owner) {
+            return false;
+        }
+        self.tokens += 1;
+        r.token = self.tokens;
+        self.reclaimed_unfinished.insert(r.token, *r);
+        true
+    }
+
+    fn finish_reclaim(&mut self, pages: &[Reclaim]) {
         self.reclaim_batches.push(pages.len());
-        let mut dropped = 0;
         for r in pages {
-            if r.dropped || !r.owner.is(OwnerKind::PageCache) {
+            if self.reclaimed_unfinished.remove(&r.token) != Some(*r) {
                 self.errors.push(format!(
-                    "reclaim_batch: {r:?} is not a fresh page-cache offer"
+                    "finish_reclaim: {r:?} was not dropped or is finished"
                 ));
             }
-            r.dropped = self.fake.reclaim(r.pfn, 0, r.owner);
-            dropped += usize::from(r.dropped);
         }
-        dropped
     }
 
     fn prepare(&mut self, m: &mut Move) -> Result<(), MigrateError> {
@@ -1263,46 +1283,52 @@ fn page_cache_the_owner_will_not_drop_is_migrated_instead() {
     assert!(owners.fake.objects.values().all(|o| o.0 < start));
     assert!(owners.prepare_again_left.values().all(|&l| l == 0));
     assert!(owners.again_left.values().all(|&l| l == 0));
-    // The first pass offered every page once; the retry pass offered none again (the
-    // dropped frames are the call's, the moved pages gone).
-    assert_eq!(owners.reclaim_batches.iter().sum::<usize>(), 1024 + 2);
+    // The first pass offered every page once, the retry pass only the two pages left (the
+    // dropped frames are the call's, the moved pages gone); a kept page is not asked again
+    // on the slow path.
+    assert_eq!(owners.reclaim_offers, 1024 + 2);
+    assert_eq!(
+        owners.reclaim_batches.iter().sum::<usize>(),
+        1024 - dirty.len()
+    );
     free_contig_range(&mut z, start, 1024).unwrap();
     accounted(&z, &owners, 0);
 }
 
 #[test]
-fn a_kept_page_refused_for_good_fails_the_call_with_every_page_its_owners() {
+fn a_kept_page_refused_for_good_fails_the_call_having_dropped_nothing_beyond_it() {
     let mut s = Storage::new(BASE, 4096);
     let (mut z, mut owners) = cache_area(&mut s, 4096, 1024, |id| id % 4 != 0);
     let (start, end) = (BASE + 4096 - 1024, BASE + 4096);
-    // Dirty pages in one batch: the first will not move at all, so the others offered
-    // with it must be back with their owner (not left recorded as the call's).
+    // Page 4 is dirty and migrates; dirty page 8 will not move at all. Pages are offered
+    // in walk order, so a call that fails there has dropped only the clean pages before
+    // it, as page-by-page reclaim would have.
     owners.prepare_busy.push(8);
     let busy_pfn = owners.pfn_of(8);
+    assert!((1..8).all(|id| owners.pfn_of(id) < busy_pfn));
     assert_eq!(
         take_cma(&mut z, &mut owners, start, end),
         Err(ContigError::Busy { pfn: busy_pfn })
     );
     accounted(&z, &owners, 0);
-    assert!(owners.fake.objects.contains_key(&8) && owners.fake.objects.contains_key(&12));
     assert_eq!(
         owners.fake.migrations, 1,
         "page 4 moved before page 8 refused"
     );
-    assert!(owners
-        .fake
-        .objects
-        .keys()
-        .filter(|&&id| id % 4 != 0)
-        .all(|&id| id > 512));
+    assert!(owners.pfn_of(4) < start);
+    let mut left: Vec<u64> = owners.fake.objects.keys().copied().collect();
+    left.sort_unstable();
+    let want: Vec<u64> = [4].into_iter().chain(8..=1024).collect();
+    assert_eq!(left, want);
+    assert_eq!(owners.reclaim_batches, vec![3, 3], "a batch ends at a kept page");
 }
 
 #[test]
-fn the_default_reclaim_batch_drops_page_by_page() {
+fn the_default_prepare_reclaim_drops_page_by_page() {
     let mut s = Storage::new(BASE, 4096);
     let (mut z, owners) = cache_area(&mut s, 4096, 1024, |id| id != 7);
     let (start, end) = (BASE + 4096 - 1024, BASE + 4096);
-    // FakeOwners has no `reclaim_batch` of its own: the default asks `reclaim`.
+    // FakeOwners has no `prepare_reclaim` of its own: the default asks `reclaim`.
     let mut fake = owners.fake;
     alloc_contig_range(&mut z, &mut fake, start, end, MigrateType::Cma).unwrap();
     assert_eq!((fake.reclaims, fake.migrations), (1023, 1));

@@ -9,8 +9,8 @@
 //! costs nothing more; a move that fails is undone (the source is the owner's again, the
 //! target is freed). Order-0 anonymous pages are queued straight from a walk over the
 //! memmap, the common case when a CMA area is emptied; larger blocks are settled after
-//! their batch ran. Order-0 page cache is recorded the same way as the walk offers it for
-//! reclaim: as a frame of the allocation at once, given back if the owner keeps the page.
+//! their batch ran. Order-0 page cache the owner drops as the walk offers it is recorded
+//! the same way: as a frame of the allocation at once.
 //! The zone also keeps the call's move and reclaim buffers between calls, and hands out
 //! the owner value that tells each call's frames apart.
 #![forbid(unsafe_code)]
@@ -119,29 +119,32 @@ impl Zone<'_> {
     }
 
     /// `alloc_contig_range`'s fast path for clean page cache: walk the frames from `pfn`
-    /// towards `end` and put (into `slots`, in order) every allocated order-0 page of a
-    /// reclaimable owner, recording it as taken right away: owned by `ours`, allocated as
-    /// `taken_as`, as if the owner had dropped it. Free blocks and frames the call already
-    /// took are skipped; anything else stops the walk, as do full `slots`. Returns where
-    /// the walk stopped and how many pages it put in `slots`, for
-    /// [`Migrator::reclaim_batch`]; a page the owner keeps must be given back with
-    /// [`Zone::undo_reclaim_record`].
+    /// towards `end` and offer every allocated order-0 page of a reclaimable owner to
+    /// [`Migrator::prepare_reclaim`]; each one dropped is recorded (into `slots`, in order,
+    /// for [`Migrator::finish_reclaim`]) and taken right away: owned by `ours`, allocated
+    /// as `taken_as`. Free blocks and frames the call already took are skipped; anything
+    /// else stops the walk, as do full `slots` and a page the owner keeps (`kept`: the
+    /// walk stopped there, and that page is to be migrated). Returns where the walk
+    /// stopped, how many pages were dropped, and `kept`.
     ///
     /// Dropped pages never pass through the free lists: freeing them only to take them
-    /// back for the allocation would cost more than the rest of reclaim together.
+    /// back for the allocation would cost more than the rest of reclaim together. The walk
+    /// asks the owner page by page, in order, as the slow path does, so a call that fails
+    /// half-way has dropped no page beyond where it stopped.
     #[inline(never)]
-    pub(in crate::mm) fn take_order0_reclaimable(
+    pub(in crate::mm) fn take_order0_reclaimable<M: Migrator + ?Sized>(
         &mut self,
         pfn: Pfn,
         end: Pfn,
         slots: &mut [Reclaim],
         (taken_as, ours): (MigrateType, Owner),
-    ) -> (Pfn, usize) {
+        migrator: &mut M,
+    ) -> (Pfn, usize, bool) {
         let start = self.start_pfn;
         let lo = pfn.clamp(start, self.end_pfn) - start;
         let hi = end.clamp(start, self.end_pfn) - start;
         let mut i = lo;
-        let mut offered = 0;
+        let mut dropped = 0;
         while i < hi {
             let page = &mut self.pages[i];
             if page.is_buddy() {
@@ -153,37 +156,22 @@ impl Zone<'_> {
             }
             let owner = page.owner();
             if owner.is(OwnerKind::PageCache) {
-                let Some(slot) = slots.get_mut(offered) else {
+                let Some(slot) = slots.get_mut(dropped) else {
                     break;
                 };
-                *slot = Reclaim {
-                    pfn: start + i,
-                    owner,
-                    dropped: false,
-                    allocated_as: page.migratetype_raw(),
-                };
+                *slot = Reclaim::new(start + i, owner);
+                if !migrator.prepare_reclaim(slot) {
+                    return (start + i, dropped, true);
+                }
                 page.set_migratetype(taken_as);
                 page.set_owner(ours);
-                offered += 1;
+                dropped += 1;
             } else if owner != ours {
                 break;
             }
             i += 1;
         }
-        (start + i, offered)
-    }
-
-    /// Undo the record [`Zone::take_order0_reclaimable`] made for a page its owner kept:
-    /// the frame is the owner's again, allocated as before.
-    pub(in crate::mm) fn undo_reclaim_record(&mut self, r: &Reclaim) -> Result<(), MmError> {
-        match self.pages.get_mut(r.pfn.wrapping_sub(self.start_pfn)) {
-            Some(page) if page.is_order0_head() => {
-                page.set_owner(r.owner);
-                page.set_migratetype_raw(r.allocated_as);
-                Ok(())
-            }
-            _ => Err(MmError::NotAllocated { pfn: r.pfn }),
-        }
+        (start + i, dropped, false)
     }
 
     /// The record [`Zone::queue_order0_migrations`] makes, for one order-0 move queued
