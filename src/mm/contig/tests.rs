@@ -1320,7 +1320,11 @@ fn a_kept_page_refused_for_good_fails_the_call_having_dropped_nothing_beyond_it(
     left.sort_unstable();
     let want: Vec<u64> = [4].into_iter().chain(8..=1024).collect();
     assert_eq!(left, want);
-    assert_eq!(owners.reclaim_batches, vec![3, 3], "a batch ends at a kept page");
+    assert_eq!(
+        owners.reclaim_batches,
+        vec![3, 3],
+        "a batch ends at a kept page"
+    );
 }
 
 #[test]

@@ -1255,6 +1255,60 @@ mod tests {
     }
 
     #[test]
+    fn dropped_pages_go_for_good_with_one_invalidation_for_the_batch() {
+        let mut tables = TranslationTables::new().unwrap();
+        let base = 0x10_0000_0000u64;
+        let vas = [base, base + PAGE_SIZE, base + MIB2];
+        for (i, &va) in vas.iter().enumerate() {
+            tables
+                .map_page(
+                    va,
+                    0x4100_0000 + i as u64 * PAGE_SIZE,
+                    Attributes::RAM,
+                    &NotLive,
+                )
+                .unwrap();
+        }
+        let recorder = Recorder::default();
+        let mut mover = tables.page_mover(&recorder);
+        // Refused, changing nothing: the wrong frame, an unmapped page, a misaligned one.
+        assert_eq!(
+            mover.drop_page(vas[0], 0x4100_1000),
+            Err(MapError::WrongFrame)
+        );
+        assert_eq!(
+            mover.drop_page(base + 2 * PAGE_SIZE, 0x4100_2000),
+            Err(MapError::NotMapped)
+        );
+        assert_eq!(
+            mover.drop_page(vas[0] + 8, 0x4100_0000),
+            Err(MapError::Misaligned)
+        );
+        mover.drop_page(vas[0], 0x4100_0000).unwrap();
+        mover.drop_page(vas[1], 0x4100_1000).unwrap();
+        assert!(
+            recorder.invalidated.borrow().is_empty(),
+            "not before the batch ends"
+        );
+        mover.invalidate_dropped(vas[..2].iter().copied());
+        assert_eq!(*recorder.invalidated.borrow(), vas[..2].to_vec());
+        // Nothing dropped since: no second invalidation.
+        mover.invalidate_dropped(vas[..2].iter().copied());
+        assert_eq!(recorder.invalidated.borrow().len(), 2);
+        // A drop never invalidated is reported at the end, like a page left broken.
+        mover.drop_page(vas[2], 0x4100_2000).unwrap();
+        assert_eq!(mover.finish(), 1);
+        for va in vas {
+            assert_eq!(tables.walk(va), None, "{va:#x} is gone");
+        }
+        // The entries are empty, not merely invalid: the pages map again as new ones.
+        tables
+            .map_page(vas[0], 0x4200_0000, Attributes::RAM, &NotLive)
+            .unwrap();
+        assert_eq!(tables.walk(vas[0]).unwrap().pa, 0x4200_0000);
+    }
+
+    #[test]
     fn page_mover_outside_the_window_index_walks_and_reports_pages_left_broken() {
         // No window index: every L3 table is found by a walk, once per 2 MiB run.
         let mut tables = TranslationTables::new().unwrap();
