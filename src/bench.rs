@@ -62,4 +62,4 @@ pub use self::{
 };
 
 #[cfg(target_os = "none")]
-use workload::{fill_cma_with_anon, not_cma, now};
+use workload::{fill_cma_with_anon, fill_cma_with_clean_cache, not_cma, now};

@@ -40,8 +40,9 @@ use crate::dt::platform::Platform;
 use crate::dt::reserved::{plan_reserved_memory, ReservedMemoryPlan};
 use crate::memory::mmu;
 use crate::mm::{
-    self, vmstat, ChunkId, ChunkInfo, CmaArea, CmaError, CmaState, GfpFlags, MigrateError, MigrateType, Migrator, Move,
-    Owner, OwnerKind, Page, Pfn, Watermarks, Zone, PAGE_SHIFT, PAGE_SIZE,
+    self, vmstat, ChunkId, ChunkInfo, CmaArea, CmaError, CmaState, GfpFlags, MigrateError,
+    MigrateType, Migrator, Move, Owner, OwnerKind, Page, Pfn, Reclaim, Watermarks, Zone,
+    PAGE_SHIFT, PAGE_SIZE,
 };
 use crate::util::ranges;
 
@@ -175,6 +176,28 @@ impl Migrator for Moving<'_, '_> {
             && self.clients.cache.reclaim(pfn, owner.id(), |va| {
                 let _ = mover.unmap_page(va);
             })
+    }
+
+    /// A clean page is unmapped as it is dropped; the TLB entries of the whole batch go in
+    /// one synchronisation in `finish_reclaim` (mm hands out no frame before).
+    #[inline(always)]
+    fn prepare_reclaim(&mut self, r: &mut Reclaim) -> bool {
+        if !r.owner.is(OwnerKind::PageCache) {
+            return false;
+        }
+        let mover = &mut *self.mover;
+        let dropped = self
+            .clients
+            .cache
+            .reclaim_unmapped(r.pfn, r.owner.id(), |va, pa| {
+                mover.drop_page(va, pa).is_ok()
+            });
+        r.token = dropped.unwrap_or(0);
+        dropped.is_some()
+    }
+
+    fn finish_reclaim(&mut self, pages: &[Reclaim]) {
+        self.mover.invalidate_dropped(pages.iter().map(|r| r.token));
     }
 
     #[inline(always)]

@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::report::{LatencyRow, Stats};
-use super::{fill_cma_with_anon, not_cma, now, BenchError};
+use super::{fill_cma_with_anon, fill_cma_with_clean_cache, not_cma, now, BenchError};
 use crate::kmem::{self, AreaId, KmemError, KmemState};
 use crate::mm::{CmaBalance, PAGE_SHIFT, PAGE_SIZE};
 
@@ -154,26 +154,4 @@ fn time_allocs(
         after(s)?;
     }
     Ok(Stats::of(samples))
-}
-
-/// Read store blocks through the page cache (clean pages, which the CMA-first balance puts
-/// in CMA) until no CMA frame is free, going round the store from `next_block`; blocks
-/// already cached are hits that allocate nothing. Stops early at the watermark or when a
-/// whole round of the store added nothing.
-fn fill_cma_with_clean_cache(s: &mut KmemState, next_block: &mut usize) -> Result<(), KmemError> {
-    let blocks = s.cache_status().store_blocks;
-    let mut hits_left = blocks;
-    while s.zone().counters().free_cma_pages > 0 && hits_left > 0 && blocks > 0 {
-        let before = s.cached_pages();
-        if !s.cache_read(*next_block % blocks)? {
-            break;
-        }
-        *next_block = (*next_block + 1) % blocks;
-        if s.cached_pages() == before {
-            hits_left -= 1;
-        } else {
-            hits_left = blocks;
-        }
-    }
-    Ok(())
 }

@@ -1,7 +1,8 @@
 //! The profile markers `cargo xtask profile` counts instructions between, and the
-//! profiled workload: one `cma_alloc` from an area idle or full of anonymous pages.
+//! profiled workload: one `cma_alloc` from an area idle, full of anonymous pages or full of
+//! clean page cache.
 
-use super::{fill_cma_with_anon, BenchError};
+use super::{fill_cma_with_anon, fill_cma_with_clean_cache, BenchError};
 use crate::kmem::{self, KmemError};
 use crate::mm::CmaBalance;
 
@@ -28,6 +29,8 @@ pub enum AreaFill {
     Idle,
     /// Anonymous pages in every frame: the allocation migrates what is in the way.
     FullOfAnon,
+    /// Clean page cache in every frame: the allocation drops what is in the way.
+    FullOfCleanCache,
 }
 
 /// One `cma_alloc` of `pages` from an area filled as `fill`, between the profile markers,
@@ -43,8 +46,12 @@ pub fn profile_cma_alloc(
         s.set_cma_balance(CmaBalance::new(0, 1).unwrap_or(CmaBalance::LINUX));
         s.anon_start();
         let result = (|| -> Result<(), KmemError> {
-            if fill == AreaFill::FullOfAnon {
-                fill_cma_with_anon(s)?;
+            match fill {
+                AreaFill::Idle => {}
+                AreaFill::FullOfAnon => {
+                    fill_cma_with_anon(s)?;
+                }
+                AreaFill::FullOfCleanCache => fill_cma_with_clean_cache(s, &mut 0)?,
             }
             monolith_profile_begin();
             let got = s.cma_alloc(a, pages, 0);
@@ -54,6 +61,9 @@ pub fn profile_cma_alloc(
             Ok(())
         })();
         s.set_cma_balance(balance);
+        if fill == AreaFill::FullOfCleanCache {
+            s.cache_drop_clean();
+        }
         result
     })?;
     Ok(profiled?)

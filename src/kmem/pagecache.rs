@@ -11,8 +11,9 @@
 //! maps it at `CACHE_WINDOW + block * 4 KiB` and fills it from the store. Writing a cached
 //! block rewrites the page with the next version and marks it dirty until write-back.
 //!
-//! Under `alloc_contig_range`, `Migrator::reclaim` drops a clean page (unmap, forget; the mm
-//! frees the frame) and counts it; the next read of that block misses and is counted as a
+//! Under `alloc_contig_range`, `Migrator::prepare_reclaim` drops a clean order-0 page (unmap,
+//! forget; one TLB synchronisation per batch in `Migrator::finish_reclaim`; the mm takes the
+//! frame for its allocation) and `Migrator::reclaim` any clean page, and both count it; the next read of that block misses and is counted as a
 //! re-read. Dirty pages cannot be dropped without losing data, so they are migrated like
 //! anonymous pages. Direct reclaim ([`PageCache::shrink_clean`]) drops clean pages to make
 //! room when a CMA allocation needs migration targets.
@@ -198,6 +199,23 @@ impl PageCache {
         }
         unmap(Self::va(block));
         true
+    }
+
+    /// [`Migrator::prepare_reclaim`](crate::mm::Migrator::prepare_reclaim): drop the page of
+    /// `block` if it is clean and in `pfn`, `unmap(va, pa)` removing its mapping (its TLB
+    /// entries are the caller's, once per batch). The window address of the page dropped.
+    #[inline(always)]
+    pub(crate) fn reclaim_unmapped(
+        &mut self,
+        pfn: Pfn,
+        block: u64,
+        unmap: impl FnOnce(usize, u64) -> bool,
+    ) -> Option<usize> {
+        let block = block as usize;
+        let va = Self::va(block);
+        self.table
+            .reclaim_unmapped(block, pfn, || unmap(va, (pfn << PAGE_SHIFT) as u64))
+            .then_some(va)
     }
 
     /// The window address of `block` if the cache agrees that `src` holds it: the page

@@ -226,6 +226,27 @@ impl BlockTable {
         }
     }
 
+    /// [`BlockTable::reclaim`] for a page whose unmapping can fail: if the clean page of
+    /// `block` is in `pfn`, `unmap()` is asked to remove its mapping, and only when it did
+    /// is the block forgotten and counted. `false` (nothing changed): dirty, not the
+    /// cache's frame, or not unmapped.
+    #[inline(always)]
+    pub fn reclaim_unmapped(
+        &mut self,
+        block: usize,
+        pfn: Pfn,
+        unmap: impl FnOnce() -> bool,
+    ) -> bool {
+        match self.blocks.get(block) {
+            Some(b) if b.pfn == pfn as u32 && !b.dirty && unmap() => {
+                self.forget(block);
+                self.reclaimed += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Migration moved the page of `block` to `dst`.
     pub fn migrated(&mut self, block: usize, dst: Pfn) {
         if let Some(b) = self.blocks.get_mut(block) {
@@ -353,6 +374,44 @@ mod tests {
         assert_eq!(t.cached_pages(), 0);
         assert_eq!(t.reclaimed, 6);
         assert_eq!(shrink(&mut t, 5, odd), vec![]);
+    }
+
+    #[test]
+    fn reclaim_unmapped_forgets_only_clean_pages_it_could_unmap() {
+        let mut t = table(4, &[0, 1, 2]);
+        t.modify(1);
+        let asked = core::cell::RefCell::new(Vec::new());
+        let unmap = |block: usize, ok: bool| {
+            asked.borrow_mut().push(block);
+            ok
+        };
+        assert!(!t.reclaim_unmapped(1, 101, || unmap(1, true)), "dirty");
+        assert!(
+            !t.reclaim_unmapped(0, 999, || unmap(0, true)),
+            "wrong frame"
+        );
+        assert!(!t.reclaim_unmapped(3, 103, || unmap(3, true)), "not cached");
+        assert!(
+            !t.reclaim_unmapped(9, 109, || unmap(9, true)),
+            "past the end"
+        );
+        assert!(
+            asked.borrow().is_empty(),
+            "nothing to unmap for pages that stay"
+        );
+        assert!(
+            !t.reclaim_unmapped(2, 102, || unmap(2, false)),
+            "unmap failed"
+        );
+        assert_eq!(
+            (t.frame(2), t.cached_pages(), t.reclaimed),
+            (Some(102), 3, 0)
+        );
+        assert!(t.reclaim_unmapped(0, 100, || unmap(0, true)));
+        assert_eq!((t.frame(0), t.cached_pages(), t.reclaimed), (None, 2, 1));
+        assert_eq!(*asked.borrow(), vec![2, 0]);
+        t.insert(0, 7);
+        assert_eq!(t.rereads, 1, "a dropped block's next read is a re-read");
     }
 
     #[test]

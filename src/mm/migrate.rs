@@ -9,9 +9,11 @@
 //! back. A batched migration runs in two steps, so per-move costs the owner can share (TLB
 //! synchronisation, locks) are paid once per batch of up to [`MIGRATE_BATCH`] moves:
 //! [`Migrator::prepare`] as each move is queued, then [`Migrator::migrate_batch`] for the
-//! whole batch, or [`Migrator::cancel`] for moves mm abandons. Both the buddy (which records
-//! moves in its frame metadata) and `alloc_contig_range` (which queues and settles them)
-//! depend on this module, and it depends on neither.
+//! whole batch, or [`Migrator::cancel`] for moves mm abandons. Clean page cache is dropped
+//! rather than moved, a batch at a time too ([`Migrator::prepare_reclaim`] as mm reaches each
+//! page, [`Migrator::finish_reclaim`] for the batch). Both the buddy
+//! (which records moves in its frame metadata) and `alloc_contig_range` (which queues and
+//! settles them) depend on this module, and it depends on neither.
 #![forbid(unsafe_code)]
 
 use core::fmt;
@@ -101,6 +103,45 @@ pub trait Migrator {
     fn move_chunk(&mut self, src: Pfn, dst: Pfn, count: usize) -> Result<(), MigrateError> {
         let _ = (src, dst, count);
         Err(MigrateError::Busy)
+    }
+
+    /// Drop the order-0 reclaimable page `r` if it is clean, as mm's walk reaches it, with
+    /// [`Migrator::reclaim`]'s meaning, except that its TLB entries may stay until
+    /// [`Migrator::finish_reclaim`] for the whole batch (mm hands out no frame before).
+    /// `true`: dropped (unmapped and forgotten), mm takes the frame for its allocation;
+    /// `false`: dirty or busy, mm migrates it instead. `r.token` is the migrator's own
+    /// word for the page, kept for `finish_reclaim`. The default is
+    /// [`Migrator::reclaim`], one page at a time.
+    #[inline]
+    fn prepare_reclaim(&mut self, r: &mut Reclaim) -> bool {
+        self.reclaim(r.pfn, 0, r.owner)
+    }
+
+    /// Complete the pages of a batch [`Migrator::prepare_reclaim`] dropped (every page of
+    /// `pages` was): one TLB synchronisation for all of them. The default does nothing.
+    fn finish_reclaim(&mut self, pages: &[Reclaim]) {
+        let _ = pages;
+    }
+}
+
+/// One order-0 page dropped by [`Migrator::prepare_reclaim`]: `owner`'s page at `pfn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reclaim {
+    pub pfn: Pfn,
+    pub owner: Owner,
+    /// The migrator's own word for this page, kept until [`Migrator::finish_reclaim`] (say,
+    /// the address of the mapping it removed). mm sets it to 0 and never reads it.
+    pub token: usize,
+}
+
+impl Reclaim {
+    /// A page not offered yet.
+    pub const fn new(pfn: Pfn, owner: Owner) -> Reclaim {
+        Reclaim {
+            pfn,
+            owner,
+            token: 0,
+        }
     }
 }
 

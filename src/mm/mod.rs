@@ -61,7 +61,7 @@ pub use cma::{
     cma_release_movable, cma_unpin, ChunkId, ChunkInfo, CmaArea, CmaError, CmaFit, CmaState,
 };
 pub use contig::{alloc_contig_range, evacuate_isolated_range, free_contig_range, ContigError};
-pub use migrate::{MigrateError, Migrator, Move, NoMigrator, MIGRATE_BATCH};
+pub use migrate::{MigrateError, Migrator, Move, NoMigrator, Reclaim, MIGRATE_BATCH};
 pub use migratetype::MigrateType;
 pub use page::{Owner, OwnerKind, Page, PageState};
 pub use page_alloc::{

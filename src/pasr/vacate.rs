@@ -43,7 +43,7 @@ use core::ops::Range;
 use super::sections::{PasrMasks, Sections};
 use crate::mm::{
     evacuate_isolated_range, ContigError, MigrateError, MigrateType, Migrator, Move, Owner,
-    OwnerKind, PageState, PasrMode, Pfn, Zone, PAGEBLOCK_NR_PAGES,
+    OwnerKind, PageState, PasrMode, Pfn, Reclaim, Zone, PAGEBLOCK_NR_PAGES,
 };
 use crate::util::bits::set_bits;
 
@@ -470,6 +470,18 @@ impl<M: Migrator + ?Sized> Migrator for Counting<'_, M> {
             self.dropped += 1 << order;
         }
         dropped
+    }
+
+    fn prepare_reclaim(&mut self, r: &mut Reclaim) -> bool {
+        // The inner migrator's own `prepare_reclaim` does not come back through
+        // `Counting::reclaim`: count here.
+        let dropped = self.inner.prepare_reclaim(r);
+        self.dropped += usize::from(dropped);
+        dropped
+    }
+
+    fn finish_reclaim(&mut self, pages: &[Reclaim]) {
+        self.inner.finish_reclaim(pages);
     }
 
     fn prepare(&mut self, m: &mut Move) -> Result<(), MigrateError> {

@@ -22,10 +22,15 @@
 //!    into frames, so a batch costs one buddy allocation), the owner is asked to
 //!    [`Migrator::prepare`] it (unmap it, while the walk is at that page anyway), and the
 //!    zone records the move as done right away: the owner record goes to the target, the
-//!    source becomes a frame of the allocation. Everything else takes the slow path:
-//!    clean page cache is offered to [`Migrator::reclaim`] first (dropping is far cheaper
-//!    than copying), other movable blocks are queued the same way one at a time,
-//!    unmovable frames (and other calls' contiguous frames) fail the call. Every
+//!    source becomes a frame of the allocation. A second fast path
+//!    (`Zone::take_order0_reclaimable`) takes order-0 page cache the same way: each page
+//!    is offered to [`Migrator::prepare_reclaim`] as the walk reaches it (dropping is far
+//!    cheaper than copying), and a page the owner drops becomes a frame of the allocation
+//!    at once, without passing through the free lists; [`Migrator::finish_reclaim`] ends
+//!    the batch (one TLB synchronisation). A page the owner keeps (dirty, busy) is queued
+//!    for migration. Everything else takes the slow path: larger clean page-cache blocks
+//!    are offered to [`Migrator::reclaim`] first, other movable blocks are queued one at a
+//!    time, unmovable frames (and other calls' contiguous frames) fail the call. Every
 //!    [`MIGRATE_BATCH`] moves (and at the end of a pass) [`Migrator::migrate_batch`]
 //!    copies and re-maps the batch in one go (one TLB synchronisation); only its failures
 //!    cost the zone anything afterwards (the record is undone, the target freed).
@@ -54,6 +59,8 @@
 //! [`Migrator`]: crate::mm::Migrator
 //! [`Migrator::prepare`]: crate::mm::Migrator::prepare
 //! [`Migrator::reclaim`]: crate::mm::Migrator::reclaim
+//! [`Migrator::prepare_reclaim`]: crate::mm::Migrator::prepare_reclaim
+//! [`Migrator::finish_reclaim`]: crate::mm::Migrator::finish_reclaim
 //! [`Migrator::migrate_batch`]: crate::mm::Migrator::migrate_batch
 //! [`Migrator::cancel`]: crate::mm::Migrator::cancel
 //! [`MigrateError::Again`]: crate::mm::MigrateError::Again

@@ -37,6 +37,12 @@ struct BatchingOwners {
     /// Every `prepare` call, and those that refused.
     prepare_calls: usize,
     prepare_refusals: usize,
+    /// Sizes of the `finish_reclaim` calls, in order; `prepare_reclaim` calls; `reclaim`
+    /// calls for single blocks; pages dropped by `prepare_reclaim` and not finished yet.
+    reclaim_batches: Vec<usize>,
+    reclaim_offers: usize,
+    single_reclaims: usize,
+    reclaimed_unfinished: BTreeMap<usize, Reclaim>,
     /// Moves finished by `migrate_batch` (with their outcome) and by `cancel`, in order.
     completed: Vec<Move>,
     cancelled: Vec<Move>,
@@ -69,6 +75,11 @@ impl BatchingOwners {
             self.errors,
             Vec::<String>::new(),
             "migrator contract broken"
+        );
+        assert!(
+            self.reclaimed_unfinished.is_empty(),
+            "dropped but never finished: {:?}",
+            self.reclaimed_unfinished
         );
         assert!(
             self.prepared.is_empty(),
@@ -106,7 +117,35 @@ impl Migrator for BatchingOwners {
     }
 
     fn reclaim(&mut self, pfn: Pfn, order: usize, owner: Owner) -> bool {
+        self.single_reclaims += 1;
         self.fake.reclaim(pfn, order, owner)
+    }
+
+    fn prepare_reclaim(&mut self, r: &mut Reclaim) -> bool {
+        self.reclaim_offers += 1;
+        if r.token != 0 || !r.owner.is(OwnerKind::PageCache) {
+            self.errors.push(format!(
+                "prepare_reclaim: {r:?} is not a fresh page-cache offer"
+            ));
+        }
+        if !self.fake.reclaim(r.pfn, 0, r.owner) {
+            return false;
+        }
+        self.tokens += 1;
+        r.token = self.tokens;
+        self.reclaimed_unfinished.insert(r.token, *r);
+        true
+    }
+
+    fn finish_reclaim(&mut self, pages: &[Reclaim]) {
+        self.reclaim_batches.push(pages.len());
+        for r in pages {
+            if self.reclaimed_unfinished.remove(&r.token) != Some(*r) {
+                self.errors.push(format!(
+                    "finish_reclaim: {r:?} was not dropped or is finished"
+                ));
+            }
+        }
     }
 
     fn prepare(&mut self, m: &mut Move) -> Result<(), MigrateError> {
@@ -1150,4 +1189,155 @@ fn a_free_range_is_taken_off_the_lists_and_an_isolated_one_is_left_alone() {
     assert!(!z.take_range_if_free(c + 1000, c + 1100, (MigrateType::Cma, ours)));
     assert!(frames(&z) == before, "a frame changed");
     accounted(&z, &owners, 0);
+}
+
+// ---- clean page cache: dropped in batches, taken for the allocation at once -------
+
+/// Zone of `total` pages whose last `cma` pages are a CMA area full of order-0 page-cache
+/// objects (ids from 1); those for which `clean(id)` holds are clean, the rest dirty.
+fn cache_area(
+    storage: &mut Storage,
+    total: usize,
+    cma: usize,
+    clean: impl Fn(u64) -> bool,
+) -> (Zone<'_>, BatchingOwners) {
+    let mut z = storage.zone();
+    z.free_range(BASE..BASE + total).unwrap();
+    let mut area = cma_init_reserved_mem(BASE + total - cma, cma, 0, "cma").unwrap();
+    cma_activate_area(&mut area, &mut z).unwrap();
+    z.set_cma_balance(CmaBalance::new(0, 1).unwrap());
+    let mut owners = BatchingOwners::default();
+    for id in 1..=cma as u64 {
+        let p = z.alloc_pages(0, Gfp::MOVABLE).unwrap();
+        assert!(area.contains(p));
+        z.set_owner(p, Owner::new(OwnerKind::PageCache, id))
+            .unwrap();
+        owners.fake.populate(id, p, 0, id * 11 + 3);
+        if clean(id) {
+            owners.fake.clean.insert(id);
+        }
+    }
+    z.set_cma_balance(CmaBalance::LINUX);
+    (z, owners)
+}
+
+#[test]
+fn clean_page_cache_is_dropped_in_batches_and_its_frames_taken_without_freeing() {
+    let mut s = Storage::new(BASE, 4096);
+    let (mut z, mut owners) = cache_area(&mut s, 4096, 1024, |_| true);
+    let (start, end) = (BASE + 4096 - 1024, BASE + 4096);
+    let free_before = z.counters().free_pages;
+    accounted(&z, &owners, 0);
+    // The walk alone: every frame of the range is taken as it is dropped, none goes
+    // through the free lists (the frames taken are what the walk reports).
+    z.start_isolate_page_range(start, end, MigrateType::Cma)
+        .unwrap();
+    let ours = z.new_contig_owner();
+    let taken = super::migrate_range::migrate_range(
+        &mut z,
+        &mut owners,
+        start,
+        end,
+        (MigrateType::Cma, ours),
+    )
+    .unwrap();
+    assert_eq!(taken, 1024, "dropped frames are taken, not freed");
+    assert!((start..end).all(|p| z.owner(p) == Some(ours) && z.allocated_block(p) == Some((p, 0))));
+    assert!(z.take_isolated_range(start, end, (MigrateType::Cma, ours), taken));
+    z.undo_isolate_taken_range(start, end, MigrateType::Cma);
+    // Two batches of a pageblock each, no page on its own, nothing copied or prepared.
+    assert_eq!(owners.reclaim_batches, vec![MIGRATE_BATCH; 2]);
+    assert_eq!(owners.single_reclaims, 0);
+    assert_eq!((owners.fake.reclaims, owners.fake.migrations), (1024, 0));
+    assert_eq!(owners.prepare_calls, 0);
+    assert!(owners.fake.objects.is_empty());
+    accounted(&z, &owners, 1024);
+    assert_eq!(
+        z.counters().free_pages,
+        free_before,
+        "no migration target was used"
+    );
+    free_contig_range(&mut z, start, 1024).unwrap();
+    accounted(&z, &owners, 0);
+}
+
+#[test]
+fn page_cache_the_owner_will_not_drop_is_migrated_instead() {
+    let mut s = Storage::new(BASE, 4096);
+    // Every third page dirty, runs of clean pages between them.
+    let (mut z, mut owners) = cache_area(&mut s, 4096, 1024, |id| id % 3 != 0);
+    let (start, end) = (BASE + 4096 - 1024, BASE + 4096);
+    let dirty: Vec<u64> = (1..=1024).filter(|id| id % 3 == 0).collect();
+    // One dirty page also fails transiently in its batch, another in prepare.
+    owners.again_left.insert(dirty[5], 1);
+    owners.prepare_again_left.insert(dirty[100], 1);
+    take_cma(&mut z, &mut owners, start, end).unwrap();
+    accounted(&z, &owners, 1024);
+    assert_eq!(owners.fake.reclaims, 1024 - dirty.len());
+    assert_eq!(owners.fake.migrations, dirty.len());
+    assert_eq!(owners.single_reclaims, 0);
+    // Exactly the dirty pages are left, outside the area, holding their data.
+    let mut left: Vec<u64> = owners.fake.objects.keys().copied().collect();
+    left.sort_unstable();
+    assert_eq!(left, dirty);
+    assert!(owners.fake.objects.values().all(|o| o.0 < start));
+    assert!(owners.prepare_again_left.values().all(|&l| l == 0));
+    assert!(owners.again_left.values().all(|&l| l == 0));
+    // The first pass offered every page once, the retry pass only the two pages left (the
+    // dropped frames are the call's, the moved pages gone); a kept page is not asked again
+    // on the slow path.
+    assert_eq!(owners.reclaim_offers, 1024 + 2);
+    assert_eq!(
+        owners.reclaim_batches.iter().sum::<usize>(),
+        1024 - dirty.len()
+    );
+    free_contig_range(&mut z, start, 1024).unwrap();
+    accounted(&z, &owners, 0);
+}
+
+#[test]
+fn a_kept_page_refused_for_good_fails_the_call_having_dropped_nothing_beyond_it() {
+    let mut s = Storage::new(BASE, 4096);
+    let (mut z, mut owners) = cache_area(&mut s, 4096, 1024, |id| id % 4 != 0);
+    let (start, end) = (BASE + 4096 - 1024, BASE + 4096);
+    // Page 4 is dirty and migrates; dirty page 8 will not move at all. Pages are offered
+    // in walk order, so a call that fails there has dropped only the clean pages before
+    // it, as page-by-page reclaim would have.
+    owners.prepare_busy.push(8);
+    let busy_pfn = owners.pfn_of(8);
+    assert!((1..8).all(|id| owners.pfn_of(id) < busy_pfn));
+    assert_eq!(
+        take_cma(&mut z, &mut owners, start, end),
+        Err(ContigError::Busy { pfn: busy_pfn })
+    );
+    accounted(&z, &owners, 0);
+    assert_eq!(
+        owners.fake.migrations, 1,
+        "page 4 moved before page 8 refused"
+    );
+    assert!(owners.pfn_of(4) < start);
+    let mut left: Vec<u64> = owners.fake.objects.keys().copied().collect();
+    left.sort_unstable();
+    let want: Vec<u64> = [4].into_iter().chain(8..=1024).collect();
+    assert_eq!(left, want);
+    assert_eq!(
+        owners.reclaim_batches,
+        vec![3, 3],
+        "a batch ends at a kept page"
+    );
+}
+
+#[test]
+fn the_default_prepare_reclaim_drops_page_by_page() {
+    let mut s = Storage::new(BASE, 4096);
+    let (mut z, owners) = cache_area(&mut s, 4096, 1024, |id| id != 7);
+    let (start, end) = (BASE + 4096 - 1024, BASE + 4096);
+    // FakeOwners has no `prepare_reclaim` of its own: the default asks `reclaim`.
+    let mut fake = owners.fake;
+    alloc_contig_range(&mut z, &mut fake, start, end, MigrateType::Cma).unwrap();
+    assert_eq!((fake.reclaims, fake.migrations), (1023, 1));
+    fake.verify().unwrap();
+    assert!(fake.objects[&7].0 < start);
+    z.check_invariants().unwrap();
+    assert_eq!(z.allocated_pages_of_kind(OwnerKind::Contig), 1024);
 }

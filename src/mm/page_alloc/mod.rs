@@ -64,7 +64,7 @@ pub use usage::PageblockUsage;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use super::migrate::Move;
+use super::migrate::{Move, Reclaim};
 use super::migratetype::MIGRATE_TYPES;
 use super::page::NIL;
 use super::{pageblock_start_pfn, MigrateType, Owner, OwnerKind, Page, PageState, Pfn};
@@ -281,6 +281,8 @@ pub struct Zone<'a> {
     contig_calls: u64,
     /// `alloc_contig_range`'s move buffer, kept between calls.
     move_buffer: Vec<Move>,
+    /// `alloc_contig_range`'s buffer of pages offered for reclaim, kept between calls.
+    reclaim_buffer: Vec<Reclaim>,
     /// Partial array self-refresh: free MAX_ORDER blocks per DRAM span and placement
     /// (`pasr.rs`); `None` costs one compare below max order.
     pasr: Option<Box<pasr::PasrTracker>>,
@@ -328,6 +330,7 @@ impl<'a> Zone<'a> {
             cma_balance: CmaBalance::LINUX,
             contig_calls: 0,
             move_buffer: Vec::new(),
+            reclaim_buffer: Vec::new(),
             pasr: None,
         })
     }

@@ -9,7 +9,9 @@
 //! costs nothing more; a move that fails is undone (the source is the owner's again, the
 //! target is freed). Order-0 anonymous pages are queued straight from a walk over the
 //! memmap, the common case when a CMA area is emptied; larger blocks are settled after
-//! their batch ran. The zone also keeps the call's move buffer between calls, and hands out
+//! their batch ran. Order-0 page cache the owner drops as the walk offers it is recorded
+//! the same way: as a frame of the allocation at once.
+//! The zone also keeps the call's move and reclaim buffers between calls, and hands out
 //! the owner value that tells each call's frames apart.
 #![forbid(unsafe_code)]
 
@@ -17,7 +19,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::Zone;
-use crate::mm::migrate::{Migrator, Move};
+use crate::mm::migrate::{Migrator, Move, Reclaim};
 use crate::mm::{MigrateType, MmError, Owner, OwnerKind, Page, PageState, Pfn};
 
 impl Zone<'_> {
@@ -29,6 +31,16 @@ impl Zone<'_> {
     /// Keep `buffer` for the next `alloc_contig_range` call.
     pub(in crate::mm) fn keep_move_buffer(&mut self, buffer: Vec<Move>) {
         self.move_buffer = buffer;
+    }
+
+    /// `alloc_contig_range`'s reclaim buffer from the last call (empty the first time).
+    pub(in crate::mm) fn take_reclaim_buffer(&mut self) -> Vec<Reclaim> {
+        core::mem::take(&mut self.reclaim_buffer)
+    }
+
+    /// Keep `buffer` for the next `alloc_contig_range` call.
+    pub(in crate::mm) fn keep_reclaim_buffer(&mut self, buffer: Vec<Reclaim>) {
+        self.reclaim_buffer = buffer;
     }
 
     /// The owner a new `alloc_contig_range` call records on the frames it takes:
@@ -104,6 +116,62 @@ impl Zone<'_> {
         }
         targets.start += queued;
         (start + i, queued)
+    }
+
+    /// `alloc_contig_range`'s fast path for clean page cache: walk the frames from `pfn`
+    /// towards `end` and offer every allocated order-0 page of a reclaimable owner to
+    /// [`Migrator::prepare_reclaim`]; each one dropped is recorded (into `slots`, in order,
+    /// for [`Migrator::finish_reclaim`]) and taken right away: owned by `ours`, allocated
+    /// as `taken_as`. Free blocks and frames the call already took are skipped; anything
+    /// else stops the walk, as do full `slots` and a page the owner keeps (`kept`: the
+    /// walk stopped there, and that page is to be migrated). Returns where the walk
+    /// stopped, how many pages were dropped, and `kept`.
+    ///
+    /// Dropped pages never pass through the free lists: freeing them only to take them
+    /// back for the allocation would cost more than the rest of reclaim together. The walk
+    /// asks the owner page by page, in order, as the slow path does, so a call that fails
+    /// half-way has dropped no page beyond where it stopped.
+    #[inline(never)]
+    pub(in crate::mm) fn take_order0_reclaimable<M: Migrator + ?Sized>(
+        &mut self,
+        pfn: Pfn,
+        end: Pfn,
+        slots: &mut [Reclaim],
+        (taken_as, ours): (MigrateType, Owner),
+        migrator: &mut M,
+    ) -> (Pfn, usize, bool) {
+        let start = self.start_pfn;
+        let lo = pfn.clamp(start, self.end_pfn) - start;
+        let hi = end.clamp(start, self.end_pfn) - start;
+        let mut i = lo;
+        let mut dropped = 0;
+        while i < hi {
+            let page = &mut self.pages[i];
+            if page.is_buddy() {
+                i += 1 << page.order();
+                continue;
+            }
+            if !page.is_order0_head() {
+                break;
+            }
+            let owner = page.owner();
+            if owner.is(OwnerKind::PageCache) {
+                let Some(slot) = slots.get_mut(dropped) else {
+                    break;
+                };
+                *slot = Reclaim::new(start + i, owner);
+                if !migrator.prepare_reclaim(slot) {
+                    return (start + i, dropped, true);
+                }
+                page.set_migratetype(taken_as);
+                page.set_owner(ours);
+                dropped += 1;
+            } else if owner != ours {
+                break;
+            }
+            i += 1;
+        }
+        (start + i, dropped, false)
     }
 
     /// The record [`Zone::queue_order0_migrations`] makes, for one order-0 move queued

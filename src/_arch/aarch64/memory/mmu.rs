@@ -312,7 +312,9 @@ pub fn with_movable_page_mover<R>(
         let result = f(&mut mover);
         let left_broken = mover.inner.finish();
         if left_broken != 0 {
-            log::error!("mmu: {left_broken} movable-window pages left unmapped by a page move");
+            log::error!(
+                "mmu: {left_broken} movable-window pages left unmapped or with stale TLB entries by a page move"
+            );
         }
         Ok(result)
     })
@@ -381,6 +383,23 @@ impl MovablePageMover<'_> {
             return Err(MapError::NotInWindow);
         }
         self.inner.break_page(va as u64, old_pa)
+    }
+
+    /// Drop the window page `va`, which must map `old_pa`, for good (refused, changing
+    /// nothing, otherwise); its TLB entries go in [`Self::invalidate_dropped`], with those
+    /// of every page dropped since the last call.
+    #[inline(always)]
+    pub fn drop_page(&mut self, va: usize, old_pa: u64) -> Result<(), MapError> {
+        if !movable_window().contains(&va) {
+            return Err(MapError::NotInWindow);
+        }
+        self.inner.drop_page(va as u64, old_pa)
+    }
+
+    /// Drop the TLB entries of the pages dropped since the last call (`vas` yields them;
+    /// from 512 pages on the whole TLB is flushed instead of iterating).
+    pub fn invalidate_dropped<I: Iterator<Item = usize>>(&mut self, vas: I) {
+        self.inner.invalidate_dropped(vas.map(|va| va as u64));
     }
 
     /// [`unmap_movable`] while the mover holds the tables: the window page `va` goes for

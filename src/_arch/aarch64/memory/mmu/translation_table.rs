@@ -596,6 +596,7 @@ impl TranslationTables {
             },
             broken: 0,
             synced: true,
+            dropped: 0,
         }
     }
 
@@ -702,6 +703,8 @@ pub struct PageMover<'t, S: WalkerSync> {
     broken: usize,
     /// Every break so far has had its TLB entries invalidated.
     synced: bool,
+    /// Pages dropped ([`PageMover::drop_page`]) whose TLB entries are not invalidated yet.
+    dropped: usize,
 }
 
 /// Finds L3 entries, remembering the last 2 MiB's table. Small and `Copy`, so the bulk
@@ -748,6 +751,27 @@ impl<'t> L3Cursor<'t> {
             return Err(MapError::WrongFrame);
         }
         entry.store(old & !bits::VALID, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// See [`PageMover::drop_page`].
+    #[inline(always)]
+    fn drop_page(&mut self, va: u64, expected_pa: u64) -> Result<(), MapError> {
+        if (va | expected_pa) & (PAGE_SIZE - 1) != 0 {
+            return Err(MapError::Misaligned);
+        }
+        if va >= 1 << VA_BITS {
+            return Err(MapError::AddressOutOfRange);
+        }
+        let entry = self.entry(va).ok_or(MapError::NotMapped)?;
+        let old = entry.load(Ordering::Relaxed);
+        if old & (bits::VALID | bits::TABLE_OR_PAGE) != bits::VALID | bits::TABLE_OR_PAGE {
+            return Err(MapError::NotMapped);
+        }
+        if old & OUTPUT_ADDRESS_MASK != expected_pa {
+            return Err(MapError::WrongFrame);
+        }
+        entry.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -877,10 +901,32 @@ impl<'t, S: WalkerSync> PageMover<'t, S> {
         Ok(old & OUTPUT_ADDRESS_MASK)
     }
 
-    /// Publish the new entries. Returns the number of pages left broken (should be 0).
+    /// Remove the page mapping of `va`, which must map `expected_pa` (else nothing changes:
+    /// [`MapError::WrongFrame`], or [`MapError::NotMapped`] if `va` has no valid page), for
+    /// good: for a page dropped rather than moved, many at a time. Its TLB entries go with
+    /// those of the other pages dropped since, in [`PageMover::invalidate_dropped`].
+    #[inline(always)]
+    pub fn drop_page(&mut self, va: u64, expected_pa: u64) -> Result<(), MapError> {
+        self.cursor.drop_page(va, expected_pa)?;
+        self.dropped += 1;
+        Ok(())
+    }
+
+    /// Make the drops so far visible and drop the TLB entries of every page dropped since
+    /// the last call, which `vas` must yield (implementations may flush the whole TLB
+    /// instead of iterating them).
+    pub fn invalidate_dropped<I: Iterator<Item = u64>>(&mut self, vas: I) {
+        if self.dropped != 0 {
+            self.sync.invalidate_vas(vas, self.dropped);
+            self.dropped = 0;
+        }
+    }
+
+    /// Publish the new entries. Returns the number of pages left broken, or dropped without
+    /// their TLB entries invalidated (should be 0).
     pub fn finish(self) -> usize {
         self.sync.publish();
-        self.broken
+        self.broken + self.dropped
     }
 }
 
@@ -1206,6 +1252,60 @@ mod tests {
             tables.index_window(window + 4096, 1 << 21),
             Err(MapError::Misaligned)
         );
+    }
+
+    #[test]
+    fn dropped_pages_go_for_good_with_one_invalidation_for_the_batch() {
+        let mut tables = TranslationTables::new().unwrap();
+        let base = 0x10_0000_0000u64;
+        let vas = [base, base + PAGE_SIZE, base + MIB2];
+        for (i, &va) in vas.iter().enumerate() {
+            tables
+                .map_page(
+                    va,
+                    0x4100_0000 + i as u64 * PAGE_SIZE,
+                    Attributes::RAM,
+                    &NotLive,
+                )
+                .unwrap();
+        }
+        let recorder = Recorder::default();
+        let mut mover = tables.page_mover(&recorder);
+        // Refused, changing nothing: the wrong frame, an unmapped page, a misaligned one.
+        assert_eq!(
+            mover.drop_page(vas[0], 0x4100_1000),
+            Err(MapError::WrongFrame)
+        );
+        assert_eq!(
+            mover.drop_page(base + 2 * PAGE_SIZE, 0x4100_2000),
+            Err(MapError::NotMapped)
+        );
+        assert_eq!(
+            mover.drop_page(vas[0] + 8, 0x4100_0000),
+            Err(MapError::Misaligned)
+        );
+        mover.drop_page(vas[0], 0x4100_0000).unwrap();
+        mover.drop_page(vas[1], 0x4100_1000).unwrap();
+        assert!(
+            recorder.invalidated.borrow().is_empty(),
+            "not before the batch ends"
+        );
+        mover.invalidate_dropped(vas[..2].iter().copied());
+        assert_eq!(*recorder.invalidated.borrow(), vas[..2].to_vec());
+        // Nothing dropped since: no second invalidation.
+        mover.invalidate_dropped(vas[..2].iter().copied());
+        assert_eq!(recorder.invalidated.borrow().len(), 2);
+        // A drop never invalidated is reported at the end, like a page left broken.
+        mover.drop_page(vas[2], 0x4100_2000).unwrap();
+        assert_eq!(mover.finish(), 1);
+        for va in vas {
+            assert_eq!(tables.walk(va), None, "{va:#x} is gone");
+        }
+        // The entries are empty, not merely invalid: the pages map again as new ones.
+        tables
+            .map_page(vas[0], 0x4200_0000, Attributes::RAM, &NotLive)
+            .unwrap();
+        assert_eq!(tables.walk(vas[0]).unwrap().pa, 0x4200_0000);
     }
 
     #[test]
