@@ -431,6 +431,8 @@ struct World {
     pins: Vec<(Pfn, usize, Option<u64>)>,
     kernel: Vec<(Pfn, usize)>,
     kernel_pages: usize,
+    /// New tenants are all dirty (memory-full stretches: nothing new to drop).
+    dirty_only: bool,
 }
 
 impl World {
@@ -441,7 +443,7 @@ impl World {
 
     fn add_tenant(&mut self, zone: &mut Zone<'_>) {
         let page_cache = self.rng.chance(40);
-        let clean = page_cache && self.rng.chance(50);
+        let clean = page_cache && !self.dirty_only && self.rng.chance(50);
         // Blocks that must move are order 0 (see the module docs); clean page-cache folios,
         // which are dropped rather than moved, come in larger orders too.
         let order = if clean {
@@ -644,6 +646,7 @@ fn cma_campaign_never_fails_while_memory_exists() {
         pins: Vec::new(),
         kernel: Vec::new(),
         kernel_pages: 0,
+        dirty_only: false,
     };
     let mut held: Vec<Held> = Vec::new();
     let mut held_pages = 0usize;
@@ -653,8 +656,11 @@ fn cma_campaign_never_fails_while_memory_exists() {
     let (mut pressure, mut cma_share) = (50usize, 50usize);
     for step in 0..CALLS {
         if step % 500 == 0 {
-            // An eighth of the calls run with memory full (so some must fail short of
-            // migration targets); the rest at a slowly moving level.
+            // An eighth of the calls run with memory full, filled up with pages that must
+            // move (clean cache is dropped without needing room, and since it is dropped
+            // in batches a full zone with clean cache in it rarely runs short), so some
+            // calls must fail short of migration targets; the rest at a slowly moving
+            // level.
             pressure = if (step / 500) % 8 == 7 {
                 100
             } else {
@@ -662,6 +668,7 @@ fn cma_campaign_never_fails_while_memory_exists() {
                     .saturating_sub(15)
                     .clamp(30, 90)
             };
+            w.dirty_only = pressure == 100;
             cma_share = (cma_share + w.rng.below(41))
                 .saturating_sub(20)
                 .clamp(5, 95);
