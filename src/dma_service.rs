@@ -552,11 +552,7 @@ pub fn device_buffer_movable(
     bytes: u64,
     name: &str,
 ) -> Result<(BufId, ContiguousMapping), DmaError> {
-    let heap = device
-        .cma_area
-        .as_deref()
-        .unwrap_or(crate::dma::heap::DEFAULT_CMA_HEAP);
-    let buf = heap_alloc_movable(heap, bytes)?;
+    let buf = heap_alloc_movable(device_heap(device), bytes)?;
     let attached = set_name(buf, name).and_then(|()| attach_dynamic(buf, device));
     let attachment = match attached {
         Ok(attachment) => attachment,
@@ -565,14 +561,7 @@ pub fn device_buffer_movable(
             return Err(e);
         }
     };
-    let mapped = map(buf, attachment).and_then(|segments| match segments.as_slice() {
-        [segment] => Ok(*segment),
-        _ => Err(DmaError::NotContiguous {
-            buf,
-            segments: segments.len(),
-        }),
-    });
-    match mapped {
+    match map_contiguous(buf, attachment) {
         Ok(segment) => Ok((
             buf,
             ContiguousMapping {
@@ -581,10 +570,33 @@ pub fn device_buffer_movable(
             },
         )),
         Err(e) => {
-            let _ = unmap(buf, attachment);
             let _ = detach(buf, attachment);
             let _ = buf_put(buf);
             Err(e)
+        }
+    }
+}
+
+/// The CMA heap a device's buffers come from: its own area's, else the default one.
+fn device_heap(device: &DeviceDma) -> &str {
+    device
+        .cma_area
+        .as_deref()
+        .unwrap_or(crate::dma::heap::DEFAULT_CMA_HEAP)
+}
+
+/// Map an attachment as one bus range (the device takes one segment); a mapping of more
+/// segments is undone and refused.
+fn map_contiguous(id: BufId, attachment: AttachId) -> Result<DmaSegment, DmaError> {
+    let segments = map(id, attachment)?;
+    match segments.as_slice() {
+        [segment] => Ok(*segment),
+        _ => {
+            let _ = unmap(id, attachment);
+            Err(DmaError::NotContiguous {
+                buf: id,
+                segments: segments.len(),
+            })
         }
     }
 }
@@ -601,17 +613,7 @@ pub struct ContiguousMapping {
 /// any refusal nothing stays attached.
 pub fn attach_contiguous(id: BufId, device: &DeviceDma) -> Result<ContiguousMapping, DmaError> {
     let attachment = attach(id, device)?;
-    let mapped = map(id, attachment).and_then(|segments| match segments.as_slice() {
-        [segment] => Ok(*segment),
-        _ => {
-            let _ = unmap(id, attachment);
-            Err(DmaError::NotContiguous {
-                buf: id,
-                segments: segments.len(),
-            })
-        }
-    });
-    match mapped {
+    match map_contiguous(id, attachment) {
         Ok(segment) => Ok(ContiguousMapping {
             attachment,
             segment,
@@ -636,11 +638,7 @@ pub fn device_buffer(
     bytes: u64,
     name: &str,
 ) -> Result<(BufId, ContiguousMapping), DmaError> {
-    let heap = device
-        .cma_area
-        .as_deref()
-        .unwrap_or(crate::dma::heap::DEFAULT_CMA_HEAP);
-    let buf = heap_alloc(heap, bytes)?;
+    let buf = heap_alloc(device_heap(device), bytes)?;
     let mapped = set_name(buf, name).and_then(|()| attach_contiguous(buf, device));
     match mapped {
         Ok(mapping) => Ok((buf, mapping)),
