@@ -50,8 +50,6 @@ pub(super) const WINDOWS_TRIED: usize = 4;
 pub(super) struct Plan {
     pub(super) bit: usize,
     pub(super) chunks: Vec<ChunkId>,
-    /// Pages to copy.
-    pub(super) cost: usize,
 }
 
 /// Set bits of a bitmap, countable over any range in O(1).
@@ -159,14 +157,9 @@ pub(super) fn plan(area: &CmaArea, request: &BitRequest) -> Vec<Plan> {
         start = next;
     }
     best.into_iter()
-        .map(|(_, bit, first, last)| {
-            let chunks: Vec<ChunkId> = movable[first..last].iter().map(|c| c.2).collect();
-            let cost = chunks
-                .iter()
-                .filter_map(|&id| area.movable.get(id))
-                .map(|c| c.count)
-                .sum();
-            Plan { bit, chunks, cost }
+        .map(|(_, bit, first, last)| Plan {
+            bit,
+            chunks: movable[first..last].iter().map(|c| c.2).collect(),
         })
         .collect()
 }
