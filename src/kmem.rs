@@ -41,7 +41,7 @@ use crate::dt::reserved::{plan_reserved_memory, ReservedMemoryPlan};
 use crate::memory::mmu;
 use crate::mm::{
     self, vmstat, ChunkId, ChunkInfo, CmaArea, CmaError, CmaState, GfpFlags, MigrateError,
-    MigrateType, Migrator, Move, Owner, OwnerKind, Page, Pfn, Reclaim, Watermarks, Zone,
+    MigrateType, Migrator, Move, Owner, OwnerKind, Page, PcpLimits, Pfn, Reclaim, Watermarks, Zone,
     PAGE_SHIFT, PAGE_SIZE,
 };
 use crate::util::ranges;
@@ -484,6 +484,8 @@ pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
     }
     let managed = zone.counters().managed_pages;
     zone.set_watermarks(Watermarks::from_min(default_min_watermark(managed)));
+    // Order-0 frees and allocations meet on the pcp lists instead of merging and splitting.
+    zone.enable_pcp(PcpLimits::for_zone(managed));
 
     let mut cache = PageCache::new();
     cache.init_store(pagecache::DEFAULT_STORE_BLOCKS);
@@ -497,14 +499,16 @@ pub fn init(platform: &'static Platform) -> Result<(), KmemError> {
     };
     let counters = state.zone.counters();
     log::info!(
-        "kmem: zone pfn {:#x}..{:#x}, {} MiB managed, {} MiB free, memmap {:#x}..{:#x}, min watermark {} pages",
+        "kmem: zone pfn {:#x}..{:#x}, {} MiB managed, {} MiB free, memmap {:#x}..{:#x}, min watermark {} pages, pcp high {} batch {}",
         start_pfn,
         end_pfn,
         counters.managed_pages >> (20 - PAGE_SHIFT),
         counters.free_pages >> (20 - PAGE_SHIFT),
         memmap_range.start,
         memmap_range.end,
-        counters.watermarks.min
+        counters.watermarks.min,
+        state.zone.pcp_counters().high,
+        state.zone.pcp_counters().batch
     );
     for area in &state.areas {
         let spec = plan.cma_areas.iter().find(|s| s.name == area.name());

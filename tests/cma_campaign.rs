@@ -25,10 +25,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use monolith::bench::campaign::request;
 use monolith::kmem::{self, anon, pagecache, KmemError, KmemState, PinKind};
 use monolith::mm::{CmaBalance, CmaError, MigrateType, OwnerKind, PageState, Pfn, Zone, MAX_ORDER};
 use monolith::test_harness::{run_tests, TestCase};
-use monolith::bench::campaign::request;
 use monolith::util::rng::SplitMix64 as Rng;
 use monolith::{qemu_ensure, qemu_ensure_eq};
 

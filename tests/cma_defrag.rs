@@ -136,7 +136,9 @@ fn a_fragmented_area_serves_a_large_buffer_by_moving_unpinned_ones() -> Result<(
 fn bad_requests_are_refused_with_a_reason() -> Result<(), String> {
     let refused = dma::heap_alloc_movable("system", MIB).map_err(e);
     qemu_ensure!(
-        refused.as_ref().is_err_and(|m| m.contains("not a CMA heap")),
+        refused
+            .as_ref()
+            .is_err_and(|m| m.contains("not a CMA heap")),
         "system heap: {refused:?}"
     );
     let id = dma::heap_alloc_movable(AREA, MIB).map_err(e)?;
@@ -151,12 +153,9 @@ fn bad_requests_are_refused_with_a_reason() -> Result<(), String> {
 
 fn checksum(id: BufId) -> Result<u64, String> {
     dma::vmap(id, |bytes| {
-        bytes
-            .chunks_exact(8)
-            .fold(0u64, |h, w| {
-                (h ^ u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
-                    .wrapping_mul(0x100_0000_01b3)
-            })
+        bytes.chunks_exact(8).fold(0u64, |h, w| {
+            (h ^ u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))).wrapping_mul(0x100_0000_01b3)
+        })
     })
     .map_err(e)
 }

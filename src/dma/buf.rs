@@ -338,11 +338,7 @@ impl BufTable {
     }
 
     /// `dma_buf_dynamic_attach`: as [`BufTable::attach`], for an importer that pins.
-    pub fn attach_dynamic(
-        &mut self,
-        id: BufId,
-        device: &DeviceDma,
-    ) -> Result<AttachId, BufError> {
+    pub fn attach_dynamic(&mut self, id: BufId, device: &DeviceDma) -> Result<AttachId, BufError> {
         self.attach_as(id, device, true)
     }
 

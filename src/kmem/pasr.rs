@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 
 use crate::cpu::IrqSafeLock;
 use crate::dt::bootargs::parse_command_line;
-use crate::mm::{PasrMode, Zone, MAX_ORDER, PAGE_SHIFT};
+use crate::mm::{PasrMode, PcpLimits, Zone, MAX_ORDER, PAGE_SHIFT};
 use crate::pasr::geometry::Geometry;
 use crate::pasr::sections::{PasrMasks, Sections, UnitReport};
 use crate::pasr::vacate::{self, VacateReport};
@@ -219,16 +219,24 @@ pub struct HookCost {
     pub mode: PasrMode,
     /// Order-0 allocations + frees counted in each run.
     pub pairs: u64,
-    /// Instructions of the loop with PASR attached, and with it detached.
+    /// Instructions of the loop with PASR attached, and with it detached (the pcp off:
+    /// the hooks are in the buddy, and every pair must reach it).
     pub with_pasr: u64,
     pub without_pasr: u64,
+    /// With PASR attached and the pcp on as at boot: the same loop, and the same number of
+    /// pairs one at a time (allocate one frame, free it).
+    pub pcp_batches: u64,
+    pub pcp_single: u64,
 }
 
 /// Count the instructions of `rounds` rounds of `batch` order-0 allocations and frees
 /// (`crate::pasr::measure::order0_alloc_free_loop`, which splits and merges MAX_ORDER
 /// blocks every round, where the hooks are) with PASR attached, then detached, on the
-/// same zone under one hold of the memory lock; PASR is attached again after (every mask
-/// dropped, and the controller told so). `count` reads the PMU's instruction counter.
+/// same zone under one hold of the memory lock, with the pcp drained and off so that every
+/// pair reaches the buddy; PASR is attached again after (every mask dropped, and the
+/// controller told so). Then, with the pcp back on, the same loop and the same number of
+/// single pairs: what an order-0 allocation and free cost as the firmware runs.
+/// `count` reads the PMU's instruction counter.
 pub fn order0_hook_cost(
     batch: usize,
     rounds: usize,
@@ -237,26 +245,40 @@ pub fn order0_hook_cost(
     let mut scratch = alloc::vec![0 as crate::mm::Pfn; batch];
     let cost = with_state(|s| {
         let pasr = s.pasr.as_mut().ok_or(KmemError::NoPasr)?;
-        let mut run = |zone: &mut Zone<'_>| -> Result<u64, KmemError> {
+        let pcp = s.zone.pcp_counters();
+        s.zone.disable_pcp();
+        let run = |zone: &mut Zone<'_>, scratch: &mut [crate::mm::Pfn], rounds: usize| {
             let t0 = count();
-            crate::pasr::measure::order0_alloc_free_loop(zone, &mut scratch, rounds)
+            crate::pasr::measure::order0_alloc_free_loop(zone, scratch, rounds)
                 .map_err(|error| KmemError::AllocFailed { order: 0, error })?;
-            Ok(u64::from(count().wrapping_sub(t0)))
+            Ok::<u64, KmemError>(u64::from(count().wrapping_sub(t0)))
         };
-        let with_pasr = run(&mut s.zone)?;
+        let with_pasr = run(&mut s.zone, &mut scratch, rounds);
         s.zone.disable_pasr();
-        let without_pasr = run(&mut s.zone);
+        let without_pasr = run(&mut s.zone, &mut scratch, rounds);
         let attached = pasr.sections.attach(&mut s.zone, pasr.mode);
-        let without_pasr = without_pasr?;
+        if pcp.enabled {
+            s.zone.enable_pcp(PcpLimits {
+                batch: pcp.batch,
+                high: pcp.high,
+            });
+        }
+        let (with_pasr, without_pasr) = (with_pasr?, without_pasr?);
         if let Err(e) = attached {
             log::warn!("pasr: re-attaching after the measurement: {e}");
             s.pasr = None;
         }
+        // One round to fill the pcp as a running system has it, then the counted runs.
+        run(&mut s.zone, &mut scratch, 1)?;
+        let pcp_batches = run(&mut s.zone, &mut scratch, rounds)?;
+        let pcp_single = run(&mut s.zone, &mut scratch[..1], batch * rounds)?;
         Ok(HookCost {
             mode: s.pasr.as_ref().map_or(PasrMode::Steering, |p| p.mode),
             pairs: (batch * rounds) as u64,
             with_pasr,
             without_pasr,
+            pcp_batches,
+            pcp_single,
         })
     })??;
     // Attaching dropped every mask: the mode registers must not keep any.
@@ -266,6 +288,24 @@ pub fn order0_hook_cost(
         }
     }
     Ok(cost)
+}
+
+/// The same order-0 loop as [`order0_hook_cost`], once, between `begin` and `end` (the
+/// profile markers), with PASR as the board booted: for an instruction profile of the
+/// order-0 path (`tests/profile_order0.rs`).
+pub fn order0_profiled(
+    batch: usize,
+    rounds: usize,
+    begin: fn(),
+    end: fn(),
+) -> Result<u64, KmemError> {
+    let mut scratch = alloc::vec![0 as crate::mm::Pfn; batch];
+    with_state(|s| {
+        begin();
+        let sum = crate::pasr::measure::order0_alloc_free_loop(&mut s.zone, &mut scratch, rounds);
+        end();
+        sum.map_err(|error| KmemError::AllocFailed { order: 0, error })
+    })?
 }
 
 /// The workload [`vacate_cost`] shapes before it runs the pass.

@@ -66,8 +66,8 @@ pub use migratetype::MigrateType;
 pub use page::{Owner, OwnerKind, Page, PageState};
 pub use page_alloc::{
     zone_metadata_size, AllocError, CmaBalance, Gfp, GfpFlags, MetadataSize, MmError,
-    PageblockUsage, PasrMode, PasrSetupError, PasrSpanState, PasrSpans, Watermarks, Zone,
-    ZoneCounters, PASR_MAX_SPANS,
+    PageblockUsage, PasrMode, PasrSetupError, PasrSpanState, PasrSpans, PcpCounters, PcpLimits,
+    Watermarks, Zone, ZoneCounters, PASR_MAX_SPANS,
 };
 pub use pin::{pin_longterm, PinError};
 

@@ -11,6 +11,9 @@
 //! - `Buddy`: head of a free block of `order`, linked on `free_list[migratetype]`.
 //! - `Head`: head of an allocated block of `order`; carries the allocation's migrate type and
 //!   the [`Owner`].
+//! - `Pcp`: a free order-0 frame kept on the pcp lists in front of the buddy
+//!   (`page_alloc/pcp.rs`): off the free lists, linked like them, never merged; its
+//!   migrate type is the list it is on.
 //! - `Tail`: any other frame of a free or allocated block. Heads turn into tails when blocks
 //!   merge and back into heads when they split, so the state is always exact at O(1) cost
 //!   per merge/split step.
@@ -33,6 +36,7 @@ pub enum PageState {
     Tail = 2,
     Buddy = 3,
     Head = 4,
+    Pcp = 5,
 }
 
 impl PageState {
@@ -43,6 +47,7 @@ impl PageState {
             2 => PageState::Tail,
             3 => PageState::Buddy,
             4 => PageState::Head,
+            5 => PageState::Pcp,
             // Anything unknown is treated as "no RAM": the safest reading of garbage.
             _ => PageState::Hole,
         }
@@ -222,6 +227,15 @@ impl Page {
         self.state = state as u8;
         self.order = order as u8;
         self.migratetype = mt as u8;
+    }
+
+    /// Make this a pcp frame on the list of the pcp type whose byte is `list` (the
+    /// pageblock's type byte, already checked to be a pcp type).
+    #[inline]
+    pub(crate) fn set_pcp(&mut self, list: u8) {
+        self.state = PageState::Pcp as u8;
+        self.order = 0;
+        self.migratetype = list;
     }
 
     #[inline]

@@ -54,6 +54,11 @@ impl Zone<'_> {
                     has_free = true;
                     i += 1 << page.order();
                 }
+                // Free, on the pcp: isolating the pageblock gives it back to the buddy.
+                PageState::Pcp => {
+                    has_free = true;
+                    i += 1;
+                }
                 PageState::Head => {
                     if !page.owner().is_movable() {
                         return Err(start + i);

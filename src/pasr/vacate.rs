@@ -162,6 +162,8 @@ pub fn prepare_for_sleep<M: Migrator + ?Sized>(
             vacate_and_mask(zone, sections, migrator, budget_pages)
         }
         Some(PasrMode::Baseline2012) if zone.pasr_spans() == Some(sections.spans()) => {
+            // Free frames on the pcp are free memory too: the buddy must see them.
+            zone.drain_pcp();
             let masks = sections.mask_free_units(zone);
             Ok(VacateReport {
                 vacated: 0,
@@ -191,6 +193,9 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
         return Err(VacateError::NotAttached);
     }
     sections.unmask_all(zone);
+    // Free frames on the pcp go back to the buddy first: spans they kept from looking
+    // free may be masked, and isolating the spans finds nothing to drain frame by frame.
+    zone.drain_pcp();
     let nr = spans.nr_spans();
     let uses: Vec<SpanUse> = (0..nr).map(|s| survey(zone, spans.span_range(s))).collect();
     let mut skipped: Vec<SpanSkip> = Vec::new();
@@ -371,6 +376,8 @@ fn survey(zone: &Zone<'_>, range: Range<Pfn>) -> SpanUse {
         let pages = 1usize << page.order();
         match page.state() {
             PageState::Buddy => free += pages,
+            // Free on the pcp: isolating the span's pageblocks gives it back to the buddy.
+            PageState::Pcp => free += 1,
             PageState::Head => {
                 let kind = page.owner().kind();
                 if !kind.is_movable() {

@@ -162,9 +162,9 @@ pub fn verb(args: &Args) -> Result<ExitCode> {
         let images: Vec<TestImage> = build::test_images(&tools, Profile::Release, |name| {
             name.starts_with(BENCH_IMAGE_PREFIX) && wanted(name)
         })?
-            .into_iter()
-            .filter(|image| image.is_benchmark() && wanted(&image.name))
-            .collect();
+        .into_iter()
+        .filter(|image| image.is_benchmark() && wanted(&image.name))
+        .collect();
         if images.is_empty() {
             println!("(none yet)");
         }

@@ -290,7 +290,11 @@ pub fn test_images(
     }
     let mut command = firmware_cargo(tools);
     common_build_args(&mut command, profile);
-    command.args(["--features", "qemu-test", "--message-format=json-render-diagnostics"]);
+    command.args([
+        "--features",
+        "qemu-test",
+        "--message-format=json-render-diagnostics",
+    ]);
     if chosen.len() == names.len() {
         command.args(["--test", "*"]);
     } else {

@@ -91,9 +91,9 @@ pub fn verb(options: &Args) -> Result<ExitCode> {
     let images: Vec<TestImage> = build::test_images(&tools, Profile::Release, |name| {
         name.starts_with(PROFILE_IMAGE_PREFIX)
     })?
-        .into_iter()
-        .filter(TestImage::is_profile)
-        .collect();
+    .into_iter()
+    .filter(TestImage::is_profile)
+    .collect();
     let names: Vec<&str> = images.iter().map(|image| image.name.as_str()).collect();
     let selected: Vec<&TestImage> = images
         .iter()

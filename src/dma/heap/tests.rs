@@ -207,7 +207,11 @@ fn movable_buffers_move_to_make_room_and_report_it_at_their_next_pin() {
         let was = a.segments.clone();
         let this_moved = a.pin(&mut pages).unwrap();
         a.unpin(&mut pages).unwrap();
-        assert_eq!(this_moved, was != a.segments, "a moved buffer's segment follows it");
+        assert_eq!(
+            this_moved,
+            was != a.segments,
+            "a moved buffer's segment follows it"
+        );
         moved += usize::from(this_moved);
     }
     for a in &kept {

@@ -233,7 +233,10 @@ fn move_out<M: Migrator + ?Sized>(
 ) -> Result<(), CmaError> {
     let chunk = *area.movable.get(id).ok_or(CmaError::NoSuchChunk(id))?;
     let new_pfn = alloc_new_home(area, zone, migrator, &chunk)?;
-    if migrator.move_chunk(chunk.pfn, new_pfn, chunk.count).is_err() {
+    if migrator
+        .move_chunk(chunk.pfn, new_pfn, chunk.count)
+        .is_err()
+    {
         super::release_range(area, zone, new_pfn, chunk.count);
         return Err(CmaError::Busy);
     }

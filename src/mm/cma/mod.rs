@@ -38,10 +38,8 @@ mod movable;
 use bitmap::{bitmap_set, bitmap_test};
 pub use fit::CmaFit;
 use fit::{BitRequest, Candidates};
-pub use movable::{
-    cma_alloc_movable, cma_pin, cma_release_movable, cma_unpin, ChunkId, ChunkInfo,
-};
 use movable::MovableChunks;
+pub use movable::{cma_alloc_movable, cma_pin, cma_release_movable, cma_unpin, ChunkId, ChunkInfo};
 
 /// CMA failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

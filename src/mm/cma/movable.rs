@@ -129,11 +129,12 @@ pub fn cma_alloc_movable<M: Migrator + ?Sized>(
     align_order: usize,
 ) -> Result<ChunkId, CmaError> {
     let pfn = super::cma_alloc(area, zone, migrator, count, align_order)?;
-    area.adopt_movable(pfn, count, align_order).inspect_err(|_| {
-        // Only an exhausted id space gets here: give the range back rather than reuse an
-        // id an owner may still hold.
-        release_range(area, zone, pfn, count);
-    })
+    area.adopt_movable(pfn, count, align_order)
+        .inspect_err(|_| {
+            // Only an exhausted id space gets here: give the range back rather than reuse an
+            // id an owner may still hold.
+            release_range(area, zone, pfn, count);
+        })
 }
 
 impl CmaArea {
@@ -165,20 +166,14 @@ impl CmaArea {
 
 /// Pin a chunk: until the matching [`cma_unpin`] it stays where the answer says.
 pub fn cma_pin(area: &mut CmaArea, id: ChunkId) -> Result<ChunkInfo, CmaError> {
-    let chunk = area
-        .movable
-        .get_mut(id)
-        .ok_or(CmaError::NoSuchChunk(id))?;
+    let chunk = area.movable.get_mut(id).ok_or(CmaError::NoSuchChunk(id))?;
     chunk.pins = chunk.pins.checked_add(1).ok_or(CmaError::PinOverflow(id))?;
     Ok(*chunk)
 }
 
 /// Drop one pin; with none left the area may move the chunk again.
 pub fn cma_unpin(area: &mut CmaArea, id: ChunkId) -> Result<(), CmaError> {
-    let chunk = area
-        .movable
-        .get_mut(id)
-        .ok_or(CmaError::NoSuchChunk(id))?;
+    let chunk = area.movable.get_mut(id).ok_or(CmaError::NoSuchChunk(id))?;
     chunk.pins = chunk.pins.checked_sub(1).ok_or(CmaError::NotPinned(id))?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use alloc::format;
 use alloc::string::String;
 
 use super::{nr_pageblocks, Zone};
-use crate::mm::migratetype::MIGRATE_TYPES;
+use crate::mm::migratetype::{MIGRATE_PCPTYPES, MIGRATE_TYPES};
 use crate::mm::page::NIL;
 use crate::mm::{
     MigrateType, OwnerKind, PageState, MAX_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES,
@@ -32,6 +32,7 @@ impl Zone<'_> {
         }
         let mut seen = [[0usize; MIGRATE_TYPES]; NR_PAGE_ORDERS];
         let (mut free, mut allocated, mut present) = (0usize, 0usize, 0usize);
+        let mut on_pcp = 0usize;
         let mut pfn = self.start_pfn;
         while pfn < self.end_pfn {
             let page = self.pg(pfn);
@@ -47,6 +48,18 @@ impl Zone<'_> {
                 }
                 PageState::Tail => {
                     return Err(format!("pfn {pfn:#x}: tail frame outside any block"))
+                }
+                PageState::Pcp => {
+                    if !self.pb_type(pfn).is_pcptype() {
+                        return Err(format!(
+                            "pfn {pfn:#x}: pcp frame in a {} pageblock",
+                            self.pb_type(pfn).name()
+                        ));
+                    }
+                    present += 1;
+                    on_pcp += 1;
+                    pfn += 1;
+                    continue;
                 }
                 PageState::Buddy | PageState::Head => {}
             }
@@ -125,12 +138,13 @@ impl Zone<'_> {
                 self.present_pages
             ));
         }
-        if free + allocated != self.managed_pages {
+        if free + allocated + on_pcp != self.managed_pages {
             return Err(format!(
-                "managed {} but {free} free + {allocated} allocated",
+                "managed {} but {free} free + {allocated} allocated + {on_pcp} on the pcp",
                 self.managed_pages
             ));
         }
+        self.check_pcp_lists(on_pcp)?;
         let mut by_type = [0usize; MIGRATE_TYPES];
         for (order, area) in self.free_area.iter().enumerate() {
             let mut total = 0;
@@ -187,6 +201,53 @@ impl Zone<'_> {
             return Err(format!(
                 "free pages per type {:?} but lists hold {by_type:?}",
                 self.free_by_type
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pcp lists: every entry a pcp frame of the list's type, links and ends
+    /// consistent, counts matching the lists and the `frames` pcp frames the walk saw.
+    fn check_pcp_lists(&self, frames: usize) -> Result<(), String> {
+        let mut total = 0;
+        for i in 0..MIGRATE_PCPTYPES {
+            let Some((head, tail, recorded_total)) = self.pcp_list_record(i) else {
+                return if frames == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{frames} pcp frames but no pcp"))
+                };
+            };
+            let (mut n, mut prev) = (0usize, NIL);
+            for (pfn, idx) in self.pcp_list(i) {
+                if n > self.pages.len() {
+                    return Err(format!("pcp list {i} loops"));
+                }
+                let p = self.pg(pfn);
+                if p.state() != PageState::Pcp || p.migratetype().index() != i {
+                    return Err(format!("pfn {pfn:#x} on pcp list {i} is {p:?}"));
+                }
+                if p.prev() != prev {
+                    return Err(format!("pfn {pfn:#x}: broken pcp prev link"));
+                }
+                prev = idx;
+                n += 1;
+            }
+            if (n == 0) != (head == NIL) || prev != tail {
+                return Err(format!(
+                    "pcp list {i}: {n} frames, head {head}, tail {tail}, last {prev}"
+                ));
+            }
+            total += n;
+            if i + 1 == MIGRATE_PCPTYPES && total != recorded_total {
+                return Err(format!(
+                    "pcp holds {total} frames, total says {recorded_total}"
+                ));
+            }
+        }
+        if total != frames {
+            return Err(format!(
+                "pcp lists hold {total} frames, the memmap {frames}"
             ));
         }
         Ok(())

@@ -53,12 +53,16 @@ mod gfp;
 mod move_record;
 mod pageblock;
 mod pasr;
+mod pcp;
+#[cfg(test)]
+mod pcp_tests;
 mod range;
 #[cfg(test)]
 mod tests;
 mod usage;
 
 pub use pasr::{PasrMode, PasrSetupError, PasrSpanState, PasrSpans, PASR_MAX_SPANS};
+pub use pcp::{PcpCounters, PcpLimits};
 pub use usage::PageblockUsage;
 
 use alloc::boxed::Box;
@@ -286,6 +290,8 @@ pub struct Zone<'a> {
     /// Partial array self-refresh: free MAX_ORDER blocks per DRAM span and placement
     /// (`pasr.rs`); `None` costs one compare below max order.
     pasr: Option<Box<pasr::PasrTracker>>,
+    /// The order-0 page cache in front of the buddy (`pcp.rs`); `None` until enabled.
+    pcp: Option<pcp::Pcp>,
 }
 
 impl<'a> Zone<'a> {
@@ -332,6 +338,7 @@ impl<'a> Zone<'a> {
             move_buffer: Vec::new(),
             reclaim_buffer: Vec::new(),
             pasr: None,
+            pcp: None,
         })
     }
 
@@ -466,7 +473,10 @@ impl Zone<'_> {
     /// `NR_FREE_PAGES`.
     #[inline]
     fn nr_free_pages(&self) -> usize {
-        self.free_by_type.iter().sum::<usize>() - self.free_by_type[MigrateType::Isolate.index()]
+        // Every type but Isolate, the last one: five loads and adds on the hot path.
+        const _: () = assert!(MigrateType::Isolate.index() == MIGRATE_TYPES - 1);
+        let [unmovable, movable, reclaimable, high_atomic, cma, _isolate] = self.free_by_type;
+        unmovable + movable + reclaimable + high_atomic + cma
     }
 
     /// `__zone_watermark_ok`, simplified to the `min` mark. Running out entirely is
@@ -474,6 +484,7 @@ impl Zone<'_> {
     #[inline]
     fn watermark_check(
         &self,
+        free: usize,
         order: usize,
         alloc_cma: bool,
         flags: GfpFlags,
@@ -481,7 +492,7 @@ impl Zone<'_> {
         if flags.contains(GfpFlags::MEMALLOC) {
             return Ok(());
         }
-        let mut usable = self.nr_free_pages();
+        let mut usable = free;
         if !alloc_cma {
             usable -= self.free_by_type[MigrateType::Cma.index()];
         }
@@ -503,9 +514,22 @@ impl Zone<'_> {
 
     /// Allocate a naturally aligned block of `1 << order` frames. The block's owner starts
     /// as [`Owner::NONE`]; record one with [`Zone::set_owner`] (movable clients must, or
-    /// their pages cannot be migrated). O(1): list pops plus at most `MAX_ORDER` splits.
+    /// their pages cannot be migrated). O(1): list pops plus at most `MAX_ORDER` splits;
+    /// an order-0 request the pcp can serve is one list pop (`pcp.rs`).
     #[inline]
     pub fn alloc_pages(&mut self, order: usize, gfp: Gfp) -> Result<Pfn, AllocError> {
+        if order == 0 && self.pcp.is_some() {
+            if let Some(pfn) = self.pcp_alloc(gfp) {
+                return Ok(pfn);
+            }
+        }
+        self.alloc_pages_buddy(order, gfp)
+    }
+
+    /// [`Zone::alloc_pages`] from the buddy's lists; when they cannot serve the request
+    /// while the pcp holds frames, the pcp is drained and the request tried once more.
+    #[inline(never)]
+    fn alloc_pages_buddy(&mut self, order: usize, gfp: Gfp) -> Result<Pfn, AllocError> {
         if order > MAX_ORDER {
             return Err(AllocError::InvalidOrder);
         }
@@ -514,15 +538,44 @@ impl Zone<'_> {
             return Err(AllocError::InvalidMigratetype);
         }
         let alloc_cma = mt == MigrateType::Movable && !gfp.flags.contains(GfpFlags::NO_CMA);
-        self.watermark_check(order, alloc_cma, gfp.flags)?;
-        let pfn = match self.rmqueue(order, mt, alloc_cma) {
-            Some(pfn) => pfn,
+        let free = self.nr_free_pages();
+        let checked = self.watermark_check(free, order, alloc_cma, gfp.flags);
+        match checked.and_then(|()| self.rmqueue_any(order, mt, alloc_cma)) {
+            Ok(pfn) => {
+                self.prep_new_page(pfn, order, mt);
+                Ok(pfn)
+            }
+            // Frames on the pcp are free memory the buddy cannot see: give them back and
+            // try once more (Linux's slow path drains too).
+            Err(_) if self.pcp_pages() > 0 => {
+                self.drain_pcp();
+                let free = self.nr_free_pages();
+                self.watermark_check(free, order, alloc_cma, gfp.flags)?;
+                let pfn = self
+                    .rmqueue_any(order, mt, alloc_cma)
+                    .map_err(|_| AllocError::NoMemory)?;
+                self.prep_new_page(pfn, order, mt);
+                Ok(pfn)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The buddy's whole sequence for one request: busy spans, then (PASR steering) the
+    /// entirely free ones.
+    #[inline]
+    fn rmqueue_any(
+        &mut self,
+        order: usize,
+        mt: MigrateType,
+        alloc_cma: bool,
+    ) -> Result<Pfn, AllocError> {
+        match self.rmqueue(order, mt, alloc_cma) {
+            Some(pfn) => Ok(pfn),
             None => self
                 .rmqueue_in_free_spans(order, mt, alloc_cma)
-                .ok_or(AllocError::NoMemory)?,
-        };
-        self.prep_new_page(pfn, order, mt);
-        Ok(pfn)
+                .ok_or(AllocError::NoMemory),
+        }
     }
 
     /// PASR steering's last resort, when a request found nothing in busy spans: the same
@@ -552,7 +605,7 @@ impl Zone<'_> {
 
     /// A Movable block from Cma lists only (migration target of last resort).
     pub(in crate::mm) fn alloc_cma_pages(&mut self, order: usize) -> Result<Pfn, AllocError> {
-        self.watermark_check(order, true, GfpFlags::NONE)?;
+        self.watermark_check(self.nr_free_pages(), order, true, GfpFlags::NONE)?;
         let pfn = match self.rmqueue_smallest(order, MigrateType::Cma) {
             Some(pfn) => pfn,
             None if self.pasr_may_reveal() => self
@@ -630,6 +683,9 @@ impl Zone<'_> {
                 freed: order,
             });
         }
+        if order == 0 && self.pcp_free(pfn) {
+            return Ok(());
+        }
         self.pg_mut(pfn).set_owner(Owner::NONE);
         self.free_block(pfn, order);
         Ok(())
@@ -698,7 +754,7 @@ impl Zone<'_> {
                 order: page.order(),
                 state: page.state(),
             },
-            PageState::Hole | PageState::Reserved => Block {
+            PageState::Hole | PageState::Reserved | PageState::Pcp => Block {
                 head: pfn,
                 order: 0,
                 state: page.state(),

@@ -26,7 +26,7 @@ pub(super) const LISTED_BLOCKS_SCAN_LIMIT: usize = 64;
 
 impl Zone<'_> {
     #[inline]
-    fn block_index(&self, pfn: Pfn) -> usize {
+    pub(super) fn block_index(&self, pfn: Pfn) -> usize {
         (pfn >> PAGEBLOCK_ORDER) - self.first_block
     }
 
@@ -100,6 +100,10 @@ impl Zone<'_> {
         let end = (block + PAGEBLOCK_NR_PAGES).min(self.end_pfn);
         if self.pb_type(start) == mt {
             return;
+        }
+        // No pcp frame may sit in a Cma or Isolate pageblock (`pcp.rs`).
+        if !mt.is_pcptype() && self.pb_type(start).is_pcptype() {
+            self.pcp_drain_range(start..end);
         }
         let covering = self.block_at(start);
         if covering.state == PageState::Buddy && covering.order > PAGEBLOCK_ORDER {
@@ -190,7 +194,7 @@ impl Zone<'_> {
                 }
                 PageState::Head => i += 1 << page.order(),
                 PageState::Tail => i = self.block_at(pfn + i).end().max(pfn + i + 1) - pfn,
-                PageState::Hole | PageState::Reserved => i += 1,
+                PageState::Hole | PageState::Reserved | PageState::Pcp => i += 1,
             }
         }
         None

@@ -101,6 +101,8 @@ impl Zone<'_> {
             }
             pfn = b.end();
         }
+        // Frames on the pcp are free: back to the buddy, to be taken below.
+        self.pcp_drain_range(range.clone());
         for pfn in range.clone() {
             if self.pg(pfn).state() == PageState::Hole {
                 self.present_pages += 1;

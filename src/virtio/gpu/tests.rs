@@ -457,11 +457,11 @@ fn a_refused_new_backing_resets_the_device_so_it_holds_neither_range() {
     rig.gpu.borrow_mut().fail = Some((cmd::RESOURCE_ATTACH_BACKING, resp::ERR_UNSPEC));
     assert!(rig.driver().move_backing(paddr).is_err());
     assert!(rig.driver().framebuffer().is_none());
-    assert!(rig.gpu.borrow().resources.is_empty(), "reset: no resource left");
-    assert_eq!(
-        rig.driver().move_backing(paddr),
-        Err(GpuError::NotAttached)
+    assert!(
+        rig.gpu.borrow().resources.is_empty(),
+        "reset: no resource left"
     );
+    assert_eq!(rig.driver().move_backing(paddr), Err(GpuError::NotAttached));
     rig.hal.dma_free(old).unwrap();
     rig.finish();
 }
