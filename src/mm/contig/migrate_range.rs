@@ -138,7 +138,11 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
                 )?;
                 continue;
             }
-            if dropped != 0 {
+            // What the reclaim walk stepped over (free blocks, frames this call took) needs
+            // nothing more: go on from where it stopped. Stepping one block at a time
+            // from `pfn` instead would walk every run of free blocks again from each of
+            // its blocks (quadratic in the blocks of a hole).
+            if stopped > pfn {
                 pfn = stopped;
                 continue;
             }

@@ -163,7 +163,10 @@ pub struct ZoneCounters {
     pub managed_pages: usize,
     /// Frames activated as CMA (`totalcma_pages`).
     pub cma_pages: usize,
-    /// `NR_FREE_PAGES`: free pages outside Isolate blocks.
+    /// Free pages outside Isolate blocks: `NR_FREE_PAGES` and the order-0 frames waiting on
+    /// the pcp (Linux leaves those out, so its MemFree wanders by up to the pcp's size;
+    /// counting them keeps every report's free memory exact across an alloc and its free).
+    /// The watermarks see only the buddy's.
     pub free_pages: usize,
     /// `NR_FREE_CMA_PAGES`.
     pub free_cma_pages: usize,
@@ -833,7 +836,7 @@ impl Zone<'_> {
             present_pages: self.present_pages,
             managed_pages: self.managed_pages,
             cma_pages: self.cma_pages,
-            free_pages: self.nr_free_pages(),
+            free_pages: self.nr_free_pages() + self.pcp_pages(),
             free_cma_pages: self.free_by_type[MigrateType::Cma.index()],
             free_by_migratetype: self.free_by_type,
             nr_free,
