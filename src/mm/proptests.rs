@@ -61,6 +61,10 @@ enum Op {
     Watermark {
         min: usize,
     },
+    /// Turn the pcp on with this `high` (and a quarter of it as `batch`), or off with 0.
+    Pcp {
+        high: usize,
+    },
 }
 
 fn order() -> impl Strategy<Value = usize> {
@@ -82,6 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|pick| Op::Stubborn { pick }),
         1 => (0u32..=8).prop_map(|numerator| Op::Balance { numerator }),
         1 => (0usize..64).prop_map(|min| Op::Watermark { min }),
+        2 => prop_oneof![1 => Just(0usize), 3 => 1usize..200].prop_map(|high| Op::Pcp { high }),
     ]
 }
 
@@ -319,6 +324,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 zone.set_cma_balance(CmaBalance::new(numerator, 8).unwrap())
             }
             Op::Watermark { min } => zone.set_watermarks(Watermarks::from_min(min)),
+            Op::Pcp { high: 0 } => {
+                zone.disable_pcp();
+                prop_assert_eq!(zone.pcp_pages(), 0);
+            }
+            Op::Pcp { high } => zone.enable_pcp(PcpLimits {
+                batch: high / 4 + 1,
+                high,
+            }),
         }
         if let Err(e) = check(&zone, &owners, &model, &areas) {
             return Err(TestCaseError::fail(format!("after step {step}: {e}")));
@@ -341,6 +354,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     check(&zone, &owners, &model, &areas).map_err(TestCaseError::fail)?;
     let c = zone.counters();
     prop_assert_eq!(c.free_pages, c.managed_pages);
+    // With the pcp's frames back too, every free frame is in the buddy.
+    zone.disable_pcp();
+    check(&zone, &owners, &model, &areas).map_err(TestCaseError::fail)?;
+    prop_assert_eq!(zone.free_pages_outside_cma() + zone.counters().free_cma_pages, c.managed_pages);
     prop_assert_eq!(c.free_cma_pages, 1024 + 512);
     prop_assert_eq!(zone.pageblock_counts()[MigrateType::Cma.index()], 3);
     Ok(())
