@@ -56,13 +56,17 @@ impl Zone<'_> {
             let block = self.block_at(pfn);
             let end = block.end().min(self.end_pfn).max(pfn + 1);
             // Holes, reserved frames and orphan tails stay counted as unmanaged.
-            let managed = matches!(block.state, PageState::Buddy | PageState::Head);
+            let managed = matches!(
+                block.state,
+                PageState::Buddy | PageState::Head | PageState::Pcp
+            );
             while managed && pfn < end {
                 let index = (pfn - first) / PAGEBLOCK_NR_PAGES;
                 let piece_end = (first + (index + 1) * PAGEBLOCK_NR_PAGES).min(end);
                 let frames = piece_end - pfn;
                 let cell = &mut usage[index];
-                if block.state == PageState::Buddy {
+                // A frame on the pcp is free memory, as in every other report.
+                if matches!(block.state, PageState::Buddy | PageState::Pcp) {
                     cell.free += frames;
                 } else {
                     cell.allocated += frames;
