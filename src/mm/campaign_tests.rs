@@ -636,6 +636,8 @@ fn cma_campaign_never_fails_while_memory_exists() {
         .collect();
     let cma_total: usize = AREAS.iter().map(|a| a.1).sum();
     let managed = zone.counters().managed_pages;
+    // As the firmware runs: order-0 frees and allocations meet on the pcp.
+    zone.enable_pcp(PcpLimits::for_zone(managed));
     let mut w = World {
         rng: Rng::new(seed),
         owners: CheckedOwners::new(),
