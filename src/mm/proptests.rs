@@ -357,7 +357,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // With the pcp's frames back too, every free frame is in the buddy.
     zone.disable_pcp();
     check(&zone, &owners, &model, &areas).map_err(TestCaseError::fail)?;
-    prop_assert_eq!(zone.free_pages_outside_cma() + zone.counters().free_cma_pages, c.managed_pages);
+    prop_assert_eq!(
+        zone.free_pages_outside_cma() + zone.counters().free_cma_pages,
+        c.managed_pages
+    );
     prop_assert_eq!(c.free_cma_pages, 1024 + 512);
     prop_assert_eq!(zone.pageblock_counts()[MigrateType::Cma.index()], 3);
     Ok(())

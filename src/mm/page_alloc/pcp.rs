@@ -145,7 +145,7 @@ impl Zone<'_> {
     pub fn drain_pcp(&mut self) -> usize {
         let mut drained = 0;
         for i in 0..MIGRATE_PCPTYPES {
-            while let Some(pfn) = self.pcp_pop(i, false) {
+            while let Some(pfn) = self.pcp_pop_cold(i) {
                 self.pcp_release(pfn);
                 drained += 1;
             }
@@ -210,12 +210,21 @@ impl Zone<'_> {
         {
             return None;
         }
+        if self.pcp.as_ref()?.head[i] == NIL {
+            self.pcp_refill(mt);
+        }
+        self.pcp_take_head(mt)
+    }
+
+    /// Pop list `mt`'s head (the hottest frame) and hand it out as an order-0 allocation.
+    #[inline(always)]
+    fn pcp_take_head(&mut self, mt: MigrateType) -> Option<Pfn> {
+        let i = mt.index();
         let pcp = self.pcp.as_mut()?;
         let idx = pcp.head[i];
         if idx == NIL {
-            return self.pcp_refill_and_take(mt);
+            return None;
         }
-        // Pop the head (the hottest frame).
         let next = self.pages[idx as usize].next();
         pcp.head[i] = next;
         if next == NIL {
@@ -230,29 +239,18 @@ impl Zone<'_> {
         Some(self.start_pfn + idx as usize)
     }
 
-    /// An empty list: refill it, then take its head.
+    /// `rmqueue_bulk`: up to `batch` order-0 frames from `mt`'s own free lists onto its
+    /// (empty) pcp list, leaving the min watermark's worth free.
     #[inline(never)]
-    fn pcp_refill_and_take(&mut self, mt: MigrateType) -> Option<Pfn> {
-        let want = self.pcp.as_ref()?.limits.batch;
-        self.pcp_refill(mt, want);
-        let pfn = self.pcp_pop(mt.index(), true)?;
-        let page = self.pg_mut(pfn);
-        page.set(PageState::Head, 0, mt);
-        page.set_owner(Owner::NONE);
-        Some(pfn)
-    }
-
-    /// `rmqueue_bulk`: up to `want` order-0 frames from `mt`'s own free lists onto its
-    /// pcp list, leaving the min watermark's worth free.
-    #[inline(never)]
-    fn pcp_refill(&mut self, mt: MigrateType, want: usize) {
+    fn pcp_refill(&mut self, mt: MigrateType) {
+        let want = self.pcp.as_ref().map_or(0, |p| p.limits.batch);
         let usable = self.nr_free_pages() - self.free_by_type[MigrateType::Cma.index()];
         let spare = usable.saturating_sub(self.watermarks.min);
         for _ in 0..want.min(spare) {
             let Some(pfn) = self.rmqueue_smallest(0, mt) else {
                 break;
             };
-            self.pcp_push(pfn, mt, false);
+            self.pcp_append(pfn, mt);
         }
     }
 
@@ -297,53 +295,37 @@ impl Zone<'_> {
     fn pcp_trim(&mut self, i: usize) {
         let batch = self.pcp.as_ref().map_or(0, |p| p.limits.batch);
         for _ in 0..batch {
-            let Some(cold) = self.pcp_pop(i, false) else {
+            let Some(cold) = self.pcp_pop_cold(i) else {
                 break;
             };
             self.pcp_release(cold);
         }
     }
 
-    /// Link `pfn` (off every list) on `mt`'s list, at the head (`hot`) or the tail.
-    #[inline]
-    fn pcp_push(&mut self, pfn: Pfn, mt: MigrateType, hot: bool) {
+    /// Link `pfn` (off every list) at the cold end of `mt`'s list. (A free links at the
+    /// hot end, in `pcp_free`.)
+    fn pcp_append(&mut self, pfn: Pfn, mt: MigrateType) {
         let i = mt.index();
         let idx = (pfn - self.start_pfn) as u32;
         let Some(pcp) = self.pcp.as_mut() else {
             return;
         };
-        let (head, tail) = (pcp.head[i], pcp.tail[i]);
-        pcp.total += 1;
-        let (prev, next) = if hot {
+        let tail = pcp.tail[i];
+        pcp.tail[i] = idx;
+        if tail == NIL {
             pcp.head[i] = idx;
-            if tail == NIL {
-                pcp.tail[i] = idx;
-            }
-            (NIL, head)
         } else {
-            pcp.tail[i] = idx;
-            if head == NIL {
-                pcp.head[i] = idx;
-            }
-            (tail, NIL)
-        };
-        if hot && head != NIL {
-            self.pages[head as usize].set_prev(idx);
-        }
-        if !hot && tail != NIL {
             self.pages[tail as usize].set_next(idx);
         }
+        pcp.total += 1;
         let page = &mut self.pages[idx as usize];
         page.set(PageState::Pcp, 0, mt);
-        page.set_owner(Owner::NONE);
-        page.set_links(prev, next);
+        page.set_links(tail, NIL);
     }
 
-    /// Unlink and return list `i`'s head (`hot`) or tail.
-    #[inline]
-    fn pcp_pop(&mut self, i: usize, hot: bool) -> Option<Pfn> {
-        let pcp = self.pcp.as_ref()?;
-        let idx = if hot { pcp.head[i] } else { pcp.tail[i] };
+    /// Unlink and return list `i`'s tail (the coldest frame).
+    fn pcp_pop_cold(&mut self, i: usize) -> Option<Pfn> {
+        let idx = self.pcp.as_ref()?.tail[i];
         if idx == NIL {
             return None;
         }

@@ -47,7 +47,10 @@ fn a_freed_page_waits_on_the_pcp_and_is_the_next_one_handed_out() {
         .into_iter()
         .find(|c| (c.start_pfn..c.start_pfn + PAGEBLOCK_NR_PAGES).contains(&p))
         .unwrap();
-    assert_eq!((cell.free, cell.allocated, cell.unmanaged), (PAGEBLOCK_NR_PAGES, 0, 0));
+    assert_eq!(
+        (cell.free, cell.allocated, cell.unmanaged),
+        (PAGEBLOCK_NR_PAGES, 0, 0)
+    );
     // A frame on the pcp is not allocated: freeing it again is refused.
     assert_eq!(z.free_pages(p, 0), Err(MmError::NotAllocated { pfn: p }));
     assert_eq!(z.allocated_block(p), None);
