@@ -487,7 +487,6 @@ impl Zone<'_> {
     #[inline]
     fn watermark_check(
         &self,
-        free: usize,
         order: usize,
         alloc_cma: bool,
         flags: GfpFlags,
@@ -495,7 +494,7 @@ impl Zone<'_> {
         if flags.contains(GfpFlags::MEMALLOC) {
             return Ok(());
         }
-        let mut usable = free;
+        let mut usable = self.nr_free_pages();
         if !alloc_cma {
             usable -= self.free_by_type[MigrateType::Cma.index()];
         }
@@ -541,44 +540,36 @@ impl Zone<'_> {
             return Err(AllocError::InvalidMigratetype);
         }
         let alloc_cma = mt == MigrateType::Movable && !gfp.flags.contains(GfpFlags::NO_CMA);
-        let free = self.nr_free_pages();
-        let checked = self.watermark_check(free, order, alloc_cma, gfp.flags);
-        match checked.and_then(|()| self.rmqueue_any(order, mt, alloc_cma)) {
-            Ok(pfn) => {
-                self.prep_new_page(pfn, order, mt);
-                Ok(pfn)
-            }
+        match self.rmqueue_checked(order, mt, alloc_cma, gfp.flags) {
             // Frames on the pcp are free memory the buddy cannot see: give them back and
             // try once more (Linux's slow path drains too).
             Err(_) if self.pcp_pages() > 0 => {
                 self.drain_pcp();
-                let free = self.nr_free_pages();
-                self.watermark_check(free, order, alloc_cma, gfp.flags)?;
-                let pfn = self
-                    .rmqueue_any(order, mt, alloc_cma)
-                    .map_err(|_| AllocError::NoMemory)?;
-                self.prep_new_page(pfn, order, mt);
-                Ok(pfn)
+                self.rmqueue_checked(order, mt, alloc_cma, gfp.flags)
             }
-            Err(e) => Err(e),
+            result => result,
         }
     }
 
-    /// The buddy's whole sequence for one request: busy spans, then (PASR steering) the
-    /// entirely free ones.
-    #[inline]
-    fn rmqueue_any(
+    /// The buddy's whole sequence for one request: the watermark, busy spans, then (PASR
+    /// steering) the entirely free ones; the block comes back allocated.
+    #[inline(always)]
+    fn rmqueue_checked(
         &mut self,
         order: usize,
         mt: MigrateType,
         alloc_cma: bool,
+        flags: GfpFlags,
     ) -> Result<Pfn, AllocError> {
-        match self.rmqueue(order, mt, alloc_cma) {
-            Some(pfn) => Ok(pfn),
+        self.watermark_check(order, alloc_cma, flags)?;
+        let pfn = match self.rmqueue(order, mt, alloc_cma) {
+            Some(pfn) => pfn,
             None => self
                 .rmqueue_in_free_spans(order, mt, alloc_cma)
-                .ok_or(AllocError::NoMemory),
-        }
+                .ok_or(AllocError::NoMemory)?,
+        };
+        self.prep_new_page(pfn, order, mt);
+        Ok(pfn)
     }
 
     /// PASR steering's last resort, when a request found nothing in busy spans: the same
@@ -608,7 +599,7 @@ impl Zone<'_> {
 
     /// A Movable block from Cma lists only (migration target of last resort).
     pub(in crate::mm) fn alloc_cma_pages(&mut self, order: usize) -> Result<Pfn, AllocError> {
-        self.watermark_check(self.nr_free_pages(), order, true, GfpFlags::NONE)?;
+        self.watermark_check(order, true, GfpFlags::NONE)?;
         let pfn = match self.rmqueue_smallest(order, MigrateType::Cma) {
             Some(pfn) => pfn,
             None if self.pasr_may_reveal() => self
