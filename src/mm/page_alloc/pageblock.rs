@@ -6,7 +6,8 @@
 //! One byte per pageblock holds its migrate type. The zone keeps "a free block sits on the
 //! list of the type of every pageblock it covers", so a retype moves the pageblock's free
 //! blocks to the new type's lists. A free block larger than the pageblock is split into
-//! pageblocks first; the moved blocks re-merge with compatible neighbours. The free blocks
+//! pageblocks first; a moved block re-merges only if it is the whole pageblock (smaller ones
+//! have no free buddy: the pageblock's free blocks are fully merged already). The free blocks
 //! are found through the old type's lists when those are short (a full or an idle CMA area)
 //! and by stepping from block head to block head through the pageblock's frames otherwise.
 //! When the caller knows a pageblock holds nothing free, only the type byte changes.
@@ -121,9 +122,23 @@ impl Zone<'_> {
         let mut pfn = start;
         while let Some(b) = self.next_free_block(pfn, end) {
             let old = self.pg(b.head).migratetype();
-            self.del_from_free_list(b.head, b.order, old);
-            self.free_one_page(b.head, b.order, mt);
+            self.relist_block(b.head, b.order, old, mt);
             pfn = b.end();
+        }
+    }
+
+    /// Move one free block of a pageblock being retyped (order at most the pageblock's)
+    /// from `from`'s list to `to`'s. Below pageblock order it cannot merge: its buddy lies
+    /// in the same pageblock, whose free blocks are all on one list and fully merged
+    /// (`check_invariants`), so a free buddy of its order would have merged already. Only
+    /// a whole free pageblock may merge, with the neighbouring pageblock of the new type.
+    #[inline]
+    fn relist_block(&mut self, pfn: Pfn, order: usize, from: MigrateType, to: MigrateType) {
+        self.del_from_free_list(pfn, order, from);
+        if order < PAGEBLOCK_ORDER {
+            self.add_to_free_list(pfn, order, to);
+        } else {
+            self.free_one_page(pfn, order, to);
         }
     }
 
@@ -163,8 +178,7 @@ impl Zone<'_> {
             // Moving a block changes the list under the scan: look again from the head
             // after each move (few blocks are listed, fewer still lie in the range).
             while let Some(pfn) = self.first_listed_in(&range, order, from) {
-                self.del_from_free_list(pfn, order, from);
-                self.free_one_page(pfn, order, to);
+                self.relist_block(pfn, order, from, to);
             }
         }
         true

@@ -16,7 +16,7 @@
 use core::ops::Range;
 
 use super::{max_aligned_order, Taken, Zone};
-use crate::mm::{MigrateType, MmError, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
+use crate::mm::{MigrateType, MmError, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES};
 
 impl Zone<'_> {
     fn check_range(&self, range: &Range<Pfn>) -> Result<(), MmError> {
@@ -68,19 +68,15 @@ impl Zone<'_> {
         }
     }
 
-    /// List `[lo, hi)` (all `Tail`, off-list, the outside part of a split free block) as
-    /// maximal aligned blocks on their pageblocks' lists, without merge attempts (see the
-    /// module docs). A piece larger than a pageblock goes through `free_block`, which lists
-    /// it pageblock by pageblock if their types differ.
-    fn list_split_pieces(&mut self, mut lo: Pfn, hi: Pfn) {
+    /// List `[lo, hi)` (all `Tail`, off-list, the outside part of a split free block that
+    /// was on `mt`'s lists) as maximal aligned blocks on `mt`'s lists, without merge
+    /// attempts (see the module docs). `mt` is right for every piece: a free block sits on
+    /// the list of the type of every pageblock it covers (`check_invariants`), so its
+    /// pieces need no pageblock lookup.
+    fn list_split_pieces(&mut self, mut lo: Pfn, hi: Pfn, mt: MigrateType) {
         while lo < hi {
             let order = max_aligned_order(lo, hi - lo);
-            if order > PAGEBLOCK_ORDER {
-                self.free_block(lo, order);
-            } else {
-                let mt = self.pb_type(lo);
-                self.add_to_free_list(lo, order, mt);
-            }
+            self.add_to_free_list(lo, order, mt);
             lo += 1 << order;
         }
     }
@@ -137,10 +133,10 @@ impl Zone<'_> {
                 taken += hi - lo;
                 if b.head < lo {
                     self.pg_mut(b.head).set_state(PageState::Tail);
-                    self.list_split_pieces(b.head, lo);
+                    self.list_split_pieces(b.head, lo, mt);
                 }
                 if hi < b.end() {
-                    self.list_split_pieces(hi, b.end());
+                    self.list_split_pieces(hi, b.end(), mt);
                 }
             }
             pfn = b.end();
