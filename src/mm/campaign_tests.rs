@@ -674,6 +674,11 @@ fn cma_campaign_never_fails_while_memory_exists() {
             cma_share = (cma_share + w.rng.below(41))
                 .saturating_sub(20)
                 .clamp(5, 95);
+            if pressure == 100 {
+                // Devices hold little, so the areas have windows to empty and the calls
+                // reach migration with nowhere to put the pages.
+                cma_share = cma_share.min(20);
+            }
         }
         if step % 2000 == 0 {
             zone.set_watermarks(Watermarks::from_min([0, 64, 256, 1024][w.rng.below(4)]));

@@ -452,12 +452,7 @@ impl Zone<'_> {
     /// own type, then Cma.
     #[inline]
     fn rmqueue_own(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
-        if alloc_cma
-            && self.cma_balance.prefers_cma(
-                self.free_by_type[MigrateType::Cma.index()],
-                self.nr_free_pages(),
-            )
-        {
+        if alloc_cma && self.cma_preferred() {
             if let Some(p) = self.rmqueue_smallest(order, MigrateType::Cma) {
                 return Some(p);
             }
@@ -471,6 +466,18 @@ impl Zone<'_> {
             }
         }
         None
+    }
+
+    /// Whether a movable allocation should take CMA memory first (the zone's
+    /// [`CmaBalance`]). The free memory it compares with includes the pcp's frames: they
+    /// are never CMA (`pcp.rs`), so leaving them out, as Linux's `NR_FREE_PAGES` does,
+    /// would make CMA look a larger share of free memory than it is whenever the pcp holds
+    /// frames, and steer movable memory into the CMA areas.
+    #[inline]
+    fn cma_preferred(&self) -> bool {
+        let free = self.nr_free_pages() + self.pcp_pages();
+        self.cma_balance
+            .prefers_cma(self.free_by_type[MigrateType::Cma.index()], free)
     }
 
     /// `NR_FREE_PAGES`.

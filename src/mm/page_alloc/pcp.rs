@@ -205,9 +205,7 @@ impl Zone<'_> {
         let alloc_cma = mt == MigrateType::Movable && !gfp.flags.contains(GfpFlags::NO_CMA);
         let usable = if alloc_cma { free } else { free - free_cma };
         // The buddy's watermark rule: one page must leave `min` free.
-        if usable <= self.watermarks.min
-            || (alloc_cma && self.cma_balance.prefers_cma(free_cma, free))
-        {
+        if usable <= self.watermarks.min || (alloc_cma && self.cma_preferred()) {
             return None;
         }
         if self.pcp.as_ref()?.head[i] == NIL {
