@@ -17,8 +17,14 @@
 //!    group chosen so far (they are being emptied), minus the min watermark (the targets'
 //!    allocations respect it). Since a span's used and free pages add up to the span, the
 //!    rule amounts to "the spans kept refreshed must hold all the data": emptiest first
-//!    chooses the most spans, and the least copying, that fit. A group is also skipped once
-//!    the caller's page budget (pages migrated or dropped) cannot cover it: the pass never
+//!    chooses the most spans, and the least copying, that fit. Pages are not enough: a
+//!    block moves whole, into a free block at least its size, so the same count is kept
+//!    per order (the survey counts used and free blocks by order, the zone's lists give
+//!    the rest), and a group whose blocks cannot all be placed, largest first, is skipped
+//!    as fragmented before anything of it moves. (The order-0 target pool also splits
+//!    blocks, so in a layout this tight a larger move can still find its block taken: the
+//!    group then fails part way, as step 5 says.) A group is also skipped once the
+//!    caller's page budget (pages migrated or dropped) cannot cover it: the pass never
 //!    starts a group it cannot finish.
 //! 4. **Isolate** every pageblock of the chosen spans and of the entirely free spans, each
 //!    with its own type to restore (a CMA area's pageblocks stay CMA): migration targets
@@ -43,7 +49,7 @@ use core::ops::Range;
 use super::sections::{PasrMasks, Sections};
 use crate::mm::{
     evacuate_isolated_range, ContigError, MigrateError, MigrateType, Migrator, Move, Owner,
-    OwnerKind, PageState, PasrMode, Pfn, Reclaim, Zone, PAGEBLOCK_NR_PAGES,
+    OwnerKind, PageState, PasrMode, Pfn, Reclaim, Zone, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES,
 };
 use crate::util::bits::set_bits;
 
@@ -62,6 +68,13 @@ pub enum SkipReason {
     Partner { span: usize },
     /// The spans that stay refreshed cannot hold this span's pages (`needed`) as well.
     NoRoom { needed: usize, room: usize },
+    /// The spans that stay refreshed have the pages free but not in blocks this large:
+    /// `needed` blocks of `order` to move, room for `room` of them.
+    Fragmented {
+        order: usize,
+        needed: usize,
+        room: usize,
+    },
     /// The page budget left cannot cover this span's pages.
     Budget { needed: usize, left: usize },
     /// Emptying failed part way (what moved stays moved).
@@ -89,6 +102,14 @@ impl fmt::Display for SkipReason {
                     "{needed} pages to move, room for {room} in refreshed spans"
                 )
             }
+            SkipReason::Fragmented {
+                order,
+                needed,
+                room,
+            } => write!(
+                f,
+                "{needed} blocks of order {order} to move, free blocks for {room} in refreshed spans"
+            ),
             SkipReason::Budget { needed, left } => {
                 write!(f, "{needed} pages to move, budget left {left}")
             }
@@ -140,12 +161,68 @@ impl fmt::Display for VacateError {
 
 impl core::error::Error for VacateError {}
 
+/// Blocks per order (index = order).
+type BlockCounts = [usize; NR_PAGE_ORDERS];
+const NO_BLOCKS: BlockCounts = [0; NR_PAGE_ORDERS];
+
 /// One span as the survey found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SpanUse {
-    Free,
-    Movable { used: usize, free: usize },
+    /// Entirely free: its free blocks.
+    Free(BlockCounts),
+    /// Pages of movable allocations and free pages, and the same as blocks per order.
+    Movable {
+        used: usize,
+        free: usize,
+        used_blocks: BlockCounts,
+        free_blocks: BlockCounts,
+    },
     Blocked(SkipReason),
+}
+
+/// What the spans that stay refreshed must take in: the used blocks of every group chosen so
+/// far (per order), and the free blocks that stop counting as room (those of the entirely
+/// free spans and of every chosen group).
+#[derive(Clone, Copy)]
+struct Demand {
+    pages: usize,
+    blocks: BlockCounts,
+    lost_free: BlockCounts,
+}
+
+impl Demand {
+    fn with(mut self, used: usize, used_blocks: &BlockCounts, free_blocks: &BlockCounts) -> Demand {
+        self.pages += used;
+        for o in 0..NR_PAGE_ORDERS {
+            self.blocks[o] += used_blocks[o];
+            self.lost_free[o] += free_blocks[o];
+        }
+        self
+    }
+}
+
+/// Whether `need` blocks fit into the free blocks `listed` less `lost` (per order): largest
+/// first, every free block left over split into halves for the next order, as the buddy
+/// can serve them. Packing blocks of powers of two into free blocks of powers of two this
+/// way is exact: a smaller block never needs a larger one's place. (The page count, and the
+/// watermark's pages, are the caller's rule.) `Err((order, needed, room))` names the first
+/// order that does not fit: blocks needed and free blocks of that order left.
+fn blocks_fit(
+    need: &BlockCounts,
+    listed: &BlockCounts,
+    lost: &BlockCounts,
+) -> Result<(), (usize, usize, usize)> {
+    let mut room = 0usize;
+    for o in (0..NR_PAGE_ORDERS).rev() {
+        room = room
+            .saturating_mul(2)
+            .saturating_add(listed[o].saturating_sub(lost[o]));
+        if room < need[o] {
+            return Err((o, need[o], room));
+        }
+        room -= need[o];
+    }
+    Ok(())
 }
 
 /// The pre-sleep step of the zone's policy: with [`PasrMode::Steering`] the vacating pass
@@ -200,19 +277,20 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
     let uses: Vec<SpanUse> = (0..nr).map(|s| survey(zone, spans.span_range(s))).collect();
     let mut skipped: Vec<SpanSkip> = Vec::new();
     let already_free = (0..nr)
-        .filter(|&s| uses[s] == SpanUse::Free)
+        .filter(|&s| matches!(uses[s], SpanUse::Free(_)))
         .fold(0u64, |b, s| b | 1 << s);
 
     // Groups of spans that must be freed together.
     let groups = pair_groups(sections, nr);
     let covered = groups.iter().fold(0u64, |b, g| b | g);
-    for s in (0..nr).filter(|s| covered & (1 << s) == 0 && uses[*s] != SpanUse::Free) {
+    for s in (0..nr).filter(|s| covered & (1 << s) == 0 && already_free & (1 << s) == 0) {
         skipped.push(SpanSkip {
             span: s,
             reason: SkipReason::NoUnit,
         });
     }
-    let mut candidates: Vec<(usize, usize, u64)> = Vec::new(); // (used, free, spans)
+    // (used pages, free pages, spans, used blocks, free blocks)
+    let mut candidates: Vec<(usize, usize, u64, BlockCounts, BlockCounts)> = Vec::new();
     for &group in &groups {
         let members = || set_bits(group);
         if let Some(blocker) = members().find(|&s| matches!(uses[s], SpanUse::Blocked(_))) {
@@ -225,15 +303,32 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
             }
             continue;
         }
-        let (used, free) = members().fold((0, 0), |(u, f), s| match uses[s] {
-            SpanUse::Movable { used, free } => (u + used, f + free),
-            _ => (u, f),
-        });
+        let (mut used_blocks, mut free_blocks) = (NO_BLOCKS, NO_BLOCKS);
+        let (mut used, mut free) = (0, 0);
+        for s in members() {
+            let (u, f, ub, fb) = match &uses[s] {
+                SpanUse::Movable {
+                    used,
+                    free,
+                    used_blocks,
+                    free_blocks,
+                } => (*used, *free, used_blocks, free_blocks),
+                // Its free blocks are the free spans' already.
+                SpanUse::Free(_) => (0, 0, &NO_BLOCKS, &NO_BLOCKS),
+                SpanUse::Blocked(_) => unreachable!("blocked groups were skipped"),
+            };
+            used += u;
+            free += f;
+            for o in 0..NR_PAGE_ORDERS {
+                used_blocks[o] += ub[o];
+                free_blocks[o] += fb[o];
+            }
+        }
         if used > 0 {
-            candidates.push((used, free, group));
+            candidates.push((used, free, group, used_blocks, free_blocks));
         }
     }
-    candidates.sort_by_key(|&(used, _, group)| (used, group.trailing_zeros()));
+    candidates.sort_by_key(|&(used, _, group, _, _)| (used, group.trailing_zeros()));
 
     // Plan: emptiest first, while the refreshed spans can hold the data and the budget lasts.
     let free_of_free_spans = already_free.count_ones() as usize * spans.span_pages();
@@ -242,24 +337,51 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
         .free_pages
         .saturating_sub(free_of_free_spans)
         .saturating_sub(zone.watermarks().min);
-    let (mut demand, mut emptied_free) = (0usize, 0usize);
+    // The same in blocks: a block moves only into a free block at least its size.
+    let listed = zone_free_blocks(zone);
+    let free_spans_blocks = set_bits(already_free).fold(NO_BLOCKS, |mut b, s| {
+        if let SpanUse::Free(fb) = &uses[s] {
+            for o in 0..NR_PAGE_ORDERS {
+                b[o] += fb[o];
+            }
+        }
+        b
+    });
+    let mut demand = Demand {
+        pages: 0,
+        blocks: NO_BLOCKS,
+        lost_free: free_spans_blocks,
+    };
+    let mut emptied_free = 0usize;
     let mut chosen: Vec<(usize, u64)> = Vec::new();
-    for &(used, free, group) in &candidates {
-        let room = capacity.saturating_sub(demand + emptied_free + free);
-        let reason = if demand + used > budget_pages {
+    for (used, free, group, used_blocks, free_blocks) in &candidates {
+        let (used, free, group) = (*used, *free, *group);
+        let room = capacity.saturating_sub(demand.pages + emptied_free + free);
+        let next = demand.with(used, used_blocks, free_blocks);
+        let reason = if demand.pages + used > budget_pages {
             Some(SkipReason::Budget {
                 needed: used,
-                left: budget_pages - demand,
+                left: budget_pages - demand.pages,
             })
         } else if used > room {
             Some(SkipReason::NoRoom { needed: used, room })
+        } else if let Err((order, needed, room)) =
+            blocks_fit(&next.blocks, &listed, &next.lost_free)
+        {
+            // Report this group's share of the shortfall, not the earlier groups'.
+            let earlier = demand.blocks[order];
+            Some(SkipReason::Fragmented {
+                order,
+                needed: needed - earlier,
+                room: room.saturating_sub(earlier),
+            })
         } else {
             None
         };
         match reason {
             Some(reason) => skipped.extend(set_bits(group).map(|span| SpanSkip { span, reason })),
             None => {
-                demand += used;
+                demand = next;
                 emptied_free += free;
                 chosen.push((used, group));
             }
@@ -368,22 +490,31 @@ fn survey(zone: &Zone<'_>, range: Range<Pfn>) -> SpanUse {
         }
     }
     let (mut used, mut free) = (0, 0);
+    let (mut used_blocks, mut free_blocks) = (NO_BLOCKS, NO_BLOCKS);
     let mut pfn = range.start;
     while pfn < range.end {
         let Some(page) = zone.page(pfn) else {
             return SpanUse::Blocked(SkipReason::Unmanaged { pfn });
         };
-        let pages = 1usize << page.order();
+        let order = page.order();
+        let pages = 1usize << order;
         match page.state() {
-            PageState::Buddy => free += pages,
+            PageState::Buddy => {
+                free += pages;
+                free_blocks[order] += 1;
+            }
             // Free on the pcp: isolating the span's pageblocks gives it back to the buddy.
-            PageState::Pcp => free += 1,
+            PageState::Pcp => {
+                free += 1;
+                free_blocks[0] += 1;
+            }
             PageState::Head => {
                 let kind = page.owner().kind();
                 if !kind.is_movable() {
                     return SpanUse::Blocked(SkipReason::Unmovable { pfn, kind });
                 }
                 used += pages;
+                used_blocks[order] += 1;
             }
             // A tail here would mean a block straddling the span's start, which alignment
             // rules out: read it as "not ours to move".
@@ -394,10 +525,29 @@ fn survey(zone: &Zone<'_>, range: Range<Pfn>) -> SpanUse {
         pfn += pages;
     }
     if used == 0 {
-        SpanUse::Free
+        SpanUse::Free(free_blocks)
     } else {
-        SpanUse::Movable { used, free }
+        SpanUse::Movable {
+            used,
+            free,
+            used_blocks,
+            free_blocks,
+        }
     }
+}
+
+/// The zone's listed free blocks per order, of every type but Isolate (what migration
+/// targets can come from).
+fn zone_free_blocks(zone: &Zone<'_>) -> BlockCounts {
+    let mut blocks = NO_BLOCKS;
+    for (o, b) in blocks.iter_mut().enumerate() {
+        *b = MigrateType::ALL
+            .iter()
+            .filter(|&&mt| mt != MigrateType::Isolate)
+            .map(|&mt| zone.nr_free_blocks(o, mt))
+            .sum();
+    }
+    blocks
 }
 
 /// The groups of spans the pair rule ties together (span bits), lowest span first: spans in

@@ -360,3 +360,38 @@ fn the_baseline_only_masks_what_happens_to_be_free() {
         VacateError::NotAttached
     );
 }
+
+#[test]
+fn a_block_is_moved_only_where_a_free_block_of_its_order_is_left() {
+    // Spans 0 and 1 hold kernel pages on every other frame: plenty of free pages, none in
+    // a block larger than one page. Span 2 holds an order-3 anonymous block, span 3 three
+    // anonymous pages; spans 4..=7 are free (and stay free). Counted in pages span 2 fits;
+    // its block has nowhere to go, so the pass must leave it alone rather than fail half
+    // way, and still empty span 3.
+    let mut s = Storage::new(BASE, NR * SPAN);
+    let (mut z, mut rig) = setup(&mut s, PasrMode::Steering);
+    let mut layout: Vec<Place> = (FIRMWARE.end - BASE..2 * SPAN)
+        .step_by(2)
+        .map(|i| Place::new(BASE + i, 0, OwnerKind::Kernel))
+        .collect();
+    layout.push(Place::new(at(2, 64), 3, OwnerKind::Anon));
+    layout.extend((0..3).map(|i| anon(at(3, 10 + i))));
+    place(&mut z, &mut rig.tenants, &layout, 1);
+    rig.after_op(&mut z);
+    let r = rig.suspend(&mut z, usize::MAX);
+    check(&z, &rig);
+    assert_eq!(r.vacated, 0b1000);
+    assert_eq!((r.pages_migrated, r.pages_dropped), (3, 0));
+    assert_eq!(
+        r.skipped.iter().find(|s| s.span == 2).map(|s| s.reason),
+        Some(SkipReason::Fragmented {
+            order: 3,
+            needed: 1,
+            room: 0
+        })
+    );
+    let block = rig.tenants.objects.values().find(|o| o.pages == 8).unwrap();
+    assert_eq!(block.pfn, at(2, 64), "the block never moved");
+    // The free spans are masked with the vacated one.
+    assert_eq!(r.masks.per_die(), [0xf8, 0xf8]);
+}
