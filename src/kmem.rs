@@ -537,7 +537,8 @@ pub fn with_zone<R>(f: impl FnOnce(&mut Zone<'static>) -> R) -> Result<R, KmemEr
     with_state(|s| f(&mut s.zone))
 }
 
-/// `/proc/meminfo`, `/proc/buddyinfo`, `/proc/pagetypeinfo` text in Linux's formats.
+/// `/proc/meminfo`, `/proc/buddyinfo`, `/proc/pagetypeinfo`, `/proc/zoneinfo` text in
+/// Linux's formats.
 pub fn meminfo() -> Result<String, KmemError> {
     with_state(|s| vmstat::meminfo_string(&s.zone))
 }
@@ -546,6 +547,9 @@ pub fn buddyinfo() -> Result<String, KmemError> {
 }
 pub fn pagetypeinfo() -> Result<String, KmemError> {
     with_state(|s| vmstat::pagetypeinfo_string(&s.zone))
+}
+pub fn zoneinfo() -> Result<String, KmemError> {
+    with_state(|s| vmstat::zoneinfo_string(&s.zone))
 }
 
 /// Names of the CMA areas, in declaration order (default area first if any).

@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 
 use super::testutil::{FakeOwners, Storage};
-use super::vmstat::{buddyinfo_string, meminfo_string, pagetypeinfo_string};
+use super::vmstat::{
+    buddyinfo_string, meminfo_string, pagetypeinfo_string, zoneinfo_string, MemInfo,
+};
 use super::*;
 
 const BASE: Pfn = 0x40000;
@@ -666,6 +668,28 @@ fn reports_use_linux_layouts() {
         "MemTotal:          16384 kB\nMemFree:           16380 kB\nMemAvailable:      16380 kB\nCmaTotal:           4096 kB\nCmaFree:            4096 kB\n"
     );
     let _ = p;
+}
+
+#[test]
+fn zoneinfo_uses_linux_layout_and_counts_the_pcp_apart() {
+    let mut s = Storage::new(BASE, 4096);
+    let mut z = s.zone();
+    z.free_range(BASE..BASE + 4096).unwrap();
+    let mut area = cma_init_reserved_mem(BASE + 2048, 1024, 0, "cma").unwrap();
+    cma_activate_area(&mut area, &mut z).unwrap();
+    z.set_watermarks(Watermarks::from_min(16));
+    z.enable_pcp(PcpLimits { batch: 7, high: 64 });
+    // One page out and back: the refill's other six frames and the freed one wait on the
+    // pcp, and the buddy's count is short by those seven.
+    let p = z.alloc_pages(0, Gfp::MOVABLE).unwrap();
+    z.free_pages(p, 0).unwrap();
+    assert_eq!(z.pcp_counters().count, 7);
+    assert_eq!(
+        zoneinfo_string(&z),
+        "Node 0, zone   Normal\n  pages free     4089\n        boost    0\n        min      16\n        low      20\n        high     24\n        spanned  4096\n        present  4096\n        managed  4096\n        cma      1024\n        protection: (0)\n      nr_free_pages 4089\n      nr_free_cma  1024\n  pagesets\n    cpu: 0\n              count: 7\n              high:  64\n              batch: 7\n  vm stats threshold: 0\n  node_unreclaimable:  0\n  start_pfn:           262144\n"
+    );
+    // MemFree counts the pcp's frames: nothing is lost between the two reports.
+    assert_eq!(MemInfo::of(&z).mem_free, 4096 * 4);
 }
 
 #[test]

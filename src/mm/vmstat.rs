@@ -1,5 +1,5 @@
-//! Reports in Linux's formats: `/proc/buddyinfo`, `/proc/pagetypeinfo` (`mm/vmstat.c`) and
-//! the memory lines of `/proc/meminfo` (`fs/proc/meminfo.c`).
+//! Reports in Linux's formats: `/proc/buddyinfo`, `/proc/pagetypeinfo`, `/proc/zoneinfo`
+//! (`mm/vmstat.c`) and the memory lines of `/proc/meminfo` (`fs/proc/meminfo.c`).
 //!
 //! # Theory of operation
 //!
@@ -69,6 +69,49 @@ pub fn pagetypeinfo(zone: &Zone<'_>, out: &mut impl Write) -> fmt::Result {
     out.write_char('\n')
 }
 
+/// `/proc/zoneinfo` (`zoneinfo_show_print`) for our one zone, with the zone counters we
+/// keep: no LRU lists, NUMA or reclaim state, so of the per-zone stats only the free ones.
+/// As in Linux, `pages free` is the buddy's (`NR_FREE_PAGES`), without the pcp's frames,
+/// which `pagesets` counts; there is one pageset (the memory lock is global), shown as
+/// cpu 0. Protection is one zone's: `(0)`.
+pub fn zoneinfo(zone: &Zone<'_>, out: &mut impl Write) -> fmt::Result {
+    let c = zone.counters();
+    let pcp = zone.pcp_counters();
+    let buddy_free = c.free_pages - pcp.count;
+    write!(out, "Node 0, zone {:>8}", zone.name())?;
+    for (label, value) in [
+        ("  pages free     ", buddy_free),
+        ("        boost    ", 0),
+        ("        min      ", c.watermarks.min),
+        ("        low      ", c.watermarks.low),
+        ("        high     ", c.watermarks.high),
+        ("        spanned  ", c.spanned_pages),
+        ("        present  ", c.present_pages),
+        ("        managed  ", c.managed_pages),
+        ("        cma      ", c.cma_pages),
+    ] {
+        write!(out, "\n{label}{value}")?;
+    }
+    write!(out, "\n        protection: (0)")?;
+    for (name, value) in [
+        ("nr_free_pages", buddy_free),
+        ("nr_free_cma", c.free_cma_pages),
+    ] {
+        write!(out, "\n      {name:<12} {value}")?;
+    }
+    write!(
+        out,
+        "\n  pagesets\n    cpu: 0\n              count: {}\n              high:  {}\n              batch: {}",
+        pcp.count, pcp.high, pcp.batch
+    )?;
+    write!(out, "\n  vm stats threshold: 0")?;
+    write!(
+        out,
+        "\n  node_unreclaimable:  0\n  start_pfn:           {}\n",
+        zone.start_pfn()
+    )
+}
+
 /// The memory fields of `/proc/meminfo`, in kB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemInfo {
@@ -126,6 +169,12 @@ pub fn buddyinfo_string(zone: &Zone<'_>) -> String {
 pub fn pagetypeinfo_string(zone: &Zone<'_>) -> String {
     let mut s = String::new();
     let _ = pagetypeinfo(zone, &mut s);
+    s
+}
+
+pub fn zoneinfo_string(zone: &Zone<'_>) -> String {
+    let mut s = String::new();
+    let _ = zoneinfo(zone, &mut s);
     s
 }
 

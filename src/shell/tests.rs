@@ -42,7 +42,7 @@ const HEAPS: [&str; 2] = ["system", "reserved"];
 impl Fake {
     fn new() -> Self {
         let mut tree = VfsTree::new();
-        for file in ["meminfo", "buddyinfo", "pagetypeinfo", "iomem"] {
+        for file in ["meminfo", "buddyinfo", "pagetypeinfo", "zoneinfo", "iomem"] {
             tree.add_file(&format!("/proc/{}", file), Access::ReadOnly);
         }
         for file in [
@@ -534,7 +534,7 @@ fn ls_directories_files_and_errors() {
     assert_eq!(rig.run("ls"), "dev/\nproc/\nsys/\n");
     assert_eq!(
         rig.run("ls /proc"),
-        "buddyinfo\ndevice-tree/\niomem\nmeminfo\npagetypeinfo\n"
+        "buddyinfo\ndevice-tree/\niomem\nmeminfo\npagetypeinfo\nzoneinfo\n"
     );
     assert_eq!(
         rig.run("ls /proc/../proc/./meminfo"),
@@ -1072,7 +1072,7 @@ fn ambiguous_completion_extends_then_lists() {
     assert_eq!(rig.out, "c\r\ncat  cma\r\nmonolith> c");
     // "cat /proc/" lists entries by name.
     complete(&mut rig, "cat /proc/");
-    assert_eq!(rig.out, "cat /proc/\r\nbuddyinfo  device-tree/  iomem  meminfo  pagetypeinfo\r\nmonolith> cat /proc/");
+    assert_eq!(rig.out, "cat /proc/\r\nbuddyinfo  device-tree/  iomem  meminfo  pagetypeinfo  zoneinfo\r\nmonolith> cat /proc/");
     // "ls /sys/kernel/debug/cma/reserved/" then "a" -> alloc (only one a*)
     assert_eq!(
         complete(&mut rig, "cat /sys/kernel/mm/cma/reserved/alloc_"),

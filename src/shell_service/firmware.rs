@@ -106,7 +106,7 @@ impl FirmwareBackend {
     /// thing that is missing or found, so call it before the first prompt.
     pub fn new() -> FirmwareBackend {
         let mut tree = VfsTree::new();
-        for file in ["meminfo", "buddyinfo", "pagetypeinfo", "iomem"] {
+        for file in ["meminfo", "buddyinfo", "pagetypeinfo", "zoneinfo", "iomem"] {
             tree.add_file(&format!("/proc/{}", file), Access::ReadOnly);
         }
         tree.add_dir(DT_DIR);
@@ -539,6 +539,7 @@ impl Backend for FirmwareBackend {
             ["proc", "meminfo"] => kmem::meminfo().map_err(kmem_fs_error),
             ["proc", "buddyinfo"] => kmem::buddyinfo().map_err(kmem_fs_error),
             ["proc", "pagetypeinfo"] => kmem::pagetypeinfo().map_err(kmem_fs_error),
+            ["proc", "zoneinfo"] => kmem::zoneinfo().map_err(kmem_fs_error),
             ["proc", "iomem"] => Ok(self.iomem_text()),
             ["sys", "kernel", "mm", "cma", area, attr] => self.read_cma_file(CMA_SYSFS, area, attr),
             ["sys", "kernel", "debug", "cma", area, attr] => {

@@ -146,6 +146,48 @@ fn parse_buddyinfo(text: &str) -> std::result::Result<Vec<(String, Vec<u64>)>, S
     Ok(zones)
 }
 
+/// `/proc/zoneinfo`'s numbers by name (`pages free`, `min`, ..., `start_pfn`) for one zone;
+/// the pageset's lines (indented 14 spaces) as `pcp count`, `pcp high`, `pcp batch`.
+fn parse_zoneinfo(text: &str) -> std::result::Result<BTreeMap<String, u64>, String> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("");
+    if !Regex::new(r"^Node 0, zone\s+\S+$")
+        .unwrap()
+        .is_match(header)
+    {
+        return Err(format!("zoneinfo starts with {header:?}"));
+    }
+    let field = Regex::new(r"^(\s+)(pages free|[a-z_]+):?\s+(\d+)$").unwrap();
+    let mut values = BTreeMap::new();
+    for line in lines {
+        if let Some(c) = field.captures(line) {
+            let name = if c[1].len() == 14 {
+                format!("pcp {}", &c[2])
+            } else {
+                c[2].to_string()
+            };
+            values.insert(name, c[3].parse().unwrap_or(0));
+        }
+    }
+    for key in [
+        "pages free",
+        "min",
+        "low",
+        "high",
+        "managed",
+        "cma",
+        "pcp count",
+        "pcp high",
+        "pcp batch",
+        "start_pfn",
+    ] {
+        if !values.contains_key(key) {
+            return Err(format!("zoneinfo has no {key}:\n{text}"));
+        }
+    }
+    Ok(values)
+}
+
 /// A `/proc/iomem` line: indent (2 per level), `start-end : name`, at least 8 hex digits.
 fn parse_iomem(text: &str) -> std::result::Result<Vec<(usize, u64, u64, String)>, String> {
     let line_re = Regex::new(r"^((?:  )*)([0-9a-f]{8,})-([0-9a-f]{8,}) : (\S.*)$").unwrap();
@@ -219,7 +261,7 @@ pub fn commands(console: &mut Console) -> Result<()> {
     expect_exact(
         console,
         "ls /proc",
-        "buddyinfo\ndevice-tree/\niomem\nmeminfo\npagetypeinfo\n",
+        "buddyinfo\ndevice-tree/\niomem\nmeminfo\npagetypeinfo\nzoneinfo\n",
     )?;
     expect_exact(console, "ls /sys/kernel/mm/cma", &format!("{AREA}/\n"))?;
     expect_exact(
@@ -347,6 +389,26 @@ pub fn linux_formats(console: &mut Console) -> Result<()> {
             mem["MemFree"]
         )
     })?;
+    // zoneinfo: the buddy's free pages are buddyinfo's, and with the pcp's frames they are
+    // MemFree; the watermarks are in order.
+    let zoneinfo = run(console, "cat /proc/zoneinfo")?;
+    let zi = parse_zoneinfo(&zoneinfo).map_err(|e| console.error(e))?;
+    check(console, zi["pages free"] * 4 == buddy_free_kb, || {
+        format!(
+            "zoneinfo pages free {} != buddyinfo {buddy_free_kb} kB:\n{zoneinfo}",
+            zi["pages free"]
+        )
+    })?;
+    check(
+        console,
+        (zi["pages free"] + zi["pcp count"]) * 4 == mem["MemFree"]
+            && zi["pcp count"] <= zi["pcp high"]
+            && zi["min"] <= zi["low"]
+            && zi["low"] <= zi["high"]
+            && zi["cma"] * 4 == mem["CmaTotal"]
+            && zi["managed"] * 4 == mem["MemTotal"],
+        || format!("zoneinfo against meminfo {mem:?}:\n{zoneinfo}"),
+    )?;
     // pagetypeinfo: headers, one line per type with 11 counts, and per order the types add
     // up to buddyinfo.
     let pti = run(console, "cat /proc/pagetypeinfo")?;
@@ -845,6 +907,7 @@ fn random_line(rng: &mut Rng, handles: &[u64]) -> String {
         "/proc/meminfo",
         "/proc/buddyinfo",
         "/proc/pagetypeinfo",
+        "/proc/zoneinfo",
         "/proc/iomem",
         "/nope",
         "/sys/kernel/mm/cma/linux,cma@50000000/alloc_pages_success",
@@ -1090,6 +1153,15 @@ mod tests {
         let buddy = "Node 0, zone   Normal      2      2      2      2      2      2      3      2      3      1    249 \n";
         assert_eq!(parse_buddyinfo(buddy).unwrap()[0].1[10], 249);
         assert!(parse_buddyinfo("Node 0, zone   Normal      2      2\n").is_err());
+
+        let zoneinfo = "Node 0, zone   Normal\n  pages free     4089\n        boost    0\n        min      16\n        low      20\n        high     24\n        spanned  4096\n        present  4096\n        managed  4096\n        cma      1024\n        protection: (0)\n      nr_free_pages 4089\n      nr_free_cma  1024\n  pagesets\n    cpu: 0\n              count: 7\n              high:  64\n              batch: 7\n  vm stats threshold: 0\n  node_unreclaimable:  0\n  start_pfn:           262144\n";
+        let zi = parse_zoneinfo(zoneinfo).unwrap();
+        assert_eq!(
+            (zi["pages free"], zi["high"], zi["pcp high"], zi["pcp count"]),
+            (4089, 24, 64, 7)
+        );
+        assert!(parse_zoneinfo("Node 0, zone   Normal\n  pages free     1\n").is_err());
+        assert!(parse_zoneinfo(&zoneinfo.replace("Node 0", "Node x")).is_err());
 
         let iomem = "09000000-09000fff : pl011@9000000\n40000000-7fffffff : System RAM\n  40200000-40263fff : Kernel code\n100000000-100000fff : high\n";
         let entries = parse_iomem(iomem).unwrap();
