@@ -17,7 +17,8 @@
 //!    masked;
 //! 2. the masks are written to MR16/MR17, and self-refresh is entered with the guest's
 //!    clock (the model overwrites every masked bank in guest RAM right then);
-//! 3. the core waits for the timer (WFI; nothing runs but the tick);
+//! 3. the core waits for the timer (WFI; nothing runs but the tick) until SECONDS after
+//!    the entry, the model's overwriting of the masked banks included;
 //! 4. self-refresh is left, and the counters' difference is the report.
 //!
 //! Nothing allocates between 1 and 2: the shell is the only thread, and interrupt handlers
@@ -148,7 +149,11 @@ pub fn suspend(seconds: u64) -> Result<String, PasrServiceError> {
         c.enter(entered)
     })
     .map_err(PasrServiceError::Controller)?;
-    let deadline = timer::uptime() + core::time::Duration::from_secs(seconds);
+    // The sleep counts from the entry: the model overwrites the masked banks while it
+    // handles ENTER (instant in hardware, host time here), and that belongs inside the
+    // asked time, not on top of it.
+    let deadline =
+        core::time::Duration::from_nanos(entered) + core::time::Duration::from_secs(seconds);
     while timer::uptime() < deadline {
         // The tick wakes the core; nothing else runs.
         aarch64_cpu::asm::wfi();

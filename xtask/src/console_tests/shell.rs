@@ -1157,7 +1157,12 @@ mod tests {
         let zoneinfo = "Node 0, zone   Normal\n  pages free     4089\n        boost    0\n        min      16\n        low      20\n        high     24\n        spanned  4096\n        present  4096\n        managed  4096\n        cma      1024\n        protection: (0)\n      nr_free_pages 4089\n      nr_free_cma  1024\n  pagesets\n    cpu: 0\n              count: 7\n              high:  64\n              batch: 7\n  vm stats threshold: 0\n  node_unreclaimable:  0\n  start_pfn:           262144\n";
         let zi = parse_zoneinfo(zoneinfo).unwrap();
         assert_eq!(
-            (zi["pages free"], zi["high"], zi["pcp high"], zi["pcp count"]),
+            (
+                zi["pages free"],
+                zi["high"],
+                zi["pcp high"],
+                zi["pcp count"]
+            ),
             (4089, 24, 64, 7)
         );
         assert!(parse_zoneinfo("Node 0, zone   Normal\n  pages free     1\n").is_err());
