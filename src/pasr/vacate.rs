@@ -69,7 +69,8 @@ pub enum SkipReason {
     /// The spans that stay refreshed cannot hold this span's pages (`needed`) as well.
     NoRoom { needed: usize, room: usize },
     /// The spans that stay refreshed have the pages free but not in blocks this large:
-    /// `needed` blocks of `order` to move, room for `room` of them.
+    /// `needed` blocks of `order` to move (this group's and those of the groups chosen
+    /// before it, which it would take room from), free room for `room` of them.
     Fragmented {
         order: usize,
         needed: usize,
@@ -368,12 +369,10 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
         } else if let Err((order, needed, room)) =
             blocks_fit(&next.blocks, &listed, &next.lost_free)
         {
-            // Report this group's share of the shortfall, not the earlier groups'.
-            let earlier = demand.blocks[order];
             Some(SkipReason::Fragmented {
                 order,
-                needed: needed - earlier,
-                room: room.saturating_sub(earlier),
+                needed,
+                room,
             })
         } else {
             None
