@@ -166,6 +166,13 @@ impl core::error::Error for VacateError {}
 type BlockCounts = [usize; NR_PAGE_ORDERS];
 const NO_BLOCKS: BlockCounts = [0; NR_PAGE_ORDERS];
 
+/// `into += more`, order by order.
+fn add_blocks(into: &mut BlockCounts, more: &BlockCounts) {
+    for (a, b) in into.iter_mut().zip(more) {
+        *a += b;
+    }
+}
+
 /// One span as the survey found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SpanUse {
@@ -194,10 +201,8 @@ struct Demand {
 impl Demand {
     fn with(mut self, used: usize, used_blocks: &BlockCounts, free_blocks: &BlockCounts) -> Demand {
         self.pages += used;
-        for o in 0..NR_PAGE_ORDERS {
-            self.blocks[o] += used_blocks[o];
-            self.lost_free[o] += free_blocks[o];
-        }
+        add_blocks(&mut self.blocks, used_blocks);
+        add_blocks(&mut self.lost_free, free_blocks);
         self
     }
 }
@@ -320,10 +325,8 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
             };
             used += u;
             free += f;
-            for o in 0..NR_PAGE_ORDERS {
-                used_blocks[o] += ub[o];
-                free_blocks[o] += fb[o];
-            }
+            add_blocks(&mut used_blocks, ub);
+            add_blocks(&mut free_blocks, fb);
         }
         if used > 0 {
             candidates.push((used, free, group, used_blocks, free_blocks));
@@ -342,9 +345,7 @@ pub fn vacate_and_mask<M: Migrator + ?Sized>(
     let listed = zone_free_blocks(zone);
     let free_spans_blocks = set_bits(already_free).fold(NO_BLOCKS, |mut b, s| {
         if let SpanUse::Free(fb) = &uses[s] {
-            for o in 0..NR_PAGE_ORDERS {
-                b[o] += fb[o];
-            }
+            add_blocks(&mut b, fb);
         }
         b
     });
