@@ -14,6 +14,8 @@
 //! - `Pcp`: a free order-0 frame kept on the pcp lists in front of the buddy
 //!   (`page_alloc/pcp.rs`): off the free lists, linked like them, never merged; its
 //!   migrate type is the list it is on.
+//! - `Held`: a free frame of a CMA pageblock its area still holds back from the buddy
+//!   (`page_alloc/held.rs`): off every list, never merged; counted as free CMA memory.
 //! - `Tail`: any other frame of a free or allocated block. Heads turn into tails when blocks
 //!   merge and back into heads when they split, so the state is always exact at O(1) cost
 //!   per merge/split step.
@@ -37,6 +39,7 @@ pub enum PageState {
     Buddy = 3,
     Head = 4,
     Pcp = 5,
+    Held = 6,
 }
 
 impl PageState {
@@ -48,6 +51,7 @@ impl PageState {
             3 => PageState::Buddy,
             4 => PageState::Head,
             5 => PageState::Pcp,
+            6 => PageState::Held,
             // Anything unknown is treated as "no RAM": the safest reading of garbage.
             _ => PageState::Hole,
         }
@@ -195,6 +199,12 @@ impl Page {
     #[inline]
     pub fn is_buddy(&self) -> bool {
         self.state == PageState::Buddy as u8
+    }
+
+    /// `state() == Held`, in one compare (for walks over many frames).
+    #[inline]
+    pub fn is_held(&self) -> bool {
+        self.state == PageState::Held as u8
     }
 
     /// The head of an allocated order-0 block, in one compare of the two bytes.

@@ -55,7 +55,8 @@ impl Zone<'_> {
                     i += 1 << page.order();
                 }
                 // Free, on the pcp: isolating the pageblock gives it back to the buddy.
-                PageState::Pcp => {
+                // Held: free, and lent before any pageblock is isolated.
+                PageState::Pcp | PageState::Held => {
                     has_free = true;
                     i += 1;
                 }
@@ -107,6 +108,8 @@ impl Zone<'_> {
                 pfn: if self.contains(start) { end - 1 } else { start },
             });
         }
+        // Held CMA frames are on no list for isolation to move: lend them first.
+        self.lend_held_range(start, end);
         for block in blocks(start, end) {
             let (lo, hi) = (block.max(start), (block + PAGEBLOCK_NR_PAGES).min(end));
             let current = self.pageblock_migratetype(block.max(self.start_pfn()));

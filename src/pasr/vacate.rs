@@ -504,7 +504,8 @@ fn survey(zone: &Zone<'_>, range: Range<Pfn>) -> SpanUse {
                 free_blocks[order] += 1;
             }
             // Free on the pcp: isolating the span's pageblocks gives it back to the buddy.
-            PageState::Pcp => {
+            // Held CMA frames (never in a zone with PASR) are free and lent the same way.
+            PageState::Pcp | PageState::Held => {
                 free += 1;
                 free_blocks[0] += 1;
             }

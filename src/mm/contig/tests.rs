@@ -234,6 +234,8 @@ fn full_area(
     z.free_range(BASE..BASE + total).unwrap();
     let mut area = cma_init_reserved_mem(BASE + total - cma, cma, 0, "cma").unwrap();
     cma_activate_area(&mut area, &mut z).unwrap();
+    // Lent at once, the area fills in address order: the tests count ids in walk order.
+    z.lend_all_held();
     let mut owners = BatchingOwners::default();
     let mut id = 0;
     for (pages, balance) in [(cma, (0, 1)), (outside, (1, 1))] {
@@ -413,6 +415,8 @@ fn mixed_area(
     z.free_range(BASE..BASE + total).unwrap();
     let mut area = cma_init_reserved_mem(BASE + total - cma, cma, 0, "cma").unwrap();
     cma_activate_area(&mut area, &mut z).unwrap();
+    // Lent at once, the area fills in address order: the tests count ids in walk order.
+    z.lend_all_held();
     z.set_cma_balance(CmaBalance::new(0, 1).unwrap());
     let mut owners = BatchingOwners::default();
     for id in 1..=groups * 5 {
@@ -1205,6 +1209,8 @@ fn cache_area(
     z.free_range(BASE..BASE + total).unwrap();
     let mut area = cma_init_reserved_mem(BASE + total - cma, cma, 0, "cma").unwrap();
     cma_activate_area(&mut area, &mut z).unwrap();
+    // Lent at once, the area fills in address order: the tests count ids in walk order.
+    z.lend_all_held();
     z.set_cma_balance(CmaBalance::new(0, 1).unwrap());
     let mut owners = BatchingOwners::default();
     for id in 1..=cma as u64 {

@@ -7,6 +7,7 @@
 use alloc::format;
 use alloc::string::String;
 
+use super::held::NOT_HELD;
 use super::{nr_pageblocks, Zone};
 use crate::mm::migratetype::{MIGRATE_PCPTYPES, MIGRATE_TYPES};
 use crate::mm::page::NIL;
@@ -33,6 +34,7 @@ impl Zone<'_> {
         let mut seen = [[0usize; MIGRATE_TYPES]; NR_PAGE_ORDERS];
         let (mut free, mut allocated, mut present) = (0usize, 0usize, 0usize);
         let mut on_pcp = 0usize;
+        let mut held = alloc::vec![0usize; self.held.len()];
         let mut pfn = self.start_pfn;
         while pfn < self.end_pfn {
             let page = self.pg(pfn);
@@ -61,7 +63,29 @@ impl Zone<'_> {
                     pfn += 1;
                     continue;
                 }
+                PageState::Held => {
+                    if !self.is_held(pfn) || self.pb_type(pfn) != MigrateType::Cma {
+                        return Err(format!(
+                            "pfn {pfn:#x}: held frame in a {} pageblock that is not held",
+                            self.pb_type(pfn).name()
+                        ));
+                    }
+                    held[self.held_index(pfn)] += 1;
+                    present += 1;
+                    pfn += 1;
+                    continue;
+                }
                 PageState::Buddy | PageState::Head => {}
+            }
+            if self.is_held(pfn)
+                && !(page.state() == PageState::Head
+                    && page.order() == 0
+                    && page.migratetype() == MigrateType::Cma)
+            {
+                return Err(format!(
+                    "pfn {pfn:#x}: {:?} in a held pageblock (only held frames and CMA allocations belong there)",
+                    page.state()
+                ));
             }
             let order = page.order();
             if order > MAX_ORDER {
@@ -138,9 +162,28 @@ impl Zone<'_> {
                 self.present_pages
             ));
         }
-        if free + allocated + on_pcp != self.managed_pages {
+        for (i, (&recorded, &counted)) in self.held.iter().zip(&held).enumerate() {
+            let recorded = if recorded == NOT_HELD {
+                0
+            } else {
+                recorded as usize
+            };
+            if recorded != counted {
+                return Err(format!(
+                    "held pageblock {i}: count {recorded} but {counted} held frames"
+                ));
+            }
+        }
+        let held: usize = held.iter().sum();
+        if held != self.held_free {
             return Err(format!(
-                "managed {} but {free} free + {allocated} allocated + {on_pcp} on the pcp",
+                "{} held free frames counted, {held} found",
+                self.held_free
+            ));
+        }
+        if free + held + allocated + on_pcp != self.managed_pages {
+            return Err(format!(
+                "managed {} but {free} free + {held} held + {allocated} allocated + {on_pcp} on the pcp",
                 self.managed_pages
             ));
         }

@@ -114,7 +114,7 @@ impl Zone<'_> {
             let b = self.block_at(pfn);
             let overlap = b.end().min(end) - pfn;
             match b.state {
-                PageState::Buddy => free += overlap,
+                PageState::Buddy | PageState::Held => free += overlap,
                 PageState::Head if self.pg(b.head).migratetype() == MigrateType::Movable => {
                     movable += overlap
                 }

@@ -50,6 +50,9 @@ mod error;
 mod fallback;
 mod free_area;
 mod gfp;
+mod held;
+#[cfg(test)]
+mod held_tests;
 mod move_record;
 mod pageblock;
 mod pasr;
@@ -295,6 +298,11 @@ pub struct Zone<'a> {
     pasr: Option<Box<pasr::PasrTracker>>,
     /// The order-0 page cache in front of the buddy (`pcp.rs`); `None` until enabled.
     pcp: Option<pcp::Pcp>,
+    /// CMA pageblocks held back from the buddy (`held.rs`): per pageblock, `NOT_HELD` or
+    /// its number of free (`Held`) frames. Empty until an area is activated without PASR.
+    held: Vec<u16>,
+    /// Free frames in held pageblocks, part of every free count.
+    held_free: usize,
 }
 
 impl<'a> Zone<'a> {
@@ -342,6 +350,8 @@ impl<'a> Zone<'a> {
             reclaim_buffer: Vec::new(),
             pasr: None,
             pcp: None,
+            held: Vec::new(),
+            held_free: 0,
         })
     }
 
@@ -453,7 +463,7 @@ impl Zone<'_> {
     #[inline]
     fn rmqueue_own(&mut self, order: usize, mt: MigrateType, alloc_cma: bool) -> Option<Pfn> {
         if alloc_cma && self.cma_preferred() {
-            if let Some(p) = self.rmqueue_smallest(order, MigrateType::Cma) {
+            if let Some(p) = self.rmqueue_cma(order) {
                 return Some(p);
             }
         }
@@ -461,11 +471,29 @@ impl Zone<'_> {
             return Some(p);
         }
         if alloc_cma {
-            if let Some(p) = self.rmqueue_smallest(order, MigrateType::Cma) {
+            if let Some(p) = self.rmqueue_cma(order) {
                 return Some(p);
             }
         }
         None
+    }
+
+    /// A block from the Cma lists, lending held pageblocks (`held.rs`) when they are empty.
+    #[inline]
+    fn rmqueue_cma(&mut self, order: usize) -> Option<Pfn> {
+        if let Some(p) = self.rmqueue_smallest(order, MigrateType::Cma) {
+            return Some(p);
+        }
+        if self.held_free == 0 {
+            return None;
+        }
+        self.rmqueue_cma_lending(order)
+    }
+
+    /// Free CMA pages: on the Cma lists and held (`held.rs`).
+    #[inline]
+    fn free_cma(&self) -> usize {
+        self.free_by_type[MigrateType::Cma.index()] + self.held_free
     }
 
     /// Whether a movable allocation should take CMA memory first (the zone's
@@ -476,8 +504,7 @@ impl Zone<'_> {
     #[inline]
     fn cma_preferred(&self) -> bool {
         let free = self.nr_free_pages() + self.pcp_pages();
-        self.cma_balance
-            .prefers_cma(self.free_by_type[MigrateType::Cma.index()], free)
+        self.cma_balance.prefers_cma(self.free_cma(), free)
     }
 
     /// `NR_FREE_PAGES`.
@@ -486,7 +513,7 @@ impl Zone<'_> {
         // Every type but Isolate, the last one: five loads and adds on the hot path.
         const _: () = assert!(MigrateType::Isolate.index() == MIGRATE_TYPES - 1);
         let [unmovable, movable, reclaimable, high_atomic, cma, _isolate] = self.free_by_type;
-        unmovable + movable + reclaimable + high_atomic + cma
+        unmovable + movable + reclaimable + high_atomic + cma + self.held_free
     }
 
     /// `__zone_watermark_ok`, simplified to the `min` mark. Running out entirely is
@@ -503,7 +530,7 @@ impl Zone<'_> {
         }
         let mut usable = self.nr_free_pages();
         if !alloc_cma {
-            usable -= self.free_by_type[MigrateType::Cma.index()];
+            usable -= self.free_cma();
         }
         if usable < 1 << order {
             Err(AllocError::NoMemory)
@@ -607,7 +634,7 @@ impl Zone<'_> {
     /// A Movable block from Cma lists only (migration target of last resort).
     pub(in crate::mm) fn alloc_cma_pages(&mut self, order: usize) -> Result<Pfn, AllocError> {
         self.watermark_check(order, true, GfpFlags::NONE)?;
-        let pfn = match self.rmqueue_smallest(order, MigrateType::Cma) {
+        let pfn = match self.rmqueue_cma(order) {
             Some(pfn) => pfn,
             None if self.pasr_may_reveal() => self
                 .with_free_spans_revealed(|zone| zone.rmqueue_smallest(order, MigrateType::Cma))
@@ -636,11 +663,18 @@ impl Zone<'_> {
         }
         let mut usable = self.nr_free_pages();
         if from != MigrateType::Cma {
-            usable -= self.free_by_type[MigrateType::Cma.index()];
+            usable -= self.free_cma();
         }
         let spare = usable.checked_sub(self.watermarks.min)?;
         if spare < 2 {
             return None;
+        }
+        // Held CMA memory is counted but on no list: lend a pageblock of it first.
+        if from == MigrateType::Cma
+            && self.held_free > 0
+            && (1..NR_PAGE_ORDERS).all(|o| self.free_area[o].head[from.index()] == NIL)
+        {
+            self.lend_one_held();
         }
         // The heads, not the counts: with PASR steering a MAX_ORDER block of an entirely
         // free span is counted but not offered.
@@ -755,7 +789,7 @@ impl Zone<'_> {
                 order: page.order(),
                 state: page.state(),
             },
-            PageState::Hole | PageState::Reserved | PageState::Pcp => Block {
+            PageState::Hole | PageState::Reserved | PageState::Pcp | PageState::Held => Block {
                 head: pfn,
                 order: 0,
                 state: page.state(),
@@ -825,18 +859,20 @@ impl Zone<'_> {
 /// Counters and reports.
 impl Zone<'_> {
     pub fn counters(&self) -> ZoneCounters {
-        let mut nr_free = [0; NR_PAGE_ORDERS];
+        let mut nr_free = self.held_blocks();
         for (o, area) in self.free_area.iter().enumerate() {
-            nr_free[o] = area.nr_free;
+            nr_free[o] += area.nr_free;
         }
+        let mut free_by_migratetype = self.free_by_type;
+        free_by_migratetype[MigrateType::Cma.index()] += self.held_free;
         ZoneCounters {
             spanned_pages: self.end_pfn - self.start_pfn,
             present_pages: self.present_pages,
             managed_pages: self.managed_pages,
             cma_pages: self.cma_pages,
             free_pages: self.nr_free_pages() + self.pcp_pages(),
-            free_cma_pages: self.free_by_type[MigrateType::Cma.index()],
-            free_by_migratetype: self.free_by_type,
+            free_cma_pages: self.free_cma(),
+            free_by_migratetype,
             nr_free,
             watermarks: self.watermarks,
         }
@@ -846,12 +882,25 @@ impl Zone<'_> {
     /// migration-target allocation can use. Cheaper than [`Zone::counters`] on hot paths.
     #[inline]
     pub fn free_pages_outside_cma(&self) -> usize {
-        self.nr_free_pages() - self.free_by_type[MigrateType::Cma.index()]
+        self.nr_free_pages() - self.free_cma()
     }
 
-    /// Free blocks of one order on one type's list.
+    /// Free pages the watermarks see (the buddy's and held CMA memory, not the pcp's), in
+    /// O(1): for callers that only compare free memory before and after.
+    #[inline]
+    pub fn nr_free(&self) -> usize {
+        self.nr_free_pages()
+    }
+
+    /// Free blocks of one order on one type's list (for Cma, with the blocks held memory
+    /// would be listed as, `held.rs`).
     pub fn nr_free_blocks(&self, order: usize, mt: MigrateType) -> usize {
-        self.free_area
+        let held = match mt {
+            MigrateType::Cma => self.held_blocks().get(order).copied().unwrap_or(0),
+            _ => 0,
+        };
+        held + self
+            .free_area
             .get(order)
             .map_or(0, |a| a.nr_by_type[mt.index()])
     }

@@ -102,6 +102,8 @@ impl Zone<'_> {
         if self.pb_type(start) == mt {
             return;
         }
+        // A held pageblock's free frames are on no list to move (`held.rs`).
+        self.lend_held_range(start, end);
         // No pcp frame may sit in a Cma or Isolate pageblock (`pcp.rs`).
         if !mt.is_pcptype() && self.pb_type(start).is_pcptype() {
             self.pcp_drain_range(start..end);
@@ -208,7 +210,7 @@ impl Zone<'_> {
                 }
                 PageState::Head => i += 1 << page.order(),
                 PageState::Tail => i = self.block_at(pfn + i).end().max(pfn + i + 1) - pfn,
-                PageState::Hole | PageState::Reserved | PageState::Pcp => i += 1,
+                PageState::Hole | PageState::Reserved | PageState::Pcp | PageState::Held => i += 1,
             }
         }
         None

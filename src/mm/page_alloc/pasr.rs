@@ -523,6 +523,8 @@ impl Zone<'_> {
         // Re-validate: the fields are private, but a copy of a value built elsewhere is
         // cheap to check again.
         let spans = PasrSpans::new(spans.base_pfn, spans.span_pages, spans.nr_spans)?;
+        // PASR counts free blocks on lists: held CMA memory (`held.rs`) is lent first.
+        self.lend_all_held();
         self.relink_max_order_blocks(Some(Box::new(PasrTracker::new(spans, mode))));
         Ok(())
     }

@@ -16,7 +16,9 @@
 use core::ops::Range;
 
 use super::{max_aligned_order, Taken, Zone};
-use crate::mm::{MigrateType, MmError, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES};
+use crate::mm::{
+    pageblock_start_pfn, MigrateType, MmError, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES,
+};
 
 impl Zone<'_> {
     fn check_range(&self, range: &Range<Pfn>) -> Result<(), MmError> {
@@ -60,7 +62,7 @@ impl Zone<'_> {
     }
 
     /// Free `[lo, hi)` (all `Tail`, off-list) as maximal aligned blocks.
-    fn free_pieces(&mut self, mut lo: Pfn, hi: Pfn) {
+    pub(super) fn free_pieces(&mut self, mut lo: Pfn, hi: Pfn) {
         while lo < hi {
             let order = max_aligned_order(lo, hi - lo);
             self.free_block(lo, order);
@@ -87,6 +89,8 @@ impl Zone<'_> {
     /// pages taken out.
     pub fn reserve_range(&mut self, range: Range<Pfn>) -> Result<usize, MmError> {
         self.check_range(&range)?;
+        // Held CMA frames are free but on no list (`held.rs`): lend them to be taken below.
+        self.lend_held_range(range.start, range.end);
         let mut pfn = range.start;
         while pfn < range.end {
             let b = self.block_at(pfn);
@@ -160,6 +164,12 @@ impl Zone<'_> {
         if self.check_range(&(start..end)).is_err() {
             return false;
         }
+        // An idle CMA area's memory is held (`held.rs`): taken without any list work.
+        if self.range_is_held(start, end) {
+            return self.take_held_range(start, end, mt, ours);
+        }
+        // A range partly in held pageblocks is taken off the lists like any other.
+        self.lend_held_range(start, end);
         let mut pfn = start;
         while pfn < end {
             let b = self.block_at(pfn);
@@ -188,13 +198,39 @@ impl Zone<'_> {
         for block in (start..end).step_by(PAGEBLOCK_NR_PAGES) {
             self.set_pb_type_raw(block, MigrateType::Cma);
         }
-        self.free_range(start..end)?;
+        // Held until the buddy needs it (`held.rs`), except where PASR counts free blocks.
+        if self.pasr.is_none() {
+            self.hold_cma_range(start, end);
+        } else {
+            self.free_range(start..end)?;
+        }
         self.cma_pages += end - start;
         Ok(())
     }
 
-    /// Free a run of allocated order-0 frames as maximal aligned blocks.
-    pub(in crate::mm) fn free_order0_run(&mut self, mut lo: Pfn, hi: Pfn) {
+    /// Free a run of allocated order-0 frames as maximal aligned blocks; frames of held
+    /// pageblocks become held free frames again (`held.rs`).
+    pub(in crate::mm) fn free_order0_run(&mut self, lo: Pfn, hi: Pfn) {
+        if self.held.is_empty() {
+            return self.free_order0_pieces(lo, hi);
+        }
+        let mut pfn = lo;
+        while pfn < hi {
+            let held = self.is_held(pfn);
+            let mut end = pfn;
+            while end < hi && self.is_held(end) == held {
+                end = (pageblock_start_pfn(end) + PAGEBLOCK_NR_PAGES).min(hi);
+            }
+            if held {
+                self.release_to_held(pfn, end);
+            } else {
+                self.free_order0_pieces(pfn, end);
+            }
+            pfn = end;
+        }
+    }
+
+    fn free_order0_pieces(&mut self, mut lo: Pfn, hi: Pfn) {
         while lo < hi {
             let order = max_aligned_order(lo, hi - lo);
             for p in lo..lo + (1 << order) {

@@ -58,7 +58,7 @@ impl Zone<'_> {
             // Holes, reserved frames and orphan tails stay counted as unmanaged.
             let managed = matches!(
                 block.state,
-                PageState::Buddy | PageState::Head | PageState::Pcp
+                PageState::Buddy | PageState::Head | PageState::Pcp | PageState::Held
             );
             while managed && pfn < end {
                 let index = (pfn - first) / PAGEBLOCK_NR_PAGES;
@@ -66,7 +66,10 @@ impl Zone<'_> {
                 let frames = piece_end - pfn;
                 let cell = &mut usage[index];
                 // A frame on the pcp is free memory, as in every other report.
-                if matches!(block.state, PageState::Buddy | PageState::Pcp) {
+                if matches!(
+                    block.state,
+                    PageState::Buddy | PageState::Pcp | PageState::Held
+                ) {
                     cell.free += frames;
                 } else {
                     cell.allocated += frames;

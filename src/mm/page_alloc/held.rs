@@ -1,0 +1,273 @@
+//! CMA pageblocks held back from the buddy until it needs them: lending on demand, and
+//! contiguous allocations from held memory that touch no free list.
+//!
+//! # Theory of operation
+//!
+//! An activated CMA area lends its pages to movable allocations, but nothing obliges it to
+//! lend them before anyone asks. Splitting a 4 MiB free block to hand out one page lists
+//! the ten pieces that remain, and those list operations were most of what a small
+//! `cma_alloc` from an idle area cost. So a zone without PASR keeps each activated CMA
+//! pageblock *held*: its free frames are in state [`PageState::Held`], on no list, and the
+//! zone counts them per pageblock (`held[i]`, or `NOT_HELD`) and in total (`held_free`).
+//!
+//! - Counting: held frames are free CMA memory in every counter (watermarks, the CMA
+//!   balance, `MemFree`, `CmaFree`), and the reports' free blocks per order include them as
+//!   the blocks lending would list ([`Zone::held_blocks`]), so every report reads as if the
+//!   pages were on the lists.
+//! - Lending: when a request that may use CMA finds the Cma lists empty, the zone lends
+//!   the highest held pageblock that has free frames (first-fit `cma_alloc` starts low, so
+//!   the pageblocks it would take stay held longest) and tries again. Lending frees the
+//!   pageblock's held runs into the buddy with the ordinary merging, so a lent pageblock is
+//!   exactly what it would have been had it never been held. Isolating, reserving or
+//!   retyping a held pageblock lends it first, so everything outside this file meets held
+//!   frames only as free frames it leaves alone.
+//! - Taking: a contiguous range entirely in held pageblocks, every frame `Held`, is taken
+//!   by rewriting those frames' metadata ([`Zone::take_held_range`]): no list, no split.
+//!   Frames released from a held pageblock become `Held` again
+//!   ([`Zone::free_order0_run`]), so an idle area stays held across allocations.
+//! - A lent pageblock is never held again: taking it back would cost list work on the
+//!   release path for a gain only the next allocation there sees.
+//! - PASR counts and steers free MAX_ORDER blocks on lists, so a zone with PASR holds
+//!   nothing: enabling it lends every held pageblock, and activation with it on lends at
+//!   once (the behaviour before this file).
+#![forbid(unsafe_code)]
+
+use alloc::vec;
+
+use super::{max_aligned_order, Zone};
+use crate::mm::{
+    MigrateType, Owner, PageState, Pfn, MAX_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES,
+    PAGEBLOCK_ORDER,
+};
+
+/// `held[i]` of a pageblock that is not held.
+pub(super) const NOT_HELD: u16 = u16::MAX;
+
+const _: () = assert!(PAGEBLOCK_NR_PAGES < NOT_HELD as usize);
+const _: () = assert!(MAX_ORDER == PAGEBLOCK_ORDER + 1);
+
+impl Zone<'_> {
+    #[inline]
+    pub(super) fn held_index(&self, pfn: Pfn) -> usize {
+        (pfn >> PAGEBLOCK_ORDER) - self.first_block
+    }
+
+    /// Whether the pageblock of `pfn` is held.
+    #[inline]
+    pub(in crate::mm) fn is_held(&self, pfn: Pfn) -> bool {
+        self.held
+            .get(self.held_index(pfn))
+            .is_some_and(|&n| n != NOT_HELD)
+    }
+
+    /// Free frames in held pageblocks.
+    #[inline]
+    pub fn held_free_pages(&self) -> usize {
+        self.held_free
+    }
+
+    /// Number of held pageblocks.
+    pub fn held_pageblocks(&self) -> usize {
+        self.held.iter().filter(|&&n| n != NOT_HELD).count()
+    }
+
+    /// Activation's hand-over of `[start, end)` (pageblock aligned, every frame reserved,
+    /// pageblocks already typed Cma): every frame becomes `Held` and managed.
+    pub(super) fn hold_cma_range(&mut self, start: Pfn, end: Pfn) {
+        if self.held.is_empty() {
+            let blocks = super::nr_pageblocks(self.start_pfn, self.end_pfn - self.start_pfn);
+            self.held = vec![NOT_HELD; blocks];
+        }
+        for pfn in start..end {
+            let page = self.pg_mut(pfn);
+            page.set(PageState::Held, 0, MigrateType::Cma);
+            page.set_owner(Owner::NONE);
+        }
+        for block in (start..end).step_by(PAGEBLOCK_NR_PAGES) {
+            let i = self.held_index(block);
+            self.held[i] = PAGEBLOCK_NR_PAGES as u16;
+        }
+        self.managed_pages += end - start;
+        self.held_free += end - start;
+    }
+
+    /// Lend the pageblock at index `i` (held): its held runs are freed into the buddy with
+    /// merging, and it stops being held.
+    fn lend_pageblock(&mut self, i: usize) {
+        let block = (self.first_block + i) << PAGEBLOCK_ORDER;
+        let (lo, hi) = (
+            block.max(self.start_pfn),
+            (block + PAGEBLOCK_NR_PAGES).min(self.end_pfn),
+        );
+        self.held_free -= self.held[i] as usize;
+        self.held[i] = NOT_HELD;
+        let mut pfn = lo;
+        while pfn < hi {
+            if !self.pg(pfn).is_held() {
+                pfn += 1;
+                continue;
+            }
+            let run = pfn;
+            while pfn < hi && self.pg(pfn).is_held() {
+                self.pg_mut(pfn).set_state(PageState::Tail);
+                pfn += 1;
+            }
+            self.free_pieces(run, pfn);
+        }
+    }
+
+    /// Lend every held pageblock covering `[start, end)`.
+    pub(in crate::mm) fn lend_held_range(&mut self, start: Pfn, end: Pfn) {
+        let (start, end) = (start.max(self.start_pfn), end.min(self.end_pfn));
+        if self.held.is_empty() || start >= end {
+            return;
+        }
+        for i in self.held_index(start)..=self.held_index(end - 1) {
+            if self.held[i] != NOT_HELD {
+                self.lend_pageblock(i);
+            }
+        }
+    }
+
+    /// Lend every held pageblock.
+    pub(in crate::mm) fn lend_all_held(&mut self) {
+        for i in 0..self.held.len() {
+            if self.held[i] != NOT_HELD {
+                self.lend_pageblock(i);
+            }
+        }
+    }
+
+    /// Lend the highest held pageblock that has a free frame; `false` if none has.
+    pub(super) fn lend_one_held(&mut self) -> bool {
+        match self.held.iter().rposition(|&n| n != NOT_HELD && n != 0) {
+            Some(i) => {
+                self.lend_pageblock(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A Cma block of `order` for a request that found the Cma lists empty: lend held
+    /// pageblocks, highest first, until one of them gives it.
+    #[inline(never)]
+    pub(super) fn rmqueue_cma_lending(&mut self, order: usize) -> Option<Pfn> {
+        while self.lend_one_held() {
+            if let Some(pfn) = self.rmqueue_smallest(order, MigrateType::Cma) {
+                return Some(pfn);
+            }
+        }
+        None
+    }
+
+    /// Whether every pageblock covering `[start, end)` is held (`false` for an empty
+    /// range).
+    #[inline]
+    pub(super) fn range_is_held(&self, start: Pfn, end: Pfn) -> bool {
+        if self.held.is_empty() || start >= end {
+            return false;
+        }
+        let (first, last) = (self.held_index(start), self.held_index(end - 1));
+        self.held
+            .get(first..=last)
+            .is_some_and(|blocks| blocks.iter().all(|&n| n != NOT_HELD))
+    }
+
+    /// Take `[start, end)` (inside the zone, every pageblock held) as order-0 frames
+    /// allocated as `mt` for `owner` when every frame of it is `Held`; `false`, changing
+    /// nothing, otherwise.
+    pub(super) fn take_held_range(
+        &mut self,
+        start: Pfn,
+        end: Pfn,
+        mt: MigrateType,
+        owner: Owner,
+    ) -> bool {
+        let lo = start - self.start_pfn;
+        let pages = &mut self.pages[lo..lo + (end - start)];
+        if !pages.iter().all(|p| p.is_held()) {
+            return false;
+        }
+        for page in pages.iter_mut() {
+            page.set(PageState::Head, 0, mt);
+            page.set_owner(owner);
+        }
+        self.held_free -= end - start;
+        self.count_held(start, end, |n, frames| n - frames);
+        true
+    }
+
+    /// Give allocated order-0 frames `[lo, hi)` of held pageblocks back as `Held`.
+    pub(super) fn release_to_held(&mut self, lo: Pfn, hi: Pfn) {
+        for pfn in lo..hi {
+            let page = self.pg_mut(pfn);
+            page.set(PageState::Held, 0, MigrateType::Cma);
+            page.set_owner(Owner::NONE);
+        }
+        self.held_free += hi - lo;
+        self.count_held(lo, hi, |n, frames| n + frames);
+    }
+
+    /// Apply `update(count, frames)` to the held count of each pageblock `[lo, hi)` covers,
+    /// with the number of its frames in the range.
+    fn count_held(&mut self, lo: Pfn, hi: Pfn, update: impl Fn(u16, u16) -> u16) {
+        let mut pfn = lo;
+        while pfn < hi {
+            let next = ((pfn >> PAGEBLOCK_ORDER) + 1) << PAGEBLOCK_ORDER;
+            let frames = (next.min(hi) - pfn) as u16;
+            let i = self.held_index(pfn);
+            self.held[i] = update(self.held[i], frames);
+            pfn = next;
+        }
+    }
+
+    /// The free blocks per order that lending every held pageblock would list (pairs of
+    /// entirely free held pageblocks merge into MAX_ORDER blocks; merging with lent
+    /// neighbours is not counted): what the reports add to the lists' counts.
+    pub fn held_blocks(&self) -> [usize; NR_PAGE_ORDERS] {
+        let mut blocks = [0; NR_PAGE_ORDERS];
+        if self.held_free == 0 {
+            return blocks;
+        }
+        let whole = |i: usize| self.held.get(i) == Some(&(PAGEBLOCK_NR_PAGES as u16));
+        let mut i = 0;
+        while i < self.held.len() {
+            let n = self.held[i];
+            let block = (self.first_block + i) << PAGEBLOCK_ORDER;
+            if n == NOT_HELD || n == 0 {
+                i += 1;
+            } else if block & ((1 << MAX_ORDER) - 1) == 0 && whole(i) && whole(i + 1) {
+                blocks[MAX_ORDER] += 1;
+                i += 2;
+            } else if whole(i) {
+                blocks[PAGEBLOCK_ORDER] += 1;
+                i += 1;
+            } else {
+                let (lo, hi) = (
+                    block.max(self.start_pfn),
+                    (block + PAGEBLOCK_NR_PAGES).min(self.end_pfn),
+                );
+                let mut pfn = lo;
+                while pfn < hi {
+                    if !self.pg(pfn).is_held() {
+                        pfn += 1;
+                        continue;
+                    }
+                    let run = pfn;
+                    while pfn < hi && self.pg(pfn).is_held() {
+                        pfn += 1;
+                    }
+                    let mut p = run;
+                    while p < pfn {
+                        let order = max_aligned_order(p, pfn - p);
+                        blocks[order] += 1;
+                        p += 1 << order;
+                    }
+                }
+                i += 1;
+            }
+        }
+        blocks
+    }
+}
