@@ -197,7 +197,7 @@ pub fn churn_success(
                 if rng.below(4) == 0 {
                     s.cache_writeback();
                 }
-                let free = s.zone().counters().free_pages;
+                let free = s.zone().free_page_count();
                 if free > keep_free {
                     s.anon_grow(free - keep_free)?;
                 }

@@ -44,7 +44,7 @@ pub(super) fn now() -> u64 {
 pub(super) fn fill_cma_with_anon(s: &mut KmemState) -> Result<usize, KmemError> {
     let mut added = 0;
     loop {
-        let free_cma = s.zone().counters().free_cma_pages;
+        let free_cma = s.zone().free_cma_pages();
         if free_cma == 0 {
             return Ok(added);
         }
@@ -66,7 +66,7 @@ pub(super) fn fill_cma_with_clean_cache(
 ) -> Result<(), KmemError> {
     let blocks = s.cache_status().store_blocks;
     let mut hits_left = blocks;
-    while s.zone().counters().free_cma_pages > 0 && hits_left > 0 && blocks > 0 {
+    while s.zone().free_cma_pages() > 0 && hits_left > 0 && blocks > 0 {
         let before = s.cached_pages();
         if !s.cache_read(*next_block % blocks)? {
             break;

@@ -279,11 +279,11 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
     // pass is over: while a pass frees memory and some candidate was short of it, run
     // another. Free memory only grows from pass to pass, so this ends.
     loop {
-        let free_before = zone.counters().free_pages;
+        let free_before = zone.free_page_count();
         let (result, short_of_memory) = cma_alloc_pass(area, zone, migrator, count, &request);
         match result {
             Err(CmaError::NoMemory | CmaError::Busy)
-                if short_of_memory && zone.counters().free_pages > free_before => {}
+                if short_of_memory && zone.free_page_count() > free_before => {}
             Err(error @ (CmaError::NoSpace | CmaError::Busy | CmaError::NoMemory))
                 if may_defrag && area.defrag && area.movable.any_unpinned() =>
             {

@@ -490,9 +490,9 @@ impl Zone<'_> {
         self.rmqueue_cma_lending(order)
     }
 
-    /// Free CMA pages: on the Cma lists and held (`held.rs`).
+    /// Free CMA pages (`NR_FREE_CMA_PAGES`): on the Cma lists and held (`held.rs`).
     #[inline]
-    fn free_cma(&self) -> usize {
+    pub fn free_cma_pages(&self) -> usize {
         self.free_by_type[MigrateType::Cma.index()] + self.held_free
     }
 
@@ -504,7 +504,7 @@ impl Zone<'_> {
     #[inline]
     fn cma_preferred(&self) -> bool {
         let free = self.nr_free_pages() + self.pcp_pages();
-        self.cma_balance.prefers_cma(self.free_cma(), free)
+        self.cma_balance.prefers_cma(self.free_cma_pages(), free)
     }
 
     /// `NR_FREE_PAGES`.
@@ -530,7 +530,7 @@ impl Zone<'_> {
         }
         let mut usable = self.nr_free_pages();
         if !alloc_cma {
-            usable -= self.free_cma();
+            usable -= self.free_cma_pages();
         }
         if usable < 1 << order {
             Err(AllocError::NoMemory)
@@ -663,7 +663,7 @@ impl Zone<'_> {
         }
         let mut usable = self.nr_free_pages();
         if from != MigrateType::Cma {
-            usable -= self.free_cma();
+            usable -= self.free_cma_pages();
         }
         let spare = usable.checked_sub(self.watermarks.min)?;
         if spare < 2 {
@@ -870,8 +870,8 @@ impl Zone<'_> {
             present_pages: self.present_pages,
             managed_pages: self.managed_pages,
             cma_pages: self.cma_pages,
-            free_pages: self.nr_free_pages() + self.pcp_pages(),
-            free_cma_pages: self.free_cma(),
+            free_pages: self.free_page_count(),
+            free_cma_pages: self.free_cma_pages(),
             free_by_migratetype,
             nr_free,
             watermarks: self.watermarks,
@@ -882,14 +882,14 @@ impl Zone<'_> {
     /// migration-target allocation can use. Cheaper than [`Zone::counters`] on hot paths.
     #[inline]
     pub fn free_pages_outside_cma(&self) -> usize {
-        self.nr_free_pages() - self.free_cma()
+        self.nr_free_pages() - self.free_cma_pages()
     }
 
-    /// Free pages the watermarks see (the buddy's and held CMA memory, not the pcp's), in
-    /// O(1): for callers that only compare free memory before and after.
+    /// [`ZoneCounters::free_pages`] in O(1), for callers that only compare free memory
+    /// before and after ([`Zone::counters`] also reports the free blocks per order).
     #[inline]
-    pub fn nr_free(&self) -> usize {
-        self.nr_free_pages()
+    pub fn free_page_count(&self) -> usize {
+        self.nr_free_pages() + self.pcp_pages()
     }
 
     /// Free blocks of one order on one type's list (for Cma, with the blocks held memory

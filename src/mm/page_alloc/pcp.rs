@@ -201,7 +201,7 @@ impl Zone<'_> {
             return None;
         }
         let free = self.nr_free_pages();
-        let free_cma = self.free_cma();
+        let free_cma = self.free_cma_pages();
         let alloc_cma = mt == MigrateType::Movable && !gfp.flags.contains(GfpFlags::NO_CMA);
         let usable = if alloc_cma { free } else { free - free_cma };
         // The buddy's watermark rule: one page must leave `min` free.
@@ -242,7 +242,7 @@ impl Zone<'_> {
     #[inline(never)]
     fn pcp_refill(&mut self, mt: MigrateType) {
         let want = self.pcp.as_ref().map_or(0, |p| p.limits.batch);
-        let usable = self.nr_free_pages() - self.free_cma();
+        let usable = self.nr_free_pages() - self.free_cma_pages();
         let spare = usable.saturating_sub(self.watermarks.min);
         for _ in 0..want.min(spare) {
             let Some(pfn) = self.rmqueue_smallest(0, mt) else {
