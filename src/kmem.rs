@@ -683,6 +683,16 @@ pub(crate) fn cma_alloc_locked(
             align_order,
         });
     }
+    // A window of held memory (an idle area's, `mm/page_alloc/held.rs`) needs no room, no
+    // migrator and no wait: take it before setting any of them up. Without that much held
+    // memory the try would mostly fail, so it is not made.
+    if s.zone.held_free_pages() >= count {
+        if let Some(pfn) =
+            mm::cma_alloc_if_free(&mut s.areas[area], &mut s.zone, count, align_order as usize)
+        {
+            return Ok(pfn);
+        }
+    }
     // I/O done by the time of the call no longer pins; what completes from here on is
     // seen when the allocation waits.
     if !s.clients.anon.io_pins.is_empty() {

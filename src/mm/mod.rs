@@ -57,8 +57,9 @@ mod tests;
 pub(crate) mod testutil;
 
 pub use cma::{
-    cma_activate_area, cma_alloc, cma_alloc_movable, cma_init_reserved_mem, cma_pin, cma_release,
-    cma_release_movable, cma_unpin, ChunkId, ChunkInfo, CmaArea, CmaError, CmaFit, CmaState,
+    cma_activate_area, cma_alloc, cma_alloc_if_free, cma_alloc_movable, cma_init_reserved_mem,
+    cma_pin, cma_release, cma_release_movable, cma_unpin, ChunkId, ChunkInfo, CmaArea, CmaError,
+    CmaFit, CmaState,
 };
 pub use contig::{alloc_contig_range, evacuate_isolated_range, free_contig_range, ContigError};
 pub use migrate::{MigrateError, Migrator, Move, NoMigrator, Reclaim, MIGRATE_BATCH};

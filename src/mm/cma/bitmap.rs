@@ -8,7 +8,18 @@ pub(super) fn bitmap_test(map: &[u64], bit: usize) -> bool {
 }
 
 /// Set (or clear) bits `[start, start + len)`, a word at a time.
+#[inline]
 pub(super) fn bitmap_set(map: &mut [u64], start: usize, len: usize, value: bool) {
+    // One bit, the common small request: one word, no loop.
+    if len == 1 {
+        let mask = 1 << (start % 64);
+        if value {
+            map[start / 64] |= mask;
+        } else {
+            map[start / 64] &= !mask;
+        }
+        return;
+    }
     let end = start + len;
     let mut bit = start;
     while bit < end {

@@ -105,6 +105,17 @@ impl Candidates {
         }
     }
 
+    /// The first candidate alone, without building the iterator for first fit.
+    #[inline]
+    pub(super) fn first(fit: CmaFit, map: &[u64], size: usize, req: &BitRequest) -> Option<usize> {
+        match fit {
+            CmaFit::FirstFit => {
+                find_next_zero_area(map, size, 0, req.nr, req.align_mask, req.align_offset)
+            }
+            CmaFit::BestFit => Candidates::new(fit, map, size, req).next(map, size, req),
+        }
+    }
+
     /// The next candidate; `map` must be the bitmap `new` saw.
     pub(super) fn next(&mut self, map: &[u64], size: usize, req: &BitRequest) -> Option<usize> {
         match self {

@@ -25,7 +25,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::contig::{alloc_contig_range, free_contig_range, ContigError};
+use super::contig::{
+    alloc_contig_range, free_contig_range, take_contig_range_if_free, ContigError,
+};
 use super::migrate::Migrator;
 use super::page_alloc::{MmError, Zone};
 use super::{MigrateType, PageState, Pfn, PAGEBLOCK_NR_PAGES};
@@ -237,16 +239,31 @@ pub fn cma_alloc<M: Migrator + ?Sized>(
     result
 }
 
-/// `cma_alloc` without the statistics; `may_defrag: false` for the new homes of chunks that
-/// are being moved (defragmentation never recurses).
-fn cma_alloc_inner<M: Migrator + ?Sized>(
+/// [`cma_alloc`] when the first window the area's policy picks is free already, taken
+/// straight off the zone (`alloc_contig_range`'s step 0). `None`, changing nothing, when
+/// it is not, or when the request is invalid ([`cma_alloc`] then says why). It needs no
+/// migrator, so a caller can try it before paying for one.
+pub fn cma_alloc_if_free(
     area: &mut CmaArea,
     zone: &mut Zone<'_>,
-    migrator: &mut M,
     count: usize,
     align_order: usize,
-    may_defrag: bool,
-) -> Result<Pfn, CmaError> {
+) -> Option<Pfn> {
+    let request = bit_request(area, count, align_order).ok()?;
+    let maxno = area.bits();
+    let bitno = Candidates::first(area.fit, &area.bitmap, maxno, &request)?;
+    let pfn = area.base_pfn + (bitno << area.order_per_bit);
+    bitmap_set(&mut area.bitmap, bitno, request.nr, true);
+    if !take_contig_range_if_free(zone, pfn, pfn + count, MigrateType::Cma) {
+        bitmap_set(&mut area.bitmap, bitno, request.nr, false);
+        return None;
+    }
+    area.stats.alloc_pages_success += count as u64;
+    Some(pfn)
+}
+
+/// The bitmap request for `count` pages aligned to `align_order` in `area`.
+fn bit_request(area: &CmaArea, count: usize, align_order: usize) -> Result<BitRequest, CmaError> {
     if !area.active {
         return Err(CmaError::NotActive);
     }
@@ -264,26 +281,39 @@ fn cma_alloc_inner<M: Migrator + ?Sized>(
     };
     // Bits to skip so that base + index aligns, when the base itself is less aligned.
     let offset = (area.base_pfn & ((1usize << align_order) - 1)) >> opb;
-    let maxno = area.bits();
     let nbits = count.div_ceil(1 << opb);
-    if nbits > maxno {
+    if nbits > area.bits() {
         return Err(CmaError::NoSpace);
     }
-    let request = BitRequest {
+    Ok(BitRequest {
         nr: nbits,
         align_mask: mask,
         align_offset: offset,
-    };
+    })
+}
+
+/// `cma_alloc` without the statistics; `may_defrag: false` for the new homes of chunks that
+/// are being moved (defragmentation never recurses).
+fn cma_alloc_inner<M: Migrator + ?Sized>(
+    area: &mut CmaArea,
+    zone: &mut Zone<'_>,
+    migrator: &mut M,
+    count: usize,
+    align_order: usize,
+    may_defrag: bool,
+) -> Result<Pfn, CmaError> {
+    let request = bit_request(area, count, align_order)?;
     // A pass tries every candidate. Candidates that fail still drop the clean page cache
     // they met, so a window that was short of migration targets may have enough once the
-    // pass is over: while a pass frees memory and some candidate was short of it, run
-    // another. Free memory only grows from pass to pass, so this ends.
+    // pass is over: while a pass drops page cache (which a failed candidate gives back as
+    // free memory) and some candidate was short of it, run another. Only so much page
+    // cache exists, so this ends.
     loop {
-        let free_before = zone.free_page_count();
+        let dropped_before = zone.contig_reclaimed();
         let (result, short_of_memory) = cma_alloc_pass(area, zone, migrator, count, &request);
         match result {
             Err(CmaError::NoMemory | CmaError::Busy)
-                if short_of_memory && zone.free_page_count() > free_before => {}
+                if short_of_memory && zone.contig_reclaimed() > dropped_before => {}
             Err(error @ (CmaError::NoSpace | CmaError::Busy | CmaError::NoMemory))
                 if may_defrag && area.defrag && area.movable.any_unpinned() =>
             {

@@ -53,6 +53,21 @@ pub fn alloc_contig_range<M: Migrator + ?Sized>(
     result
 }
 
+/// `alloc_contig_range` when `[start_pfn, end_pfn)` is free already: taken straight off the
+/// zone (step 0), with no isolation and no migrator; `false`, changing nothing, otherwise.
+pub fn take_contig_range_if_free(
+    zone: &mut Zone<'_>,
+    start_pfn: Pfn,
+    end_pfn: Pfn,
+    migratetype: MigrateType,
+) -> bool {
+    if validate(zone, start_pfn, end_pfn, migratetype).is_err() {
+        return false;
+    }
+    let ours = zone.new_contig_owner();
+    zone.take_range_if_free(start_pfn, end_pfn, (migratetype, ours))
+}
+
 fn validate(zone: &Zone<'_>, start: Pfn, end: Pfn, mt: MigrateType) -> Result<(), MmError> {
     if start >= end {
         return Err(MmError::InvalidRange { start, end });
@@ -64,13 +79,17 @@ fn validate(zone: &Zone<'_>, start: Pfn, end: Pfn, mt: MigrateType) -> Result<()
         return Err(MmError::OutOfZone { pfn: end - 1 });
     }
     let bad_block = |want_cma: bool| {
-        (pageblock_start_pfn(start)..end)
-            .step_by(PAGEBLOCK_NR_PAGES)
-            .map(|b| b.max(start))
-            .find(|&b| {
-                (zone.pb_type(b) == MigrateType::Cma) != want_cma
-                    && zone.pb_type(b) != MigrateType::Isolate
-            })
+        // A plain loop: most requests cover one pageblock.
+        let mut block = pageblock_start_pfn(start);
+        while block < end {
+            let b = block.max(start);
+            let mt = zone.pb_type(b);
+            if (mt == MigrateType::Cma) != want_cma && mt != MigrateType::Isolate {
+                return Some(b);
+            }
+            block += PAGEBLOCK_NR_PAGES;
+        }
+        None
     };
     let offending = match mt {
         MigrateType::Cma => bad_block(true),

@@ -160,6 +160,7 @@ fn migrate_range_batched<M: Migrator + ?Sized>(
                 continue;
             }
             if kind.is_reclaimable() && migrator.reclaim(b.head, b.order, owner) {
+                zone.note_contig_reclaimed(1 << b.order);
                 release(zone, b.head, b.order)?;
                 outcome.progress = true;
                 continue;

@@ -80,7 +80,7 @@ use core::fmt;
 
 use super::{MmError, Pfn};
 
-pub use self::driver::{alloc_contig_range, free_contig_range};
+pub use self::driver::{alloc_contig_range, free_contig_range, take_contig_range_if_free};
 pub use self::evacuate::evacuate_isolated_range;
 pub use self::migrate_range::MIGRATE_MAX_PASSES_WITHOUT_PROGRESS;
 

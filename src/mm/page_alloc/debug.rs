@@ -174,6 +174,13 @@ impl Zone<'_> {
                 ));
             }
         }
+        let nr_held = self.held.iter().filter(|&&n| n != NOT_HELD).count();
+        if nr_held != self.nr_held {
+            return Err(format!(
+                "{} held pageblocks counted, {nr_held} found",
+                self.nr_held
+            ));
+        }
         let held: usize = held.iter().sum();
         if held != self.held_free {
             return Err(format!(

@@ -36,9 +36,19 @@ use alloc::vec;
 
 use super::{max_aligned_order, Zone};
 use crate::mm::{
-    MigrateType, Owner, PageState, Pfn, MAX_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES,
-    PAGEBLOCK_ORDER,
+    pageblock_start_pfn, MigrateType, Owner, Page, PageState, Pfn, MAX_ORDER, NR_PAGE_ORDERS,
+    PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
 };
+
+/// What [`Zone::take_held_range`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum HeldTake {
+    Taken,
+    /// A frame of the range is allocated.
+    Busy,
+    /// A pageblock of the range is not held.
+    NotHeld,
+}
 
 /// `held[i]` of a pageblock that is not held.
 pub(super) const NOT_HELD: u16 = u16::MAX;
@@ -67,8 +77,9 @@ impl Zone<'_> {
     }
 
     /// Number of held pageblocks.
+    #[inline]
     pub fn held_pageblocks(&self) -> usize {
-        self.held.iter().filter(|&&n| n != NOT_HELD).count()
+        self.nr_held
     }
 
     /// Activation's hand-over of `[start, end)` (pageblock aligned, every frame reserved,
@@ -86,6 +97,7 @@ impl Zone<'_> {
         for block in (start..end).step_by(PAGEBLOCK_NR_PAGES) {
             let i = self.held_index(block);
             self.held[i] = PAGEBLOCK_NR_PAGES as u16;
+            self.nr_held += 1;
         }
         self.managed_pages += end - start;
         self.held_free += end - start;
@@ -101,6 +113,7 @@ impl Zone<'_> {
         );
         self.held_free -= self.held[i] as usize;
         self.held[i] = NOT_HELD;
+        self.nr_held -= 1;
         let mut pfn = lo;
         while pfn < hi {
             if !self.pg(pfn).is_held() {
@@ -119,7 +132,7 @@ impl Zone<'_> {
     /// Lend every held pageblock covering `[start, end)`.
     pub(in crate::mm) fn lend_held_range(&mut self, start: Pfn, end: Pfn) {
         let (start, end) = (start.max(self.start_pfn), end.min(self.end_pfn));
-        if self.held.is_empty() || start >= end {
+        if self.nr_held == 0 || start >= end {
             return;
         }
         for i in self.held_index(start)..=self.held_index(end - 1) {
@@ -161,41 +174,47 @@ impl Zone<'_> {
         None
     }
 
-    /// Whether every pageblock covering `[start, end)` is held (`false` for an empty
-    /// range).
+    /// Take `[start, end)` (non-empty, inside the zone) as order-0 frames allocated as `mt`
+    /// for `owner` if every pageblock it covers is held and every frame of it `Held`.
+    /// Anything else changes nothing: [`HeldTake::NotHeld`] when a pageblock is not held
+    /// (the range may still be free on the lists), [`HeldTake::Busy`] when a frame is
+    /// allocated. A pageblock whose count says every frame is held needs no look at its
+    /// frames.
     #[inline]
-    pub(super) fn range_is_held(&self, start: Pfn, end: Pfn) -> bool {
-        if self.held.is_empty() || start >= end {
-            return false;
-        }
-        let (first, last) = (self.held_index(start), self.held_index(end - 1));
-        self.held
-            .get(first..=last)
-            .is_some_and(|blocks| blocks.iter().all(|&n| n != NOT_HELD))
-    }
-
-    /// Take `[start, end)` (inside the zone, every pageblock held) as order-0 frames
-    /// allocated as `mt` for `owner` when every frame of it is `Held`; `false`, changing
-    /// nothing, otherwise.
     pub(super) fn take_held_range(
         &mut self,
         start: Pfn,
         end: Pfn,
         mt: MigrateType,
         owner: Owner,
-    ) -> bool {
-        let lo = start - self.start_pfn;
-        let pages = &mut self.pages[lo..lo + (end - start)];
-        if !pages.iter().all(|p| p.is_held()) {
-            return false;
+    ) -> HeldTake {
+        if self.nr_held == 0 {
+            return HeldTake::NotHeld;
         }
-        for page in pages.iter_mut() {
+        let blocks = self.held_index(start)..self.held_index(end - 1) + 1;
+        let Some(counts) = self.held.get(blocks.clone()) else {
+            return HeldTake::NotHeld;
+        };
+        let mut pfn = start;
+        for &n in counts {
+            if n == NOT_HELD {
+                return HeldTake::NotHeld;
+            }
+            let next = (pageblock_start_pfn(pfn) + PAGEBLOCK_NR_PAGES).min(end);
+            if n as usize != PAGEBLOCK_NR_PAGES && !self.memmap(pfn, next).iter().all(Page::is_held)
+            {
+                return HeldTake::Busy;
+            }
+            pfn = next;
+        }
+        let lo = start - self.start_pfn;
+        for page in self.pages[lo..lo + (end - start)].iter_mut() {
             page.set(PageState::Head, 0, mt);
             page.set_owner(owner);
         }
         self.held_free -= end - start;
         self.count_held(start, end, |n, frames| n - frames);
-        true
+        HeldTake::Taken
     }
 
     /// Give allocated order-0 frames `[lo, hi)` of held pageblocks back as `Held`.
@@ -211,13 +230,16 @@ impl Zone<'_> {
 
     /// Apply `update(count, frames)` to the held count of each pageblock `[lo, hi)` covers,
     /// with the number of its frames in the range.
+    #[inline]
     fn count_held(&mut self, lo: Pfn, hi: Pfn, update: impl Fn(u16, u16) -> u16) {
+        let first = self.held_index(lo);
         let mut pfn = lo;
-        while pfn < hi {
-            let next = ((pfn >> PAGEBLOCK_ORDER) + 1) << PAGEBLOCK_ORDER;
-            let frames = (next.min(hi) - pfn) as u16;
-            let i = self.held_index(pfn);
-            self.held[i] = update(self.held[i], frames);
+        for count in self.held[first..].iter_mut() {
+            if pfn >= hi {
+                break;
+            }
+            let next = (pageblock_start_pfn(pfn) + PAGEBLOCK_NR_PAGES).min(hi);
+            *count = update(*count, (next - pfn) as u16);
             pfn = next;
         }
     }

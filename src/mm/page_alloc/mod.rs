@@ -289,6 +289,8 @@ pub struct Zone<'a> {
     cma_balance: CmaBalance,
     /// Id of the last `alloc_contig_range` call ([`Zone::new_contig_owner`]).
     contig_calls: u64,
+    /// Pages `alloc_contig_range` dropped ([`Zone::contig_reclaimed`]).
+    contig_reclaimed: u64,
     /// `alloc_contig_range`'s move buffer, kept between calls.
     move_buffer: Vec<Move>,
     /// `alloc_contig_range`'s buffer of pages offered for reclaim, kept between calls.
@@ -303,6 +305,8 @@ pub struct Zone<'a> {
     held: Vec<u16>,
     /// Free frames in held pageblocks, part of every free count.
     held_free: usize,
+    /// Number of held pageblocks.
+    nr_held: usize,
 }
 
 impl<'a> Zone<'a> {
@@ -346,12 +350,14 @@ impl<'a> Zone<'a> {
             watermarks: Watermarks::default(),
             cma_balance: CmaBalance::LINUX,
             contig_calls: 0,
+            contig_reclaimed: 0,
             move_buffer: Vec::new(),
             reclaim_buffer: Vec::new(),
             pasr: None,
             pcp: None,
             held: Vec::new(),
             held_free: 0,
+            nr_held: 0,
         })
     }
 

@@ -43,11 +43,29 @@ impl Zone<'_> {
         self.reclaim_buffer = buffer;
     }
 
+    /// Pages `alloc_contig_range` calls have dropped (clean page cache) so far: a caller
+    /// compares it before and after a try to learn whether the try freed memory, in one
+    /// load (the free count costs a sum).
+    #[inline]
+    pub(in crate::mm) fn contig_reclaimed(&self) -> u64 {
+        self.contig_reclaimed
+    }
+
+    /// Count pages dropped by the slow path's one-at-a-time reclaim.
+    pub(in crate::mm) fn note_contig_reclaimed(&mut self, pages: usize) {
+        self.contig_reclaimed += pages as u64;
+    }
+
     /// The owner a new `alloc_contig_range` call records on the frames it takes:
     /// [`Owner::contig`] of a number no call still running has, so the frames the call took
     /// can be told from those of earlier contiguous allocations (which it must never take).
     pub(in crate::mm) fn new_contig_owner(&mut self) -> Owner {
-        self.contig_calls = self.contig_calls % Owner::ID_MAX + 1;
+        // Ids run 1..=ID_MAX and wrap (a compare, not a division, on every call).
+        self.contig_calls = if self.contig_calls >= Owner::ID_MAX {
+            1
+        } else {
+            self.contig_calls + 1
+        };
         Owner::contig(self.contig_calls)
     }
 
@@ -161,6 +179,7 @@ impl Zone<'_> {
                 };
                 *slot = Reclaim::new(start + i, owner);
                 if !migrator.prepare_reclaim(slot) {
+                    self.contig_reclaimed += dropped as u64;
                     return (start + i, dropped, true);
                 }
                 page.set_migratetype(taken_as);
@@ -171,6 +190,7 @@ impl Zone<'_> {
             }
             i += 1;
         }
+        self.contig_reclaimed += dropped as u64;
         (start + i, dropped, false)
     }
 

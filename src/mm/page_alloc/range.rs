@@ -15,6 +15,7 @@
 
 use core::ops::Range;
 
+use super::held::HeldTake;
 use super::{max_aligned_order, Taken, Zone};
 use crate::mm::{
     pageblock_start_pfn, MigrateType, MmError, Owner, PageState, Pfn, PAGEBLOCK_NR_PAGES,
@@ -164,12 +165,13 @@ impl Zone<'_> {
         if self.check_range(&(start..end)).is_err() {
             return false;
         }
-        // An idle CMA area's memory is held (`held.rs`): taken without any list work.
-        if self.range_is_held(start, end) {
-            return self.take_held_range(start, end, mt, ours);
+        // An idle CMA area's memory is held (`held.rs`): taken without any list work. A
+        // range partly in held pageblocks is taken off the lists like any other.
+        match self.take_held_range(start, end, mt, ours) {
+            HeldTake::Taken => return true,
+            HeldTake::Busy => return false,
+            HeldTake::NotHeld => self.lend_held_range(start, end),
         }
-        // A range partly in held pageblocks is taken off the lists like any other.
-        self.lend_held_range(start, end);
         let mut pfn = start;
         while pfn < end {
             let b = self.block_at(pfn);
@@ -211,7 +213,7 @@ impl Zone<'_> {
     /// Free a run of allocated order-0 frames as maximal aligned blocks; frames of held
     /// pageblocks become held free frames again (`held.rs`).
     pub(in crate::mm) fn free_order0_run(&mut self, lo: Pfn, hi: Pfn) {
-        if self.held.is_empty() {
+        if self.nr_held == 0 {
             return self.free_order0_pieces(lo, hi);
         }
         let mut pfn = lo;
