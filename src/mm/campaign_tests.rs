@@ -689,7 +689,7 @@ fn cma_campaign_never_fails_while_memory_exists() {
         // Tenant churn towards the pressure target.
         let want_used = managed * pressure / 100;
         for _ in 0..1 + w.rng.below(6) {
-            let used = managed - zone.counters().free_pages;
+            let used = managed - zone.free_page_count();
             if used < want_used && w.rng.chance(75) {
                 w.add_tenant(&mut zone);
             } else {
