@@ -15,6 +15,11 @@
 //! per-frame state is the ground truth `cma_release` checks against, so releasing frames
 //! that were not handed out is refused instead of corrupting the buddy.
 //!
+//! An idle area's memory is held back from the buddy's lists (`page_alloc/held.rs`): a
+//! window of it is taken by rewriting its frames' metadata alone, and
+//! [`cma_alloc_if_free`] tries the first window that way before a caller sets up a
+//! migrator.
+//!
 //! An area may also hand out movable chunks (`movable`): device buffers that may be moved
 //! while nobody has them pinned. When every candidate failed and such chunks exist, the
 //! area defragments (`defrag`): it empties the cheapest window of them and takes it.

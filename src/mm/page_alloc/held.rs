@@ -129,10 +129,20 @@ impl Zone<'_> {
         }
     }
 
-    /// Lend every held pageblock covering `[start, end)`.
+    /// Lend every held pageblock covering `[start, end)`. One compare, inline, when
+    /// nothing is held (every area's pageblocks lent): isolation, retyping and every
+    /// contiguous allocation pass through here.
+    #[inline]
     pub(in crate::mm) fn lend_held_range(&mut self, start: Pfn, end: Pfn) {
+        if self.nr_held != 0 {
+            self.lend_held_pageblocks(start, end);
+        }
+    }
+
+    #[inline(never)]
+    fn lend_held_pageblocks(&mut self, start: Pfn, end: Pfn) {
         let (start, end) = (start.max(self.start_pfn), end.min(self.end_pfn));
-        if self.nr_held == 0 || start >= end {
+        if start >= end {
             return;
         }
         for i in self.held_index(start)..=self.held_index(end - 1) {

@@ -16,7 +16,8 @@
 //! original list (Linux 6.10 semantics).
 //!
 //! Allocation (`__rmqueue`): a Movable request first takes from Cma when free CMA pages
-//! exceed the [`CmaBalance`] share of free pages; then its own type (`__rmqueue_smallest`:
+//! exceed the [`CmaBalance`] share of free pages (free CMA pages include held ones, which
+//! the Cma lists get when they are empty, `held.rs`); then its own type (`__rmqueue_smallest`:
 //! smallest sufficient order, `expand` gives back the upper halves), then Cma (Movable only),
 //! then stealing (`__rmqueue_fallback`): the largest block of the first type in
 //! [`FALLBACKS`](super::migratetype::FALLBACKS) that has one; the whole pageblock is claimed
@@ -38,7 +39,8 @@
 //! This file holds the [`Zone`] type, its construction and the buddy core (allocation,
 //! freeing and merging, watermarks, counters). The rest is split by job: `free_area` (the
 //! free lists), `fallback` (stealing from other types), `pageblock` (pageblock types and
-//! retyping), `range` (handing over, reserving and taking ranges of frames),
+//! retyping), `range` (handing over, reserving and taking ranges of frames), `held` (CMA
+//! pageblocks held back from the lists until the buddy needs them),
 //! `move_record` (`alloc_contig_range`'s record of its moves), `usage` (what each
 //! pageblock holds, for pictures of memory), `pasr` (free MAX_ORDER blocks per DRAM span,
 //! and placement that keeps allocations out of entirely free spans), `debug`

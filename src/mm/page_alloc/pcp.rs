@@ -205,7 +205,14 @@ impl Zone<'_> {
         let alloc_cma = mt == MigrateType::Movable && !gfp.flags.contains(GfpFlags::NO_CMA);
         let usable = if alloc_cma { free } else { free - free_cma };
         // The buddy's watermark rule: one page must leave `min` free.
-        if usable <= self.watermarks.min || (alloc_cma && self.cma_preferred()) {
+        // `cma_preferred`'s rule, from the counts at hand (computing them again costs a
+        // dozen instructions a call).
+        if usable <= self.watermarks.min
+            || (alloc_cma
+                && self
+                    .cma_balance
+                    .prefers_cma(free_cma, free + self.pcp_pages()))
+        {
             return None;
         }
         if self.pcp.as_ref()?.head[i] == NIL {
