@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 use alloc::vec;
+use core::ops::Range;
 
 use super::{max_aligned_order, Zone};
 use crate::mm::{
@@ -106,27 +107,34 @@ impl Zone<'_> {
     /// Lend the pageblock at index `i` (held): its held runs are freed into the buddy with
     /// merging, and it stops being held.
     fn lend_pageblock(&mut self, i: usize) {
-        let block = (self.first_block + i) << PAGEBLOCK_ORDER;
-        let (lo, hi) = (
-            block.max(self.start_pfn),
-            (block + PAGEBLOCK_NR_PAGES).min(self.end_pfn),
-        );
+        let (lo, hi) = self.pageblock_frames(i);
         self.held_free -= self.held[i] as usize;
         self.held[i] = NOT_HELD;
         self.nr_held -= 1;
         let mut pfn = lo;
-        while pfn < hi {
-            if !self.pg(pfn).is_held() {
-                pfn += 1;
-                continue;
+        while let Some(run) = self.next_held_run(pfn, hi) {
+            for p in run.clone() {
+                self.pg_mut(p).set_state(PageState::Tail);
             }
-            let run = pfn;
-            while pfn < hi && self.pg(pfn).is_held() {
-                self.pg_mut(pfn).set_state(PageState::Tail);
-                pfn += 1;
-            }
-            self.free_pieces(run, pfn);
+            self.free_pieces(run.start, run.end);
+            pfn = run.end;
         }
+    }
+
+    /// The zone's frames of the pageblock at index `i`.
+    fn pageblock_frames(&self, i: usize) -> (Pfn, Pfn) {
+        let block = (self.first_block + i) << PAGEBLOCK_ORDER;
+        (
+            block.max(self.start_pfn),
+            (block + PAGEBLOCK_NR_PAGES).min(self.end_pfn),
+        )
+    }
+
+    /// The first run of `Held` frames in `[from, hi)`.
+    fn next_held_run(&self, from: Pfn, hi: Pfn) -> Option<Range<Pfn>> {
+        let start = (from..hi).find(|&p| self.pg(p).is_held())?;
+        let end = (start..hi).find(|&p| !self.pg(p).is_held()).unwrap_or(hi);
+        Some(start..end)
     }
 
     /// Lend every held pageblock covering `[start, end)`. One compare, inline, when
@@ -276,26 +284,16 @@ impl Zone<'_> {
                 blocks[PAGEBLOCK_ORDER] += 1;
                 i += 1;
             } else {
-                let (lo, hi) = (
-                    block.max(self.start_pfn),
-                    (block + PAGEBLOCK_NR_PAGES).min(self.end_pfn),
-                );
+                let (lo, hi) = self.pageblock_frames(i);
                 let mut pfn = lo;
-                while pfn < hi {
-                    if !self.pg(pfn).is_held() {
-                        pfn += 1;
-                        continue;
-                    }
-                    let run = pfn;
-                    while pfn < hi && self.pg(pfn).is_held() {
-                        pfn += 1;
-                    }
-                    let mut p = run;
-                    while p < pfn {
-                        let order = max_aligned_order(p, pfn - p);
+                while let Some(run) = self.next_held_run(pfn, hi) {
+                    let mut p = run.start;
+                    while p < run.end {
+                        let order = max_aligned_order(p, run.end - p);
                         blocks[order] += 1;
                         p += 1 << order;
                     }
+                    pfn = run.end;
                 }
                 i += 1;
             }
