@@ -209,8 +209,25 @@ impl Zone<'_> {
         if self.nr_held == 0 {
             return HeldTake::NotHeld;
         }
-        let blocks = self.held_index(start)..self.held_index(end - 1) + 1;
-        let Some(counts) = self.held.get(blocks.clone()) else {
+        let (first, last) = (self.held_index(start), self.held_index(end - 1));
+        // Most requests lie in one pageblock: one count to look at and to update.
+        if first == last {
+            let Some(&n) = self.held.get(first) else {
+                return HeldTake::NotHeld;
+            };
+            if n == NOT_HELD {
+                return HeldTake::NotHeld;
+            }
+            if n as usize != PAGEBLOCK_NR_PAGES
+                && !self.memmap(start, end).iter().all(Page::is_held)
+            {
+                return HeldTake::Busy;
+            }
+            self.held[first] = n - (end - start) as u16;
+            self.write_taken(start, end, mt, owner);
+            return HeldTake::Taken;
+        }
+        let Some(counts) = self.held.get(first..=last) else {
             return HeldTake::NotHeld;
         };
         let mut pfn = start;
@@ -225,14 +242,21 @@ impl Zone<'_> {
             }
             pfn = next;
         }
+        self.count_held(start, end, |n, frames| n - frames);
+        self.write_taken(start, end, mt, owner);
+        HeldTake::Taken
+    }
+
+    /// Mark held frames `[start, end)` allocated (their pageblocks' counts already
+    /// updated).
+    #[inline]
+    fn write_taken(&mut self, start: Pfn, end: Pfn, mt: MigrateType, owner: Owner) {
         let lo = start - self.start_pfn;
         for page in self.pages[lo..lo + (end - start)].iter_mut() {
             page.set(PageState::Head, 0, mt);
             page.set_owner(owner);
         }
         self.held_free -= end - start;
-        self.count_held(start, end, |n, frames| n - frames);
-        HeldTake::Taken
     }
 
     /// Give allocated order-0 frames `[lo, hi)` of held pageblocks back as `Held`.
