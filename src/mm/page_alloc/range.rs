@@ -120,6 +120,16 @@ impl Zone<'_> {
         let mut taken = 0;
         let mut pfn = start;
         while pfn < end {
+            // Holes, reserved, held and pcp frames are no part of a listed block: skip them
+            // without the block lookup (reserving a whole bank of holes at boot meets one
+            // per frame).
+            if matches!(
+                self.pg(pfn).state(),
+                PageState::Hole | PageState::Reserved | PageState::Held | PageState::Pcp
+            ) {
+                pfn += 1;
+                continue;
+            }
             let b = self.block_at(pfn);
             if b.state == PageState::Buddy {
                 let mt = self.pg(b.head).migratetype();
