@@ -518,10 +518,16 @@ impl Zone<'_> {
     /// `NR_FREE_PAGES`.
     #[inline]
     fn nr_free_pages(&self) -> usize {
-        // Every type but Isolate, the last one: five loads and adds on the hot path.
+        self.nr_free_outside_cma() + self.free_cma_pages()
+    }
+
+    /// Free pages a request that may not use CMA can have: every type but Cma and Isolate
+    /// (the last one), four loads and adds on the hot path.
+    #[inline]
+    fn nr_free_outside_cma(&self) -> usize {
         const _: () = assert!(MigrateType::Isolate.index() == MIGRATE_TYPES - 1);
-        let [unmovable, movable, reclaimable, high_atomic, cma, _isolate] = self.free_by_type;
-        unmovable + movable + reclaimable + high_atomic + cma + self.held_free
+        let [unmovable, movable, reclaimable, high_atomic, _cma, _isolate] = self.free_by_type;
+        unmovable + movable + reclaimable + high_atomic
     }
 
     /// `__zone_watermark_ok`, simplified to the `min` mark. Running out entirely is
@@ -536,10 +542,11 @@ impl Zone<'_> {
         if flags.contains(GfpFlags::MEMALLOC) {
             return Ok(());
         }
-        let mut usable = self.nr_free_pages();
-        if !alloc_cma {
-            usable -= self.free_cma_pages();
-        }
+        let usable = if alloc_cma {
+            self.nr_free_pages()
+        } else {
+            self.nr_free_outside_cma()
+        };
         if usable < 1 << order {
             Err(AllocError::NoMemory)
         } else if usable - (1 << order) < self.watermarks.min {
@@ -669,10 +676,11 @@ impl Zone<'_> {
         if !matches!(from, MigrateType::Movable | MigrateType::Cma) {
             return None;
         }
-        let mut usable = self.nr_free_pages();
-        if from != MigrateType::Cma {
-            usable -= self.free_cma_pages();
-        }
+        let usable = if from == MigrateType::Cma {
+            self.nr_free_pages()
+        } else {
+            self.nr_free_outside_cma()
+        };
         let spare = usable.checked_sub(self.watermarks.min)?;
         if spare < 2 {
             return None;
@@ -890,7 +898,7 @@ impl Zone<'_> {
     /// migration-target allocation can use. Cheaper than [`Zone::counters`] on hot paths.
     #[inline]
     pub fn free_pages_outside_cma(&self) -> usize {
-        self.nr_free_pages() - self.free_cma_pages()
+        self.nr_free_outside_cma()
     }
 
     /// [`ZoneCounters::free_pages`] in O(1), for callers that only compare free memory

@@ -200,10 +200,11 @@ impl Zone<'_> {
         if i >= MIGRATE_PCPTYPES || gfp.flags.contains(GfpFlags::MEMALLOC) {
             return None;
         }
-        let free = self.nr_free_pages();
+        let outside_cma = self.nr_free_outside_cma();
         let free_cma = self.free_cma_pages();
+        let free = outside_cma + free_cma;
         let alloc_cma = mt == MigrateType::Movable && !gfp.flags.contains(GfpFlags::NO_CMA);
-        let usable = if alloc_cma { free } else { free - free_cma };
+        let usable = if alloc_cma { free } else { outside_cma };
         // The buddy's watermark rule: one page must leave `min` free.
         // `cma_preferred`'s rule, from the counts at hand (computing them again costs a
         // dozen instructions a call).
@@ -249,7 +250,7 @@ impl Zone<'_> {
     #[inline(never)]
     fn pcp_refill(&mut self, mt: MigrateType) {
         let want = self.pcp.as_ref().map_or(0, |p| p.limits.batch);
-        let usable = self.nr_free_pages() - self.free_cma_pages();
+        let usable = self.nr_free_outside_cma();
         let spare = usable.saturating_sub(self.watermarks.min);
         for _ in 0..want.min(spare) {
             let Some(pfn) = self.rmqueue_smallest(0, mt) else {
